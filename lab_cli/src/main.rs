@@ -1,0 +1,206 @@
+//! `lab`: the command line over `poc_helpers` — the spec's setup, status and cleanup scripts.
+//!
+//! ```text
+//! lab up [--nodes 2] [--base-port 8000] [--storage memory] [--name lab]   start and leave running
+//! lab status                                                             the status table
+//! lab sql b "SELECT * FROM user"                                         run SurrealQL on a node
+//! lab down                                                               stop every node
+//! lab clean                                                              stop, then delete data and logs
+//! ```
+//!
+//! `up` starts the nodes and *detaches*: they keep running after the command exits, described by
+//! `<lab dir>/state.json`. The other commands attach to that lab. Every failure exits non-zero
+//! with the `LabError` message, which names the fix.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use poc_helpers::cluster::{Cluster, default_lab_root};
+use poc_helpers::error::LabError;
+use poc_helpers::storage::StorageMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lab",
+    about = "Run a local SurrealDB 3.3.5 cluster for learning",
+    version
+)]
+struct Cli {
+    /// Lab name; its files live in <lab dir>/<name>.
+    #[arg(long, global = true, default_value = "lab")]
+    name: String,
+    /// Lab root directory [default: <workspace>/target/lab].
+    #[arg(long, global = true, env = "LAB_DIR")]
+    lab_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start the nodes and leave them running.
+    Up {
+        /// Number of nodes (1-9).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Port of node-a; node-b gets the next one. [env: LAB_BASE_PORT, default 8000]
+        #[arg(long)]
+        base_port: Option<u16>,
+        /// Let the lab pick free ports (also LAB_BASE_PORT=ephemeral).
+        #[arg(long, conflicts_with = "base_port")]
+        ephemeral: bool,
+        /// memory | surrealkv | shared | tikv://HOST:PORT | tiup
+        #[arg(long, default_value = "memory")]
+        storage: String,
+    },
+    /// Show every node's state, pid, version, memory and uptime.
+    Status,
+    /// Run SurrealQL on one node (a, b, node-a, 0, ...).
+    Sql {
+        /// The node.
+        node: String,
+        /// The query.
+        query: String,
+    },
+    /// Stop every node (data of surrealkv nodes is kept).
+    Down,
+    /// Stop every node and delete the lab's data, logs and pidfiles.
+    Clean,
+}
+
+fn main() -> ExitCode {
+    // polars' text tables hide columns past 8 and show dtypes; the status table has 9 columns
+    // and is for people. Set before any thread exists (set_var is only sound then).
+    for (key, value) in [
+        ("POLARS_FMT_MAX_COLS", "-1"),
+        ("POLARS_FMT_MAX_ROWS", "-1"),
+        ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1"),
+        ("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1"),
+        ("POLARS_FMT_TABLE_HIDE_COLUMN_SEPARATOR", "1"),
+    ] {
+        // SAFETY: still single-threaded here, so no other thread can read the environment.
+        unsafe { std::env::set_var(key, value) };
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// `LabError` is large on purpose (it carries the whole explanation); see poc_helpers' lib.rs.
+#[allow(clippy::result_large_err)]
+fn run(cli: Cli) -> Result<(), LabError> {
+    let root = cli.lab_dir.clone().unwrap_or_else(default_lab_root);
+    let dir = root.join(&cli.name);
+    match cli.command {
+        Cmd::Up {
+            nodes,
+            base_port,
+            ephemeral,
+            storage,
+        } => {
+            // `lab up` twice would otherwise reap the running lab; say so instead.
+            if let Ok(existing) = Cluster::attach_dir(&dir) {
+                let running: Vec<_> = existing
+                    .instances()?
+                    .into_iter()
+                    .filter(|i| i.state == "running")
+                    .collect();
+                if !running.is_empty() {
+                    let list: Vec<String> = running
+                        .iter()
+                        .map(|i| format!("{} :{}", i.node, i.port))
+                        .collect();
+                    return Err(LabError::InvalidConfig {
+                        setting: "name".into(),
+                        reason: format!("lab `{}` is already running ({})", cli.name, list.join(", ")),
+                        fix: "see it with `lab status`, stop it with `lab down`, or use another --name".into(),
+                    });
+                }
+            }
+            let mut builder = Cluster::builder()
+                .name(&cli.name)
+                .lab_root(root)
+                .nodes(nodes)
+                .storage(StorageMode::parse(&storage)?)
+                .echo(false);
+            if let Some(p) = base_port {
+                builder = builder.base_port(p);
+            }
+            if ephemeral {
+                builder = builder.ephemeral_ports();
+            }
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!("starting {nodes} SurrealDB node(s) ({storage})…"));
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            let t = Instant::now();
+            let started = builder.start();
+            spinner.finish_and_clear();
+            let cluster = started?;
+            let took = t.elapsed();
+            let report = cluster.start_report().to_vec();
+            let dir = cluster.lab_dir().to_path_buf();
+            let status = cluster.status()?;
+            // Detach before printing: the nodes are meant to outlive this command even if its
+            // output goes nowhere (e.g. a closed pipe).
+            cluster.detach();
+            for line in report {
+                println!("{line}");
+            }
+            println!(
+                "lab `{}` up in {:.1} s ({})",
+                cli.name,
+                took.as_secs_f64(),
+                dir.display()
+            );
+            println!("{status}");
+            Ok(())
+        }
+        Cmd::Status => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            println!("{}", cluster.status()?);
+            Ok(())
+        }
+        Cmd::Sql { node, query } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let result = cluster.sql(node.as_str(), &query)?;
+            for s in &result.statements {
+                println!("{}", serde_json_pretty(&s.rows));
+            }
+            Ok(())
+        }
+        Cmd::Down => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            cluster.stop_all()?;
+            Ok(())
+        }
+        Cmd::Clean => match Cluster::attach_dir(&dir) {
+            Ok(cluster) => cluster.cleanup(),
+            Err(LabError::LabNotFound { .. }) if dir.exists() => {
+                std::fs::remove_dir_all(&dir).map_err(|e| LabError::Io {
+                    action: "deleting".into(),
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                    fix: "check permissions, then delete it by hand".into(),
+                })?;
+                println!("deleted {}", dir.display());
+                Ok(())
+            }
+            Err(LabError::LabNotFound { .. }) => {
+                println!("nothing to clean: {} does not exist", dir.display());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn serde_json_pretty(rows: &[poc_helpers::serde_json::Value]) -> String {
+    poc_helpers::serde_json::to_string_pretty(rows).unwrap_or_default()
+}

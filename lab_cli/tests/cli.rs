@@ -1,0 +1,89 @@
+//! Smoke test of the `lab` command line against real `surreal` processes: up, status, sql, down,
+//! clean, plus the failures a learner is most likely to hit (unknown node, double `up`).
+//! Ephemeral ports and a temporary lab root keep it away from a learner's lab on 8000/8001.
+
+use std::process::{Command, Output};
+
+fn lab(root: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args(args)
+        .env("LAB_DIR", root)
+        .env_remove("LAB_BASE_PORT")
+        .output()
+        .expect("run lab")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn up_status_sql_down_clean() {
+    let root = tempfile::tempdir().unwrap();
+    let up = lab(root.path(), &["up", "--ephemeral", "--name", "cli"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let out = text(&up);
+    assert!(
+        out.contains("node-a") && out.contains("node-b") && out.contains("running"),
+        "{out}"
+    );
+    assert!(out.contains("ready in"), "{out}");
+
+    // The nodes outlived `lab up`: status, sql and a second `up` see them.
+    let status = lab(root.path(), &["status", "--name", "cli"]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert_eq!(
+        text(&status).matches("running").count(),
+        2,
+        "{}",
+        text(&status)
+    );
+
+    let sql = lab(root.path(), &["sql", "--name", "cli", "b", "RETURN 40 + 2"]);
+    assert!(sql.status.success(), "{}", text(&sql));
+    assert!(text(&sql).contains("42"), "{}", text(&sql));
+    assert!(
+        text(&sql).contains("[node-b :"),
+        "the log line names the node: {}",
+        text(&sql)
+    );
+
+    let again = lab(root.path(), &["up", "--ephemeral", "--name", "cli"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("already running") && text(&again).contains("lab down"),
+        "{}",
+        text(&again)
+    );
+
+    let bad = lab(root.path(), &["sql", "--name", "cli", "z", "RETURN 1"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("no node `z`"), "{}", text(&bad));
+
+    let down = lab(root.path(), &["down", "--name", "cli"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(text(&down).matches("stopped").count(), 2, "{}", text(&down));
+    let status = lab(root.path(), &["status", "--name", "cli"]);
+    assert_eq!(
+        text(&status).matches("stopped").count(),
+        2,
+        "{}",
+        text(&status)
+    );
+
+    let clean = lab(root.path(), &["clean", "--name", "cli"]);
+    assert!(clean.status.success(), "{}", text(&clean));
+    assert!(!root.path().join("cli").exists());
+
+    let missing = lab(root.path(), &["status", "--name", "cli"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("lab up --name cli"),
+        "{}",
+        text(&missing)
+    );
+}

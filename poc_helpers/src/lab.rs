@@ -1,0 +1,1025 @@
+//! The lab as the actor thread sees it: its configuration, its nodes and their SDK connections,
+//! the shared storage tier, the operation log and the `state.json` that lets another process
+//! (the `lab` CLI) attach. [`Lab::handle`] interprets one [`Command`].
+//!
+//! Everything here runs on the actor thread (see `runtime`), so nothing needs a lock: one command
+//! at a time owns the whole lab.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::binary::{self, LocatedBinary};
+use crate::client::{self, ConnectSpec, Db, QueryResult, StatementResult};
+use crate::error::LabError;
+use crate::metrics::{self, Instance};
+use crate::node::{Node, NodeState};
+use crate::oplog::{self, OpRecord};
+use crate::ports;
+use crate::procs::{self, Reaped, Stopped};
+use crate::runtime::{Command, NodeAction, NodeRef};
+use crate::storage::{StorageMode, StorageTier};
+
+/// The file in the lab directory that describes the running lab.
+pub const STATE_FILE: &str = "state.json";
+
+/// Bumped when `state.json` changes incompatibly, so old files are refused with a clear message.
+const STATE_FORMAT: u32 = 1;
+
+/// How many operations the log keeps. Old entries are dropped first, so a long notebook session
+/// cannot grow memory without bound; load tests keep their own histograms.
+const OPLOG_CAPACITY: usize = 100_000;
+
+/// How long to wait for a stopped process's ports to be released before calling them busy.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Every setting of a lab, fully resolved (the builder fills it; `state.json` stores it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabConfig {
+    /// Lab name; the lab directory is `<lab root>/<name>`.
+    pub name: String,
+    /// The lab directory.
+    pub lab_dir: PathBuf,
+    /// Number of nodes (1–9).
+    pub nodes: usize,
+    /// Port of node-a; node i listens on `base_port + i`.
+    pub base_port: u16,
+    /// Pick a free port block at start instead of `base_port`.
+    pub ephemeral_ports: bool,
+    /// Root user name.
+    pub user: String,
+    /// Root password. Stored in `state.json` so the CLI can attach: lab credentials only.
+    pub pass: String,
+    /// Namespace the clients use.
+    pub namespace: String,
+    /// Database the clients use.
+    pub database: String,
+    /// Create namespace and database when missing.
+    pub create_namespace: bool,
+    /// Apply `schema/entities.surql` at start.
+    pub apply_schema: bool,
+    /// Where the data lives.
+    pub storage: StorageMode,
+    /// Explicit `surreal` binary (else the normal search).
+    pub surreal_bin: Option<PathBuf>,
+    /// Limit for one node to become ready (spec PR-001: 30 s).
+    pub start_timeout: Duration,
+    /// Grace period between SIGTERM and SIGKILL.
+    pub stop_timeout: Duration,
+    /// Limit for one query (also for connecting).
+    pub query_timeout: Duration,
+}
+
+/// One node in `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// `node-a`, …
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+    /// Its pid while running.
+    pub pid: Option<u32>,
+    /// Its state when the file was written.
+    pub state: NodeState,
+    /// The storage path given to `surreal start`.
+    pub path_arg: Option<String>,
+    /// When the process was spawned (Unix ms).
+    pub started_unix_ms: Option<u64>,
+    /// Spawn-to-ready time of that start (ms).
+    pub ready_ms: Option<f64>,
+    /// Paths, for people reading the file.
+    pub data_dir: PathBuf,
+    /// The node's log file.
+    pub log: PathBuf,
+    /// The node's pidfile.
+    pub pidfile: PathBuf,
+}
+
+/// The content of `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Layout version of this file.
+    pub format: u32,
+    /// When the lab was started (Unix ms); timings count from here.
+    pub created_unix_ms: u64,
+    /// The lab's settings.
+    pub config: LabConfig,
+    /// The `surreal` binary in use.
+    pub binary: Option<LocatedBinary>,
+    /// Storage label for humans, e.g. `memory`.
+    pub storage_label: String,
+    /// Pid of a storage process the lab started (tiup, later the storage node).
+    pub storage_pid: Option<u32>,
+    /// The nodes.
+    pub nodes: Vec<NodeRecord>,
+}
+
+impl StateFile {
+    /// Reads `<lab_dir>/state.json`.
+    pub fn read(lab_dir: &Path) -> Result<StateFile, LabError> {
+        let path = lab_dir.join(STATE_FILE);
+        let not_found = || LabError::LabNotFound {
+            name: lab_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: path.display().to_string(),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|_| not_found())?;
+        let state: StateFile = serde_json::from_str(&text).map_err(|e| LabError::Io {
+            action: "reading".into(),
+            path: path.display().to_string(),
+            message: e.to_string(),
+            fix:
+                "the file is damaged or from another version: stop leftover nodes with `lab down` \
+                  (or kill the pids in run/*.pid) and delete the lab directory"
+                    .into(),
+        })?;
+        if state.format != STATE_FORMAT {
+            return Err(LabError::Io {
+                action: "reading".into(),
+                path: path.display().to_string(),
+                message: format!(
+                    "format {} (this version reads format {STATE_FORMAT})",
+                    state.format
+                ),
+                fix: "delete the lab directory (stop its nodes first) and start the lab again"
+                    .into(),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Writes the file atomically (temp file + rename), so a reader never sees half a file.
+    pub fn write(&self, lab_dir: &Path) -> Result<(), LabError> {
+        let path = lab_dir.join(STATE_FILE);
+        let tmp = lab_dir.join(format!("{STATE_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self).expect("state serialises");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                LabError::io(
+                    "writing",
+                    &path,
+                    &e,
+                    "check that the lab directory is writable",
+                )
+            })
+    }
+}
+
+/// The actor-side lab.
+pub(crate) struct Lab {
+    cfg: LabConfig,
+    binary: Option<LocatedBinary>,
+    nodes: Vec<Node>,
+    clients: Vec<Option<Db>>,
+    storage: Option<StorageTier>,
+    /// Pid of a storage process found in `state.json` by `attach` (not our child).
+    adopted_storage_pid: Option<u32>,
+    oplog: VecDeque<OpRecord>,
+    created_unix_ms: u64,
+    /// True once the lab has started (or was attached): only then does `state.json` describe it.
+    live: bool,
+}
+
+impl Lab {
+    /// A lab that has not started yet.
+    pub(crate) fn new(cfg: LabConfig) -> Self {
+        Lab {
+            cfg,
+            binary: None,
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            storage: None,
+            adopted_storage_pid: None,
+            oplog: VecDeque::new(),
+            created_unix_ms: crate::node::unix_ms(),
+            live: false,
+        }
+    }
+
+    /// A lab rebuilt from `state.json` (for `Cluster::attach`): live pids that are really our
+    /// nodes are adopted; anything else shows as not running.
+    pub(crate) fn from_state(state: StateFile) -> Self {
+        let mut lab = Lab::new(state.config.clone());
+        lab.created_unix_ms = state.created_unix_ms;
+        lab.live = true;
+        lab.binary = state.binary.clone();
+        lab.adopted_storage_pid = state.storage_pid.filter(|p| procs::is_alive(*p));
+        for (i, rec) in state.nodes.iter().enumerate() {
+            let mut node = Node::new(i, rec.port, &lab.cfg.lab_dir);
+            node.path_arg = rec.path_arg.clone();
+            let ours = rec.pid.filter(|pid| {
+                procs::inspect(*pid)
+                    .is_some_and(|p| !p.zombie && procs::is_lab_node_cmd(&p.cmd, rec.port))
+            });
+            node = match ours {
+                Some(pid) => node.adopt(pid, rec.started_unix_ms, rec.ready_ms),
+                None => {
+                    node.state = match &rec.state {
+                        NodeState::Running | NodeState::Paused => {
+                            NodeState::Exited("unknown status".into())
+                        }
+                        other => other.clone(),
+                    };
+                    node.ready_ms = rec.ready_ms;
+                    node
+                }
+            };
+            lab.nodes.push(node);
+            lab.clients.push(None);
+        }
+        lab
+    }
+
+    /// The lab's name (for the actor thread's name).
+    pub(crate) fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Interprets one command and sends its reply. A dropped receiver (the caller gave up) is fine.
+    pub(crate) async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start { reply } => {
+                let result = self.start().await.map(|lines| (lines, self.cfg.clone()));
+                let _ = reply.send(result);
+            }
+            Command::Instances { reply } => {
+                let _ = reply.send(Ok(self.instances().await));
+            }
+            Command::Sql {
+                node,
+                query,
+                vars,
+                reply,
+            } => {
+                let _ = reply.send(self.sql(node, query, vars).await);
+            }
+            Command::Http { node, path, reply } => {
+                let _ = reply.send(self.http(node, &path).await);
+            }
+            Command::OpLog { reply } => {
+                let _ = reply.send(self.oplog.iter().cloned().collect());
+            }
+            Command::ClearOpLog { reply } => {
+                self.oplog.clear();
+                let _ = reply.send(());
+            }
+            Command::Node {
+                node,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.node_action(node, action).await);
+            }
+            Command::StopAll { reply } => {
+                let lines = self.stop_all().await;
+                let _ = reply.send(Ok(lines));
+            }
+            Command::Cleanup { reply } => {
+                let _ = reply.send(self.cleanup().await);
+            }
+            Command::Shutdown { stop_nodes, reply } => {
+                if stop_nodes {
+                    self.stop_everything().await;
+                } else {
+                    self.detach();
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    // ----- start -----------------------------------------------------------------------------
+
+    /// Starts the lab: reap leftovers, check ports, start storage and nodes, connect, create
+    /// namespace/database, apply the schema, write `state.json`. On failure nothing is left
+    /// running. With ephemeral ports a port race with another process is retried on a new block.
+    async fn start(&mut self) -> Result<Vec<String>, LabError> {
+        let bin = binary::locate_surreal(self.cfg.surreal_bin.as_deref())?;
+        self.binary = Some(bin);
+        for sub in ["nodes", "logs", "run"] {
+            let dir = self.cfg.lab_dir.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                LabError::io(
+                    "creating directory",
+                    &dir,
+                    &e,
+                    "check that the lab root is writable (env LAB_DIR)",
+                )
+            })?;
+        }
+        let mut lines = self.reap_previous_run().await;
+        let reaped_nodes = lines
+            .iter()
+            .any(|l| l.contains("left running by an earlier run"));
+        let mut attempts_left = if self.cfg.ephemeral_ports { 3 } else { 1 };
+        loop {
+            attempts_left -= 1;
+            let base = if self.cfg.ephemeral_ports {
+                ports::pick_ephemeral_block(self.cfg.nodes)?
+            } else {
+                self.cfg.base_port
+            };
+            self.cfg.base_port = base;
+            self.nodes = (0..self.cfg.nodes)
+                .map(|i| Node::new(i, base + i as u16, &self.cfg.lab_dir))
+                .collect();
+            self.clients = vec![None; self.cfg.nodes];
+            if reaped_nodes && !self.cfg.ephemeral_ports {
+                // The reaped processes may still be releasing these very ports.
+                let _ = ports::wait_ports_free(base, self.cfg.nodes, PORT_RELEASE_WAIT).await;
+            }
+            match self.try_start().await {
+                Ok(mut started) => {
+                    lines.append(&mut started);
+                    return Ok(lines);
+                }
+                Err(e) => {
+                    self.live = false;
+                    self.stop_everything().await;
+                    let _ = std::fs::remove_file(self.cfg.lab_dir.join(STATE_FILE));
+                    if attempts_left > 0 && is_port_race(&e) {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn try_start(&mut self) -> Result<Vec<String>, LabError> {
+        ports::ensure_ports_free(self.cfg.base_port, self.cfg.nodes)?;
+        let logs_dir = self.cfg.lab_dir.join("logs");
+        let tier = StorageTier::start(&self.cfg.storage, &logs_dir).await?;
+        let bin = self.binary.clone().expect("located above").path;
+        let shared = self.cfg.storage.is_shared();
+        let paths: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| tier.node_path(&n.data_dir))
+            .collect();
+        self.storage = Some(tier);
+        if shared {
+            // One after another: concurrent first starts on one store race to bootstrap it.
+            for (node, path) in self.nodes.iter_mut().zip(&paths) {
+                node.spawn(&bin, path, &self.cfg.user, &self.cfg.pass)?;
+                node.wait_ready(self.cfg.start_timeout).await?;
+            }
+        } else {
+            for (node, path) in self.nodes.iter_mut().zip(&paths) {
+                node.spawn(&bin, path, &self.cfg.user, &self.cfg.pass)?;
+            }
+            let timeout = self.cfg.start_timeout;
+            let waits = self.nodes.iter_mut().map(|n| n.wait_ready(timeout));
+            for result in futures::future::join_all(waits).await {
+                result?;
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.connect(i).await?;
+            if self.cfg.apply_schema && (!shared || i == 0) {
+                self.apply_schema(i).await?;
+            }
+        }
+        self.live = true;
+        self.save_state()?;
+        Ok(self
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "[{} :{}] started (pid {}, {}) → ready in {:.0} ms",
+                    n.name,
+                    n.port,
+                    n.pid().map(|p| p.to_string()).unwrap_or_default(),
+                    self.cfg.storage.label(),
+                    n.ready_ms.unwrap_or(0.0)
+                )
+            })
+            .collect())
+    }
+
+    /// Stops processes an earlier run of this lab left behind (see `procs` for the rules).
+    async fn reap_previous_run(&mut self) -> Vec<String> {
+        let old_ports: HashMap<String, u16> = StateFile::read(&self.cfg.lab_dir)
+            .map(|s| s.nodes.into_iter().map(|n| (n.name, n.port)).collect())
+            .unwrap_or_default();
+        let run_dir = self.cfg.lab_dir.join("run");
+        let Ok(entries) = std::fs::read_dir(&run_dir) else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let planned = (0..self.cfg.nodes)
+                .find(|i| crate::node::node_name(*i) == name)
+                .map(|i| self.cfg.base_port.saturating_add(i as u16));
+            let Some(port) = old_ports.get(&name).copied().or(planned) else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            let line = match procs::reap_pidfile(&path, port, self.cfg.stop_timeout).await {
+                Reaped::NoPidfile => continue,
+                Reaped::StaleRemoved { pid } => {
+                    format!("[{name}] removed a stale pidfile (pid {pid} is no longer running)")
+                }
+                Reaped::ForeignLeftAlone { pid, cmd } => format!(
+                    "[{name}] removed a pidfile pointing at pid {pid} (`{}`), which is not a lab node: left it running",
+                    oplog::shorten(&cmd, 60)
+                ),
+                Reaped::Stopped { pid, how } => {
+                    format!(
+                        "[{name} :{port}] stopped a node left running by an earlier run (pid {pid}, {how:?})"
+                    )
+                }
+            };
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Opens (or re-opens) node `i`'s SDK session.
+    ///
+    /// The handle is kept and only ever borrowed: in SDK 3.x `Surreal::clone()` opens a *new*
+    /// server session and replays sign-in and `use` on it — a root sign-in verifies the password
+    /// hash, ~30 ms — so cloning per query would make every query 30 ms slower.
+    async fn connect(&mut self, i: usize) -> Result<(), LabError> {
+        let node = &self.nodes[i];
+        let spec = ConnectSpec {
+            node: &node.name,
+            port: node.port,
+            user: &self.cfg.user,
+            pass: &self.cfg.pass,
+            namespace: &self.cfg.namespace,
+            database: &self.cfg.database,
+            create_ns_db: self.cfg.create_namespace,
+            timeout: self.cfg.query_timeout,
+        };
+        let db = client::connect(&spec).await?;
+        self.clients[i] = Some(db);
+        Ok(())
+    }
+
+    /// Applies `schema/entities.surql` through node `i`.
+    async fn apply_schema(&mut self, i: usize) -> Result<(), LabError> {
+        let (name, port) = (self.nodes[i].name.clone(), self.nodes[i].port);
+        let db = self.client(i).await?;
+        let outcomes = client::run_query(db, crate::entities::SCHEMA, None)
+            .await
+            .map_err(|e| client::query_error(&name, port, "schema/entities.surql", &e))?;
+        let parts = oplog::split_statements(crate::entities::SCHEMA);
+        for (k, outcome) in outcomes.into_iter().enumerate() {
+            if let Err(e) = outcome {
+                let stmt = parts
+                    .get(k)
+                    .map(String::as_str)
+                    .unwrap_or("schema/entities.surql");
+                return Err(client::query_error(&name, port, stmt, &e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s session, connecting first if there is none (after a restart or an attach).
+    async fn client(&mut self, i: usize) -> Result<&Db, LabError> {
+        if self.clients[i].is_none() {
+            self.connect(i).await?;
+        }
+        Ok(self.clients[i].as_ref().expect("connected above"))
+    }
+
+    // ----- queries ---------------------------------------------------------------------------
+
+    /// Runs a query on one node and records it in the operation log.
+    async fn sql(
+        &mut self,
+        node: NodeRef,
+        query: String,
+        vars: Option<serde_json::Value>,
+    ) -> (Option<String>, Result<QueryResult, LabError>) {
+        let i = match self.resolve(&node) {
+            Ok(i) => i,
+            Err(e) => return (None, Err(e)),
+        };
+        let started_at_ms = self.clock_ms();
+        let (result, ms) = self.sql_on(i, &query, vars).await;
+        let node = &self.nodes[i];
+        let (rows, server_ms, statements) = match &result {
+            Ok(r) => (
+                r.row_count() as u64,
+                r.statements
+                    .iter()
+                    .map(|s| s.server_ms)
+                    .sum::<Option<f64>>(),
+                r.statements.len(),
+            ),
+            Err(_) => (0, None, oplog::split_statements(&query).len().max(1)),
+        };
+        let record = OpRecord {
+            node: node.name.clone(),
+            port: node.port,
+            kind: oplog::op_kind(&query),
+            statement: oplog::shorten(&query, oplog::RECORD_STATEMENT),
+            statements,
+            started_at_ms,
+            ms,
+            server_ms,
+            rows,
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(short_error),
+        };
+        let line = record.line();
+        if self.oplog.len() == OPLOG_CAPACITY {
+            self.oplog.pop_front();
+        }
+        self.oplog.push_back(record);
+        (Some(line), result)
+    }
+
+    /// The query itself; returns the result and the client-side latency (query round trip only,
+    /// not a reconnect, so timings compare like with like).
+    async fn sql_on(
+        &mut self,
+        i: usize,
+        query: &str,
+        vars: Option<serde_json::Value>,
+    ) -> (Result<QueryResult, LabError>, f64) {
+        if !self.nodes[i].is_up() {
+            let n = &self.nodes[i];
+            return (
+                Err(LabError::NodeDown {
+                    node: n.name.clone(),
+                    port: n.port,
+                    state: n.state.to_string(),
+                }),
+                0.0,
+            );
+        }
+        let (name, port) = (self.nodes[i].name.clone(), self.nodes[i].port);
+        let limit = self.cfg.query_timeout;
+        let db = match self.client(i).await {
+            Ok(db) => db,
+            Err(e) => return (Err(e), 0.0),
+        };
+        let (outcome, ms) = client::timed(tokio::time::timeout(
+            limit,
+            client::run_query(db, query, vars),
+        ))
+        .await;
+        let result = match outcome {
+            Err(_) => Err(LabError::Timeout {
+                what: "query".into(),
+                node: name.clone(),
+                port,
+                after: limit,
+                fix: "the node may be paused or overloaded (see `cluster.status()`); raise `.query_timeout(..)` for slow queries".into(),
+            }),
+            Ok(Err(e)) => {
+                if e.is_connection() {
+                    // Reconnect on the next call rather than reuse a broken session.
+                    self.clients[i] = None;
+                }
+                Err(client::query_error(&name, port, query, &e))
+            }
+            Ok(Ok(outcomes)) => {
+                let parts = oplog::split_statements(query);
+                let matched = parts.len() == outcomes.len();
+                let mut statements = Vec::with_capacity(outcomes.len());
+                let mut first_error = None;
+                for (k, outcome) in outcomes.into_iter().enumerate() {
+                    let text = if matched { parts[k].clone() } else { oplog::collapse_ws(query) };
+                    match outcome {
+                        Ok((rows, server_ms)) => statements.push(StatementResult { statement: text, rows, server_ms }),
+                        Err(e) => {
+                            if first_error.is_none() {
+                                first_error = Some(client::query_error(&name, port, &text, &e));
+                            }
+                        }
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(QueryResult { node: name.clone(), port, query: query.to_string(), statements, ms }),
+                }
+            }
+        };
+        (result, ms)
+    }
+
+    /// HTTP GET on one node.
+    async fn http(&mut self, node: NodeRef, path: &str) -> Result<(u16, String), LabError> {
+        let i = self.resolve(&node)?;
+        let n = &mut self.nodes[i];
+        if !n.is_up() {
+            return Err(LabError::NodeDown {
+                node: n.name.clone(),
+                port: n.port,
+                state: n.state.to_string(),
+            });
+        }
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        client::http_get(n.addr(), &path, self.cfg.query_timeout)
+            .await
+            .map_err(|message| LabError::Connection {
+                node: n.name.clone(),
+                port: n.port,
+                message,
+            })
+    }
+
+    // ----- status ----------------------------------------------------------------------------
+
+    /// Every node's status (the spec's Instance entity).
+    async fn instances(&mut self) -> Vec<Instance> {
+        let now = crate::node::unix_ms();
+        let binary_version = self.binary.as_ref().map(|b| b.version.clone());
+        let storage = self.cfg.storage.label();
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for n in &mut self.nodes {
+            let state = n.refresh().clone();
+            let pid = n.pid();
+            let up = matches!(state, NodeState::Running | NodeState::Paused);
+            let version = if state == NodeState::Running {
+                match client::http_get(n.addr(), "/version", Duration::from_secs(1)).await {
+                    Ok((200, body)) => binary::parse_version_line(&body).or(binary_version.clone()),
+                    _ => binary_version.clone(),
+                }
+            } else {
+                binary_version.clone()
+            };
+            out.push(Instance {
+                node: n.name.clone(),
+                port: n.port,
+                pid,
+                state: state.to_string(),
+                version,
+                rss_mb: pid.and_then(metrics::rss_mb),
+                uptime_s: if up {
+                    n.started_unix_ms
+                        .map(|s| now.saturating_sub(s) as f64 / 1000.0)
+                } else {
+                    None
+                },
+                storage: storage.clone(),
+                ready_ms: n.ready_ms,
+                ws_url: format!("ws://127.0.0.1:{}", n.port),
+                http_url: format!("http://127.0.0.1:{}", n.port),
+            });
+        }
+        out
+    }
+
+    // ----- lifecycle -------------------------------------------------------------------------
+
+    /// Stop, kill or restart one node; returns a log line.
+    async fn node_action(&mut self, node: NodeRef, action: NodeAction) -> Result<String, LabError> {
+        let i = self.resolve(&node)?;
+        let grace = self.cfg.stop_timeout;
+        let line = match action {
+            NodeAction::Stop => {
+                // Close our session first, so the server has no client of ours to drain.
+                self.clients[i] = None;
+                let t = std::time::Instant::now();
+                let how = self.nodes[i].stop(grace).await;
+                format!(
+                    "{} stopped ({}, {:.1} s)",
+                    self.tag(i),
+                    describe_stop(how),
+                    t.elapsed().as_secs_f64()
+                )
+            }
+            NodeAction::Kill => {
+                self.clients[i] = None;
+                let pid = self.nodes[i].pid();
+                let how = self.nodes[i].kill().await;
+                match (how, pid) {
+                    (Stopped::AlreadyGone, _) | (_, None) => {
+                        format!("{} was not running", self.tag(i))
+                    }
+                    (_, Some(pid)) => format!("{} killed with SIGKILL (pid {pid})", self.tag(i)),
+                }
+            }
+            NodeAction::Restart => self.restart(i).await?,
+        };
+        self.save_state()?;
+        Ok(line)
+    }
+
+    /// Restart node `i` on the same port and data directory, then reconnect its session.
+    async fn restart(&mut self, i: usize) -> Result<String, LabError> {
+        self.clients[i] = None;
+        if self.nodes[i].is_up() {
+            self.nodes[i].stop(self.cfg.stop_timeout).await;
+        }
+        let bin = match &self.binary {
+            Some(b) => b.path.clone(),
+            None => {
+                let b = binary::locate_surreal(self.cfg.surreal_bin.as_deref())?;
+                let p = b.path.clone();
+                self.binary = Some(b);
+                p
+            }
+        };
+        ports::wait_ports_free(self.nodes[i].port, 1, PORT_RELEASE_WAIT).await?;
+        let path = match &self.nodes[i].path_arg {
+            Some(p) => p.clone(),
+            None => {
+                let tier =
+                    StorageTier::start(&self.cfg.storage, &self.cfg.lab_dir.join("logs")).await?;
+                tier.node_path(&self.nodes[i].data_dir)
+            }
+        };
+        self.nodes[i].spawn(&bin, &path, &self.cfg.user, &self.cfg.pass)?;
+        let ready = self.nodes[i].wait_ready(self.cfg.start_timeout).await?;
+        self.connect(i).await?;
+        // An in-memory node comes back empty: give it its schema again (idempotent elsewhere).
+        if self.cfg.apply_schema && !self.cfg.storage.is_shared() {
+            self.apply_schema(i).await?;
+        }
+        Ok(format!(
+            "{} restarted (pid {}) → ready in {:.0} ms",
+            self.tag(i),
+            self.nodes[i].pid().unwrap_or(0),
+            ready.as_secs_f64() * 1000.0
+        ))
+    }
+
+    /// Stops every node concurrently (each with its own grace period), then the storage tier.
+    async fn stop_all(&mut self) -> Vec<String> {
+        let grace = self.cfg.stop_timeout;
+        self.clients.iter_mut().for_each(|c| *c = None);
+        let was_up: Vec<bool> = self.nodes.iter_mut().map(|n| n.is_up()).collect();
+        let results = futures::future::join_all(self.nodes.iter_mut().map(|n| n.stop(grace))).await;
+        let mut lines: Vec<String> = results
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| was_up[*k])
+            .map(|(k, how)| format!("{} stopped ({})", self.tag(k), describe_stop(how)))
+            .collect();
+        if let Some(mut tier) = self.storage.take() {
+            tier.stop(grace).await;
+        }
+        if let Some(pid) = self.adopted_storage_pid.take() {
+            procs::terminate_pid(pid, grace).await;
+            lines.push(format!("[storage] stopped (pid {pid})"));
+        }
+        let _ = self.save_state();
+        lines
+    }
+
+    /// Stops everything, ignoring errors (used on failure paths and on drop).
+    pub(crate) async fn stop_everything(&mut self) {
+        self.stop_all().await;
+    }
+
+    /// `cleanup()`: stop everything and delete the lab directory.
+    async fn cleanup(&mut self) -> Result<(), LabError> {
+        self.stop_all().await;
+        let dir = &self.cfg.lab_dir;
+        // Only ever delete a directory named after the lab (names are validated as plain words).
+        if dir.file_name().is_some_and(|n| n == self.cfg.name.as_str()) && dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| {
+                LabError::io(
+                    "deleting",
+                    dir,
+                    &e,
+                    "check permissions, then delete it by hand",
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Leaves the processes running and forgets them (`detach`), recording them in `state.json`.
+    fn detach(&mut self) {
+        let _ = self.save_state();
+        self.nodes.iter_mut().for_each(Node::forget);
+        self.clients.iter_mut().for_each(|c| *c = None);
+        if let Some(tier) = self.storage.take() {
+            // Dropping the tier's `Child` does not kill it; its pid is in state.json.
+            drop(tier);
+        }
+    }
+
+    // ----- helpers ---------------------------------------------------------------------------
+
+    /// Writes `state.json` from the current nodes.
+    fn save_state(&mut self) -> Result<(), LabError> {
+        let storage_pid = self
+            .storage
+            .as_ref()
+            .and_then(StorageTier::pid)
+            .or(self.adopted_storage_pid);
+        let nodes = self
+            .nodes
+            .iter_mut()
+            .map(|n| {
+                n.refresh();
+                NodeRecord {
+                    name: n.name.clone(),
+                    port: n.port,
+                    pid: n.pid(),
+                    state: n.state.clone(),
+                    path_arg: n.path_arg.clone(),
+                    started_unix_ms: n.started_unix_ms,
+                    ready_ms: n.ready_ms,
+                    data_dir: n.data_dir.clone(),
+                    log: n.log.clone(),
+                    pidfile: n.pidfile.clone(),
+                }
+            })
+            .collect();
+        if !self.live || !self.cfg.lab_dir.exists() {
+            return Ok(()); // never started, or cleaned up
+        }
+        StateFile {
+            format: STATE_FORMAT,
+            created_unix_ms: self.created_unix_ms,
+            config: self.cfg.clone(),
+            binary: self.binary.clone(),
+            storage_label: self.cfg.storage.label(),
+            storage_pid,
+            nodes,
+        }
+        .write(&self.cfg.lab_dir)
+    }
+
+    /// Resolves `node-b`, `b`, `B`, `1` or index 1 to a node index.
+    fn resolve(&self, r: &NodeRef) -> Result<usize, LabError> {
+        let found = match r {
+            NodeRef::Index(i) => (*i < self.nodes.len()).then_some(*i),
+            NodeRef::Name(s) => {
+                let t = s.trim().to_ascii_lowercase();
+                let t = t.strip_prefix("node-").unwrap_or(&t);
+                if let Ok(i) = t.parse::<usize>() {
+                    (i < self.nodes.len()).then_some(i)
+                } else {
+                    self.nodes
+                        .iter()
+                        .position(|n| n.name == format!("node-{t}"))
+                }
+            }
+        };
+        found.ok_or_else(|| LabError::UnknownNode {
+            given: match r {
+                NodeRef::Index(i) => i.to_string(),
+                NodeRef::Name(s) => s.clone(),
+            },
+            known: self
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// `[node-a :8000]`, the prefix of every log line about a node.
+    fn tag(&self, i: usize) -> String {
+        format!("[{} :{}]", self.nodes[i].name, self.nodes[i].port)
+    }
+
+    /// Milliseconds since the lab started (fractional), the clock of `started_at_ms`.
+    fn clock_ms(&self) -> f64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        now - self.created_unix_ms as f64
+    }
+}
+
+/// A port taken between our check and the node's bind (only retried with ephemeral ports).
+fn is_port_race(e: &LabError) -> bool {
+    match e {
+        LabError::PortInUse { .. } => true,
+        LabError::NodeExited { tail, .. } => tail.to_ascii_lowercase().contains("in use"),
+        _ => false,
+    }
+}
+
+/// The error text kept in the operation log: SurrealDB's message, or our first line.
+fn short_error(e: &LabError) -> String {
+    match e {
+        LabError::Query { message, .. } => message.clone(),
+        other => other.to_string().lines().next().unwrap_or("").to_string(),
+    }
+}
+
+fn describe_stop(how: Stopped) -> &'static str {
+    match how {
+        Stopped::AlreadyGone => "was not running",
+        Stopped::Graceful => "SIGTERM",
+        Stopped::Killed => "SIGTERM ignored, SIGKILL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> LabConfig {
+        LabConfig {
+            name: "t".into(),
+            lab_dir: dir.to_path_buf(),
+            nodes: 2,
+            base_port: 8000,
+            ephemeral_ports: false,
+            user: "root".into(),
+            pass: "root".into(),
+            namespace: "lab".into(),
+            database: "main".into(),
+            create_namespace: true,
+            apply_schema: true,
+            storage: StorageMode::default(),
+            surreal_bin: None,
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(15),
+        }
+    }
+
+    #[test]
+    fn state_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::new(1, 8001, dir.path());
+        let state = StateFile {
+            format: STATE_FORMAT,
+            created_unix_ms: 42,
+            config: config(dir.path()),
+            binary: Some(LocatedBinary {
+                path: "/x/surreal".into(),
+                version: "3.3.5".into(),
+                version_line: "3.3.5 for linux on x86_64".into(),
+            }),
+            storage_label: "memory".into(),
+            storage_pid: None,
+            nodes: vec![NodeRecord {
+                name: node.name.clone(),
+                port: node.port,
+                pid: Some(1234),
+                state: NodeState::Exited("code 1".into()),
+                path_arg: Some("memory".into()),
+                started_unix_ms: Some(7),
+                ready_ms: Some(350.5),
+                data_dir: node.data_dir.clone(),
+                log: node.log.clone(),
+                pidfile: node.pidfile.clone(),
+            }],
+        };
+        state.write(dir.path()).unwrap();
+        assert_eq!(StateFile::read(dir.path()).unwrap(), state);
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn missing_or_foreign_state_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            StateFile::read(dir.path()),
+            Err(LabError::LabNotFound { .. })
+        ));
+        std::fs::write(dir.path().join(STATE_FILE), "{}").unwrap();
+        let e = StateFile::read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("damaged or from another version"), "{e}");
+    }
+
+    #[test]
+    fn node_refs_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lab = Lab::new(config(dir.path()));
+        lab.nodes = (0..2)
+            .map(|i| Node::new(i, 8000 + i as u16, dir.path()))
+            .collect();
+        for (r, want) in [
+            (NodeRef::Index(1), 1),
+            (NodeRef::Name("node-b".into()), 1),
+            (NodeRef::Name("B".into()), 1),
+            (NodeRef::Name("a".into()), 0),
+            (NodeRef::Name("0".into()), 0),
+        ] {
+            assert_eq!(lab.resolve(&r).unwrap(), want, "{r:?}");
+        }
+        let e = lab
+            .resolve(&NodeRef::Name("node-z".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node-a, node-b"), "{e}");
+        assert!(lab.resolve(&NodeRef::Index(2)).is_err());
+    }
+}

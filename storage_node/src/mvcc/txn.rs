@@ -1,0 +1,80 @@
+//! `MvccTxn`: the changes one command wants to make, buffered until it has fully succeeded.
+//!
+//! TiKV commands read from a snapshot and write into an `MvccTxn` buffer; the buffer is only
+//! applied when the whole command succeeded. That is what makes a prewrite all-or-nothing: if
+//! the tenth key conflicts, the first nine locks were never written.
+
+use super::keys;
+use super::records::{Lock, Write};
+
+/// One change to the engine.
+#[derive(Clone, Debug)]
+pub enum Modify {
+    /// Write or replace the lock on a key.
+    PutLock(Vec<u8>, Lock),
+    /// Remove the lock on a key.
+    DeleteLock(Vec<u8>),
+    /// Write a write record at (key, commit ts).
+    PutWrite(Vec<u8>, u64, Write),
+    /// Remove the write record at (key, commit ts) — GC and destroy-range only.
+    DeleteWrite(Vec<u8>, u64),
+}
+
+/// The buffered changes of one command.
+#[derive(Default, Debug)]
+pub struct MvccTxn {
+    /// Changes in the order they were made.
+    pub modifies: Vec<Modify>,
+}
+
+impl MvccTxn {
+    /// Places (or replaces) a lock.
+    pub fn put_lock(&mut self, key: &[u8], lock: Lock) {
+        self.modifies.push(Modify::PutLock(key.to_vec(), lock));
+    }
+
+    /// Removes a lock.
+    pub fn unlock(&mut self, key: &[u8]) {
+        self.modifies.push(Modify::DeleteLock(key.to_vec()));
+    }
+
+    /// Records a write at `commit_ts`.
+    pub fn put_write(&mut self, key: &[u8], commit_ts: u64, write: Write) {
+        self.modifies.push(Modify::PutWrite(key.to_vec(), commit_ts, write));
+    }
+
+    /// Deletes a write record.
+    pub fn delete_write(&mut self, key: &[u8], commit_ts: u64) {
+        self.modifies.push(Modify::DeleteWrite(key.to_vec(), commit_ts));
+    }
+
+    /// Applies the buffer to the write transaction's tables.
+    pub fn apply(
+        self,
+        lock: &mut redb::Table<&'static [u8], &'static [u8]>,
+        write: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ) -> Result<(), redb::StorageError> {
+        for m in self.modifies {
+            match m {
+                Modify::PutLock(k, l) => {
+                    lock.insert(k.as_slice(), l.to_bytes().as_slice())?;
+                }
+                Modify::DeleteLock(k) => {
+                    lock.remove(k.as_slice())?;
+                }
+                Modify::PutWrite(k, ts, w) => {
+                    write.insert(keys::versioned(&k, ts).as_slice(), w.to_bytes().as_slice())?;
+                }
+                Modify::DeleteWrite(k, ts) => {
+                    write.remove(keys::versioned(&k, ts).as_slice())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the command changed anything.
+    pub fn is_empty(&self) -> bool {
+        self.modifies.is_empty()
+    }
+}

@@ -1,0 +1,193 @@
+//! `Storage`: the transactional KV API the gRPC service calls (TiKV's `Storage`).
+//!
+//! Reads run directly on an engine snapshot, concurrently with everything else, after
+//! waiting for any in-flight commit they must see (see [`crate::concurrency`]). Writes are
+//! commands for the [`Scheduler`]'s single writer thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::concurrency::{ConcurrencyManager, ReadSet};
+use crate::engine::{Engine, EngineError, Identity};
+use crate::mvcc::reader::{MvccReader, ScanEntry};
+use crate::pd::tso::Tso;
+use crate::proto::kvrpcpb::LockInfo;
+use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
+use crate::txn::actions::prewrite::{PrewriteArgs, PrewriteOutcome};
+use crate::txn::actions::{check_txn_status, cleanup, commit, gc, heartbeat, prewrite, resolve_lock};
+use crate::txn::scheduler::Scheduler;
+use crate::txn::{TxnError, TxnStatus};
+
+/// A point read's answer: the value (None = absent) or the lock in the way.
+pub type PointRead = Result<Option<Vec<u8>>, LockInfo>;
+
+/// The node's storage: engine, timestamp oracle, commit registry and writer.
+pub struct Storage {
+    engine: Arc<Engine>,
+    tso: Arc<Tso>,
+    cm: Arc<ConcurrencyManager>,
+    scheduler: Scheduler,
+    identity: Identity,
+    gc_safe_point: AtomicU64,
+}
+
+impl Storage {
+    /// Opens the data directory.
+    pub fn open(dir: &std::path::Path) -> Result<Arc<Storage>, EngineError> {
+        let (engine, identity) = Engine::open(dir)?;
+        let engine = Arc::new(engine);
+        let tso = Arc::new(Tso::open(dir).map_err(|e| EngineError::Redb(format!("timestamp oracle: {e}")))?);
+        let cm = Arc::new(ConcurrencyManager::new(tso.clone()));
+        let scheduler = Scheduler::start(engine.clone(), cm.clone());
+        Ok(Arc::new(Storage {
+            engine,
+            tso,
+            cm,
+            scheduler,
+            gc_safe_point: AtomicU64::new(identity.gc_safe_point),
+            identity,
+        }))
+    }
+
+    /// The persisted cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.identity.cluster_id
+    }
+
+    /// The timestamp oracle (PD's TSO service hands out its timestamps).
+    pub fn tso(&self) -> &Tso {
+        &self.tso
+    }
+
+    /// The engine (for sizes and counts).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn read_err(e: impl std::fmt::Display) -> TxnError {
+        TxnError::Engine(e.to_string())
+    }
+
+    /// KvGet.
+    pub async fn get(&self, key: &[u8], ts: u64, bypass: &[u64]) -> Result<PointRead, TxnError> {
+        self.cm.wait_readable(ts, ReadSet::Keys(std::slice::from_ref(&key.to_vec()))).await;
+        let snap = self.engine.snapshot().map_err(Self::read_err)?;
+        Ok(MvccReader::new(&snap.lock, &snap.write).get(key, ts, bypass)?)
+    }
+
+    /// KvBatchGet: one answer per key, in order.
+    pub async fn batch_get(&self, keys: &[Vec<u8>], ts: u64, bypass: &[u64]) -> Result<Vec<PointRead>, TxnError> {
+        self.cm.wait_readable(ts, ReadSet::Keys(keys)).await;
+        let snap = self.engine.snapshot().map_err(Self::read_err)?;
+        let reader = MvccReader::new(&snap.lock, &snap.write);
+        keys.iter().map(|k| Ok(reader.get(k, ts, bypass)?)).collect()
+    }
+
+    /// KvScan over `[lower, upper)`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn scan(
+        &self,
+        lower: &[u8],
+        upper: &[u8],
+        ts: u64,
+        limit: usize,
+        key_only: bool,
+        reverse: bool,
+        bypass: &[u64],
+    ) -> Result<Vec<ScanEntry>, TxnError> {
+        self.cm.wait_readable(ts, ReadSet::Range(lower, upper)).await;
+        let snap = self.engine.snapshot().map_err(Self::read_err)?;
+        Ok(MvccReader::new(&snap.lock, &snap.write).scan(lower, upper, ts, limit, key_only, reverse, bypass)?)
+    }
+
+    /// KvScanLock.
+    pub fn scan_locks(&self, lower: &[u8], upper: &[u8], max_ts: u64, limit: usize) -> Result<Vec<LockInfo>, TxnError> {
+        let snap = self.engine.snapshot().map_err(Self::read_err)?;
+        let locks = MvccReader::new(&snap.lock, &snap.write).scan_locks(lower, upper, max_ts, limit)?;
+        Ok(locks.into_iter().map(|(k, l)| l.to_lock_info(&k)).collect())
+    }
+
+    /// KvPrewrite.
+    pub async fn prewrite(&self, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
+        self.scheduler.run(move |ctx| prewrite::prewrite(ctx, args)).await
+    }
+
+    /// KvCommit.
+    pub async fn commit(&self, keys: Vec<Vec<u8>>, start_ts: u64, commit_ts: u64) -> Result<(), TxnError> {
+        self.scheduler.run(move |ctx| commit::commit(ctx, &keys, start_ts, commit_ts)).await
+    }
+
+    /// KvBatchRollback.
+    pub async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: u64) -> Result<(), TxnError> {
+        self.scheduler.run(move |ctx| cleanup::rollback(ctx, &keys, start_ts)).await
+    }
+
+    /// KvCleanup: the commit ts, or 0 when rolled back.
+    pub async fn cleanup(&self, key: Vec<u8>, start_ts: u64, current_ts: u64) -> Result<u64, TxnError> {
+        self.scheduler.run(move |ctx| cleanup::cleanup(ctx, &key, start_ts, current_ts)).await
+    }
+
+    /// KvCheckTxnStatus.
+    pub async fn check_txn_status(&self, args: CheckTxnStatusArgs) -> Result<TxnStatus, TxnError> {
+        self.scheduler.run(move |ctx| check_txn_status::check_txn_status(ctx, &args)).await
+    }
+
+    /// KvCheckSecondaryLocks.
+    pub async fn check_secondary_locks(&self, keys: Vec<Vec<u8>>, start_ts: u64) -> Result<(Vec<LockInfo>, u64), TxnError> {
+        self.scheduler.run(move |ctx| check_txn_status::check_secondary_locks(ctx, &keys, start_ts)).await
+    }
+
+    /// KvResolveLock.
+    pub async fn resolve_lock(&self, txn_status: HashMap<u64, u64>, keys: Vec<Vec<u8>>) -> Result<usize, TxnError> {
+        self.scheduler.run(move |ctx| resolve_lock::resolve_lock(ctx, &txn_status, &keys)).await
+    }
+
+    /// KvTxnHeartBeat.
+    pub async fn heartbeat(&self, primary: Vec<u8>, start_ts: u64, advise_ttl: u64) -> Result<u64, TxnError> {
+        self.scheduler.run(move |ctx| heartbeat::heartbeat(ctx, &primary, start_ts, advise_ttl)).await
+    }
+
+    /// UnsafeDestroyRange.
+    pub async fn destroy_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<usize, TxnError> {
+        self.scheduler.run(move |ctx| gc::destroy_range(ctx, &start, &end)).await
+    }
+
+    /// The current GC safe point.
+    pub fn gc_safe_point(&self) -> u64 {
+        self.gc_safe_point.load(Ordering::SeqCst)
+    }
+
+    /// Raises the GC safe point (never lowers it), persists it, and collects garbage below
+    /// it; returns the safe point in force.
+    pub async fn update_gc_safe_point(&self, requested: u64) -> Result<u64, TxnError> {
+        let previous = self.gc_safe_point.fetch_max(requested, Ordering::SeqCst);
+        let now = previous.max(requested);
+        if now > previous {
+            self.scheduler
+                .run(move |ctx| {
+                    ctx.meta.insert("gc_safe_point", now.to_be_bytes().as_slice())?;
+                    ctx.dirty = true;
+                    Ok(())
+                })
+                .await?;
+            self.run_gc(now).await?;
+        }
+        Ok(now)
+    }
+
+    /// Collects garbage at or below `safe_point` over the whole keyspace, in small batches.
+    pub async fn run_gc(&self, safe_point: u64) -> Result<usize, TxnError> {
+        let mut from = Vec::new();
+        let mut removed = 0;
+        loop {
+            let start = std::mem::take(&mut from);
+            let (next, n) = self.scheduler.run(move |ctx| gc::gc_batch(ctx, safe_point, &start)).await?;
+            removed += n;
+            match next {
+                Some(k) => from = k,
+                None => return Ok(removed),
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Model-based test of the MVCC and transaction layers: random histories of transactions
+//! (1PC, async commit, 2PC, aborted, stale/conflicting), snapshot reads and scans at past
+//! timestamps, and GC, checked against a reference model that is obviously right: a map from
+//! key to its list of (timestamp, value) versions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use storage_node::mvcc::ScanEntry;
+use storage_node::proto::kvrpcpb::Op;
+use storage_node::storage::Storage;
+use storage_node::txn::TxnError;
+use storage_node::txn::actions::prewrite::{Mutation, PrewriteArgs};
+
+/// Keys chosen to stress the encoding: prefixes of each other, a NUL suffix, 8-byte groups.
+const KEYS: [&[u8]; 7] = [b"a", b"a\0", b"ab", b"abcdefgh", b"abcdefgh\0", b"b", b"\xff"];
+
+#[derive(Clone, Debug)]
+enum Commit {
+    OnePc,
+    Async,
+    TwoPc,
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    /// A transaction writing (Some) or deleting (None) some keys.
+    Write(Commit, Vec<(usize, Option<u8>)>),
+    /// Prewritten, then rolled back.
+    Abort(Vec<usize>),
+    /// A transaction whose start ts is an old one: it must conflict iff a key changed since.
+    Stale(usize, Vec<(usize, Option<u8>)>),
+    /// A point read at a past (or the current) timestamp.
+    Get(usize, usize),
+    /// A scan at a past timestamp.
+    Scan { at: usize, lo: usize, hi: usize, limit: usize, reverse: bool },
+    /// GC at a past timestamp.
+    Gc(usize),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let muts = prop::collection::vec((0..KEYS.len(), prop::option::weighted(0.8, any::<u8>())), 1..4);
+    let commit = prop_oneof![Just(Commit::OnePc), Just(Commit::Async), Just(Commit::TwoPc)];
+    prop_oneof![
+        4 => (commit, muts.clone()).prop_map(|(c, m)| Action::Write(c, dedup(m))),
+        1 => prop::collection::vec(0..KEYS.len(), 1..3).prop_map(|ks| Action::Abort(dedup_keys(ks))),
+        2 => (any::<usize>(), muts).prop_map(|(at, m)| Action::Stale(at, dedup(m))),
+        4 => (any::<usize>(), 0..KEYS.len()).prop_map(|(at, k)| Action::Get(at, k)),
+        3 => (any::<usize>(), 0..KEYS.len() + 1, 0..KEYS.len() + 1, 1..6usize, any::<bool>())
+            .prop_map(|(at, lo, hi, limit, reverse)| Action::Scan { at, lo, hi, limit, reverse }),
+        1 => any::<usize>().prop_map(Action::Gc),
+    ]
+}
+
+fn dedup(m: Vec<(usize, Option<u8>)>) -> Vec<(usize, Option<u8>)> {
+    let map: BTreeMap<usize, Option<u8>> = m.into_iter().collect();
+    map.into_iter().collect()
+}
+
+fn dedup_keys(mut ks: Vec<usize>) -> Vec<usize> {
+    ks.sort();
+    ks.dedup();
+    ks
+}
+
+/// The reference: every version of every key, plus every write-record timestamp (rollbacks
+/// included), which is what conflict detection looks at.
+#[derive(Default)]
+struct Model {
+    versions: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    records: BTreeMap<Vec<u8>, Vec<u64>>,
+    /// Every start ts used, so a stale transaction never reuses another's identity.
+    used_start_ts: std::collections::BTreeSet<u64>,
+    safe_point: u64,
+}
+
+impl Model {
+    fn get(&self, k: &[u8], ts: u64) -> Option<Vec<u8>> {
+        self.versions.get(k)?.iter().filter(|(c, _)| *c <= ts).max_by_key(|(c, _)| *c)?.1.clone()
+    }
+    fn changed_after(&self, k: &[u8], ts: u64) -> bool {
+        self.records.get(k).is_some_and(|r| r.iter().any(|c| *c > ts))
+    }
+    fn commit(&mut self, muts: &[(Vec<u8>, Option<Vec<u8>>)], ts: u64) {
+        for (k, v) in muts {
+            self.versions.entry(k.clone()).or_default().push((ts, v.clone()));
+            self.records.entry(k.clone()).or_default().push(ts);
+        }
+    }
+}
+
+fn args(start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> PrewriteArgs {
+    let primary = muts[0].0.clone();
+    PrewriteArgs {
+        mutations: muts
+            .iter()
+            .map(|(k, v)| Mutation { op: if v.is_some() { Op::Put } else { Op::Del }, key: k.clone(), value: v.clone().unwrap_or_default() })
+            .collect(),
+        primary: primary.clone(),
+        start_ts,
+        lock_ttl: 3000,
+        txn_size: muts.len() as u64,
+        use_async_commit: matches!(commit, Commit::Async | Commit::OnePc),
+        secondaries: muts.iter().map(|(k, _)| k.clone()).filter(|k| *k != primary).collect(),
+        try_one_pc: matches!(commit, Commit::OnePc),
+    }
+}
+
+/// Runs one transaction through prewrite and commit; returns its commit ts or the error.
+async fn run_txn(s: &Storage, start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> Result<u64, TxnError> {
+    let out = s.prewrite(args(start_ts, muts, commit)).await?;
+    if let Some(e) = out.locked.into_iter().next() {
+        return Err(e);
+    }
+    let keys: Vec<Vec<u8>> = muts.iter().map(|(k, _)| k.clone()).collect();
+    match commit {
+        Commit::OnePc => Ok(out.one_pc_commit_ts),
+        Commit::Async => {
+            s.commit(keys, start_ts, out.min_commit_ts).await?;
+            Ok(out.min_commit_ts)
+        }
+        Commit::TwoPc => {
+            let commit_ts = s.tso().next().unwrap();
+            s.commit(keys, start_ts, commit_ts).await?;
+            Ok(commit_ts)
+        }
+    }
+}
+
+async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<Storage> = Storage::open(dir.path()).unwrap();
+    let mut model = Model::default();
+    // Timestamps observed so far; reads and stale transactions pick among them.
+    let mut stamps = vec![s.tso().next().unwrap()];
+    let pick = |stamps: &Vec<u64>, i: usize, floor: u64| -> u64 {
+        let candidates: Vec<u64> = stamps.iter().copied().filter(|t| *t >= floor).collect();
+        candidates[i % candidates.len()]
+    };
+    for action in actions {
+        match action {
+            Action::Write(commit, muts) => {
+                let muts: Vec<_> = muts.iter().map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b]))).collect();
+                let start_ts = s.tso().next().unwrap();
+                model.used_start_ts.insert(start_ts);
+                let commit_ts = run_txn(&s, start_ts, &muts, &commit).await.map_err(|e| TestCaseError::fail(format!("{commit:?} failed: {e}")))?;
+                prop_assert!(commit_ts > start_ts);
+                model.commit(&muts, commit_ts);
+                stamps.push(commit_ts);
+            }
+            Action::Abort(ks) => {
+                let muts: Vec<_> = ks.iter().map(|k| (KEYS[*k].to_vec(), Some(vec![0]))).collect();
+                let start_ts = s.tso().next().unwrap();
+                model.used_start_ts.insert(start_ts);
+                let out = s.prewrite(args(start_ts, &muts, &Commit::TwoPc)).await.unwrap();
+                prop_assert!(out.locked.is_empty());
+                s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts).await.unwrap();
+                for (k, _) in &muts {
+                    model.records.entry(k.clone()).or_default().push(start_ts);
+                }
+            }
+            Action::Stale(at, muts) => {
+                let muts: Vec<_> = muts.iter().map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b]))).collect();
+                // A start ts from the past that no other transaction used.
+                let old = pick(&stamps, at, model.safe_point);
+                let start_ts = old + 1;
+                if model.used_start_ts.contains(&start_ts) || model.records.values().flatten().any(|t| *t == start_ts) {
+                    continue;
+                }
+                model.used_start_ts.insert(start_ts);
+                let should_conflict = muts.iter().any(|(k, _)| model.changed_after(k, start_ts));
+                match run_txn(&s, start_ts, &muts, &Commit::TwoPc).await {
+                    Ok(commit_ts) => {
+                        prop_assert!(!should_conflict, "a stale write at {start_ts} committed over a newer version");
+                        model.commit(&muts, commit_ts);
+                        stamps.push(commit_ts);
+                    }
+                    Err(TxnError::WriteConflict { .. }) => {
+                        prop_assert!(should_conflict, "spurious conflict at {start_ts}");
+                        s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts).await.unwrap();
+                        for (k, _) in &muts {
+                            model.records.entry(k.clone()).or_default().push(start_ts);
+                        }
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("unexpected error {e}"))),
+                }
+            }
+            Action::Get(at, k) => {
+                let ts = pick(&stamps, at, model.safe_point);
+                let got = s.get(KEYS[k], ts, &[]).await.unwrap().expect("no lock survives a finished transaction");
+                prop_assert_eq!(got, model.get(KEYS[k], ts), "get {:?} at {}", KEYS[k], ts);
+            }
+            Action::Scan { at, lo, hi, limit, reverse } => {
+                let ts = pick(&stamps, at, model.safe_point);
+                let mut sorted: Vec<&[u8]> = KEYS.to_vec();
+                sorted.sort();
+                let lo_key: &[u8] = if lo == sorted.len() { b"" } else { sorted[lo] };
+                let hi_key: &[u8] = if hi == sorted.len() { b"" } else { sorted[hi] };
+                let got: Vec<(Vec<u8>, Vec<u8>)> = s
+                    .scan(lo_key, hi_key, ts, limit, false, reverse, &[])
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| match e {
+                        ScanEntry::Pair(k, v) => (k, v),
+                        ScanEntry::Locked(l) => panic!("unexpected lock {l:?}"),
+                    })
+                    .collect();
+                let mut expected: Vec<(Vec<u8>, Vec<u8>)> = sorted
+                    .iter()
+                    .filter(|k| **k >= lo_key && (hi_key.is_empty() || **k < hi_key))
+                    .filter_map(|k| model.get(k, ts).map(|v| (k.to_vec(), v)))
+                    .collect();
+                if reverse {
+                    expected.reverse();
+                }
+                expected.truncate(limit);
+                prop_assert_eq!(got, expected, "scan [{:?}, {:?}) at {} reverse={}", lo_key, hi_key, ts, reverse);
+            }
+            Action::Gc(at) => {
+                let sp = pick(&stamps, at, model.safe_point);
+                s.update_gc_safe_point(sp).await.unwrap();
+                model.safe_point = model.safe_point.max(sp);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #[test]
+    fn storage_matches_the_reference_model(actions in prop::collection::vec(action(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(check_history(actions))?;
+    }
+}
