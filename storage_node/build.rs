@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // TiKV's service has ~50 RPCs and SurrealDB uses 15; the rest answer UNIMPLEMENTED.
         .generate_default_stubs(true)
         .include_file("kvproto.rs")
-        .compile_protos(&["proto/tikvpb.proto", "proto/pdpb.proto"], &["proto", "proto/include"])?;
+        .compile_protos(
+            &["proto/tikvpb.proto", "proto/pdpb.proto"],
+            &["proto", "proto/include"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

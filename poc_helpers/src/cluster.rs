@@ -78,6 +78,8 @@ pub struct ClusterBuilder {
     start_timeout: Duration,
     stop_timeout: Duration,
     query_timeout: Duration,
+    storage_port: u16,
+    storage_trace: bool,
     echo: bool,
 }
 
@@ -101,6 +103,8 @@ impl Default for ClusterBuilder {
             start_timeout: DEFAULT_START_TIMEOUT,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            storage_port: 0,
+            storage_trace: false,
             echo: true,
         }
     }
@@ -110,6 +114,18 @@ impl ClusterBuilder {
     /// Number of nodes, 1–9 (default 2).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
+        self
+    }
+    /// Port of the embedded storage node in shared mode (default 2379, PD's usual port; a free
+    /// one with ephemeral ports).
+    pub fn storage_port(mut self, port: u16) -> Self {
+        self.storage_port = port;
+        self
+    }
+    /// Record every PD/TiKV request the nodes send to the embedded storage node (one JSON line
+    /// each), for [`Cluster::storage_trace`]. Off by default: it costs a write per request.
+    pub fn storage_trace(mut self, on: bool) -> Self {
+        self.storage_trace = on;
         self
     }
     /// Port of node-a; node-b gets the next one, and so on (default 8000, or `$LAB_BASE_PORT`).
@@ -277,6 +293,8 @@ impl ClusterBuilder {
             start_timeout: self.start_timeout,
             stop_timeout: self.stop_timeout,
             query_timeout: self.query_timeout,
+            storage_port: self.storage_port,
+            storage_trace: self.storage_trace,
         })
     }
 
@@ -560,6 +578,101 @@ impl Cluster {
     /// Start the node again (same port, same data directory), wait until ready, reconnect.
     pub fn restart_node(&self, node: impl Into<NodeRef>) -> Result<(), LabError> {
         self.node_action(node.into(), NodeAction::Restart)
+    }
+
+    /// SIGSTOP: the node keeps its process and sockets but answers nothing (a hung machine).
+    pub fn pause_node(&self, node: impl Into<NodeRef>) -> Result<(), LabError> {
+        self.node_action(node.into(), NodeAction::Pause)
+    }
+
+    /// SIGCONT: a paused node carries on where it stopped.
+    pub fn resume_node(&self, node: impl Into<NodeRef>) -> Result<(), LabError> {
+        self.node_action(node.into(), NodeAction::Resume)
+    }
+
+    /// Runs the queries at the same moment, each on its node (e.g. the same transaction from
+    /// node-a and node-b), and returns each outcome in order. One of two transactions that
+    /// write the same record gets SurrealDB's retryable conflict
+    /// ([`LabError::is_transaction_conflict`]).
+    pub fn race<N: Into<NodeRef>>(
+        &self,
+        queries: Vec<(N, &str)>,
+    ) -> Result<Vec<Result<QueryResult, LabError>>, LabError> {
+        let queries = queries
+            .into_iter()
+            .map(|(n, q)| (n.into(), q.to_string()))
+            .collect();
+        let outcomes = self.actor.call(|reply| Command::Race { queries, reply })?;
+        Ok(outcomes
+            .into_iter()
+            .map(|(line, result)| {
+                if let Some(line) = line {
+                    self.say(&line);
+                }
+                result
+            })
+            .collect())
+    }
+
+    /// A mark in the storage trace (needs `.storage_trace(true)`); pass it to
+    /// [`storage_trace_since`](Self::storage_trace_since).
+    pub fn storage_trace_mark(&self) -> Result<u64, LabError> {
+        self.actor.call(|reply| Command::TraceMark { reply })?
+    }
+
+    /// Every storage RPC since `mark` (node, rpc, start_ts, keys, …) as a table.
+    pub fn storage_trace_since(&self, mark: u64) -> Result<DataFrame, LabError> {
+        let rows = self
+            .actor
+            .call(|reply| Command::TraceSince { mark, reply })??;
+        crate::trace::frame(&rows).map_err(polars_error)
+    }
+
+    /// Runs `query` on `node` and returns what it did in the storage tier: every PD/TiKV
+    /// request it caused, with the keys touched. Needs `.storage_trace(true)`.
+    pub fn sql_traced(
+        &self,
+        node: impl Into<NodeRef>,
+        query: &str,
+    ) -> Result<(QueryResult, DataFrame), LabError> {
+        let mark = self.storage_trace_mark()?;
+        let result = self.sql(node, query)?;
+        Ok((result, self.storage_trace_since(mark)?))
+    }
+
+    fn storage_action(&self, action: NodeAction) -> Result<(), LabError> {
+        let line = self
+            .actor
+            .call(|reply| Command::Storage { action, reply })??;
+        self.say(&line);
+        Ok(())
+    }
+
+    /// Graceful stop of the embedded storage node (shared mode). The query nodes stay up and
+    /// keep retrying; queries fail until storage is back.
+    pub fn stop_storage(&self) -> Result<(), LabError> {
+        self.storage_action(NodeAction::Stop)
+    }
+
+    /// SIGKILL the embedded storage node: a crash of the whole storage tier.
+    pub fn kill_storage(&self) -> Result<(), LabError> {
+        self.storage_action(NodeAction::Kill)
+    }
+
+    /// Start the embedded storage node again on the same port and data; the query nodes
+    /// reconnect by themselves.
+    pub fn restart_storage(&self) -> Result<(), LabError> {
+        self.storage_action(NodeAction::Restart)
+    }
+
+    /// SIGSTOP the embedded storage node (a hung storage tier).
+    pub fn pause_storage(&self) -> Result<(), LabError> {
+        self.storage_action(NodeAction::Pause)
+    }
+
+    /// SIGCONT the embedded storage node.
+    pub fn resume_storage(&self) -> Result<(), LabError> {
+        self.storage_action(NodeAction::Resume)
     }
 
     /// Stops every node (concurrently) and any storage the lab started.

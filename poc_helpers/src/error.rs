@@ -270,9 +270,12 @@ pub enum LabError {
 
 impl LabError {
     /// True when SurrealDB reported a transaction conflict: the statement lost a race with another
-    /// transaction and can simply be run again. Matches the code, not the message text.
+    /// transaction and can simply be run again. Matches the code or the error kind, not the message text.
     pub fn is_transaction_conflict(&self) -> bool {
-        matches!(self, LabError::Query { code, .. } if *code == TRANSACTION_CONFLICT_CODE)
+        // A failed RPC carries code -32009; a conflict inside a multi-statement query (e.g. at
+        // COMMIT) comes back per statement with the generic code and the detail kind only.
+        matches!(self, LabError::Query { code, detail, .. }
+            if *code == TRANSACTION_CONFLICT_CODE || detail.as_deref() == Some("TransactionConflict"))
     }
 
     /// Builds an [`LabError::Io`] from a `std::io::Error` with a context and advice.

@@ -20,7 +20,8 @@ use crate::oplog::{self, OpRecord};
 use crate::ports;
 use crate::procs::{self, Reaped, Stopped};
 use crate::runtime::{Command, NodeAction, NodeRef};
-use crate::storage::{StorageMode, StorageTier};
+use crate::storage::{StorageMode, StorageTier, TierPlan};
+use crate::storage_node::StorageNode;
 
 /// The file in the lab directory that describes the running lab.
 pub const STATE_FILE: &str = "state.json";
@@ -70,6 +71,13 @@ pub struct LabConfig {
     pub stop_timeout: Duration,
     /// Limit for one query (also for connecting).
     pub query_timeout: Duration,
+    /// Port of the embedded storage node (shared mode); 0 = 2379, or a free one with
+    /// ephemeral ports.
+    #[serde(default)]
+    pub storage_port: u16,
+    /// Write the storage node's operation trace (one JSON line per RPC).
+    #[serde(default)]
+    pub storage_trace: bool,
 }
 
 /// One node in `state.json`.
@@ -110,8 +118,14 @@ pub struct StateFile {
     pub binary: Option<LocatedBinary>,
     /// Storage label for humans, e.g. `memory`.
     pub storage_label: String,
-    /// Pid of a storage process the lab started (tiup, later the storage node).
+    /// Pid of a storage process the lab started (the storage node, or tiup).
     pub storage_pid: Option<u32>,
+    /// Port of the embedded storage node, when there is one.
+    #[serde(default)]
+    pub storage_port: Option<u16>,
+    /// When the storage process was spawned (Unix ms).
+    #[serde(default)]
+    pub storage_started_unix_ms: Option<u64>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
 }
@@ -209,6 +223,25 @@ impl Lab {
         lab.live = true;
         lab.binary = state.binary.clone();
         lab.adopted_storage_pid = state.storage_pid.filter(|p| procs::is_alive(*p));
+        if let (StorageMode::Shared, Some(port)) = (&state.config.storage, state.storage_port) {
+            // Our own storage node: adopt it as a tier, so stop/kill/restart/status work.
+            let ours = lab.adopted_storage_pid.filter(|pid| {
+                procs::inspect(*pid)
+                    .is_some_and(|p| crate::storage_node::is_lab_storage_cmd(&p.cmd, port))
+            });
+            let bin =
+                binary::locate_workspace_binary("storage-node", "STORAGE_NODE_BIN", None, None)
+                    .map(|b| b.path)
+                    .unwrap_or_default();
+            let mut node = StorageNode::new(&lab.cfg.lab_dir, port, lab.cfg.storage_trace, bin);
+            if let Some(pid) = ours {
+                node = node.adopt(pid, state.storage_started_unix_ms);
+            } else {
+                node.state = NodeState::Exited("unknown status".into());
+            }
+            lab.storage = Some(StorageTier::Embedded(node));
+            lab.adopted_storage_pid = None;
+        }
         for (i, rec) in state.nodes.iter().enumerate() {
             let mut node = Node::new(i, rec.port, &lab.cfg.lab_dir);
             node.path_arg = rec.path_arg.clone();
@@ -274,6 +307,18 @@ impl Lab {
                 reply,
             } => {
                 let _ = reply.send(self.node_action(node, action).await);
+            }
+            Command::Race { queries, reply } => {
+                let _ = reply.send(self.race(queries).await);
+            }
+            Command::TraceMark { reply } => {
+                let _ = reply.send(self.trace_path().map(|p| crate::trace::mark(&p)));
+            }
+            Command::TraceSince { mark, reply } => {
+                let _ = reply.send(self.trace_since(mark));
+            }
+            Command::Storage { action, reply } => {
+                let _ = reply.send(self.storage_action(action).await);
             }
             Command::StopAll { reply } => {
                 let lines = self.stop_all().await;
@@ -353,8 +398,28 @@ impl Lab {
 
     async fn try_start(&mut self) -> Result<Vec<String>, LabError> {
         ports::ensure_ports_free(self.cfg.base_port, self.cfg.nodes)?;
-        let logs_dir = self.cfg.lab_dir.join("logs");
-        let tier = StorageTier::start(&self.cfg.storage, &logs_dir).await?;
+        if self.cfg.storage == StorageMode::Shared && self.cfg.storage_port == 0 {
+            self.cfg.storage_port = if self.cfg.ephemeral_ports {
+                // A block of one, outside the nodes' block.
+                loop {
+                    let p = ports::pick_ephemeral_block(1)?;
+                    if !(self.cfg.base_port..self.cfg.base_port + self.cfg.nodes as u16)
+                        .contains(&p)
+                    {
+                        break p;
+                    }
+                }
+            } else {
+                crate::storage_node::DEFAULT_STORAGE_PORT
+            };
+        }
+        let plan = TierPlan {
+            lab_dir: &self.cfg.lab_dir,
+            storage_port: self.cfg.storage_port,
+            trace: self.cfg.storage_trace,
+            timeout: self.cfg.start_timeout,
+        };
+        let tier = StorageTier::start(&self.cfg.storage, &plan).await?;
         let bin = self.binary.clone().expect("located above").path;
         let shared = self.cfg.storage.is_shared();
         let paths: Vec<String> = self
@@ -405,7 +470,9 @@ impl Lab {
 
     /// Stops processes an earlier run of this lab left behind (see `procs` for the rules).
     async fn reap_previous_run(&mut self) -> Vec<String> {
-        let old_ports: HashMap<String, u16> = StateFile::read(&self.cfg.lab_dir)
+        let old_state = StateFile::read(&self.cfg.lab_dir).ok();
+        let old_storage_port = old_state.as_ref().and_then(|s| s.storage_port);
+        let old_ports: HashMap<String, u16> = old_state
             .map(|s| s.nodes.into_iter().map(|n| (n.name, n.port)).collect())
             .unwrap_or_default();
         let run_dir = self.cfg.lab_dir.join("run");
@@ -422,6 +489,18 @@ impl Lab {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            if name == "storage" {
+                // The storage node of an earlier run: recognised by its `--addr` port.
+                let port = old_storage_port.unwrap_or(crate::storage_node::DEFAULT_STORAGE_PORT);
+                let reaped = procs::reap_pidfile_if(&path, self.cfg.stop_timeout, |cmd| {
+                    crate::storage_node::is_lab_storage_cmd(cmd, port)
+                })
+                .await;
+                if let Reaped::Stopped { pid, how } = reaped {
+                    lines.push(format!("[storage :{port}] stopped a storage node left running by an earlier run (pid {pid}, {how:?})"));
+                }
+                continue;
+            }
             let planned = (0..self.cfg.nodes)
                 .find(|i| crate::node::node_name(*i) == name)
                 .map(|i| self.cfg.base_port.saturating_add(i as u16));
@@ -547,6 +626,92 @@ impl Lab {
         (Some(line), result)
     }
 
+    /// Runs the queries concurrently (one per node session) and logs each like `sql` does.
+    /// Commands are otherwise handled one at a time; this is how two nodes are made to
+    /// compete for the same data at the same moment (conflict experiments).
+    async fn race(
+        &mut self,
+        queries: Vec<(NodeRef, String)>,
+    ) -> Vec<(Option<String>, Result<QueryResult, LabError>)> {
+        let mut targets = Vec::with_capacity(queries.len());
+        for (node, query) in queries {
+            let i = match self.resolve(&node) {
+                Ok(i) if self.nodes[i].is_up() => match self.client(i).await {
+                    Ok(_) => Ok(i),
+                    Err(e) => Err(e),
+                },
+                Ok(i) => Err(LabError::NodeDown {
+                    node: self.nodes[i].name.clone(),
+                    port: self.nodes[i].port,
+                    state: self.nodes[i].state.to_string(),
+                }),
+                Err(e) => Err(e),
+            };
+            targets.push((i, query));
+        }
+        let started_at_ms = self.clock_ms();
+        let limit = self.cfg.query_timeout;
+        let runs = targets.iter().map(|(i, query)| {
+            let db = i.as_ref().ok().and_then(|i| self.clients[*i].as_ref());
+            async move {
+                match db {
+                    Some(db) => Some(
+                        client::timed(tokio::time::timeout(
+                            limit,
+                            client::run_query(db, query, None),
+                        ))
+                        .await,
+                    ),
+                    None => None,
+                }
+            }
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        let mut out = Vec::with_capacity(outcomes.len());
+        for ((i, query), outcome) in targets.into_iter().zip(outcomes) {
+            let i = match i {
+                Ok(i) => i,
+                Err(e) => {
+                    out.push((None, Err(e)));
+                    continue;
+                }
+            };
+            let (name, port) = (self.nodes[i].name.clone(), self.nodes[i].port);
+            let (outcome, ms) = outcome.expect("a session exists for every resolved node");
+            let result = match outcome {
+                Err(_) => Err(LabError::Timeout {
+                    what: "query".into(),
+                    node: name.clone(),
+                    port,
+                    after: limit,
+                    fix: "raise `.query_timeout(..)`".into(),
+                }),
+                Ok(Err(e)) => Err(client::query_error(&name, port, &query, &e)),
+                Ok(Ok(outcomes)) => collect_outcomes(&name, port, &query, outcomes, ms),
+            };
+            let record = OpRecord {
+                node: name,
+                port,
+                kind: oplog::op_kind(&query),
+                statement: oplog::shorten(&query, oplog::RECORD_STATEMENT),
+                statements: oplog::split_statements(&query).len().max(1),
+                started_at_ms,
+                ms,
+                server_ms: None,
+                rows: result.as_ref().map(|r| r.row_count() as u64).unwrap_or(0),
+                ok: result.is_ok(),
+                error: result.as_ref().err().map(short_error),
+            };
+            let line = record.line();
+            if self.oplog.len() == OPLOG_CAPACITY {
+                self.oplog.pop_front();
+            }
+            self.oplog.push_back(record);
+            out.push((Some(line), result));
+        }
+        out
+    }
+
     /// The query itself; returns the result and the client-side latency (query round trip only,
     /// not a reconnect, so timings compare like with like).
     async fn sql_on(
@@ -592,27 +757,7 @@ impl Lab {
                 }
                 Err(client::query_error(&name, port, query, &e))
             }
-            Ok(Ok(outcomes)) => {
-                let parts = oplog::split_statements(query);
-                let matched = parts.len() == outcomes.len();
-                let mut statements = Vec::with_capacity(outcomes.len());
-                let mut first_error = None;
-                for (k, outcome) in outcomes.into_iter().enumerate() {
-                    let text = if matched { parts[k].clone() } else { oplog::collapse_ws(query) };
-                    match outcome {
-                        Ok((rows, server_ms)) => statements.push(StatementResult { statement: text, rows, server_ms }),
-                        Err(e) => {
-                            if first_error.is_none() {
-                                first_error = Some(client::query_error(&name, port, &text, &e));
-                            }
-                        }
-                    }
-                }
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(QueryResult { node: name.clone(), port, query: query.to_string(), statements, ms }),
-                }
-            }
+            Ok(Ok(outcomes)) => collect_outcomes(&name, port, query, outcomes, ms),
         };
         (result, ms)
     }
@@ -675,10 +820,40 @@ impl Lab {
                 } else {
                     None
                 },
-                storage: storage.clone(),
+                // Shared nodes show where their storage is (tikv://127.0.0.1:PORT).
+                storage: n
+                    .path_arg
+                    .clone()
+                    .filter(|p| p.starts_with("tikv://"))
+                    .unwrap_or_else(|| storage.clone()),
                 ready_ms: n.ready_ms,
                 ws_url: format!("ws://127.0.0.1:{}", n.port),
                 http_url: format!("http://127.0.0.1:{}", n.port),
+                data_mb: None,
+            });
+        }
+        if let Some(s) = self.storage.as_mut().and_then(StorageTier::embedded) {
+            let state = s.refresh().clone();
+            let up = matches!(state, NodeState::Running | NodeState::Paused);
+            let pid = s.pid();
+            out.push(Instance {
+                node: "storage".into(),
+                port: s.addr.port(),
+                pid,
+                state: state.to_string(),
+                version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
+                rss_mb: pid.and_then(metrics::rss_mb),
+                uptime_s: if up {
+                    s.started_unix_ms
+                        .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                } else {
+                    None
+                },
+                storage: "pd+tikv".into(),
+                ready_ms: s.ready_ms,
+                ws_url: String::new(),
+                http_url: format!("grpc://{}", s.addr),
+                data_mb: Some(s.data_bytes() as f64 / (1024.0 * 1024.0)),
             });
         }
         out
@@ -715,6 +890,101 @@ impl Lab {
                 }
             }
             NodeAction::Restart => self.restart(i).await?,
+            NodeAction::Pause => {
+                self.nodes[i].signal(nix::sys::signal::Signal::SIGSTOP)?;
+                format!(
+                    "{} paused with SIGSTOP (it keeps its sockets but answers nothing)",
+                    self.tag(i)
+                )
+            }
+            NodeAction::Resume => {
+                self.nodes[i].signal(nix::sys::signal::Signal::SIGCONT)?;
+                format!("{} resumed with SIGCONT", self.tag(i))
+            }
+        };
+        self.save_state()?;
+        Ok(line)
+    }
+
+    /// The storage trace file, or why there is none.
+    fn trace_path(&mut self) -> Result<PathBuf, LabError> {
+        match self
+            .storage
+            .as_mut()
+            .and_then(StorageTier::embedded)
+            .and_then(|n| n.trace.clone())
+        {
+            Some(p) => Ok(p),
+            None => Err(LabError::config(
+                "storage_trace",
+                "this lab has no storage trace",
+                "start the lab with StorageMode::Shared and `.storage_trace(true)`",
+            )),
+        }
+    }
+
+    /// Trace rows since `mark`, each attributed to the node whose connection sent it.
+    fn trace_since(&mut self, mark: u64) -> Result<Vec<crate::trace::TraceRow>, LabError> {
+        let path = self.trace_path()?;
+        let mut rows = crate::trace::read_since(&path, mark)
+            .map_err(|e| LabError::io("reading", &path, &e, "check the lab directory"))?;
+        let pids: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.pid().map(|p| (n.name.clone(), p)))
+            .collect();
+        crate::trace::attribute(&mut rows, &crate::trace::connection_owners(&pids));
+        Ok(rows)
+    }
+
+    /// Stop, kill, restart, pause or resume the embedded storage node. The `surreal` nodes are
+    /// left alone: they retry PD and TiKV and carry on once storage is back.
+    async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
+        let grace = self.cfg.stop_timeout;
+        let timeout = self.cfg.start_timeout;
+        let label = self.cfg.storage.label();
+        let Some(node) = self.storage.as_mut().and_then(StorageTier::embedded) else {
+            return Err(LabError::StorageUnavailable {
+                mode: label,
+                reason: "this lab does not run the embedded storage node".into(),
+                fix: "storage faults need StorageMode::Shared (the default); with external TiKV, stop its processes yourself".into(),
+            });
+        };
+        let tag = format!("[storage :{}]", node.addr.port());
+        let line = match action {
+            NodeAction::Stop => {
+                let how = node.stop(grace).await;
+                format!("{tag} stopped ({})", describe_stop(how))
+            }
+            NodeAction::Kill => {
+                let pid = node.pid();
+                node.kill().await;
+                format!(
+                    "{tag} killed with SIGKILL (pid {})",
+                    pid.map(|p| p.to_string()).unwrap_or("-".into())
+                )
+            }
+            NodeAction::Restart => {
+                if node.is_up() {
+                    node.stop(grace).await;
+                }
+                ports::wait_ports_free(node.addr.port(), 1, PORT_RELEASE_WAIT).await?;
+                node.spawn()?;
+                let took = node.wait_ready(timeout).await?;
+                format!(
+                    "{tag} restarted on the same data (pid {}) → ready in {:.0} ms",
+                    node.pid().unwrap_or(0),
+                    took.as_secs_f64() * 1000.0
+                )
+            }
+            NodeAction::Pause => {
+                node.signal(nix::sys::signal::Signal::SIGSTOP)?;
+                format!("{tag} paused with SIGSTOP")
+            }
+            NodeAction::Resume => {
+                node.signal(nix::sys::signal::Signal::SIGCONT)?;
+                format!("{tag} resumed with SIGCONT")
+            }
         };
         self.save_state()?;
         Ok(line)
@@ -736,12 +1006,20 @@ impl Lab {
             }
         };
         ports::wait_ports_free(self.nodes[i].port, 1, PORT_RELEASE_WAIT).await?;
-        let path = match &self.nodes[i].path_arg {
-            Some(p) => p.clone(),
-            None => {
-                let tier =
-                    StorageTier::start(&self.cfg.storage, &self.cfg.lab_dir.join("logs")).await?;
-                tier.node_path(&self.nodes[i].data_dir)
+        let path = match (&self.nodes[i].path_arg, &self.storage) {
+            (Some(p), _) => p.clone(),
+            (None, Some(tier)) => tier.node_path(&self.nodes[i].data_dir),
+            (None, None) => {
+                let plan = TierPlan {
+                    lab_dir: &self.cfg.lab_dir,
+                    storage_port: self.cfg.storage_port,
+                    trace: self.cfg.storage_trace,
+                    timeout: self.cfg.start_timeout,
+                };
+                let tier = StorageTier::start(&self.cfg.storage, &plan).await?;
+                let path = tier.node_path(&self.nodes[i].data_dir);
+                self.storage = Some(tier);
+                path
             }
         };
         self.nodes[i].spawn(&bin, &path, &self.cfg.user, &self.cfg.pass)?;
@@ -772,7 +1050,11 @@ impl Lab {
             .map(|(k, how)| format!("{} stopped ({})", self.tag(k), describe_stop(how)))
             .collect();
         if let Some(mut tier) = self.storage.take() {
+            let was_up = tier.embedded().map(|n| n.is_up()).unwrap_or(false);
             tier.stop(grace).await;
+            if let Some(node) = tier.embedded().filter(|_| was_up) {
+                lines.push(format!("[storage :{}] stopped", node.addr.port()));
+            }
         }
         if let Some(pid) = self.adopted_storage_pid.take() {
             procs::terminate_pid(pid, grace).await;
@@ -810,8 +1092,11 @@ impl Lab {
         let _ = self.save_state();
         self.nodes.iter_mut().for_each(Node::forget);
         self.clients.iter_mut().for_each(|c| *c = None);
-        if let Some(tier) = self.storage.take() {
+        if let Some(mut tier) = self.storage.take() {
             // Dropping the tier's `Child` does not kill it; its pid is in state.json.
+            if let Some(node) = tier.embedded() {
+                node.forget();
+            }
             drop(tier);
         }
     }
@@ -825,6 +1110,11 @@ impl Lab {
             .as_ref()
             .and_then(StorageTier::pid)
             .or(self.adopted_storage_pid);
+        let (storage_port, storage_started_unix_ms) =
+            match self.storage.as_mut().and_then(StorageTier::embedded) {
+                Some(node) => (Some(node.addr.port()), node.started_unix_ms),
+                None => (None, None),
+            };
         let nodes = self
             .nodes
             .iter_mut()
@@ -854,6 +1144,8 @@ impl Lab {
             binary: self.binary.clone(),
             storage_label: self.cfg.storage.label(),
             storage_pid,
+            storage_port,
+            storage_started_unix_ms,
             nodes,
         }
         .write(&self.cfg.lab_dir)
@@ -904,6 +1196,53 @@ impl Lab {
     }
 }
 
+/// Turns per-statement outcomes into a `QueryResult`, or into the error that explains the
+/// failure. In a failed transaction SurrealDB reports every statement as "not executed due to
+/// a failed transaction" and only one with the cause (e.g. the COMMIT's conflict), so the
+/// cause is preferred over the first error.
+fn collect_outcomes(
+    name: &str,
+    port: u16,
+    query: &str,
+    outcomes: Vec<client::StatementOutcome>,
+    ms: f64,
+) -> Result<QueryResult, LabError> {
+    let parts = oplog::split_statements(query);
+    let matched = parts.len() == outcomes.len();
+    let mut statements = Vec::with_capacity(outcomes.len());
+    let mut errors = Vec::new();
+    for (k, outcome) in outcomes.into_iter().enumerate() {
+        let text = if matched {
+            parts[k].clone()
+        } else {
+            oplog::collapse_ws(query)
+        };
+        match outcome {
+            Ok((rows, server_ms)) => statements.push(StatementResult {
+                statement: text,
+                rows,
+                server_ms,
+            }),
+            Err(e) => errors.push(client::query_error(name, port, &text, &e)),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(QueryResult {
+            node: name.to_string(),
+            port,
+            query: query.to_string(),
+            statements,
+            ms,
+        });
+    }
+    let is_knock_on = |e: &LabError| {
+        e.to_string()
+            .contains("not executed due to a failed transaction")
+    };
+    let cause = errors.iter().position(|e| !is_knock_on(e)).unwrap_or(0);
+    Err(errors.swap_remove(cause))
+}
+
 /// A port taken between our check and the node's bind (only retried with ephemeral ports).
 fn is_port_race(e: &LabError) -> bool {
     match e {
@@ -951,6 +1290,8 @@ mod tests {
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(15),
+            storage_port: 0,
+            storage_trace: false,
         }
     }
 
@@ -969,6 +1310,8 @@ mod tests {
             }),
             storage_label: "memory".into(),
             storage_pid: None,
+            storage_port: None,
+            storage_started_unix_ms: None,
             nodes: vec![NodeRecord {
                 name: node.name.clone(),
                 port: node.port,

@@ -26,6 +26,9 @@
 //!   stop / kill / restart, pidfile.
 //! - [`storage`]: `StorageMode` (isolated memory or surrealkv, shared, external TiKV, tiup
 //!   playground) and what each passes to `surreal start`.
+//! - [`storage_node`]: the embedded `storage-node` process behind `StorageMode::Shared` (the
+//!   lab's single-process PD + TiKV): start, stop, kill, pause, restart, status.
+//! - [`trace`]: the storage node's per-RPC trace as a DataFrame, attributed to nodes.
 //! - [`client`]: per-node SDK WebSocket sessions, `QueryResult`, SurrealDB errors mapped to advice,
 //!   and a small HTTP GET for `/health`, `/version`, `/metrics`.
 //! - [`oplog`]: the operation log — one `OpRecord` and one printed line per query.
@@ -58,6 +61,8 @@ pub mod ports;
 pub mod procs;
 pub mod runtime;
 pub mod storage;
+pub mod storage_node;
+pub mod trace;
 
 pub use polars;
 pub use serde_json;
@@ -73,6 +78,7 @@ pub mod prelude {
     pub use crate::oplog::OpRecord;
     pub use crate::runtime::NodeRef;
     pub use crate::storage::{Engine, StorageMode};
+    pub use crate::trace::TraceRow;
     pub use polars::prelude::DataFrame;
     pub use serde_json::{Value, json};
 }

@@ -33,6 +33,9 @@ pub struct Instance {
     pub ws_url: String,
     /// `http://127.0.0.1:PORT` for HTTP tools.
     pub http_url: String,
+    /// Data on disk in MB (the storage node's row; `None` for query nodes).
+    #[serde(default)]
+    pub data_mb: Option<f64>,
 }
 
 /// Resident memory of a process in MB (1 MB = 1,048,576 bytes), if it exists.
@@ -40,7 +43,8 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
     crate::procs::inspect(pid).map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// Status table: node, port, pid, state, version, rss_mb, uptime_s, storage, ready_ms.
+/// Status table: node, port, pid, state, version, rss_mb, uptime_s, storage, ready_ms, data_mb
+/// (the storage node's row is last and the only one with data_mb).
 pub fn instances_frame(rows: &[Instance]) -> PolarsResult<DataFrame> {
     DataFrame::new(
         rows.len(),
@@ -82,6 +86,12 @@ pub fn instances_frame(rows: &[Instance]) -> PolarsResult<DataFrame> {
                 "ready_ms".into(),
                 rows.iter()
                     .map(|r| r.ready_ms.map(round1))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "data_mb".into(),
+                rows.iter()
+                    .map(|r| r.data_mb.map(round1))
                     .collect::<Vec<_>>(),
             ),
         ],
@@ -156,6 +166,7 @@ mod tests {
             ready_ms: Some(401.27),
             ws_url: "ws://127.0.0.1:8000".into(),
             http_url: "http://127.0.0.1:8000".into(),
+            data_mb: None,
         };
         let df = instances_frame(&[i]).unwrap();
         let names: Vec<String> = df
@@ -167,7 +178,7 @@ mod tests {
             names,
             [
                 "node", "port", "pid", "state", "version", "rss_mb", "uptime_s", "storage",
-                "ready_ms"
+                "ready_ms", "data_mb"
             ]
         );
         assert_eq!(df.height(), 1);

@@ -163,13 +163,23 @@ pub enum Reaped {
 
 /// Cleans up after an earlier run: see the module docs for the rules.
 pub async fn reap_pidfile(pidfile: &Path, port: u16, grace: Duration) -> Reaped {
+    reap_pidfile_if(pidfile, grace, |cmd| is_lab_node_cmd(cmd, port)).await
+}
+
+/// [`reap_pidfile`] with the "is this really ours?" test given by the caller (the storage node
+/// has its own command line).
+pub async fn reap_pidfile_if(
+    pidfile: &Path,
+    grace: Duration,
+    ours: impl Fn(&[String]) -> bool,
+) -> Reaped {
     let Some(pid) = read_pidfile(pidfile) else {
         let _ = std::fs::remove_file(pidfile);
         return Reaped::NoPidfile;
     };
     let outcome = match inspect(pid) {
         Some(info) if !info.zombie && is_alive(pid) => {
-            if is_lab_node_cmd(&info.cmd, port) {
+            if ours(&info.cmd) {
                 Reaped::Stopped {
                     pid,
                     how: terminate_pid(pid, grace).await,

@@ -92,6 +92,10 @@ pub(crate) enum NodeAction {
     Kill,
     /// Stop if running, start again on the same port and data directory, wait until ready.
     Restart,
+    /// SIGSTOP: the process stays, but stops answering (a hung machine).
+    Pause,
+    /// SIGCONT after a pause.
+    Resume,
 }
 
 /// Everything the facade can ask the actor. Plain data only: see the module docs.
@@ -129,6 +133,23 @@ pub(crate) enum Command {
         reply: Reply<Result<String, LabError>>,
     },
     /// Stop every node (and storage the lab started). Replies with log lines.
+    /// Runs several queries at the same moment, each on its node; replies in the same order.
+    Race {
+        queries: Vec<(NodeRef, String)>,
+        reply: Reply<Vec<(Option<String>, Result<QueryResult, LabError>)>>,
+    },
+    /// Length of the storage trace file now (a mark to read from).
+    TraceMark { reply: Reply<Result<u64, LabError>> },
+    /// Trace rows written since a mark, attributed to nodes.
+    TraceSince {
+        mark: u64,
+        reply: Reply<Result<Vec<crate::trace::TraceRow>, LabError>>,
+    },
+    /// Acts on the embedded storage node (shared mode).
+    Storage {
+        action: NodeAction,
+        reply: Reply<Result<String, LabError>>,
+    },
     StopAll {
         reply: Reply<Result<Vec<String>, LabError>>,
     },

@@ -26,6 +26,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
 use crate::ports;
+use crate::storage_node::StorageNode;
+
+/// What starting a storage tier needs to know about the lab.
+pub(crate) struct TierPlan<'a> {
+    /// The lab directory (storage data, logs and pidfiles go inside it).
+    pub lab_dir: &'a Path,
+    /// Port for the embedded storage node.
+    pub storage_port: u16,
+    /// Turn on the storage node's operation trace.
+    pub trace: bool,
+    /// Limit for the storage to become ready.
+    pub timeout: Duration,
+}
 
 /// The embedded engine of an isolated node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +66,10 @@ pub enum StorageMode {
 }
 
 impl Default for StorageMode {
-    /// In-memory isolated nodes: they start in well under a second and need nothing else.
+    /// Shared storage through the lab's embedded storage node: SurrealDB's distributed
+    /// architecture, with nothing to install.
     fn default() -> Self {
-        StorageMode::Isolated(Engine::Memory)
+        StorageMode::Shared
     }
 }
 
@@ -141,6 +155,8 @@ pub(crate) enum StorageTier {
     Isolated(Engine),
     /// An external PD the nodes connect to; the lab does not own it.
     External { pd: SocketAddr },
+    /// The lab's own `storage-node` process (PD + TiKV protocols), started and stopped with the lab.
+    Embedded(StorageNode),
     /// A `tiup playground` child process, torn down with the lab.
     Tiup {
         child: std::process::Child,
@@ -151,18 +167,31 @@ pub(crate) enum StorageTier {
 
 impl StorageTier {
     /// Prepares the storage for `mode`: checks reachability or starts the process behind it.
-    pub(crate) async fn start(mode: &StorageMode, logs_dir: &Path) -> Result<Self, LabError> {
+    pub(crate) async fn start(mode: &StorageMode, plan: &TierPlan<'_>) -> Result<Self, LabError> {
         mode.validate()?;
+        let logs_dir = plan.lab_dir.join("logs");
+        let logs_dir = logs_dir.as_path();
         match mode {
             StorageMode::Isolated(engine) => Ok(StorageTier::Isolated(*engine)),
-            StorageMode::Shared => Err(LabError::StorageUnavailable {
-                mode: mode.label(),
-                reason: "the embedded PD+TiKV storage node is not part of this build yet".into(),
-                fix:
-                    "use StorageMode::Isolated(Engine::Memory) or Isolated(Engine::SurrealKv) for \
-                      now, or ExternalTikv { pd_endpoints } with a TiKV you run"
-                        .into(),
-            }),
+            StorageMode::Shared => {
+                let bin = crate::binary::locate_workspace_binary(
+                    "storage-node",
+                    "STORAGE_NODE_BIN",
+                    None,
+                    None,
+                )?;
+                if !ports::is_port_free(plan.storage_port) {
+                    return Err(LabError::PortInUse {
+                        port: plan.storage_port,
+                        holder: ports::port_holder(plan.storage_port),
+                    });
+                }
+                let mut node =
+                    StorageNode::new(plan.lab_dir, plan.storage_port, plan.trace, bin.path);
+                node.spawn()?;
+                node.wait_ready(plan.timeout).await?;
+                Ok(StorageTier::Embedded(node))
+            }
             StorageMode::ExternalTikv { pd_endpoints } => {
                 let pd = ports::validate_loopback_endpoint(&pd_endpoints[0])?;
                 if TcpStream::connect_timeout(&pd, PD_CONNECT_TIMEOUT).is_err() {
@@ -190,11 +219,23 @@ impl StorageTier {
                 format!("surrealkv://{}", data_dir.display())
             }
             StorageTier::External { pd } | StorageTier::Tiup { pd, .. } => format!("tikv://{pd}"),
+            StorageTier::Embedded(node) => format!("tikv://{}", node.addr),
+        }
+    }
+
+    /// The embedded storage node, when this tier is one.
+    pub(crate) fn embedded(&mut self) -> Option<&mut StorageNode> {
+        match self {
+            StorageTier::Embedded(node) => Some(node),
+            _ => None,
         }
     }
 
     /// Stops what the lab started (a tiup playground); external storage is left alone.
     pub(crate) async fn stop(&mut self, grace: Duration) {
+        if let StorageTier::Embedded(node) = self {
+            node.stop(grace).await;
+        }
         if let StorageTier::Tiup { child, .. } = self {
             // tiup runs pd-server and tikv-server as its children in its process group, so the
             // whole group is signalled.
@@ -216,6 +257,7 @@ impl StorageTier {
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             StorageTier::Tiup { child, .. } => Some(child.id()),
+            StorageTier::Embedded(node) => node.pid(),
             _ => None,
         }
     }
@@ -225,6 +267,7 @@ impl StorageTier {
     pub(crate) fn log(&self) -> Option<&Path> {
         match self {
             StorageTier::Tiup { log, .. } => Some(log),
+            StorageTier::Embedded(node) => Some(&node.log),
             _ => None,
         }
     }
@@ -396,7 +439,13 @@ mod tests {
         let mode = StorageMode::ExternalTikv {
             pd_endpoints: vec![format!("127.0.0.1:{port}")],
         };
-        let err = StorageTier::start(&mode, Path::new("/tmp"))
+        let plan = TierPlan {
+            lab_dir: Path::new("/tmp"),
+            storage_port: 0,
+            trace: false,
+            timeout: Duration::from_secs(1),
+        };
+        let err = StorageTier::start(&mode, &plan)
             .await
             .unwrap_err()
             .to_string();
@@ -404,13 +453,5 @@ mod tests {
             err.contains("nothing answers at PD") && err.contains("Fix:"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn shared_mode_says_it_is_not_available_yet() {
-        let err = StorageTier::start(&StorageMode::Shared, Path::new("/tmp"))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, LabError::StorageUnavailable { .. }));
     }
 }

@@ -307,13 +307,17 @@ fn unknown_nodes_list_the_real_ones() {
 #[test]
 fn unavailable_storage_modes_say_what_to_do() {
     let (_root, builder) = lab("storage");
+    // The embedded storage node's port is taken by someone else.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
     let e = builder
         .clone()
         .storage(StorageMode::Shared)
+        .storage_port(port)
         .start()
         .unwrap_err()
         .to_string();
-    assert_mentions(&e, &["shared", "not part of this build yet", "Fix:"]);
+    assert_mentions(&e, &[&format!("port {port}"), "Fix:"]);
     let dead = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

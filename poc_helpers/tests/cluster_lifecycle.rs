@@ -64,7 +64,8 @@ fn two_isolated_nodes_start_answer_and_report_status() {
     assert_eq!(
         names,
         [
-            "node", "port", "pid", "state", "version", "rss_mb", "uptime_s", "storage", "ready_ms"
+            "node", "port", "pid", "state", "version", "rss_mb", "uptime_s", "storage", "ready_ms",
+            "data_mb"
         ]
     );
     assert!(df.show().to_html().contains("node-b"));

@@ -41,7 +41,9 @@ impl ReadSet<'_> {
     fn overlaps(&self, keys: &[Vec<u8>]) -> bool {
         match self {
             ReadSet::Keys(read) => read.iter().any(|r| keys.contains(r)),
-            ReadSet::Range(lo, hi) => keys.iter().any(|k| k.as_slice() >= *lo && (hi.is_empty() || k.as_slice() < *hi)),
+            ReadSet::Range(lo, hi) => keys
+                .iter()
+                .any(|k| k.as_slice() >= *lo && (hi.is_empty() || k.as_slice() < *hi)),
         }
     }
 }
@@ -49,7 +51,11 @@ impl ReadSet<'_> {
 impl ConcurrencyManager {
     /// A manager drawing timestamps from `tso`.
     pub fn new(tso: Arc<Tso>) -> Self {
-        ConcurrencyManager { tso, pending: Mutex::new(BTreeMap::new()), released: watch::channel(0).0 }
+        ConcurrencyManager {
+            tso,
+            pending: Mutex::new(BTreeMap::new()),
+            released: watch::channel(0).0,
+        }
     }
 
     /// A fresh timestamp for ordinary use (no registration).
@@ -88,7 +94,9 @@ impl ConcurrencyManager {
             rx.borrow_and_update();
             let blocked = {
                 let pending = self.pending.lock().unwrap();
-                pending.range(..=read_ts).any(|(_, keys)| read.overlaps(keys))
+                pending
+                    .range(..=read_ts)
+                    .any(|(_, keys)| read.overlaps(keys))
             };
             if !blocked {
                 return;
@@ -107,20 +115,30 @@ mod tests {
     #[tokio::test]
     async fn a_reader_above_a_pending_commit_waits_for_its_release() {
         let dir = tempfile::tempdir().unwrap();
-        let cm = Arc::new(ConcurrencyManager::new(Arc::new(Tso::open(dir.path()).unwrap())));
+        let cm = Arc::new(ConcurrencyManager::new(Arc::new(
+            Tso::open(dir.path()).unwrap(),
+        )));
         let c = cm.allocate_commit_ts(vec![b"k".to_vec()]).unwrap();
         let t = cm.tso().next().unwrap();
         assert!(t > c);
         // Unrelated keys and older readers are not held up.
-        cm.wait_readable(t, ReadSet::Keys(&[b"other".to_vec()])).await;
-        cm.wait_readable(c - 1, ReadSet::Keys(&[b"k".to_vec()])).await;
+        cm.wait_readable(t, ReadSet::Keys(&[b"other".to_vec()]))
+            .await;
+        cm.wait_readable(c - 1, ReadSet::Keys(&[b"k".to_vec()]))
+            .await;
         let waiter = {
             let cm = cm.clone();
             tokio::spawn(async move { cm.wait_readable(t, ReadSet::Range(b"a", b"z")).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "the reader must wait for the commit to become visible");
+        assert!(
+            !waiter.is_finished(),
+            "the reader must wait for the commit to become visible"
+        );
         cm.release(&[c]);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -11,7 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 
 /// Locks of in-flight transactions, by raw user key.
 pub const LOCK_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lock");
@@ -48,13 +51,17 @@ pub enum EngineError {
         expected: u64,
     },
     /// Another process has the database open.
-    #[error("data directory {dir} is in use by another storage-node process; stop it first (or use another --data-dir)")]
+    #[error(
+        "data directory {dir} is in use by another storage-node process; stop it first (or use another --data-dir)"
+    )]
     InUse {
         /// The data directory.
         dir: PathBuf,
     },
     /// The file exists but is not a readable redb database.
-    #[error("cannot open {file}: {source}; the file may be corrupt or not a storage-node database. Nothing was changed: restore it or start with an empty --data-dir")]
+    #[error(
+        "cannot open {file}: {source}; the file may be corrupt or not a storage-node database. Nothing was changed: restore it or start with an empty --data-dir"
+    )]
     Corrupt {
         /// The database file.
         file: PathBuf,
@@ -73,7 +80,13 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::Error);
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::Error
+);
 
 /// Identity read from (or written to) a data directory.
 #[derive(Clone, Copy, Debug)]
@@ -93,15 +106,23 @@ pub struct Engine {
 impl Engine {
     /// Opens (or initialises) the engine in `dir`, refusing data it cannot read.
     pub fn open(dir: &Path) -> Result<(Engine, Identity), EngineError> {
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::Redb(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::Redb(format!("cannot create {}: {e}", dir.display())))?;
         let file = dir.join(DB_FILE);
         let fresh = !file.exists();
         let db = match Database::create(&file) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(EngineError::InUse { dir: dir.to_path_buf() }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(EngineError::InUse {
+                    dir: dir.to_path_buf(),
+                });
+            }
             Err(source) => return Err(EngineError::Corrupt { file, source }),
         };
-        let engine = Engine { db, dir: dir.to_path_buf() };
+        let engine = Engine {
+            db,
+            dir: dir.to_path_buf(),
+        };
         let identity = engine.init_identity(fresh)?;
         Ok((engine, identity))
     }
@@ -113,17 +134,28 @@ impl Engine {
             txn.open_table(LOCK_TABLE)?;
             txn.open_table(WRITE_TABLE)?;
             let mut meta = txn.open_table(META_TABLE)?;
-            let read_u64 = |meta: &redb::Table<&str, &[u8]>, k: &str| -> Result<Option<u64>, EngineError> {
-                Ok(meta.get(k)?.map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or([0; 8]))))
-            };
+            let read_u64 =
+                |meta: &redb::Table<&str, &[u8]>, k: &str| -> Result<Option<u64>, EngineError> {
+                    Ok(meta
+                        .get(k)?
+                        .map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or([0; 8]))))
+                };
             match read_u64(&meta, META_FORMAT)? {
                 Some(found) if found != FORMAT_VERSION => {
-                    return Err(EngineError::IncompatibleFormat { dir: self.dir.clone(), found, expected: FORMAT_VERSION });
+                    return Err(EngineError::IncompatibleFormat {
+                        dir: self.dir.clone(),
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
                 }
                 Some(_) => {}
                 None if !fresh && meta.len()? > 0 => {
                     // Tables exist but no format stamp: someone else's redb file.
-                    return Err(EngineError::IncompatibleFormat { dir: self.dir.clone(), found: 0, expected: FORMAT_VERSION });
+                    return Err(EngineError::IncompatibleFormat {
+                        dir: self.dir.clone(),
+                        found: 0,
+                        expected: FORMAT_VERSION,
+                    });
                 }
                 None => {
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
@@ -134,14 +166,21 @@ impl Engine {
                 None => {
                     // PD derives its id from the boot time plus randomness; any non-zero,
                     // stable value works, because clients only compare it for equality.
-                    let id = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() << 32)
+                    let id = (std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs()
+                        << 32)
                         | u64::from(rand::random::<u32>());
                     meta.insert(META_CLUSTER_ID, id.to_be_bytes().as_slice())?;
                     id
                 }
             };
             let gc_safe_point = read_u64(&meta, META_GC_SAFE_POINT)?.unwrap_or(0);
-            Identity { cluster_id, gc_safe_point }
+            Identity {
+                cluster_id,
+                gc_safe_point,
+            }
         };
         txn.commit()?;
         Ok(identity)
@@ -150,7 +189,10 @@ impl Engine {
     /// A consistent read view of locks and writes as of now.
     pub fn snapshot(&self) -> Result<Snapshot, EngineError> {
         let txn = self.db.begin_read()?;
-        Ok(Snapshot { lock: txn.open_table(LOCK_TABLE)?, write: txn.open_table(WRITE_TABLE)? })
+        Ok(Snapshot {
+            lock: txn.open_table(LOCK_TABLE)?,
+            write: txn.open_table(WRITE_TABLE)?,
+        })
     }
 
     /// Starts the single write transaction of a batch (see `txn::scheduler`).
@@ -161,14 +203,17 @@ impl Engine {
     /// Records a new GC safe point durably.
     pub fn store_gc_safe_point(&self, safe_point: u64) -> Result<(), EngineError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(META_TABLE)?.insert(META_GC_SAFE_POINT, safe_point.to_be_bytes().as_slice())?;
+        txn.open_table(META_TABLE)?
+            .insert(META_GC_SAFE_POINT, safe_point.to_be_bytes().as_slice())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Bytes used on disk by the database file (for the lab's status table).
     pub fn size_on_disk(&self) -> u64 {
-        std::fs::metadata(self.dir.join(DB_FILE)).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(self.dir.join(DB_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// Number of (locks, write records) — handy in tests and in the status line.
@@ -199,27 +244,43 @@ mod tests {
         assert_eq!(first.cluster_id, second.cluster_id);
         // Pretend a future build wrote this directory.
         let txn = engine.begin_write().unwrap();
-        txn.open_table(META_TABLE).unwrap().insert(META_FORMAT, 99u64.to_be_bytes().as_slice()).unwrap();
+        txn.open_table(META_TABLE)
+            .unwrap()
+            .insert(META_FORMAT, 99u64.to_be_bytes().as_slice())
+            .unwrap();
         txn.commit().unwrap();
         drop(engine);
-        let err = Engine::open(dir.path()).err().expect("format 99 must be refused");
+        let err = Engine::open(dir.path())
+            .err()
+            .expect("format 99 must be refused");
         assert!(err.to_string().contains("format 99"), "{err}");
     }
 
     #[test]
     fn garbage_file_is_reported_not_reset() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(DB_FILE), b"this is not a database, and it must survive").unwrap();
-        let err = Engine::open(dir.path()).err().expect("garbage must be refused");
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            b"this is not a database, and it must survive",
+        )
+        .unwrap();
+        let err = Engine::open(dir.path())
+            .err()
+            .expect("garbage must be refused");
         assert!(err.to_string().contains("corrupt"), "{err}");
-        assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), b"this is not a database, and it must survive");
+        assert_eq!(
+            std::fs::read(dir.path().join(DB_FILE)).unwrap(),
+            b"this is not a database, and it must survive"
+        );
     }
 
     #[test]
     fn second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Engine::open(dir.path()).unwrap();
-        let err = Engine::open(dir.path()).err().expect("double open must fail");
+        let err = Engine::open(dir.path())
+            .err()
+            .expect("double open must fail");
         assert!(err.to_string().contains("in use"), "{err}");
     }
 }

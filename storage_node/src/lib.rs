@@ -53,10 +53,14 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Not a loopback address.
-    #[error("--addr {0} is not a loopback address; the storage node has no authentication, so it only listens on 127.0.0.1 / ::1")]
+    #[error(
+        "--addr {0} is not a loopback address; the storage node has no authentication, so it only listens on 127.0.0.1 / ::1"
+    )]
     NotLoopback(SocketAddr),
     /// The port is taken.
-    #[error("port {port} on {ip} is already in use (another storage-node or PD?); stop that process or pass --addr {ip}:<free port>")]
+    #[error(
+        "port {port} on {ip} is already in use (another storage-node or PD?); stop that process or pass --addr {ip}:<free port>"
+    )]
     PortInUse {
         /// The IP.
         ip: std::net::IpAddr,
@@ -91,21 +95,35 @@ impl Node {
             return Err(StartError::NotLoopback(config.addr));
         }
         // Bind first: a port conflict should not leave the data directory locked.
-        let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => StartError::PortInUse { ip: config.addr.ip(), port: config.addr.port() },
-            _ => StartError::Bind(config.addr, e),
-        })?;
-        let addr = listener.local_addr().map_err(|e| StartError::Bind(config.addr, e))?;
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => StartError::PortInUse {
+                    ip: config.addr.ip(),
+                    port: config.addr.port(),
+                },
+                _ => StartError::Bind(config.addr, e),
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.addr, e))?;
         let storage = storage::Storage::open(&config.data_dir)?;
         let tracer = Arc::new(match &config.trace {
-            Some(path) => trace::Tracer::to_file(path).map_err(|e| StartError::Trace(path.clone(), e))?,
+            Some(path) => {
+                trace::Tracer::to_file(path).map_err(|e| StartError::Trace(path.clone(), e))?
+            }
             None => trace::Tracer::off(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(storage.clone(), tracer, listener, async {
             let _ = rx.await;
         }));
-        Ok(Node { addr, storage, shutdown: Some(tx), task })
+        Ok(Node {
+            addr,
+            storage,
+            shutdown: Some(tx),
+            task,
+        })
     }
 
     /// Stops serving and waits for in-flight RPCs to finish.

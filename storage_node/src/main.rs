@@ -34,6 +34,17 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // `storage-node version` mirrors `surreal version`, so the lab finds and checks both
+    // binaries the same way.
+    if std::env::args().nth(1).as_deref() == Some("version") {
+        println!(
+            "{} for {} on {}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
@@ -47,7 +58,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let config = Config { addr: args.addr, data_dir: args.data_dir.clone(), trace: args.trace };
+        let config = Config {
+            addr: args.addr,
+            data_dir: args.data_dir.clone(),
+            trace: args.trace,
+        };
         let mut node = match Node::start(config).await {
             Ok(node) => node,
             Err(e) => {
@@ -81,7 +96,8 @@ fn main() -> ExitCode {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

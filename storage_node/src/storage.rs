@@ -15,7 +15,9 @@ use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::LockInfo;
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
 use crate::txn::actions::prewrite::{PrewriteArgs, PrewriteOutcome};
-use crate::txn::actions::{check_txn_status, cleanup, commit, gc, heartbeat, prewrite, resolve_lock};
+use crate::txn::actions::{
+    check_txn_status, cleanup, commit, gc, heartbeat, prewrite, resolve_lock,
+};
 use crate::txn::scheduler::Scheduler;
 use crate::txn::{TxnError, TxnStatus};
 
@@ -37,7 +39,9 @@ impl Storage {
     pub fn open(dir: &std::path::Path) -> Result<Arc<Storage>, EngineError> {
         let (engine, identity) = Engine::open(dir)?;
         let engine = Arc::new(engine);
-        let tso = Arc::new(Tso::open(dir).map_err(|e| EngineError::Redb(format!("timestamp oracle: {e}")))?);
+        let tso = Arc::new(
+            Tso::open(dir).map_err(|e| EngineError::Redb(format!("timestamp oracle: {e}")))?,
+        );
         let cm = Arc::new(ConcurrencyManager::new(tso.clone()));
         let scheduler = Scheduler::start(engine.clone(), cm.clone());
         Ok(Arc::new(Storage {
@@ -71,17 +75,26 @@ impl Storage {
 
     /// KvGet.
     pub async fn get(&self, key: &[u8], ts: u64, bypass: &[u64]) -> Result<PointRead, TxnError> {
-        self.cm.wait_readable(ts, ReadSet::Keys(std::slice::from_ref(&key.to_vec()))).await;
+        self.cm
+            .wait_readable(ts, ReadSet::Keys(std::slice::from_ref(&key.to_vec())))
+            .await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
         Ok(MvccReader::new(&snap.lock, &snap.write).get(key, ts, bypass)?)
     }
 
     /// KvBatchGet: one answer per key, in order.
-    pub async fn batch_get(&self, keys: &[Vec<u8>], ts: u64, bypass: &[u64]) -> Result<Vec<PointRead>, TxnError> {
+    pub async fn batch_get(
+        &self,
+        keys: &[Vec<u8>],
+        ts: u64,
+        bypass: &[u64],
+    ) -> Result<Vec<PointRead>, TxnError> {
         self.cm.wait_readable(ts, ReadSet::Keys(keys)).await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
         let reader = MvccReader::new(&snap.lock, &snap.write);
-        keys.iter().map(|k| Ok(reader.get(k, ts, bypass)?)).collect()
+        keys.iter()
+            .map(|k| Ok(reader.get(k, ts, bypass)?))
+            .collect()
     }
 
     /// KvScan over `[lower, upper)`.
@@ -96,61 +109,112 @@ impl Storage {
         reverse: bool,
         bypass: &[u64],
     ) -> Result<Vec<ScanEntry>, TxnError> {
-        self.cm.wait_readable(ts, ReadSet::Range(lower, upper)).await;
+        self.cm
+            .wait_readable(ts, ReadSet::Range(lower, upper))
+            .await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
-        Ok(MvccReader::new(&snap.lock, &snap.write).scan(lower, upper, ts, limit, key_only, reverse, bypass)?)
+        Ok(MvccReader::new(&snap.lock, &snap.write)
+            .scan(lower, upper, ts, limit, key_only, reverse, bypass)?)
     }
 
     /// KvScanLock.
-    pub fn scan_locks(&self, lower: &[u8], upper: &[u8], max_ts: u64, limit: usize) -> Result<Vec<LockInfo>, TxnError> {
+    pub fn scan_locks(
+        &self,
+        lower: &[u8],
+        upper: &[u8],
+        max_ts: u64,
+        limit: usize,
+    ) -> Result<Vec<LockInfo>, TxnError> {
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
-        let locks = MvccReader::new(&snap.lock, &snap.write).scan_locks(lower, upper, max_ts, limit)?;
+        let locks =
+            MvccReader::new(&snap.lock, &snap.write).scan_locks(lower, upper, max_ts, limit)?;
         Ok(locks.into_iter().map(|(k, l)| l.to_lock_info(&k)).collect())
     }
 
     /// KvPrewrite.
     pub async fn prewrite(&self, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
-        self.scheduler.run(move |ctx| prewrite::prewrite(ctx, args)).await
+        self.scheduler
+            .run(move |ctx| prewrite::prewrite(ctx, args))
+            .await
     }
 
     /// KvCommit.
-    pub async fn commit(&self, keys: Vec<Vec<u8>>, start_ts: u64, commit_ts: u64) -> Result<(), TxnError> {
-        self.scheduler.run(move |ctx| commit::commit(ctx, &keys, start_ts, commit_ts)).await
+    pub async fn commit(
+        &self,
+        keys: Vec<Vec<u8>>,
+        start_ts: u64,
+        commit_ts: u64,
+    ) -> Result<(), TxnError> {
+        self.scheduler
+            .run(move |ctx| commit::commit(ctx, &keys, start_ts, commit_ts))
+            .await
     }
 
     /// KvBatchRollback.
     pub async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: u64) -> Result<(), TxnError> {
-        self.scheduler.run(move |ctx| cleanup::rollback(ctx, &keys, start_ts)).await
+        self.scheduler
+            .run(move |ctx| cleanup::rollback(ctx, &keys, start_ts))
+            .await
     }
 
     /// KvCleanup: the commit ts, or 0 when rolled back.
-    pub async fn cleanup(&self, key: Vec<u8>, start_ts: u64, current_ts: u64) -> Result<u64, TxnError> {
-        self.scheduler.run(move |ctx| cleanup::cleanup(ctx, &key, start_ts, current_ts)).await
+    pub async fn cleanup(
+        &self,
+        key: Vec<u8>,
+        start_ts: u64,
+        current_ts: u64,
+    ) -> Result<u64, TxnError> {
+        self.scheduler
+            .run(move |ctx| cleanup::cleanup(ctx, &key, start_ts, current_ts))
+            .await
     }
 
     /// KvCheckTxnStatus.
     pub async fn check_txn_status(&self, args: CheckTxnStatusArgs) -> Result<TxnStatus, TxnError> {
-        self.scheduler.run(move |ctx| check_txn_status::check_txn_status(ctx, &args)).await
+        self.scheduler
+            .run(move |ctx| check_txn_status::check_txn_status(ctx, &args))
+            .await
     }
 
     /// KvCheckSecondaryLocks.
-    pub async fn check_secondary_locks(&self, keys: Vec<Vec<u8>>, start_ts: u64) -> Result<(Vec<LockInfo>, u64), TxnError> {
-        self.scheduler.run(move |ctx| check_txn_status::check_secondary_locks(ctx, &keys, start_ts)).await
+    pub async fn check_secondary_locks(
+        &self,
+        keys: Vec<Vec<u8>>,
+        start_ts: u64,
+    ) -> Result<(Vec<LockInfo>, u64), TxnError> {
+        self.scheduler
+            .run(move |ctx| check_txn_status::check_secondary_locks(ctx, &keys, start_ts))
+            .await
     }
 
     /// KvResolveLock.
-    pub async fn resolve_lock(&self, txn_status: HashMap<u64, u64>, keys: Vec<Vec<u8>>) -> Result<usize, TxnError> {
-        self.scheduler.run(move |ctx| resolve_lock::resolve_lock(ctx, &txn_status, &keys)).await
+    pub async fn resolve_lock(
+        &self,
+        txn_status: HashMap<u64, u64>,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<usize, TxnError> {
+        self.scheduler
+            .run(move |ctx| resolve_lock::resolve_lock(ctx, &txn_status, &keys))
+            .await
     }
 
     /// KvTxnHeartBeat.
-    pub async fn heartbeat(&self, primary: Vec<u8>, start_ts: u64, advise_ttl: u64) -> Result<u64, TxnError> {
-        self.scheduler.run(move |ctx| heartbeat::heartbeat(ctx, &primary, start_ts, advise_ttl)).await
+    pub async fn heartbeat(
+        &self,
+        primary: Vec<u8>,
+        start_ts: u64,
+        advise_ttl: u64,
+    ) -> Result<u64, TxnError> {
+        self.scheduler
+            .run(move |ctx| heartbeat::heartbeat(ctx, &primary, start_ts, advise_ttl))
+            .await
     }
 
     /// UnsafeDestroyRange.
     pub async fn destroy_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<usize, TxnError> {
-        self.scheduler.run(move |ctx| gc::destroy_range(ctx, &start, &end)).await
+        self.scheduler
+            .run(move |ctx| gc::destroy_range(ctx, &start, &end))
+            .await
     }
 
     /// The current GC safe point.
@@ -166,7 +230,8 @@ impl Storage {
         if now > previous {
             self.scheduler
                 .run(move |ctx| {
-                    ctx.meta.insert("gc_safe_point", now.to_be_bytes().as_slice())?;
+                    ctx.meta
+                        .insert("gc_safe_point", now.to_be_bytes().as_slice())?;
                     ctx.dirty = true;
                     Ok(())
                 })
@@ -182,7 +247,10 @@ impl Storage {
         let mut removed = 0;
         loop {
             let start = std::mem::take(&mut from);
-            let (next, n) = self.scheduler.run(move |ctx| gc::gc_batch(ctx, safe_point, &start)).await?;
+            let (next, n) = self
+                .scheduler
+                .run(move |ctx| gc::gc_batch(ctx, safe_point, &start))
+                .await?;
             removed += n;
             match next {
                 Some(k) => from = k,

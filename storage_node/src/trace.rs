@@ -56,8 +56,13 @@ impl Tracer {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Tracer { out: Some(Mutex::new(std::io::BufWriter::new(file))) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Tracer {
+            out: Some(Mutex::new(std::io::BufWriter::new(file))),
+        })
     }
 
     /// Whether lines are being written (callers skip building them otherwise).
@@ -81,14 +86,20 @@ impl Tracer {
         keys: &[&[u8]],
         error: Option<String>,
     ) {
-        let (Some(out), Some((t0, at_ms))) = (&self.out, started) else { return };
+        let (Some(out), Some((t0, at_ms))) = (&self.out, started) else {
+            return;
+        };
         let line = TraceLine {
             at_ms,
             peer: peer.map(|p| p.to_string()).unwrap_or_default(),
             rpc,
             start_ts,
             n_keys: keys.len(),
-            keys: keys.iter().take(MAX_KEYS_PER_LINE).map(|k| printable(k)).collect(),
+            keys: keys
+                .iter()
+                .take(MAX_KEYS_PER_LINE)
+                .map(|k| printable(k))
+                .collect(),
             ok: error.is_none(),
             error,
             us: t0.elapsed().as_micros() as u64,
@@ -102,5 +113,8 @@ impl Tracer {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

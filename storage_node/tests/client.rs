@@ -14,7 +14,10 @@ async fn put(client: &tikv_client::TransactionClient, mode: Mode, k: &[u8], v: &
 }
 
 async fn read(client: &tikv_client::TransactionClient, k: &[u8]) -> Option<Vec<u8>> {
-    let mut t = client.begin_with_options(options(Mode::TwoPc).read_only()).await.unwrap();
+    let mut t = client
+        .begin_with_options(options(Mode::TwoPc).read_only())
+        .await
+        .unwrap();
     t.get(k.to_vec()).await.unwrap()
 }
 
@@ -26,9 +29,17 @@ async fn read_your_writes_in_every_commit_mode() {
         let k = format!("ryw-{mode:?}").into_bytes();
         let mut t = client.begin_with_options(options(mode)).await.unwrap();
         t.put(k.clone(), b"v1".to_vec()).await.unwrap();
-        assert_eq!(t.get(k.clone()).await.unwrap(), Some(b"v1".to_vec()), "{mode:?}: own write visible before commit");
+        assert_eq!(
+            t.get(k.clone()).await.unwrap(),
+            Some(b"v1".to_vec()),
+            "{mode:?}: own write visible before commit"
+        );
         t.commit().await.unwrap();
-        assert_eq!(read(&client, &k).await, Some(b"v1".to_vec()), "{mode:?}: committed write visible");
+        assert_eq!(
+            read(&client, &k).await,
+            Some(b"v1".to_vec()),
+            "{mode:?}: committed write visible"
+        );
 
         let mut t = client.begin_with_options(options(mode)).await.unwrap();
         t.delete(k.clone()).await.unwrap();
@@ -46,11 +57,23 @@ async fn a_transaction_does_not_see_writes_committed_after_it_started() {
         put(&client, mode, &k, b"before").await;
         let mut reader = client.begin_with_options(options(mode)).await.unwrap();
         put(&client, mode, &k, b"after").await;
-        assert_eq!(reader.get(k.clone()).await.unwrap(), Some(b"before".to_vec()), "{mode:?}: snapshot is stable");
+        assert_eq!(
+            reader.get(k.clone()).await.unwrap(),
+            Some(b"before".to_vec()),
+            "{mode:?}: snapshot is stable"
+        );
         // Scans honour the same snapshot.
-        let seen: Vec<_> = reader.scan(k.clone()..=k.clone(), 10).await.unwrap().collect();
+        let seen: Vec<_> = reader
+            .scan(k.clone()..=k.clone(), 10)
+            .await
+            .unwrap()
+            .collect();
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].1, b"before".to_vec(), "{mode:?}: scan sees the snapshot");
+        assert_eq!(
+            seen[0].1,
+            b"before".to_vec(),
+            "{mode:?}: scan sees the snapshot"
+        );
         reader.rollback().await.unwrap();
         assert_eq!(read(&client, &k).await, Some(b"after".to_vec()));
     }
@@ -68,14 +91,26 @@ async fn of_two_concurrent_writers_exactly_one_commits() {
         b.put(k.clone(), b"b".to_vec()).await.unwrap();
         let (ra, rb) = tokio::join!(a.commit(), b.commit());
         let outcomes = [ra.is_ok(), rb.is_ok()];
-        assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{mode:?}: exactly one winner, got {ra:?} / {rb:?}");
-        let loser = if ra.is_ok() { rb.unwrap_err() } else { ra.unwrap_err() };
+        assert_eq!(
+            outcomes.iter().filter(|ok| **ok).count(),
+            1,
+            "{mode:?}: exactly one winner, got {ra:?} / {rb:?}"
+        );
+        let loser = if ra.is_ok() {
+            rb.unwrap_err()
+        } else {
+            ra.unwrap_err()
+        };
         // The loser either saw the winner's commit (conflict) or its lock, which it cannot
         // resolve while the winner is alive; both surface as a failed commit, and the
         // sequential case below pins down the conflict error itself.
         let _ = loser;
         let winner: &[u8] = if outcomes[0] { b"a" } else { b"b" };
-        assert_eq!(read(&client, &k).await, Some(winner.to_vec()), "{mode:?}: the winner's value stands");
+        assert_eq!(
+            read(&client, &k).await,
+            Some(winner.to_vec()),
+            "{mode:?}: the winner's value stands"
+        );
 
         // Sequential: B started before A committed, so B must get the retryable conflict.
         let mut a = client.begin_with_options(options(mode)).await.unwrap();
@@ -84,7 +119,10 @@ async fn of_two_concurrent_writers_exactly_one_commits() {
         a.commit().await.unwrap();
         b.put(k.clone(), b"b2".to_vec()).await.unwrap();
         let err = b.commit().await.expect_err("first committer wins");
-        assert!(is_write_conflict(&err), "{mode:?}: expected a write conflict, got {err:?}");
+        assert!(
+            is_write_conflict(&err),
+            "{mode:?}: expected a write conflict, got {err:?}"
+        );
         assert_eq!(read(&client, &k).await, Some(b"a2".to_vec()));
     }
 }
@@ -105,8 +143,13 @@ async fn fifty_concurrent_incrementers_lose_no_update() {
                 loop {
                     attempts += 1;
                     let mut t = client.begin_with_options(options(mode)).await.unwrap();
-                    let n: u64 = String::from_utf8(t.get(k.clone()).await.unwrap().unwrap()).unwrap().parse().unwrap();
-                    t.put(k.clone(), (n + 1).to_string().into_bytes()).await.unwrap();
+                    let n: u64 = String::from_utf8(t.get(k.clone()).await.unwrap().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    t.put(k.clone(), (n + 1).to_string().into_bytes())
+                        .await
+                        .unwrap();
                     match t.commit().await {
                         Ok(_) => return attempts,
                         Err(_) => {
@@ -122,14 +165,23 @@ async fn fifty_concurrent_incrementers_lose_no_update() {
             total_attempts += t.await.unwrap();
         }
         let v = read(&client, &k).await.unwrap();
-        assert_eq!(v, b"50".to_vec(), "{mode:?}: every increment counted once ({total_attempts} attempts)");
+        assert_eq!(
+            v,
+            b"50".to_vec(),
+            "{mode:?}: every increment counted once ({total_attempts} attempts)"
+        );
         assert!(total_attempts >= 50);
     }
 }
 
 fn rand_ms() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() % 20) as u64 + 1
+    (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 20) as u64
+        + 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -149,20 +201,65 @@ async fn forward_reverse_and_bounded_scans() {
         t.delete(k(7)).await.unwrap();
         t.commit().await.unwrap();
 
-        let mut s = client.begin_with_options(options(mode).read_only()).await.unwrap();
-        let fwd: Vec<Vec<u8>> = s.scan(k(5)..k(15), 5).await.unwrap().map(|p| p.0.into()).collect();
-        assert_eq!(fwd, vec![k(5), k(6), k(8), k(9), k(10)], "{mode:?}: forward, limit 5, deleted key skipped");
-        let rev: Vec<Vec<u8>> = s.scan_reverse(k(5)..k(15), 3).await.unwrap().map(|p| p.0.into()).collect();
-        assert_eq!(rev, vec![k(14), k(13), k(12)], "{mode:?}: reverse, end bound exclusive");
-        let all: Vec<Vec<u8>> = s.scan_keys(k(0)..=k(19), 100).await.unwrap().map(Into::into).collect();
+        let mut s = client
+            .begin_with_options(options(mode).read_only())
+            .await
+            .unwrap();
+        let fwd: Vec<Vec<u8>> = s
+            .scan(k(5)..k(15), 5)
+            .await
+            .unwrap()
+            .map(|p| p.0.into())
+            .collect();
+        assert_eq!(
+            fwd,
+            vec![k(5), k(6), k(8), k(9), k(10)],
+            "{mode:?}: forward, limit 5, deleted key skipped"
+        );
+        let rev: Vec<Vec<u8>> = s
+            .scan_reverse(k(5)..k(15), 3)
+            .await
+            .unwrap()
+            .map(|p| p.0.into())
+            .collect();
+        assert_eq!(
+            rev,
+            vec![k(14), k(13), k(12)],
+            "{mode:?}: reverse, end bound exclusive"
+        );
+        let all: Vec<Vec<u8>> = s
+            .scan_keys(k(0)..=k(19), 100)
+            .await
+            .unwrap()
+            .map(Into::into)
+            .collect();
         assert_eq!(all.len(), 19, "{mode:?}: inclusive bounds, key-only");
-        let rev_all: Vec<Vec<u8>> = s.scan_keys_reverse(k(0)..=k(19), 100).await.unwrap().map(Into::into).collect();
-        assert_eq!(rev_all.first(), Some(&k(19)), "{mode:?}: reverse inclusive upper bound");
+        let rev_all: Vec<Vec<u8>> = s
+            .scan_keys_reverse(k(0)..=k(19), 100)
+            .await
+            .unwrap()
+            .map(Into::into)
+            .collect();
+        assert_eq!(
+            rev_all.first(),
+            Some(&k(19)),
+            "{mode:?}: reverse inclusive upper bound"
+        );
         assert_eq!(rev_all.last(), Some(&k(0)));
         // Unbounded end: runs past our prefix into the other modes' keys (which sort later
         // for some modes), so only the first entries are ours.
-        let values: Vec<Vec<u8>> = s.scan(k(18).., 10).await.unwrap().map(|p| p.1).take(2).collect();
-        assert_eq!(values, vec![b"v18".to_vec(), b"v19".to_vec()], "{mode:?}: unbounded end");
+        let values: Vec<Vec<u8>> = s
+            .scan(k(18).., 10)
+            .await
+            .unwrap()
+            .map(|p| p.1)
+            .take(2)
+            .collect();
+        assert_eq!(
+            values,
+            vec![b"v18".to_vec(), b"v19".to_vec()],
+            "{mode:?}: unbounded end"
+        );
     }
 }
 
@@ -175,7 +272,10 @@ async fn insert_of_an_existing_key_is_refused() {
         let mut t = client.begin_with_options(options(mode)).await.unwrap();
         t.insert(b"exists".to_vec(), b"y".to_vec()).await.unwrap();
         let err = t.commit().await.expect_err("insert over a live key fails");
-        assert!(format!("{err:?}").contains("already_exist"), "{mode:?}: {err:?}");
+        assert!(
+            format!("{err:?}").contains("already_exist"),
+            "{mode:?}: {err:?}"
+        );
     }
 }
 
@@ -188,11 +288,23 @@ async fn a_large_transaction_takes_the_multi_batch_path() {
     for mode in ALL_MODES {
         let mut t = client.begin_with_options(options(mode)).await.unwrap();
         for i in 0..200 {
-            t.put(format!("big-{mode:?}-{i:04}").into_bytes(), vec![b'x'; 400]).await.unwrap();
+            t.put(format!("big-{mode:?}-{i:04}").into_bytes(), vec![b'x'; 400])
+                .await
+                .unwrap();
         }
         t.commit().await.unwrap();
-        let mut s = client.begin_with_options(options(mode).read_only()).await.unwrap();
-        let n = s.scan_keys(format!("big-{mode:?}-").into_bytes()..format!("big-{mode:?}-~").into_bytes(), 1000).await.unwrap().count();
+        let mut s = client
+            .begin_with_options(options(mode).read_only())
+            .await
+            .unwrap();
+        let n = s
+            .scan_keys(
+                format!("big-{mode:?}-").into_bytes()..format!("big-{mode:?}-~").into_bytes(),
+                1000,
+            )
+            .await
+            .unwrap()
+            .count();
         assert_eq!(n, 200, "{mode:?}");
     }
 }

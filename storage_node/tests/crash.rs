@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use common::{Mode, options};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the binary and waits for its `ready` line.
@@ -26,8 +30,13 @@ fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
         .spawn()
         .expect("spawn storage-node");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("storage-node ready on"), "unexpected first line: {line:?}");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("storage-node ready on"),
+        "unexpected first line: {line:?}"
+    );
     child
 }
 
@@ -36,20 +45,29 @@ async fn acknowledged_writes_survive_sigkill_and_clients_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut node = spawn_node(dir.path(), port);
-    let client = Arc::new(tikv_client::TransactionClient::new(vec![format!("127.0.0.1:{port}")]).await.unwrap());
+    let client = Arc::new(
+        tikv_client::TransactionClient::new(vec![format!("127.0.0.1:{port}")])
+            .await
+            .unwrap(),
+    );
 
     // Writers in every commit mode record each key whose commit returned Ok.
     let acked: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
-    for (w, mode) in [Mode::OnePc, Mode::AsyncCommit, Mode::TwoPc, Mode::OnePc].into_iter().enumerate() {
+    for (w, mode) in [Mode::OnePc, Mode::AsyncCommit, Mode::TwoPc, Mode::OnePc]
+        .into_iter()
+        .enumerate()
+    {
         let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 let key = format!("w{w}-{i:06}").into_bytes();
-                let Ok(mut t) = client.begin_with_options(options(mode)).await else { continue };
+                let Ok(mut t) = client.begin_with_options(options(mode)).await else {
+                    continue;
+                };
                 if t.put(key.clone(), b"x".to_vec()).await.is_err() {
                     continue;
                 }
@@ -73,20 +91,30 @@ async fn acknowledged_writes_survive_sigkill_and_clients_reconnect() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(before_kill > 20, "the load was running before the kill ({before_kill} acks)");
-    assert!(acked.len() > before_kill, "the same client kept committing after the restart");
+    assert!(
+        before_kill > 20,
+        "the load was running before the kill ({before_kill} acks)"
+    );
+    assert!(
+        acked.len() > before_kill,
+        "the same client kept committing after the restart"
+    );
 
     // The same client reads every acknowledged key back (lock resolution included).
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut missing;
     loop {
         missing = Vec::new();
-        let mut snap = client.begin_with_options(options(Mode::TwoPc).read_only()).await.unwrap();
+        let mut snap = client
+            .begin_with_options(options(Mode::TwoPc).read_only())
+            .await
+            .unwrap();
         let mut ok = true;
         for chunk in acked.chunks(256) {
             match snap.batch_get(chunk.to_vec()).await {
                 Ok(found) => {
-                    let found: std::collections::HashSet<Vec<u8>> = found.map(|p| p.0.into()).collect();
+                    let found: std::collections::HashSet<Vec<u8>> =
+                        found.map(|p| p.0.into()).collect();
                     missing.extend(chunk.iter().filter(|k| !found.contains(*k)).cloned());
                 }
                 Err(_) => ok = false,
@@ -97,8 +125,18 @@ async fn acknowledged_writes_survive_sigkill_and_clients_reconnect() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!("acknowledged before the kill: {before_kill}, in total: {}, missing: {}", acked.len(), missing.len());
-    assert!(missing.is_empty(), "{} of {} acknowledged writes lost, e.g. {:?}", missing.len(), acked.len(), String::from_utf8_lossy(&missing[0]));
+    eprintln!(
+        "acknowledged before the kill: {before_kill}, in total: {}, missing: {}",
+        acked.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        String::from_utf8_lossy(&missing[0])
+    );
     node.kill().unwrap();
     node.wait().unwrap();
 }

@@ -22,7 +22,10 @@ async fn locks_of_a_client_that_died_after_prewrite_are_resolved() {
         let mut t = client.begin_with_options(options(mode)).await.unwrap();
         t.put(k1.clone(), b"v".to_vec()).await.unwrap();
         t.put(k2.clone(), b"v".to_vec()).await.unwrap();
-        assert!(t.commit().await.is_err(), "the failpoint stops the client after prewrite");
+        assert!(
+            t.commit().await.is_err(),
+            "the failpoint stops the client after prewrite"
+        );
         fail::remove("after-prewrite");
         let (locks, _) = node.node.storage.engine().counts().unwrap();
         assert_eq!(locks, 2, "{mode:?}: both keys are left locked");
@@ -31,7 +34,10 @@ async fn locks_of_a_client_that_died_after_prewrite_are_resolved() {
         // clean them up. The client retries for ~1.5 s with backoff, so retry a few times.
         let started = std::time::Instant::now();
         let seen = loop {
-            let mut r = client.begin_with_options(options(mode).read_only()).await.unwrap();
+            let mut r = client
+                .begin_with_options(options(mode).read_only())
+                .await
+                .unwrap();
             match r.batch_get(vec![k1.clone(), k2.clone()]).await {
                 Ok(pairs) => break pairs.map(|p| p.1).collect::<Vec<_>>(),
                 Err(e) if started.elapsed().as_secs() < 20 => {
@@ -43,7 +49,11 @@ async fn locks_of_a_client_that_died_after_prewrite_are_resolved() {
         };
         match mode {
             // Every lock exists, so the transaction committed: both values are there.
-            Mode::AsyncCommit => assert_eq!(seen, vec![b"v".to_vec(), b"v".to_vec()], "async commit rolled forward"),
+            Mode::AsyncCommit => assert_eq!(
+                seen,
+                vec![b"v".to_vec(), b"v".to_vec()],
+                "async commit rolled forward"
+            ),
             // The primary never committed: rolled back, nothing visible.
             _ => assert!(seen.is_empty(), "2PC rolled back, got {seen:?}"),
         }

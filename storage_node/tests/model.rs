@@ -14,7 +14,15 @@ use storage_node::txn::TxnError;
 use storage_node::txn::actions::prewrite::{Mutation, PrewriteArgs};
 
 /// Keys chosen to stress the encoding: prefixes of each other, a NUL suffix, 8-byte groups.
-const KEYS: [&[u8]; 7] = [b"a", b"a\0", b"ab", b"abcdefgh", b"abcdefgh\0", b"b", b"\xff"];
+const KEYS: [&[u8]; 7] = [
+    b"a",
+    b"a\0",
+    b"ab",
+    b"abcdefgh",
+    b"abcdefgh\0",
+    b"b",
+    b"\xff",
+];
 
 #[derive(Clone, Debug)]
 enum Commit {
@@ -34,14 +42,27 @@ enum Action {
     /// A point read at a past (or the current) timestamp.
     Get(usize, usize),
     /// A scan at a past timestamp.
-    Scan { at: usize, lo: usize, hi: usize, limit: usize, reverse: bool },
+    Scan {
+        at: usize,
+        lo: usize,
+        hi: usize,
+        limit: usize,
+        reverse: bool,
+    },
     /// GC at a past timestamp.
     Gc(usize),
 }
 
 fn action() -> impl Strategy<Value = Action> {
-    let muts = prop::collection::vec((0..KEYS.len(), prop::option::weighted(0.8, any::<u8>())), 1..4);
-    let commit = prop_oneof![Just(Commit::OnePc), Just(Commit::Async), Just(Commit::TwoPc)];
+    let muts = prop::collection::vec(
+        (0..KEYS.len(), prop::option::weighted(0.8, any::<u8>())),
+        1..4,
+    );
+    let commit = prop_oneof![
+        Just(Commit::OnePc),
+        Just(Commit::Async),
+        Just(Commit::TwoPc)
+    ];
     prop_oneof![
         4 => (commit, muts.clone()).prop_map(|(c, m)| Action::Write(c, dedup(m))),
         1 => prop::collection::vec(0..KEYS.len(), 1..3).prop_map(|ks| Action::Abort(dedup_keys(ks))),
@@ -77,14 +98,25 @@ struct Model {
 
 impl Model {
     fn get(&self, k: &[u8], ts: u64) -> Option<Vec<u8>> {
-        self.versions.get(k)?.iter().filter(|(c, _)| *c <= ts).max_by_key(|(c, _)| *c)?.1.clone()
+        self.versions
+            .get(k)?
+            .iter()
+            .filter(|(c, _)| *c <= ts)
+            .max_by_key(|(c, _)| *c)?
+            .1
+            .clone()
     }
     fn changed_after(&self, k: &[u8], ts: u64) -> bool {
-        self.records.get(k).is_some_and(|r| r.iter().any(|c| *c > ts))
+        self.records
+            .get(k)
+            .is_some_and(|r| r.iter().any(|c| *c > ts))
     }
     fn commit(&mut self, muts: &[(Vec<u8>, Option<Vec<u8>>)], ts: u64) {
         for (k, v) in muts {
-            self.versions.entry(k.clone()).or_default().push((ts, v.clone()));
+            self.versions
+                .entry(k.clone())
+                .or_default()
+                .push((ts, v.clone()));
             self.records.entry(k.clone()).or_default().push(ts);
         }
     }
@@ -95,20 +127,33 @@ fn args(start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> 
     PrewriteArgs {
         mutations: muts
             .iter()
-            .map(|(k, v)| Mutation { op: if v.is_some() { Op::Put } else { Op::Del }, key: k.clone(), value: v.clone().unwrap_or_default() })
+            .map(|(k, v)| Mutation {
+                op: if v.is_some() { Op::Put } else { Op::Del },
+                key: k.clone(),
+                value: v.clone().unwrap_or_default(),
+            })
             .collect(),
         primary: primary.clone(),
         start_ts,
         lock_ttl: 3000,
         txn_size: muts.len() as u64,
         use_async_commit: matches!(commit, Commit::Async | Commit::OnePc),
-        secondaries: muts.iter().map(|(k, _)| k.clone()).filter(|k| *k != primary).collect(),
+        secondaries: muts
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| *k != primary)
+            .collect(),
         try_one_pc: matches!(commit, Commit::OnePc),
     }
 }
 
 /// Runs one transaction through prewrite and commit; returns its commit ts or the error.
-async fn run_txn(s: &Storage, start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> Result<u64, TxnError> {
+async fn run_txn(
+    s: &Storage,
+    start_ts: u64,
+    muts: &[(Vec<u8>, Option<Vec<u8>>)],
+    commit: &Commit,
+) -> Result<u64, TxnError> {
     let out = s.prewrite(args(start_ts, muts, commit)).await?;
     if let Some(e) = out.locked.into_iter().next() {
         return Err(e);
@@ -141,44 +186,67 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
     for action in actions {
         match action {
             Action::Write(commit, muts) => {
-                let muts: Vec<_> = muts.iter().map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b]))).collect();
+                let muts: Vec<_> = muts
+                    .iter()
+                    .map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b])))
+                    .collect();
                 let start_ts = s.tso().next().unwrap();
                 model.used_start_ts.insert(start_ts);
-                let commit_ts = run_txn(&s, start_ts, &muts, &commit).await.map_err(|e| TestCaseError::fail(format!("{commit:?} failed: {e}")))?;
+                let commit_ts = run_txn(&s, start_ts, &muts, &commit)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{commit:?} failed: {e}")))?;
                 prop_assert!(commit_ts > start_ts);
                 model.commit(&muts, commit_ts);
                 stamps.push(commit_ts);
             }
             Action::Abort(ks) => {
-                let muts: Vec<_> = ks.iter().map(|k| (KEYS[*k].to_vec(), Some(vec![0]))).collect();
+                let muts: Vec<_> = ks
+                    .iter()
+                    .map(|k| (KEYS[*k].to_vec(), Some(vec![0])))
+                    .collect();
                 let start_ts = s.tso().next().unwrap();
                 model.used_start_ts.insert(start_ts);
-                let out = s.prewrite(args(start_ts, &muts, &Commit::TwoPc)).await.unwrap();
+                let out = s
+                    .prewrite(args(start_ts, &muts, &Commit::TwoPc))
+                    .await
+                    .unwrap();
                 prop_assert!(out.locked.is_empty());
-                s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts).await.unwrap();
+                s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts)
+                    .await
+                    .unwrap();
                 for (k, _) in &muts {
                     model.records.entry(k.clone()).or_default().push(start_ts);
                 }
             }
             Action::Stale(at, muts) => {
-                let muts: Vec<_> = muts.iter().map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b]))).collect();
+                let muts: Vec<_> = muts
+                    .iter()
+                    .map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b])))
+                    .collect();
                 // A start ts from the past that no other transaction used.
                 let old = pick(&stamps, at, model.safe_point);
                 let start_ts = old + 1;
-                if model.used_start_ts.contains(&start_ts) || model.records.values().flatten().any(|t| *t == start_ts) {
+                if model.used_start_ts.contains(&start_ts)
+                    || model.records.values().flatten().any(|t| *t == start_ts)
+                {
                     continue;
                 }
                 model.used_start_ts.insert(start_ts);
                 let should_conflict = muts.iter().any(|(k, _)| model.changed_after(k, start_ts));
                 match run_txn(&s, start_ts, &muts, &Commit::TwoPc).await {
                     Ok(commit_ts) => {
-                        prop_assert!(!should_conflict, "a stale write at {start_ts} committed over a newer version");
+                        prop_assert!(
+                            !should_conflict,
+                            "a stale write at {start_ts} committed over a newer version"
+                        );
                         model.commit(&muts, commit_ts);
                         stamps.push(commit_ts);
                     }
                     Err(TxnError::WriteConflict { .. }) => {
                         prop_assert!(should_conflict, "spurious conflict at {start_ts}");
-                        s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts).await.unwrap();
+                        s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts)
+                            .await
+                            .unwrap();
                         for (k, _) in &muts {
                             model.records.entry(k.clone()).or_default().push(start_ts);
                         }
@@ -188,10 +256,20 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
             }
             Action::Get(at, k) => {
                 let ts = pick(&stamps, at, model.safe_point);
-                let got = s.get(KEYS[k], ts, &[]).await.unwrap().expect("no lock survives a finished transaction");
+                let got = s
+                    .get(KEYS[k], ts, &[])
+                    .await
+                    .unwrap()
+                    .expect("no lock survives a finished transaction");
                 prop_assert_eq!(got, model.get(KEYS[k], ts), "get {:?} at {}", KEYS[k], ts);
             }
-            Action::Scan { at, lo, hi, limit, reverse } => {
+            Action::Scan {
+                at,
+                lo,
+                hi,
+                limit,
+                reverse,
+            } => {
                 let ts = pick(&stamps, at, model.safe_point);
                 let mut sorted: Vec<&[u8]> = KEYS.to_vec();
                 sorted.sort();
@@ -216,7 +294,15 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
                     expected.reverse();
                 }
                 expected.truncate(limit);
-                prop_assert_eq!(got, expected, "scan [{:?}, {:?}) at {} reverse={}", lo_key, hi_key, ts, reverse);
+                prop_assert_eq!(
+                    got,
+                    expected,
+                    "scan [{:?}, {:?}) at {} reverse={}",
+                    lo_key,
+                    hi_key,
+                    ts,
+                    reverse
+                );
             }
             Action::Gc(at) => {
                 let sp = pick(&stamps, at, model.safe_point);

@@ -6,8 +6,15 @@
 
 use poc_helpers::prelude::*;
 
-/// A temporary lab root plus a builder pointed at it. Keep the `TempDir` alive for the test.
+/// A temporary lab root plus a builder pointed at it, with isolated in-memory nodes (the
+/// lifecycle and bad-input tests are about the nodes themselves). Keep the `TempDir` alive.
 pub fn lab(name: &str) -> (tempfile::TempDir, ClusterBuilder) {
+    let (root, builder) = shared_lab(name);
+    (root, builder.storage(StorageMode::Isolated(Engine::Memory)))
+}
+
+/// Like [`lab`], with the default storage: shared, through the embedded storage node.
+pub fn shared_lab(name: &str) -> (tempfile::TempDir, ClusterBuilder) {
     let root = tempfile::Builder::new()
         .prefix("lab-test-")
         .tempdir()

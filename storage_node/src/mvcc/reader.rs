@@ -83,7 +83,11 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     pub fn seek_write(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Write)>, ReadError> {
         let from = keys::versioned(key, ts);
         let to = keys::past_versions(key);
-        if let Some(entry) = self.write.range::<&[u8]>(from.as_slice()..to.as_slice())?.next() {
+        if let Some(entry) = self
+            .write
+            .range::<&[u8]>(from.as_slice()..to.as_slice())?
+            .next()
+        {
             let (k, v) = entry?;
             let (_, commit_ts) = split(k.value())?;
             return Ok(Some((commit_ts, decode_write(k.value(), v.value())?)));
@@ -92,7 +96,11 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     }
 
     /// All write records of `key`, newest first, with commit ts ≥ `min_commit_ts`.
-    fn versions_since(&self, key: &[u8], min_commit_ts: u64) -> Result<Vec<(u64, Write)>, ReadError> {
+    fn versions_since(
+        &self,
+        key: &[u8],
+        min_commit_ts: u64,
+    ) -> Result<Vec<(u64, Write)>, ReadError> {
         let from = keys::first_version(key);
         let to = keys::versioned(key, min_commit_ts);
         let mut out = Vec::new();
@@ -106,7 +114,11 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
 
     /// What `key`'s write records say about transaction `start_ts` (TiKV's
     /// `get_txn_commit_record`): only records at or after `start_ts` can be its own.
-    pub fn txn_commit_record(&self, key: &[u8], start_ts: u64) -> Result<TxnCommitRecord, ReadError> {
+    pub fn txn_commit_record(
+        &self,
+        key: &[u8],
+        start_ts: u64,
+    ) -> Result<TxnCommitRecord, ReadError> {
         for (commit_ts, write) in self.versions_since(key, start_ts)? {
             if write.start_ts == start_ts {
                 return Ok(match write.write_type() {
@@ -149,7 +161,12 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     }
 
     /// A snapshot point read: the lock check, then the value.
-    pub fn get(&self, key: &[u8], ts: u64, bypass: &[u64]) -> Result<Result<Option<Vec<u8>>, LockInfo>, ReadError> {
+    pub fn get(
+        &self,
+        key: &[u8],
+        ts: u64,
+        bypass: &[u64],
+    ) -> Result<Result<Option<Vec<u8>>, LockInfo>, ReadError> {
         if let Some(lock) = self.load_lock(key)? {
             if let Err(info) = check_lock_for_read(key, &lock, ts, bypass) {
                 return Ok(Err(info));
@@ -185,14 +202,26 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
             Some(k) => Bound::Excluded(k.as_slice()),
             None => Bound::Unbounded,
         };
-        let lock_range = self.lock.range::<&[u8]>((Bound::Included(lower), lock_hi))?;
-        let write_range = self.write.range::<&[u8]>((Bound::Included(enc_lo.as_slice()), write_hi))?;
+        let lock_range = self
+            .lock
+            .range::<&[u8]>((Bound::Included(lower), lock_hi))?;
+        let write_range = self
+            .write
+            .range::<&[u8]>((Bound::Included(enc_lo.as_slice()), write_hi))?;
 
         // Two sorted streams — locks by user key, versions by (user key, newest first) — are
         // merged by user key. Reverse scans walk both backwards; versions then arrive oldest
         // first, so each key's versions are gathered before choosing.
-        let mut locks: Box<dyn Iterator<Item = _>> = if reverse { Box::new(lock_range.rev()) } else { Box::new(lock_range) };
-        let mut writes: Box<dyn Iterator<Item = _>> = if reverse { Box::new(write_range.rev()) } else { Box::new(write_range) };
+        let mut locks: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(lock_range.rev())
+        } else {
+            Box::new(lock_range)
+        };
+        let mut writes: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(write_range.rev())
+        } else {
+            Box::new(write_range)
+        };
         let mut next_lock = read_lock_entry(locks.next())?;
         let mut next_write = read_write_entry(writes.next())?;
 
@@ -249,9 +278,18 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     }
 
     /// Locks with start ts ≤ `max_ts` in `[lower, upper)` (KvScanLock, used by lock cleanup).
-    pub fn scan_locks(&self, lower: &[u8], upper: &[u8], max_ts: u64, limit: usize) -> Result<Vec<(Vec<u8>, Lock)>, ReadError> {
+    pub fn scan_locks(
+        &self,
+        lower: &[u8],
+        upper: &[u8],
+        max_ts: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Lock)>, ReadError> {
         let mut out = Vec::new();
-        for entry in self.lock.range::<&[u8]>((Bound::Included(lower), bound_of(upper)))? {
+        for entry in self
+            .lock
+            .range::<&[u8]>((Bound::Included(lower), bound_of(upper)))?
+        {
             let (k, v) = entry?;
             let lock = decode_lock(k.value(), v.value())?;
             if lock.start_ts <= max_ts {
@@ -274,54 +312,86 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
 ///   allocates `min_commit_ts` from the TSO at prewrite, so every reader that started before
 ///   the prewrite skips the lock instead of waiting);
 /// - the client already resolved that transaction (`Context.resolved_locks`).
-pub fn check_lock_for_read(key: &[u8], lock: &Lock, ts: u64, bypass: &[u64]) -> Result<(), LockInfo> {
+pub fn check_lock_for_read(
+    key: &[u8],
+    lock: &Lock,
+    ts: u64,
+    bypass: &[u64],
+) -> Result<(), LockInfo> {
     use super::records::LockType;
-    if lock.start_ts > ts || lock.lock_type() == LockType::Lock || lock.min_commit_ts > ts || bypass.contains(&lock.start_ts) {
+    if lock.start_ts > ts
+        || lock.lock_type() == LockType::Lock
+        || lock.min_commit_ts > ts
+        || bypass.contains(&lock.start_ts)
+    {
         return Ok(());
     }
     Err(lock.to_lock_info(key))
 }
 
 fn bound_of(upper: &[u8]) -> Bound<&[u8]> {
-    if upper.is_empty() { Bound::Unbounded } else { Bound::Excluded(upper) }
+    if upper.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(upper)
+    }
 }
 
 type LockEntry = Option<(Vec<u8>, Lock)>;
 type WriteEntry = Option<(Vec<u8>, u64, Write)>;
 type Guard<'g> = redb::AccessGuard<'g, &'static [u8]>;
 
-fn read_lock_entry(e: Option<Result<(Guard<'_>, Guard<'_>), redb::StorageError>>) -> Result<LockEntry, ReadError> {
+fn read_lock_entry(
+    e: Option<Result<(Guard<'_>, Guard<'_>), redb::StorageError>>,
+) -> Result<LockEntry, ReadError> {
     match e {
         None => Ok(None),
         Some(r) => {
             let (k, v) = r?;
-            Ok(Some((k.value().to_vec(), decode_lock(k.value(), v.value())?)))
+            Ok(Some((
+                k.value().to_vec(),
+                decode_lock(k.value(), v.value())?,
+            )))
         }
     }
 }
 
-fn read_write_entry(e: Option<Result<(Guard<'_>, Guard<'_>), redb::StorageError>>) -> Result<WriteEntry, ReadError> {
+fn read_write_entry(
+    e: Option<Result<(Guard<'_>, Guard<'_>), redb::StorageError>>,
+) -> Result<WriteEntry, ReadError> {
     match e {
         None => Ok(None),
         Some(r) => {
             let (k, v) = r?;
             let (user_key, commit_ts) = split(k.value())?;
-            Ok(Some((user_key, commit_ts, decode_write(k.value(), v.value())?)))
+            Ok(Some((
+                user_key,
+                commit_ts,
+                decode_write(k.value(), v.value())?,
+            )))
         }
     }
 }
 
 fn split(engine_key: &[u8]) -> Result<(Vec<u8>, u64), ReadError> {
-    keys::split_versioned(engine_key)
-        .ok_or_else(|| ReadError::Corrupt { key: printable(engine_key), reason: "not a versioned key".into() })
+    keys::split_versioned(engine_key).ok_or_else(|| ReadError::Corrupt {
+        key: printable(engine_key),
+        reason: "not a versioned key".into(),
+    })
 }
 
 fn decode_lock(key: &[u8], bytes: &[u8]) -> Result<Lock, ReadError> {
-    Lock::from_bytes(bytes).map_err(|e| ReadError::Corrupt { key: printable(key), reason: e.to_string() })
+    Lock::from_bytes(bytes).map_err(|e| ReadError::Corrupt {
+        key: printable(key),
+        reason: e.to_string(),
+    })
 }
 
 fn decode_write(key: &[u8], bytes: &[u8]) -> Result<Write, ReadError> {
-    Write::from_bytes(bytes).map_err(|e| ReadError::Corrupt { key: printable(key), reason: e.to_string() })
+    Write::from_bytes(bytes).map_err(|e| ReadError::Corrupt {
+        key: printable(key),
+        reason: e.to_string(),
+    })
 }
 
 /// A key as readable text: SurrealDB keys are mostly ASCII (`/*lab*main*user…`) with binary

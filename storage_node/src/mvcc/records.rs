@@ -94,7 +94,13 @@ pub struct Lock {
 
 impl Lock {
     /// A new lock; `lock_type` is fixed at creation.
-    pub fn new(lock_type: LockType, primary: Vec<u8>, start_ts: u64, ttl: u64, value: Vec<u8>) -> Self {
+    pub fn new(
+        lock_type: LockType,
+        primary: Vec<u8>,
+        start_ts: u64,
+        ttl: u64,
+        value: Vec<u8>,
+    ) -> Self {
         Lock {
             lock_type_code: lock_type.code(),
             primary,
@@ -215,7 +221,12 @@ pub struct Write {
 impl Write {
     /// A new write record.
     pub fn new(write_type: WriteType, start_ts: u64, value: Vec<u8>) -> Self {
-        Write { write_type_code: write_type.code(), start_ts, value, has_overlapped_rollback: false }
+        Write {
+            write_type_code: write_type.code(),
+            start_ts,
+            value,
+            has_overlapped_rollback: false,
+        }
     }
 
     /// What happened at this version.
@@ -259,7 +270,10 @@ mod tests {
         assert_eq!(Lock::from_bytes(&lock.to_bytes()).unwrap(), lock);
         assert_eq!(lock.lock_type(), LockType::Delete);
         let write = Write::new(WriteType::Put, 7, b"v".to_vec());
-        assert_eq!(Write::from_bytes(&write.to_bytes()).unwrap().write_type(), WriteType::Put);
+        assert_eq!(
+            Write::from_bytes(&write.to_bytes()).unwrap().write_type(),
+            WriteType::Put
+        );
     }
 
     #[test]

@@ -40,12 +40,14 @@ impl MvccTxn {
 
     /// Records a write at `commit_ts`.
     pub fn put_write(&mut self, key: &[u8], commit_ts: u64, write: Write) {
-        self.modifies.push(Modify::PutWrite(key.to_vec(), commit_ts, write));
+        self.modifies
+            .push(Modify::PutWrite(key.to_vec(), commit_ts, write));
     }
 
     /// Deletes a write record.
     pub fn delete_write(&mut self, key: &[u8], commit_ts: u64) {
-        self.modifies.push(Modify::DeleteWrite(key.to_vec(), commit_ts));
+        self.modifies
+            .push(Modify::DeleteWrite(key.to_vec(), commit_ts));
     }
 
     /// Applies the buffer to the write transaction's tables.

@@ -44,14 +44,24 @@ impl Tso {
         let saved = match std::fs::read(&file) {
             Ok(bytes) => {
                 let arr: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    std::io::Error::other(format!("{} is damaged (expected 8 bytes); restore it or use a fresh --data-dir", file.display()))
+                    std::io::Error::other(format!(
+                        "{} is damaged (expected 8 bytes); restore it or use a fresh --data-dir",
+                        file.display()
+                    ))
                 })?;
                 u64::from_be_bytes(arr)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
-        let tso = Tso { state: Mutex::new(State { physical: saved, logical: 0, saved_limit: saved }), file };
+        let tso = Tso {
+            state: Mutex::new(State {
+                physical: saved,
+                logical: 0,
+                saved_limit: saved,
+            }),
+            file,
+        };
         // Everything below `saved` may have been used: the first timestamp must be above it,
         // so start at `saved` with the logical counter already exhausted.
         tso.state.lock().unwrap().logical = MAX_LOGICAL - 1;
@@ -89,7 +99,10 @@ impl Tso {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn persist(file: &Path, limit: u64) -> std::io::Result<()> {

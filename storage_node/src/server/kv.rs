@@ -33,7 +33,9 @@ impl KvService {
 }
 
 fn bypass(ctx: &Option<kvrpcpb::Context>) -> Vec<u64> {
-    ctx.as_ref().map(|c| c.resolved_locks.clone()).unwrap_or_default()
+    ctx.as_ref()
+        .map(|c| c.resolved_locks.clone())
+        .unwrap_or_default()
 }
 
 fn key_error(e: &TxnError) -> Option<KeyError> {
@@ -50,254 +52,477 @@ macro_rules! traced {
         let started = $self.tracer.start();
         let peer = $req.remote_addr();
         let $req = $req.into_inner();
-        let keys: Vec<Vec<u8>> = if started.is_some() { $keys(&$req) } else { Vec::new() };
+        let keys: Vec<Vec<u8>> = if started.is_some() {
+            $keys(&$req)
+        } else {
+            Vec::new()
+        };
         let start_ts = $start_ts(&$req);
         let (resp, error): (_, Option<String>) = $body($req).await;
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        $self.tracer.record(started, peer, $rpc, start_ts, &key_refs, error);
+        $self
+            .tracer
+            .record(started, peer, $rpc, start_ts, &key_refs, error);
         Ok(Response::new(resp))
     }};
 }
 
 #[tonic::async_trait]
 impl Tikv for KvService {
-    async fn kv_get(&self, request: Request<kvrpcpb::GetRequest>) -> Result<Response<kvrpcpb::GetResponse>, Status> {
-        traced!(self, request, "KvGet", |r: &kvrpcpb::GetRequest| r.version, |r: &kvrpcpb::GetRequest| vec![r.key.clone()], |r: kvrpcpb::GetRequest| async move {
-            let mut resp = kvrpcpb::GetResponse::default();
-            let result = self.storage.get(&r.key, r.version, &bypass(&r.context)).await;
-            let error = err_text(&result);
-            match result {
-                Ok(Ok(Some(v))) => resp.value = v,
-                Ok(Ok(None)) => resp.not_found = true,
-                Ok(Err(lock)) => resp.error = Some(KeyError { locked: Some(lock), ..Default::default() }),
-                Err(e) => resp.error = key_error(&e),
+    async fn kv_get(
+        &self,
+        request: Request<kvrpcpb::GetRequest>,
+    ) -> Result<Response<kvrpcpb::GetResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvGet",
+            |r: &kvrpcpb::GetRequest| r.version,
+            |r: &kvrpcpb::GetRequest| vec![r.key.clone()],
+            |r: kvrpcpb::GetRequest| async move {
+                let mut resp = kvrpcpb::GetResponse::default();
+                let result = self
+                    .storage
+                    .get(&r.key, r.version, &bypass(&r.context))
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    Ok(Ok(Some(v))) => resp.value = v,
+                    Ok(Ok(None)) => resp.not_found = true,
+                    Ok(Err(lock)) => {
+                        resp.error = Some(KeyError {
+                            locked: Some(lock),
+                            ..Default::default()
+                        })
+                    }
+                    Err(e) => resp.error = key_error(&e),
+                }
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_batch_get(&self, request: Request<kvrpcpb::BatchGetRequest>) -> Result<Response<kvrpcpb::BatchGetResponse>, Status> {
-        traced!(self, request, "KvBatchGet", |r: &kvrpcpb::BatchGetRequest| r.version, |r: &kvrpcpb::BatchGetRequest| r.keys.clone(), |r: kvrpcpb::BatchGetRequest| async move {
-            let mut resp = kvrpcpb::BatchGetResponse::default();
-            let result = self.storage.batch_get(&r.keys, r.version, &bypass(&r.context)).await;
-            let error = err_text(&result);
-            match result {
-                Ok(answers) => {
-                    // Found keys and locked keys only: an absent key is simply not listed.
-                    for (key, answer) in r.keys.into_iter().zip(answers) {
-                        match answer {
-                            Ok(Some(value)) => resp.pairs.push(KvPair { key, value, error: None }),
-                            Ok(None) => {}
-                            Err(lock) => resp.pairs.push(KvPair { key, value: Vec::new(), error: Some(KeyError { locked: Some(lock), ..Default::default() }) }),
+    async fn kv_batch_get(
+        &self,
+        request: Request<kvrpcpb::BatchGetRequest>,
+    ) -> Result<Response<kvrpcpb::BatchGetResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvBatchGet",
+            |r: &kvrpcpb::BatchGetRequest| r.version,
+            |r: &kvrpcpb::BatchGetRequest| r.keys.clone(),
+            |r: kvrpcpb::BatchGetRequest| async move {
+                let mut resp = kvrpcpb::BatchGetResponse::default();
+                let result = self
+                    .storage
+                    .batch_get(&r.keys, r.version, &bypass(&r.context))
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    Ok(answers) => {
+                        // Found keys and locked keys only: an absent key is simply not listed.
+                        for (key, answer) in r.keys.into_iter().zip(answers) {
+                            match answer {
+                                Ok(Some(value)) => resp.pairs.push(KvPair {
+                                    key,
+                                    value,
+                                    error: None,
+                                }),
+                                Ok(None) => {}
+                                Err(lock) => resp.pairs.push(KvPair {
+                                    key,
+                                    value: Vec::new(),
+                                    error: Some(KeyError {
+                                        locked: Some(lock),
+                                        ..Default::default()
+                                    }),
+                                }),
+                            }
                         }
                     }
+                    Err(e) => resp.error = key_error(&e),
                 }
-                Err(e) => resp.error = key_error(&e),
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_scan(&self, request: Request<kvrpcpb::ScanRequest>) -> Result<Response<kvrpcpb::ScanResponse>, Status> {
-        traced!(self, request, "KvScan", |r: &kvrpcpb::ScanRequest| r.version, |r: &kvrpcpb::ScanRequest| vec![r.start_key.clone(), r.end_key.clone()], |r: kvrpcpb::ScanRequest| async move {
-            let mut resp = kvrpcpb::ScanResponse::default();
-            // Reverse scans name the upper bound first: [end_key, start_key).
-            let (lower, upper) = if r.reverse { (&r.end_key, &r.start_key) } else { (&r.start_key, &r.end_key) };
-            let result = self.storage.scan(lower, upper, r.version, r.limit as usize, r.key_only, r.reverse, &bypass(&r.context)).await;
-            let error = err_text(&result);
-            match result {
-                Ok(entries) => {
-                    for entry in entries {
-                        resp.pairs.push(match entry {
-                            ScanEntry::Pair(key, value) => KvPair { key, value, error: None },
-                            ScanEntry::Locked(lock) => KvPair { key: lock.key.clone(), value: Vec::new(), error: Some(KeyError { locked: Some(lock), ..Default::default() }) },
-                        });
+    async fn kv_scan(
+        &self,
+        request: Request<kvrpcpb::ScanRequest>,
+    ) -> Result<Response<kvrpcpb::ScanResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvScan",
+            |r: &kvrpcpb::ScanRequest| r.version,
+            |r: &kvrpcpb::ScanRequest| vec![r.start_key.clone(), r.end_key.clone()],
+            |r: kvrpcpb::ScanRequest| async move {
+                let mut resp = kvrpcpb::ScanResponse::default();
+                // Reverse scans name the upper bound first: [end_key, start_key).
+                let (lower, upper) = if r.reverse {
+                    (&r.end_key, &r.start_key)
+                } else {
+                    (&r.start_key, &r.end_key)
+                };
+                let result = self
+                    .storage
+                    .scan(
+                        lower,
+                        upper,
+                        r.version,
+                        r.limit as usize,
+                        r.key_only,
+                        r.reverse,
+                        &bypass(&r.context),
+                    )
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    Ok(entries) => {
+                        for entry in entries {
+                            resp.pairs.push(match entry {
+                                ScanEntry::Pair(key, value) => KvPair {
+                                    key,
+                                    value,
+                                    error: None,
+                                },
+                                ScanEntry::Locked(lock) => KvPair {
+                                    key: lock.key.clone(),
+                                    value: Vec::new(),
+                                    error: Some(KeyError {
+                                        locked: Some(lock),
+                                        ..Default::default()
+                                    }),
+                                },
+                            });
+                        }
                     }
+                    // The client only reads errors from pairs; an engine failure becomes one.
+                    Err(e) => resp.pairs.push(KvPair {
+                        key: lower.clone(),
+                        value: Vec::new(),
+                        error: key_error(&e),
+                    }),
                 }
-                // The client only reads errors from pairs; an engine failure becomes one.
-                Err(e) => resp.pairs.push(KvPair { key: lower.clone(), value: Vec::new(), error: key_error(&e) }),
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_prewrite(&self, request: Request<kvrpcpb::PrewriteRequest>) -> Result<Response<kvrpcpb::PrewriteResponse>, Status> {
-        traced!(self, request, "KvPrewrite", |r: &kvrpcpb::PrewriteRequest| r.start_version, |r: &kvrpcpb::PrewriteRequest| r.mutations.iter().map(|m| m.key.clone()).collect(), |r: kvrpcpb::PrewriteRequest| async move {
-            let args = PrewriteArgs {
-                mutations: r.mutations.into_iter().map(|m| Mutation { op: kvrpcpb::Op::try_from(m.op).unwrap_or(kvrpcpb::Op::Put), key: m.key, value: m.value }).collect(),
-                primary: r.primary_lock,
-                start_ts: r.start_version,
-                lock_ttl: r.lock_ttl,
-                txn_size: r.txn_size,
-                use_async_commit: r.use_async_commit,
-                secondaries: r.secondaries,
-                try_one_pc: r.try_one_pc,
-            };
-            let mut resp = kvrpcpb::PrewriteResponse::default();
-            let result = self.storage.prewrite(args).await;
-            let mut error = err_text(&result);
-            match result {
-                Ok(outcome) if !outcome.locked.is_empty() => {
-                    error = Some(outcome.locked[0].to_string());
-                    resp.errors = outcome.locked.iter().map(TxnError::to_key_error).collect();
+    async fn kv_prewrite(
+        &self,
+        request: Request<kvrpcpb::PrewriteRequest>,
+    ) -> Result<Response<kvrpcpb::PrewriteResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvPrewrite",
+            |r: &kvrpcpb::PrewriteRequest| r.start_version,
+            |r: &kvrpcpb::PrewriteRequest| r.mutations.iter().map(|m| m.key.clone()).collect(),
+            |r: kvrpcpb::PrewriteRequest| async move {
+                let args = PrewriteArgs {
+                    mutations: r
+                        .mutations
+                        .into_iter()
+                        .map(|m| Mutation {
+                            op: kvrpcpb::Op::try_from(m.op).unwrap_or(kvrpcpb::Op::Put),
+                            key: m.key,
+                            value: m.value,
+                        })
+                        .collect(),
+                    primary: r.primary_lock,
+                    start_ts: r.start_version,
+                    lock_ttl: r.lock_ttl,
+                    txn_size: r.txn_size,
+                    use_async_commit: r.use_async_commit,
+                    secondaries: r.secondaries,
+                    try_one_pc: r.try_one_pc,
+                };
+                let mut resp = kvrpcpb::PrewriteResponse::default();
+                let result = self.storage.prewrite(args).await;
+                let mut error = err_text(&result);
+                match result {
+                    Ok(outcome) if !outcome.locked.is_empty() => {
+                        error = Some(outcome.locked[0].to_string());
+                        resp.errors = outcome.locked.iter().map(TxnError::to_key_error).collect();
+                    }
+                    Ok(outcome) => {
+                        resp.min_commit_ts = outcome.min_commit_ts;
+                        resp.one_pc_commit_ts = outcome.one_pc_commit_ts;
+                    }
+                    Err(e) => resp.errors = vec![e.to_key_error()],
                 }
-                Ok(outcome) => {
-                    resp.min_commit_ts = outcome.min_commit_ts;
-                    resp.one_pc_commit_ts = outcome.one_pc_commit_ts;
+                (resp, error)
+            }
+        )
+    }
+
+    async fn kv_commit(
+        &self,
+        request: Request<kvrpcpb::CommitRequest>,
+    ) -> Result<Response<kvrpcpb::CommitResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvCommit",
+            |r: &kvrpcpb::CommitRequest| r.start_version,
+            |r: &kvrpcpb::CommitRequest| r.keys.clone(),
+            |r: kvrpcpb::CommitRequest| async move {
+                let mut resp = kvrpcpb::CommitResponse::default();
+                let result = self
+                    .storage
+                    .commit(r.keys, r.start_version, r.commit_version)
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    Ok(()) => resp.commit_version = r.commit_version,
+                    Err(e) => resp.error = key_error(&e),
                 }
-                Err(e) => resp.errors = vec![e.to_key_error()],
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_commit(&self, request: Request<kvrpcpb::CommitRequest>) -> Result<Response<kvrpcpb::CommitResponse>, Status> {
-        traced!(self, request, "KvCommit", |r: &kvrpcpb::CommitRequest| r.start_version, |r: &kvrpcpb::CommitRequest| r.keys.clone(), |r: kvrpcpb::CommitRequest| async move {
-            let mut resp = kvrpcpb::CommitResponse::default();
-            let result = self.storage.commit(r.keys, r.start_version, r.commit_version).await;
-            let error = err_text(&result);
-            match result {
-                Ok(()) => resp.commit_version = r.commit_version,
-                Err(e) => resp.error = key_error(&e),
-            }
-            (resp, error)
-        })
-    }
-
-    async fn kv_batch_rollback(&self, request: Request<kvrpcpb::BatchRollbackRequest>) -> Result<Response<kvrpcpb::BatchRollbackResponse>, Status> {
-        traced!(self, request, "KvBatchRollback", |r: &kvrpcpb::BatchRollbackRequest| r.start_version, |r: &kvrpcpb::BatchRollbackRequest| r.keys.clone(), |r: kvrpcpb::BatchRollbackRequest| async move {
-            let mut resp = kvrpcpb::BatchRollbackResponse::default();
-            let result = self.storage.rollback(r.keys, r.start_version).await;
-            let error = err_text(&result);
-            if let Err(e) = result {
-                resp.error = key_error(&e);
-            }
-            (resp, error)
-        })
-    }
-
-    async fn kv_cleanup(&self, request: Request<kvrpcpb::CleanupRequest>) -> Result<Response<kvrpcpb::CleanupResponse>, Status> {
-        traced!(self, request, "KvCleanup", |r: &kvrpcpb::CleanupRequest| r.start_version, |r: &kvrpcpb::CleanupRequest| vec![r.key.clone()], |r: kvrpcpb::CleanupRequest| async move {
-            let mut resp = kvrpcpb::CleanupResponse::default();
-            let result = self.storage.cleanup(r.key, r.start_version, r.current_ts).await;
-            let error = err_text(&result);
-            match result {
-                // TiKV reports "already committed" as a commit version, not as an error.
-                Ok(commit_ts) => resp.commit_version = commit_ts,
-                Err(e) => resp.error = key_error(&e),
-            }
-            (resp, error)
-        })
-    }
-
-    async fn kv_check_txn_status(&self, request: Request<kvrpcpb::CheckTxnStatusRequest>) -> Result<Response<kvrpcpb::CheckTxnStatusResponse>, Status> {
-        traced!(self, request, "KvCheckTxnStatus", |r: &kvrpcpb::CheckTxnStatusRequest| r.lock_ts, |r: &kvrpcpb::CheckTxnStatusRequest| vec![r.primary_key.clone()], |r: kvrpcpb::CheckTxnStatusRequest| async move {
-            let args = CheckTxnStatusArgs {
-                primary: r.primary_key,
-                lock_ts: r.lock_ts,
-                caller_start_ts: r.caller_start_ts,
-                current_ts: r.current_ts,
-                rollback_if_not_exist: r.rollback_if_not_exist,
-                force_sync_commit: r.force_sync_commit,
-            };
-            let mut resp = kvrpcpb::CheckTxnStatusResponse::default();
-            let result = self.storage.check_txn_status(args).await;
-            let error = err_text(&result);
-            match result {
-                // Exactly one of: committed (ts, 0, None), rolled back (0, 0, None), locked (0, ttl, Some).
-                Ok(TxnStatus::Committed(ts)) => resp.commit_version = ts,
-                Ok(TxnStatus::RolledBack(action)) => resp.action = action as i32,
-                Ok(TxnStatus::Locked(info, action)) => {
-                    resp.lock_ttl = info.lock_ttl.max(1);
-                    resp.lock_info = Some(info);
-                    resp.action = action as i32;
+    async fn kv_batch_rollback(
+        &self,
+        request: Request<kvrpcpb::BatchRollbackRequest>,
+    ) -> Result<Response<kvrpcpb::BatchRollbackResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvBatchRollback",
+            |r: &kvrpcpb::BatchRollbackRequest| r.start_version,
+            |r: &kvrpcpb::BatchRollbackRequest| r.keys.clone(),
+            |r: kvrpcpb::BatchRollbackRequest| async move {
+                let mut resp = kvrpcpb::BatchRollbackResponse::default();
+                let result = self.storage.rollback(r.keys, r.start_version).await;
+                let error = err_text(&result);
+                if let Err(e) = result {
+                    resp.error = key_error(&e);
                 }
-                Err(e) => resp.error = key_error(&e),
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_check_secondary_locks(&self, request: Request<kvrpcpb::CheckSecondaryLocksRequest>) -> Result<Response<kvrpcpb::CheckSecondaryLocksResponse>, Status> {
-        traced!(self, request, "KvCheckSecondaryLocks", |r: &kvrpcpb::CheckSecondaryLocksRequest| r.start_version, |r: &kvrpcpb::CheckSecondaryLocksRequest| r.keys.clone(), |r: kvrpcpb::CheckSecondaryLocksRequest| async move {
-            let mut resp = kvrpcpb::CheckSecondaryLocksResponse::default();
-            let result = self.storage.check_secondary_locks(r.keys, r.start_version).await;
-            let error = err_text(&result);
-            match result {
-                Ok((locks, commit_ts)) => {
-                    resp.locks = locks;
-                    resp.commit_ts = commit_ts;
+    async fn kv_cleanup(
+        &self,
+        request: Request<kvrpcpb::CleanupRequest>,
+    ) -> Result<Response<kvrpcpb::CleanupResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvCleanup",
+            |r: &kvrpcpb::CleanupRequest| r.start_version,
+            |r: &kvrpcpb::CleanupRequest| vec![r.key.clone()],
+            |r: kvrpcpb::CleanupRequest| async move {
+                let mut resp = kvrpcpb::CleanupResponse::default();
+                let result = self
+                    .storage
+                    .cleanup(r.key, r.start_version, r.current_ts)
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    // TiKV reports "already committed" as a commit version, not as an error.
+                    Ok(commit_ts) => resp.commit_version = commit_ts,
+                    Err(e) => resp.error = key_error(&e),
                 }
-                Err(e) => resp.error = key_error(&e),
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_scan_lock(&self, request: Request<kvrpcpb::ScanLockRequest>) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
-        traced!(self, request, "KvScanLock", |r: &kvrpcpb::ScanLockRequest| r.max_version, |r: &kvrpcpb::ScanLockRequest| vec![r.start_key.clone(), r.end_key.clone()], |r: kvrpcpb::ScanLockRequest| async move {
-            let mut resp = kvrpcpb::ScanLockResponse::default();
-            let result = self.storage.scan_locks(&r.start_key, &r.end_key, r.max_version, r.limit as usize);
-            let error = err_text(&result);
-            match result {
-                Ok(locks) => resp.locks = locks,
-                Err(e) => resp.error = key_error(&e),
+    async fn kv_check_txn_status(
+        &self,
+        request: Request<kvrpcpb::CheckTxnStatusRequest>,
+    ) -> Result<Response<kvrpcpb::CheckTxnStatusResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvCheckTxnStatus",
+            |r: &kvrpcpb::CheckTxnStatusRequest| r.lock_ts,
+            |r: &kvrpcpb::CheckTxnStatusRequest| vec![r.primary_key.clone()],
+            |r: kvrpcpb::CheckTxnStatusRequest| async move {
+                let args = CheckTxnStatusArgs {
+                    primary: r.primary_key,
+                    lock_ts: r.lock_ts,
+                    caller_start_ts: r.caller_start_ts,
+                    current_ts: r.current_ts,
+                    rollback_if_not_exist: r.rollback_if_not_exist,
+                    force_sync_commit: r.force_sync_commit,
+                };
+                let mut resp = kvrpcpb::CheckTxnStatusResponse::default();
+                let result = self.storage.check_txn_status(args).await;
+                let error = err_text(&result);
+                match result {
+                    // Exactly one of: committed (ts, 0, None), rolled back (0, 0, None), locked (0, ttl, Some).
+                    Ok(TxnStatus::Committed(ts)) => resp.commit_version = ts,
+                    Ok(TxnStatus::RolledBack(action)) => resp.action = action as i32,
+                    Ok(TxnStatus::Locked(info, action)) => {
+                        resp.lock_ttl = info.lock_ttl.max(1);
+                        resp.lock_info = Some(info);
+                        resp.action = action as i32;
+                    }
+                    Err(e) => resp.error = key_error(&e),
+                }
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_resolve_lock(&self, request: Request<kvrpcpb::ResolveLockRequest>) -> Result<Response<kvrpcpb::ResolveLockResponse>, Status> {
-        traced!(self, request, "KvResolveLock", |r: &kvrpcpb::ResolveLockRequest| r.start_version, |r: &kvrpcpb::ResolveLockRequest| r.keys.clone(), |r: kvrpcpb::ResolveLockRequest| async move {
-            let txn_status: HashMap<u64, u64> = if r.txn_infos.is_empty() {
-                HashMap::from([(r.start_version, r.commit_version)])
-            } else {
-                r.txn_infos.iter().map(|t| (t.txn, t.status)).collect()
-            };
-            let mut resp = kvrpcpb::ResolveLockResponse::default();
-            let result = self.storage.resolve_lock(txn_status, r.keys).await;
-            let error = err_text(&result);
-            if let Err(e) = result {
-                resp.error = key_error(&e);
+    async fn kv_check_secondary_locks(
+        &self,
+        request: Request<kvrpcpb::CheckSecondaryLocksRequest>,
+    ) -> Result<Response<kvrpcpb::CheckSecondaryLocksResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvCheckSecondaryLocks",
+            |r: &kvrpcpb::CheckSecondaryLocksRequest| r.start_version,
+            |r: &kvrpcpb::CheckSecondaryLocksRequest| r.keys.clone(),
+            |r: kvrpcpb::CheckSecondaryLocksRequest| async move {
+                let mut resp = kvrpcpb::CheckSecondaryLocksResponse::default();
+                let result = self
+                    .storage
+                    .check_secondary_locks(r.keys, r.start_version)
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    Ok((locks, commit_ts)) => {
+                        resp.locks = locks;
+                        resp.commit_ts = commit_ts;
+                    }
+                    Err(e) => resp.error = key_error(&e),
+                }
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_txn_heart_beat(&self, request: Request<kvrpcpb::TxnHeartBeatRequest>) -> Result<Response<kvrpcpb::TxnHeartBeatResponse>, Status> {
-        traced!(self, request, "KvTxnHeartBeat", |r: &kvrpcpb::TxnHeartBeatRequest| r.start_version, |r: &kvrpcpb::TxnHeartBeatRequest| vec![r.primary_lock.clone()], |r: kvrpcpb::TxnHeartBeatRequest| async move {
-            let mut resp = kvrpcpb::TxnHeartBeatResponse::default();
-            let result = self.storage.heartbeat(r.primary_lock, r.start_version, r.advise_lock_ttl).await;
-            let error = err_text(&result);
-            match result {
-                Ok(ttl) => resp.lock_ttl = ttl,
-                Err(e) => resp.error = key_error(&e),
+    async fn kv_scan_lock(
+        &self,
+        request: Request<kvrpcpb::ScanLockRequest>,
+    ) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvScanLock",
+            |r: &kvrpcpb::ScanLockRequest| r.max_version,
+            |r: &kvrpcpb::ScanLockRequest| vec![r.start_key.clone(), r.end_key.clone()],
+            |r: kvrpcpb::ScanLockRequest| async move {
+                let mut resp = kvrpcpb::ScanLockResponse::default();
+                let result = self.storage.scan_locks(
+                    &r.start_key,
+                    &r.end_key,
+                    r.max_version,
+                    r.limit as usize,
+                );
+                let error = err_text(&result);
+                match result {
+                    Ok(locks) => resp.locks = locks,
+                    Err(e) => resp.error = key_error(&e),
+                }
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn kv_gc(&self, request: Request<kvrpcpb::GcRequest>) -> Result<Response<kvrpcpb::GcResponse>, Status> {
-        traced!(self, request, "KvGC", |r: &kvrpcpb::GcRequest| r.safe_point, |_: &kvrpcpb::GcRequest| Vec::new(), |r: kvrpcpb::GcRequest| async move {
-            let mut resp = kvrpcpb::GcResponse::default();
-            let result = self.storage.update_gc_safe_point(r.safe_point).await;
-            let error = err_text(&result);
-            if let Err(e) = result {
-                resp.error = key_error(&e);
+    async fn kv_resolve_lock(
+        &self,
+        request: Request<kvrpcpb::ResolveLockRequest>,
+    ) -> Result<Response<kvrpcpb::ResolveLockResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvResolveLock",
+            |r: &kvrpcpb::ResolveLockRequest| r.start_version,
+            |r: &kvrpcpb::ResolveLockRequest| r.keys.clone(),
+            |r: kvrpcpb::ResolveLockRequest| async move {
+                let txn_status: HashMap<u64, u64> = if r.txn_infos.is_empty() {
+                    HashMap::from([(r.start_version, r.commit_version)])
+                } else {
+                    r.txn_infos.iter().map(|t| (t.txn, t.status)).collect()
+                };
+                let mut resp = kvrpcpb::ResolveLockResponse::default();
+                let result = self.storage.resolve_lock(txn_status, r.keys).await;
+                let error = err_text(&result);
+                if let Err(e) = result {
+                    resp.error = key_error(&e);
+                }
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
     }
 
-    async fn unsafe_destroy_range(&self, request: Request<kvrpcpb::UnsafeDestroyRangeRequest>) -> Result<Response<kvrpcpb::UnsafeDestroyRangeResponse>, Status> {
-        traced!(self, request, "UnsafeDestroyRange", |_: &kvrpcpb::UnsafeDestroyRangeRequest| 0, |r: &kvrpcpb::UnsafeDestroyRangeRequest| vec![r.start_key.clone(), r.end_key.clone()], |r: kvrpcpb::UnsafeDestroyRangeRequest| async move {
-            let mut resp = kvrpcpb::UnsafeDestroyRangeResponse::default();
-            let result = self.storage.destroy_range(r.start_key, r.end_key).await;
-            let error = err_text(&result);
-            if let Err(e) = result {
-                resp.error = e.to_string();
+    async fn kv_txn_heart_beat(
+        &self,
+        request: Request<kvrpcpb::TxnHeartBeatRequest>,
+    ) -> Result<Response<kvrpcpb::TxnHeartBeatResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvTxnHeartBeat",
+            |r: &kvrpcpb::TxnHeartBeatRequest| r.start_version,
+            |r: &kvrpcpb::TxnHeartBeatRequest| vec![r.primary_lock.clone()],
+            |r: kvrpcpb::TxnHeartBeatRequest| async move {
+                let mut resp = kvrpcpb::TxnHeartBeatResponse::default();
+                let result = self
+                    .storage
+                    .heartbeat(r.primary_lock, r.start_version, r.advise_lock_ttl)
+                    .await;
+                let error = err_text(&result);
+                match result {
+                    Ok(ttl) => resp.lock_ttl = ttl,
+                    Err(e) => resp.error = key_error(&e),
+                }
+                (resp, error)
             }
-            (resp, error)
-        })
+        )
+    }
+
+    async fn kv_gc(
+        &self,
+        request: Request<kvrpcpb::GcRequest>,
+    ) -> Result<Response<kvrpcpb::GcResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "KvGC",
+            |r: &kvrpcpb::GcRequest| r.safe_point,
+            |_: &kvrpcpb::GcRequest| Vec::new(),
+            |r: kvrpcpb::GcRequest| async move {
+                let mut resp = kvrpcpb::GcResponse::default();
+                let result = self.storage.update_gc_safe_point(r.safe_point).await;
+                let error = err_text(&result);
+                if let Err(e) = result {
+                    resp.error = key_error(&e);
+                }
+                (resp, error)
+            }
+        )
+    }
+
+    async fn unsafe_destroy_range(
+        &self,
+        request: Request<kvrpcpb::UnsafeDestroyRangeRequest>,
+    ) -> Result<Response<kvrpcpb::UnsafeDestroyRangeResponse>, Status> {
+        traced!(
+            self,
+            request,
+            "UnsafeDestroyRange",
+            |_: &kvrpcpb::UnsafeDestroyRangeRequest| 0,
+            |r: &kvrpcpb::UnsafeDestroyRangeRequest| vec![r.start_key.clone(), r.end_key.clone()],
+            |r: kvrpcpb::UnsafeDestroyRangeRequest| async move {
+                let mut resp = kvrpcpb::UnsafeDestroyRangeResponse::default();
+                let result = self.storage.destroy_range(r.start_key, r.end_key).await;
+                let error = err_text(&result);
+                if let Err(e) = result {
+                    resp.error = e.to_string();
+                }
+                (resp, error)
+            }
+        )
     }
 }

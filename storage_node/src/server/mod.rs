@@ -60,7 +60,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let addr: SocketAddr = listener.local_addr().expect("bound listener has an address");
+    let addr: SocketAddr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     let pd = PdServer::new(pd::PdService::new(storage.clone(), addr.to_string()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

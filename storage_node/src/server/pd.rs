@@ -37,18 +37,27 @@ pub struct PdService {
 impl PdService {
     /// A PD service for `storage`, listening on `listen_addr`.
     pub fn new(storage: Arc<Storage>, listen_addr: String) -> Self {
-        PdService { storage, listen_addr }
+        PdService {
+            storage,
+            listen_addr,
+        }
     }
 
     fn header(&self) -> Option<pdpb::ResponseHeader> {
-        Some(pdpb::ResponseHeader { cluster_id: self.storage.cluster_id(), error: None })
+        Some(pdpb::ResponseHeader {
+            cluster_id: self.storage.cluster_id(),
+            error: None,
+        })
     }
 
     /// A header reporting an error (the client fails the call and reconnects).
     fn error_header(&self, message: String) -> Option<pdpb::ResponseHeader> {
         Some(pdpb::ResponseHeader {
             cluster_id: self.storage.cluster_id(),
-            error: Some(pdpb::Error { r#type: pdpb::ErrorType::Unknown as i32, message }),
+            error: Some(pdpb::Error {
+                r#type: pdpb::ErrorType::Unknown as i32,
+                message,
+            }),
         })
     }
 
@@ -56,17 +65,23 @@ impl PdService {
     /// running SurrealDB): mixing two clusters' timestamps would break every guarantee.
     fn check_cluster(&self, header: &Option<pdpb::RequestHeader>) -> Result<(), String> {
         match header {
-            Some(h) if h.cluster_id != 0 && h.cluster_id != self.storage.cluster_id() => Err(format!(
-                "request for cluster {} reached cluster {}; restart the SurrealDB node so it reconnects",
-                h.cluster_id,
-                self.storage.cluster_id()
-            )),
+            Some(h) if h.cluster_id != 0 && h.cluster_id != self.storage.cluster_id() => {
+                Err(format!(
+                    "request for cluster {} reached cluster {}; restart the SurrealDB node so it reconnects",
+                    h.cluster_id,
+                    self.storage.cluster_id()
+                ))
+            }
             _ => Ok(()),
         }
     }
 
     fn advertised<T>(&self, request: &Request<T>) -> String {
-        request.extensions().get::<DialedAuthority>().map(|a| a.0.clone()).unwrap_or_else(|| self.listen_addr.clone())
+        request
+            .extensions()
+            .get::<DialedAuthority>()
+            .map(|a| a.0.clone())
+            .unwrap_or_else(|| self.listen_addr.clone())
     }
 
     fn member(&self, addr: &str) -> pdpb::Member {
@@ -92,12 +107,19 @@ impl PdService {
 
 /// The one region: every key, one peer, on our store.
 pub fn the_region() -> (metapb::Region, metapb::Peer) {
-    let peer = metapb::Peer { id: PEER_ID, store_id: STORE_ID, ..Default::default() };
+    let peer = metapb::Peer {
+        id: PEER_ID,
+        store_id: STORE_ID,
+        ..Default::default()
+    };
     let region = metapb::Region {
         id: REGION_ID,
         start_key: Vec::new(),
         end_key: Vec::new(),
-        region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
         peers: vec![peer.clone()],
         ..Default::default()
     };
@@ -106,7 +128,10 @@ pub fn the_region() -> (metapb::Region, metapb::Peer) {
 
 #[tonic::async_trait]
 impl Pd for PdService {
-    async fn get_members(&self, request: Request<pdpb::GetMembersRequest>) -> Result<Response<pdpb::GetMembersResponse>, Status> {
+    async fn get_members(
+        &self,
+        request: Request<pdpb::GetMembersRequest>,
+    ) -> Result<Response<pdpb::GetMembersResponse>, Status> {
         let me = self.member(&self.advertised(&request));
         Ok(Response::new(pdpb::GetMembersResponse {
             header: self.header(),
@@ -117,7 +142,10 @@ impl Pd for PdService {
         }))
     }
 
-    async fn tso(&self, request: Request<Streaming<pdpb::TsoRequest>>) -> Result<Response<tonic::codegen::BoxStream<pdpb::TsoResponse>>, Status> {
+    async fn tso(
+        &self,
+        request: Request<Streaming<pdpb::TsoRequest>>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pdpb::TsoResponse>>, Status> {
         let storage = self.storage.clone();
         let cluster_id = storage.cluster_id();
         let requests = request.into_inner();
@@ -125,16 +153,28 @@ impl Pd for PdService {
             let req = req?;
             if let Some(h) = &req.header {
                 if h.cluster_id != 0 && h.cluster_id != cluster_id {
-                    return Err(Status::failed_precondition(format!("TSO request for cluster {} reached cluster {cluster_id}", h.cluster_id)));
+                    return Err(Status::failed_precondition(format!(
+                        "TSO request for cluster {} reached cluster {cluster_id}",
+                        h.cluster_id
+                    )));
                 }
             }
             // Batches are at most 64 (the client's MAX_BATCH_SIZE); refuse nonsense.
             if req.count == 0 || req.count > 1 << 16 {
-                return Err(Status::invalid_argument(format!("TSO count {} out of range", req.count)));
+                return Err(Status::invalid_argument(format!(
+                    "TSO count {} out of range",
+                    req.count
+                )));
             }
-            let last = storage.tso().allocate(u64::from(req.count)).map_err(|e| Status::unavailable(format!("timestamp oracle: {e}")))?;
+            let last = storage
+                .tso()
+                .allocate(u64::from(req.count))
+                .map_err(|e| Status::unavailable(format!("timestamp oracle: {e}")))?;
             Ok(pdpb::TsoResponse {
-                header: Some(pdpb::ResponseHeader { cluster_id, error: None }),
+                header: Some(pdpb::ResponseHeader {
+                    cluster_id,
+                    error: None,
+                }),
                 count: req.count,
                 timestamp: Some(pdpb::Timestamp {
                     physical: (last >> crate::mvcc::records::LOGICAL_BITS) as i64,
@@ -146,16 +186,30 @@ impl Pd for PdService {
         Ok(Response::new(Box::pin(responses)))
     }
 
-    async fn get_region(&self, request: Request<pdpb::GetRegionRequest>) -> Result<Response<pdpb::GetRegionResponse>, Status> {
+    async fn get_region(
+        &self,
+        request: Request<pdpb::GetRegionRequest>,
+    ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         let req = request.into_inner();
         if let Err(msg) = self.check_cluster(&req.header) {
-            return Ok(Response::new(pdpb::GetRegionResponse { header: self.error_header(msg), ..Default::default() }));
+            return Ok(Response::new(pdpb::GetRegionResponse {
+                header: self.error_header(msg),
+                ..Default::default()
+            }));
         }
         let (region, leader) = the_region();
-        Ok(Response::new(pdpb::GetRegionResponse { header: self.header(), region: Some(region), leader: Some(leader), ..Default::default() }))
+        Ok(Response::new(pdpb::GetRegionResponse {
+            header: self.header(),
+            region: Some(region),
+            leader: Some(leader),
+            ..Default::default()
+        }))
     }
 
-    async fn get_region_by_id(&self, request: Request<pdpb::GetRegionByIdRequest>) -> Result<Response<pdpb::GetRegionResponse>, Status> {
+    async fn get_region_by_id(
+        &self,
+        request: Request<pdpb::GetRegionByIdRequest>,
+    ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         let req = request.into_inner();
         if req.region_id != REGION_ID {
             return Ok(Response::new(pdpb::GetRegionResponse {
@@ -164,10 +218,18 @@ impl Pd for PdService {
             }));
         }
         let (region, leader) = the_region();
-        Ok(Response::new(pdpb::GetRegionResponse { header: self.header(), region: Some(region), leader: Some(leader), ..Default::default() }))
+        Ok(Response::new(pdpb::GetRegionResponse {
+            header: self.header(),
+            region: Some(region),
+            leader: Some(leader),
+            ..Default::default()
+        }))
     }
 
-    async fn get_store(&self, request: Request<pdpb::GetStoreRequest>) -> Result<Response<pdpb::GetStoreResponse>, Status> {
+    async fn get_store(
+        &self,
+        request: Request<pdpb::GetStoreRequest>,
+    ) -> Result<Response<pdpb::GetStoreResponse>, Status> {
         let addr = self.advertised(&request);
         let req = request.into_inner();
         if req.store_id != STORE_ID {
@@ -176,19 +238,38 @@ impl Pd for PdService {
                 ..Default::default()
             }));
         }
-        Ok(Response::new(pdpb::GetStoreResponse { header: self.header(), store: Some(self.store(&addr)), ..Default::default() }))
+        Ok(Response::new(pdpb::GetStoreResponse {
+            header: self.header(),
+            store: Some(self.store(&addr)),
+            ..Default::default()
+        }))
     }
 
-    async fn get_all_stores(&self, request: Request<pdpb::GetAllStoresRequest>) -> Result<Response<pdpb::GetAllStoresResponse>, Status> {
+    async fn get_all_stores(
+        &self,
+        request: Request<pdpb::GetAllStoresRequest>,
+    ) -> Result<Response<pdpb::GetAllStoresResponse>, Status> {
         let addr = self.advertised(&request);
-        Ok(Response::new(pdpb::GetAllStoresResponse { header: self.header(), stores: vec![self.store(&addr)] }))
+        Ok(Response::new(pdpb::GetAllStoresResponse {
+            header: self.header(),
+            stores: vec![self.store(&addr)],
+        }))
     }
 
-    async fn get_gc_safe_point(&self, _request: Request<pdpb::GetGcSafePointRequest>) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
-        Ok(Response::new(pdpb::GetGcSafePointResponse { header: self.header(), safe_point: self.storage.gc_safe_point() }))
+    async fn get_gc_safe_point(
+        &self,
+        _request: Request<pdpb::GetGcSafePointRequest>,
+    ) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
+        Ok(Response::new(pdpb::GetGcSafePointResponse {
+            header: self.header(),
+            safe_point: self.storage.gc_safe_point(),
+        }))
     }
 
-    async fn update_gc_safe_point(&self, request: Request<pdpb::UpdateGcSafePointRequest>) -> Result<Response<pdpb::UpdateGcSafePointResponse>, Status> {
+    async fn update_gc_safe_point(
+        &self,
+        request: Request<pdpb::UpdateGcSafePointRequest>,
+    ) -> Result<Response<pdpb::UpdateGcSafePointResponse>, Status> {
         let req = request.into_inner();
         // In TiKV the GC workers notice the new safe point later; here we collect right away
         // but in the background, so the caller is not held up by a large keyspace.
@@ -201,6 +282,9 @@ impl Pd for PdService {
                 Err(e) => tracing::warn!("GC failed: {e}"),
             }
         });
-        Ok(Response::new(pdpb::UpdateGcSafePointResponse { header: self.header(), new_safe_point: current }))
+        Ok(Response::new(pdpb::UpdateGcSafePointResponse {
+            header: self.header(),
+            new_safe_point: current,
+        }))
     }
 }

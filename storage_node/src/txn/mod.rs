@@ -10,8 +10,8 @@ pub mod actions;
 pub mod scheduler;
 
 use crate::concurrency::ConcurrencyManager;
-use crate::mvcc::reader::{MvccReader, ReadError, printable};
 use crate::mvcc::MvccTxn;
+use crate::mvcc::reader::{MvccReader, ReadError, printable};
 use crate::proto::kvrpcpb;
 
 /// Why a transactional command failed. The variants are TiKV's, and [`TxnError::to_key_error`]
@@ -23,7 +23,10 @@ pub enum TxnError {
     KeyIsLocked(kvrpcpb::LockInfo),
     /// Someone committed (or rolled back) this key after our start ts: Percolator's
     /// first-committer-wins. SurrealDB reports it as a retryable "Transaction conflict".
-    #[error("write conflict on key {}: committed at {conflict_commit_ts} by txn {conflict_start_ts}, after our start ts {start_ts}", printable(key))]
+    #[error(
+        "write conflict on key {}: committed at {conflict_commit_ts} by txn {conflict_start_ts}, after our start ts {start_ts}",
+        printable(key)
+    )]
     WriteConflict {
         /// Our start ts.
         start_ts: u64,
@@ -45,7 +48,10 @@ pub enum TxnError {
         key: Vec<u8>,
     },
     /// A commit ts below the lock's `min_commit_ts`.
-    #[error("commit ts {commit_ts} of txn {start_ts} is below min commit ts {min_commit_ts} on key {}", printable(key))]
+    #[error(
+        "commit ts {commit_ts} of txn {start_ts} is below min commit ts {min_commit_ts} on key {}",
+        printable(key)
+    )]
     CommitTsExpired {
         /// The transaction.
         start_ts: u64,
@@ -57,7 +63,10 @@ pub enum TxnError {
         min_commit_ts: u64,
     },
     /// Commit found neither the transaction's lock nor its commit record (it was rolled back).
-    #[error("txn {start_ts} has no lock on key {} to commit (rolled back?)", printable(key))]
+    #[error(
+        "txn {start_ts} has no lock on key {} to commit (rolled back?)",
+        printable(key)
+    )]
     TxnLockNotFound {
         /// The transaction.
         start_ts: u64,
@@ -75,7 +84,10 @@ pub enum TxnError {
         key: Vec<u8>,
     },
     /// Rollback of a transaction that already committed.
-    #[error("txn {start_ts} already committed at {commit_ts} (key {})", printable(key))]
+    #[error(
+        "txn {start_ts} already committed at {commit_ts} (key {})",
+        printable(key)
+    )]
     Committed {
         /// The transaction.
         start_ts: u64,
@@ -113,7 +125,14 @@ impl TxnError {
         let mut e = kvrpcpb::KeyError::default();
         match self {
             TxnError::KeyIsLocked(info) => e.locked = Some(info.clone()),
-            TxnError::WriteConflict { start_ts, conflict_start_ts, conflict_commit_ts, key, primary, reason } => {
+            TxnError::WriteConflict {
+                start_ts,
+                conflict_start_ts,
+                conflict_commit_ts,
+                key,
+                primary,
+                reason,
+            } => {
                 e.conflict = Some(kvrpcpb::WriteConflict {
                     start_ts: *start_ts,
                     conflict_ts: *conflict_start_ts,
@@ -123,8 +142,15 @@ impl TxnError {
                     reason: *reason as i32,
                 });
             }
-            TxnError::AlreadyExist { key } => e.already_exist = Some(kvrpcpb::AlreadyExist { key: key.clone() }),
-            TxnError::CommitTsExpired { start_ts, commit_ts, key, min_commit_ts } => {
+            TxnError::AlreadyExist { key } => {
+                e.already_exist = Some(kvrpcpb::AlreadyExist { key: key.clone() })
+            }
+            TxnError::CommitTsExpired {
+                start_ts,
+                commit_ts,
+                key,
+                min_commit_ts,
+            } => {
                 e.commit_ts_expired = Some(kvrpcpb::CommitTsExpired {
                     start_ts: *start_ts,
                     attempted_commit_ts: *commit_ts,
@@ -133,7 +159,10 @@ impl TxnError {
                 });
             }
             TxnError::TxnNotFound { start_ts, key } => {
-                e.txn_not_found = Some(kvrpcpb::TxnNotFound { start_ts: *start_ts, primary_key: key.clone() });
+                e.txn_not_found = Some(kvrpcpb::TxnNotFound {
+                    start_ts: *start_ts,
+                    primary_key: key.clone(),
+                });
             }
             TxnError::TxnLockNotFound { .. } => e.retryable = self.to_string(),
             TxnError::Committed { .. } | TxnError::Engine(_) => e.abort = self.to_string(),
@@ -173,7 +202,13 @@ pub struct WriteContext<'t> {
 
 impl WriteContext<'_> {
     /// A reader over the batch's tables (sees every earlier command of the batch).
-    pub fn reader(&self) -> MvccReader<'_, redb::Table<'_, &'static [u8], &'static [u8]>, redb::Table<'_, &'static [u8], &'static [u8]>> {
+    pub fn reader(
+        &self,
+    ) -> MvccReader<
+        '_,
+        redb::Table<'_, &'static [u8], &'static [u8]>,
+        redb::Table<'_, &'static [u8], &'static [u8]>,
+    > {
         MvccReader::new(&self.lock, &self.write)
     }
 

@@ -53,7 +53,9 @@ impl Scheduler {
                 let _ = reply_tx.send(committed.map_err(TxnError::Engine).and(result));
             })
         });
-        self.tx.send(task).map_err(|_| TxnError::Engine("storage writer stopped".into()))?;
+        self.tx
+            .send(task)
+            .map_err(|_| TxnError::Engine("storage writer stopped".into()))?;
         reply_rx.await.map_err(|_| {
             TxnError::Engine("the command was not applied: the engine is unavailable or the command panicked (see the storage-node log)".into())
         })?
@@ -79,7 +81,11 @@ fn writer_loop(engine: Arc<Engine>, cm: Arc<ConcurrencyManager>, rx: mpsc::Recei
     }
 }
 
-fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> (Vec<Completion>, Vec<u64>, Result<(), String>) {
+fn run_batch(
+    engine: &Engine,
+    cm: &ConcurrencyManager,
+    batch: Vec<Task>,
+) -> (Vec<Completion>, Vec<u64>, Result<(), String>) {
     // If the engine cannot even start a transaction, the commands are dropped unrun; their
     // callers see their reply channel close and report the engine as unavailable.
     let fail_all = |msg: String| -> (Vec<Completion>, Vec<u64>, Result<(), String>) {
@@ -92,18 +98,31 @@ fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> (Vec
     };
     let mut completions = Vec::with_capacity(batch.len());
     let (allocated, dirty, poisoned) = {
-        let tables = (wtxn.open_table(LOCK_TABLE), wtxn.open_table(WRITE_TABLE), wtxn.open_table(META_TABLE));
+        let tables = (
+            wtxn.open_table(LOCK_TABLE),
+            wtxn.open_table(WRITE_TABLE),
+            wtxn.open_table(META_TABLE),
+        );
         let (Ok(lock), Ok(write), Ok(meta)) = tables else {
             return fail_all("cannot open engine tables".into());
         };
-        let mut ctx = WriteContext { lock, write, meta, cm, allocated: Vec::new(), dirty: false, failed: false };
+        let mut ctx = WriteContext {
+            lock,
+            write,
+            meta,
+            cm,
+            allocated: Vec::new(),
+            dirty: false,
+            failed: false,
+        };
         let mut poisoned = None;
         for task in batch {
             match catch_unwind(AssertUnwindSafe(|| task(&mut ctx))) {
                 Ok(done) => completions.push(done),
                 Err(_) => {
                     tracing::error!("a storage command panicked; its batch is abandoned");
-                    poisoned = Some("a storage command panicked; its batch was abandoned".to_string());
+                    poisoned =
+                        Some("a storage command panicked; its batch was abandoned".to_string());
                 }
             }
         }

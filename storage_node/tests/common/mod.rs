@@ -14,9 +14,13 @@ pub struct TestNode {
 impl TestNode {
     pub async fn start() -> TestNode {
         let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(Config { addr: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), trace: None })
-            .await
-            .expect("node starts");
+        let node = Node::start(Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            trace: None,
+        })
+        .await
+        .expect("node starts");
         TestNode { node, dir }
     }
 
@@ -25,7 +29,9 @@ impl TestNode {
     }
 
     pub async fn client(&self) -> TransactionClient {
-        TransactionClient::new(vec![self.endpoint()]).await.expect("client connects")
+        TransactionClient::new(vec![self.endpoint()])
+            .await
+            .expect("client connects")
     }
 }
 
@@ -54,7 +60,9 @@ pub fn options(mode: Mode) -> TransactionOptions {
 pub fn is_write_conflict(e: &Error) -> bool {
     match e {
         Error::KeyError(ke) => ke.conflict.is_some(),
-        Error::MultipleKeyErrors(es) | Error::ExtractedErrors(es) => es.iter().any(is_write_conflict),
+        Error::MultipleKeyErrors(es) | Error::ExtractedErrors(es) => {
+            es.iter().any(is_write_conflict)
+        }
         Error::UndeterminedError(inner) => is_write_conflict(inner),
         _ => false,
     }

@@ -31,7 +31,10 @@ pub struct CheckTxnStatusArgs {
 }
 
 /// Runs KvCheckTxnStatus.
-pub fn check_txn_status(ctx: &mut WriteContext<'_>, args: &CheckTxnStatusArgs) -> Result<TxnStatus, TxnError> {
+pub fn check_txn_status(
+    ctx: &mut WriteContext<'_>,
+    args: &CheckTxnStatusArgs,
+) -> Result<TxnStatus, TxnError> {
     let key = args.primary.as_slice();
     let lock = ctx.reader().load_lock(key)?;
     match lock {
@@ -73,7 +76,12 @@ pub fn check_txn_status(ctx: &mut WriteContext<'_>, args: &CheckTxnStatusArgs) -
                     write_rollback(&reader, &mut txn, key, args.lock_ts)?;
                     TxnStatus::RolledBack(Action::LockNotExistRollback)
                 }
-                TxnCommitRecord::None => return Err(TxnError::TxnNotFound { start_ts: args.lock_ts, key: key.to_vec() }),
+                TxnCommitRecord::None => {
+                    return Err(TxnError::TxnNotFound {
+                        start_ts: args.lock_ts,
+                        key: key.to_vec(),
+                    });
+                }
             };
             drop(reader);
             ctx.apply(txn)?;
@@ -85,7 +93,11 @@ pub fn check_txn_status(ctx: &mut WriteContext<'_>, args: &CheckTxnStatusArgs) -
 /// Runs KvCheckSecondaryLocks: the locks of `start_ts` on `keys`, or the commit ts if any key
 /// is committed; an empty answer with commit ts 0 means "rolled back". A key with no trace is
 /// fenced with a rollback record — that is what makes the answer final.
-pub fn check_secondary_locks(ctx: &mut WriteContext<'_>, keys: &[Vec<u8>], start_ts: u64) -> Result<(Vec<LockInfo>, u64), TxnError> {
+pub fn check_secondary_locks(
+    ctx: &mut WriteContext<'_>,
+    keys: &[Vec<u8>],
+    start_ts: u64,
+) -> Result<(Vec<LockInfo>, u64), TxnError> {
     let reader = ctx.reader();
     let mut txn = MvccTxn::default();
     let mut locks = Vec::new();
@@ -109,5 +121,9 @@ pub fn check_secondary_locks(ctx: &mut WriteContext<'_>, keys: &[Vec<u8>], start
     }
     drop(reader);
     ctx.apply(txn)?;
-    Ok(if rolled_back { (Vec::new(), 0) } else { (locks, commit_ts) })
+    Ok(if rolled_back {
+        (Vec::new(), 0)
+    } else {
+        (locks, commit_ts)
+    })
 }

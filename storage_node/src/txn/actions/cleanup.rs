@@ -11,15 +11,25 @@ use super::{resolve_async_commit, rollback_lock, write_rollback};
 use crate::mvcc::{MvccTxn, TxnCommitRecord};
 
 /// Rolls back `keys` of transaction `start_ts`.
-pub fn rollback(ctx: &mut WriteContext<'_>, keys: &[Vec<u8>], start_ts: u64) -> Result<(), TxnError> {
+pub fn rollback(
+    ctx: &mut WriteContext<'_>,
+    keys: &[Vec<u8>],
+    start_ts: u64,
+) -> Result<(), TxnError> {
     let reader = ctx.reader();
     let mut txn = MvccTxn::default();
     for key in keys {
         match reader.load_lock(key)? {
-            Some(lock) if lock.start_ts == start_ts => rollback_lock(&reader, &mut txn, key, &lock)?,
+            Some(lock) if lock.start_ts == start_ts => {
+                rollback_lock(&reader, &mut txn, key, &lock)?
+            }
             _ => match reader.txn_commit_record(key, start_ts)? {
                 TxnCommitRecord::Committed(commit_ts) => {
-                    return Err(TxnError::Committed { start_ts, commit_ts, key: key.clone() });
+                    return Err(TxnError::Committed {
+                        start_ts,
+                        commit_ts,
+                        key: key.clone(),
+                    });
                 }
                 TxnCommitRecord::RolledBack => {}
                 // Not prewritten yet: leave a rollback record so a late prewrite fails.
@@ -33,7 +43,12 @@ pub fn rollback(ctx: &mut WriteContext<'_>, keys: &[Vec<u8>], start_ts: u64) -> 
 
 /// Cleans up transaction `start_ts` through its primary `key`; returns its commit ts, or 0
 /// when it is (now) rolled back. `current_ts == 0` means "roll back even if not expired".
-pub fn cleanup(ctx: &mut WriteContext<'_>, key: &[u8], start_ts: u64, current_ts: u64) -> Result<u64, TxnError> {
+pub fn cleanup(
+    ctx: &mut WriteContext<'_>,
+    key: &[u8],
+    start_ts: u64,
+    current_ts: u64,
+) -> Result<u64, TxnError> {
     let lock = ctx.reader().load_lock(key)?;
     match lock {
         Some(lock) if lock.start_ts == start_ts => {
@@ -74,16 +89,24 @@ pub fn cleanup(ctx: &mut WriteContext<'_>, key: &[u8], start_ts: u64, current_ts
 
 /// Async-commit resolution starting from any key of the transaction: the decision lives with
 /// the primary lock (which lists the secondaries).
-pub fn resolve_async_commit_via(ctx: &mut WriteContext<'_>, key: &[u8], lock: &crate::mvcc::Lock) -> Result<TxnStatus, TxnError> {
+pub fn resolve_async_commit_via(
+    ctx: &mut WriteContext<'_>,
+    key: &[u8],
+    lock: &crate::mvcc::Lock,
+) -> Result<TxnStatus, TxnError> {
     if lock.primary == key {
         return resolve_async_commit(ctx, key, lock);
     }
     let primary_lock = ctx.reader().load_lock(&lock.primary)?;
     match primary_lock {
-        Some(p) if p.start_ts == lock.start_ts => resolve_async_commit(ctx, &lock.primary.clone(), &p),
+        Some(p) if p.start_ts == lock.start_ts => {
+            resolve_async_commit(ctx, &lock.primary.clone(), &p)
+        }
         _ => {
             // The primary is already decided; follow it.
-            let record = ctx.reader().txn_commit_record(&lock.primary, lock.start_ts)?;
+            let record = ctx
+                .reader()
+                .txn_commit_record(&lock.primary, lock.start_ts)?;
             let reader = ctx.reader();
             let mut txn = MvccTxn::default();
             let status = match record {

@@ -10,16 +10,27 @@ use super::commit_lock;
 use crate::mvcc::{MvccTxn, TxnCommitRecord};
 
 /// Commits `keys` of transaction `start_ts` at `commit_ts`.
-pub fn commit(ctx: &mut WriteContext<'_>, keys: &[Vec<u8>], start_ts: u64, commit_ts: u64) -> Result<(), TxnError> {
+pub fn commit(
+    ctx: &mut WriteContext<'_>,
+    keys: &[Vec<u8>],
+    start_ts: u64,
+    commit_ts: u64,
+) -> Result<(), TxnError> {
     let reader = ctx.reader();
     let mut txn = MvccTxn::default();
     for key in keys {
         match reader.load_lock(key)? {
-            Some(lock) if lock.start_ts == start_ts => commit_lock(&reader, &mut txn, key, &lock, commit_ts)?,
+            Some(lock) if lock.start_ts == start_ts => {
+                commit_lock(&reader, &mut txn, key, &lock, commit_ts)?
+            }
             _ => match reader.txn_commit_record(key, start_ts)? {
                 TxnCommitRecord::Committed(_) => {}
                 TxnCommitRecord::RolledBack | TxnCommitRecord::None => {
-                    return Err(TxnError::TxnLockNotFound { start_ts, commit_ts, key: key.clone() });
+                    return Err(TxnError::TxnLockNotFound {
+                        start_ts,
+                        commit_ts,
+                        key: key.clone(),
+                    });
                 }
             },
         }

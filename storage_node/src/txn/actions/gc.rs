@@ -19,7 +19,11 @@ pub const GC_BATCH_KEYS: usize = 512;
 
 /// Collects garbage at or below `safe_point` for up to `GC_BATCH_KEYS` user keys starting at
 /// `from`; returns where to continue (None when the keyspace is done) and versions removed.
-pub fn gc_batch(ctx: &mut WriteContext<'_>, safe_point: u64, from: &[u8]) -> Result<(Option<Vec<u8>>, usize), TxnError> {
+pub fn gc_batch(
+    ctx: &mut WriteContext<'_>,
+    safe_point: u64,
+    from: &[u8],
+) -> Result<(Option<Vec<u8>>, usize), TxnError> {
     let start = keys::encode_bytes(from);
     let mut txn = MvccTxn::default();
     let mut removed = 0;
@@ -29,7 +33,8 @@ pub fn gc_batch(ctx: &mut WriteContext<'_>, safe_point: u64, from: &[u8]) -> Res
     let mut next = None;
     for entry in ctx.write.range::<&[u8]>(start.as_slice()..)? {
         let (k, v) = entry?;
-        let (user_key, commit_ts) = keys::split_versioned(k.value()).ok_or_else(|| TxnError::Engine("corrupt write key".into()))?;
+        let (user_key, commit_ts) = keys::split_versioned(k.value())
+            .ok_or_else(|| TxnError::Engine("corrupt write key".into()))?;
         if current.as_deref() != Some(user_key.as_slice()) {
             if seen_keys == GC_BATCH_KEYS {
                 next = Some(user_key);
@@ -42,7 +47,8 @@ pub fn gc_batch(ctx: &mut WriteContext<'_>, safe_point: u64, from: &[u8]) -> Res
         if commit_ts > safe_point {
             continue;
         }
-        let write = crate::mvcc::Write::from_bytes(v.value()).map_err(|e| TxnError::Engine(e.to_string()))?;
+        let write = crate::mvcc::Write::from_bytes(v.value())
+            .map_err(|e| TxnError::Engine(e.to_string()))?;
         let keep = !kept_data_below && write.write_type() == WriteType::Put;
         if write.write_type().is_data() {
             kept_data_below = true;
@@ -57,7 +63,11 @@ pub fn gc_batch(ctx: &mut WriteContext<'_>, safe_point: u64, from: &[u8]) -> Res
 }
 
 /// Deletes every lock and version of keys in `[start, end)` (empty `end`: to the end).
-pub fn destroy_range(ctx: &mut WriteContext<'_>, start: &[u8], end: &[u8]) -> Result<usize, TxnError> {
+pub fn destroy_range(
+    ctx: &mut WriteContext<'_>,
+    start: &[u8],
+    end: &[u8],
+) -> Result<usize, TxnError> {
     let mut txn = MvccTxn::default();
     let reader = ctx.reader();
     for (key, _) in reader.scan_locks(start, end, u64::MAX, 0)? {
@@ -70,7 +80,10 @@ pub fn destroy_range(ctx: &mut WriteContext<'_>, start: &[u8], end: &[u8]) -> Re
         Some(h) => std::ops::Bound::Excluded(h.as_slice()),
         None => std::ops::Bound::Unbounded,
     };
-    for entry in ctx.write.range::<&[u8]>((std::ops::Bound::Included(lo.as_slice()), upper))? {
+    for entry in ctx
+        .write
+        .range::<&[u8]>((std::ops::Bound::Included(lo.as_slice()), upper))?
+    {
         let (k, _) = entry?;
         if let Some((user_key, ts)) = keys::split_versioned(k.value()) {
             txn.delete_write(&user_key, ts);

@@ -4,7 +4,12 @@ use super::super::{TxnError, WriteContext};
 use crate::mvcc::MvccTxn;
 
 /// Raises the TTL of `start_ts`'s lock on `primary` to at least `advise_ttl`; returns the TTL.
-pub fn heartbeat(ctx: &mut WriteContext<'_>, primary: &[u8], start_ts: u64, advise_ttl: u64) -> Result<u64, TxnError> {
+pub fn heartbeat(
+    ctx: &mut WriteContext<'_>,
+    primary: &[u8],
+    start_ts: u64,
+    advise_ttl: u64,
+) -> Result<u64, TxnError> {
     match ctx.reader().load_lock(primary)? {
         Some(mut lock) if lock.start_ts == start_ts => {
             if advise_ttl > lock.ttl {
@@ -15,6 +20,9 @@ pub fn heartbeat(ctx: &mut WriteContext<'_>, primary: &[u8], start_ts: u64, advi
             }
             Ok(lock.ttl)
         }
-        _ => Err(TxnError::TxnNotFound { start_ts, key: primary.to_vec() }),
+        _ => Err(TxnError::TxnNotFound {
+            start_ts,
+            key: primary.to_vec(),
+        }),
     }
 }

@@ -40,7 +40,11 @@ pub fn commit_lock<L: ByteTable, W: ByteTable>(
             min_commit_ts: lock.min_commit_ts,
         });
     }
-    let mut write = Write::new(WriteType::from_lock(lock.lock_type()), lock.start_ts, lock.value.clone());
+    let mut write = Write::new(
+        WriteType::from_lock(lock.lock_type()),
+        lock.start_ts,
+        lock.value.clone(),
+    );
     // If another transaction's rollback sits at exactly this ts, keep its meaning alive.
     if let Some((ts, existing)) = reader.seek_write(key, commit_ts)? {
         if ts == commit_ts && existing.write_type() == WriteType::Rollback {
@@ -71,7 +75,11 @@ pub fn write_rollback<L: ByteTable, W: ByteTable>(
             return Ok(());
         }
     }
-    txn.put_write(key, start_ts, Write::new(WriteType::Rollback, start_ts, Vec::new()));
+    txn.put_write(
+        key,
+        start_ts,
+        Write::new(WriteType::Rollback, start_ts, Vec::new()),
+    );
     Ok(())
 }
 
@@ -95,7 +103,11 @@ pub fn rollback_lock<L: ByteTable, W: ByteTable>(
 /// secondary. TiKV leaves this to the client (CheckSecondaryLocks); a single-node store can
 /// do it in one atomic step, which also protects against a client that would only look at
 /// some of the answers.
-pub fn resolve_async_commit(ctx: &mut WriteContext<'_>, primary: &[u8], primary_lock: &Lock) -> Result<super::TxnStatus, TxnError> {
+pub fn resolve_async_commit(
+    ctx: &mut WriteContext<'_>,
+    primary: &[u8],
+    primary_lock: &Lock,
+) -> Result<super::TxnStatus, TxnError> {
     use crate::proto::kvrpcpb::Action;
     let start_ts = primary_lock.start_ts;
     let reader = ctx.reader();

@@ -60,7 +60,10 @@ pub struct PrewriteOutcome {
 }
 
 /// Runs a prewrite.
-pub fn prewrite(ctx: &mut WriteContext<'_>, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
+pub fn prewrite(
+    ctx: &mut WriteContext<'_>,
+    args: PrewriteArgs,
+) -> Result<PrewriteOutcome, TxnError> {
     let reader = ctx.reader();
     let mut locked = Vec::new();
     let mut intents = Vec::new();
@@ -113,14 +116,23 @@ pub fn prewrite(ctx: &mut WriteContext<'_>, args: PrewriteArgs) -> Result<Prewri
     }
     drop(reader);
     if !locked.is_empty() {
-        return Ok(PrewriteOutcome { locked, ..Default::default() });
+        return Ok(PrewriteOutcome {
+            locked,
+            ..Default::default()
+        });
     }
     if let Some(ts) = own_commit_ts {
         // Already committed earlier; report the same outcome again.
         return Ok(if args.try_one_pc {
-            PrewriteOutcome { one_pc_commit_ts: ts, ..Default::default() }
+            PrewriteOutcome {
+                one_pc_commit_ts: ts,
+                ..Default::default()
+            }
         } else {
-            PrewriteOutcome { min_commit_ts: if args.use_async_commit { ts } else { 0 }, ..Default::default() }
+            PrewriteOutcome {
+                min_commit_ts: if args.use_async_commit { ts } else { 0 },
+                ..Default::default()
+            }
         });
     }
 
@@ -130,7 +142,11 @@ pub fn prewrite(ctx: &mut WriteContext<'_>, args: PrewriteArgs) -> Result<Prewri
     if args.try_one_pc {
         let commit_ts = ctx.allocate_commit_ts(keys)?;
         for (key, lock_type, value) in intents {
-            txn.put_write(&key, commit_ts, Write::new(WriteType::from_lock(lock_type), args.start_ts, value));
+            txn.put_write(
+                &key,
+                commit_ts,
+                Write::new(WriteType::from_lock(lock_type), args.start_ts, value),
+            );
         }
         outcome.one_pc_commit_ts = commit_ts;
     } else {
@@ -140,7 +156,13 @@ pub fn prewrite(ctx: &mut WriteContext<'_>, args: PrewriteArgs) -> Result<Prewri
             args.start_ts + 1
         };
         for (key, lock_type, value) in intents {
-            let mut lock = Lock::new(lock_type, args.primary.clone(), args.start_ts, args.lock_ttl, value);
+            let mut lock = Lock::new(
+                lock_type,
+                args.primary.clone(),
+                args.start_ts,
+                args.lock_ttl,
+                value,
+            );
             lock.txn_size = args.txn_size;
             lock.min_commit_ts = min_commit_ts;
             if args.use_async_commit {

@@ -11,7 +11,11 @@ use crate::mvcc::MvccTxn;
 
 /// Commits (commit ts > 0) or rolls back (0) the locks of the transactions in `txn_status`;
 /// when `keys` is non-empty only those keys are considered, otherwise every lock.
-pub fn resolve_lock(ctx: &mut WriteContext<'_>, txn_status: &HashMap<u64, u64>, keys: &[Vec<u8>]) -> Result<usize, TxnError> {
+pub fn resolve_lock(
+    ctx: &mut WriteContext<'_>,
+    txn_status: &HashMap<u64, u64>,
+    keys: &[Vec<u8>],
+) -> Result<usize, TxnError> {
     let reader = ctx.reader();
     let targets: Vec<(Vec<u8>, crate::mvcc::Lock)> = if keys.is_empty() {
         reader.scan_locks(&[], &[], u64::MAX, 0)?
@@ -27,7 +31,9 @@ pub fn resolve_lock(ctx: &mut WriteContext<'_>, txn_status: &HashMap<u64, u64>, 
     let mut txn = MvccTxn::default();
     let mut resolved = 0;
     for (key, lock) in targets {
-        let Some(&commit_ts) = txn_status.get(&lock.start_ts) else { continue };
+        let Some(&commit_ts) = txn_status.get(&lock.start_ts) else {
+            continue;
+        };
         if commit_ts > 0 {
             commit_lock(&reader, &mut txn, &key, &lock, commit_ts)?;
         } else {
