@@ -34,6 +34,7 @@
 //! - [`oplog`]: the operation log — one `OpRecord` and one printed line per query.
 //! - [`metrics`]: status (`Instance`) and timings as polars DataFrames; process RSS via `sysinfo`.
 //! - [`entities`]: the spec's `User` and `Post`, their schema (`schema/entities.surql`) and helpers.
+//! - [`charts`]: plotters charts as SVG (`Chart`), inline in JupyterLab, saved as files.
 //! - [`display`]: DataFrames and query rows as HTML tables for evcxr (`.show()`).
 //! - [`binary`]: finding the `surreal` binary (and other workspace binaries) and checking its version.
 //! - [`ports`]: port plan validation, free-port checks, ephemeral port blocks, who holds a port.
@@ -48,6 +49,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod binary;
+pub mod charts;
 pub mod client;
 pub mod cluster;
 pub mod display;
@@ -69,6 +71,7 @@ pub use serde_json;
 
 /// Everything a notebook usually needs: `use poc_helpers::prelude::*;`.
 pub mod prelude {
+    pub use crate::charts::Chart;
     pub use crate::client::{QueryResult, StatementResult};
     pub use crate::cluster::{Cluster, ClusterBuilder, Endpoint};
     pub use crate::display::{ShowExt, Table};
