@@ -21,22 +21,26 @@ use crate::error::LabError;
 /// A connected, signed-in SDK handle for one node, with namespace and database selected.
 pub(crate) type Db = Surreal<Client>;
 
-/// Everything needed to open a session on one node.
+/// Everything needed to open a session on one node. Owned, so load workers can keep a copy and
+/// reconnect by themselves.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectSpec<'a> {
-    pub node: &'a str,
+pub(crate) struct ConnectSpec {
+    pub node: String,
+    /// The node's own port (named in errors).
     pub port: u16,
-    pub user: &'a str,
-    pub pass: &'a str,
-    pub namespace: &'a str,
-    pub database: &'a str,
+    /// The port to dial: the node's, or its client-link proxy's (`.fault_links(true)`).
+    pub dial_port: u16,
+    pub user: String,
+    pub pass: String,
+    pub namespace: String,
+    pub database: String,
     /// Run `DEFINE NAMESPACE/DATABASE IF NOT EXISTS` before selecting them.
     pub create_ns_db: bool,
     pub timeout: Duration,
 }
 
 /// Opens a WebSocket session: connect, sign in as root, (create and) select namespace/database.
-pub(crate) async fn connect(spec: &ConnectSpec<'_>) -> Result<Db, LabError> {
+pub(crate) async fn connect(spec: &ConnectSpec) -> Result<Db, LabError> {
     let conn_err = |message: String| LabError::Connection {
         node: spec.node.to_string(),
         port: spec.port,
@@ -51,7 +55,7 @@ pub(crate) async fn connect(spec: &ConnectSpec<'_>) -> Result<Db, LabError> {
     };
     let db = tokio::time::timeout(
         spec.timeout,
-        Surreal::new::<Ws>(format!("127.0.0.1:{}", spec.port)),
+        Surreal::new::<Ws>(format!("127.0.0.1:{}", spec.dial_port)),
     )
     .await
     .map_err(|_| within("connecting"))?
@@ -81,7 +85,7 @@ pub(crate) async fn connect(spec: &ConnectSpec<'_>) -> Result<Db, LabError> {
             db.query(format!("DEFINE NAMESPACE IF NOT EXISTS {}", spec.namespace))
                 .await?
                 .check()?;
-            db.use_ns(spec.namespace).await?;
+            db.use_ns(&spec.namespace).await?;
             db.query(format!("DEFINE DATABASE IF NOT EXISTS {}", spec.database))
                 .await?
                 .check()?;
@@ -99,7 +103,7 @@ pub(crate) async fn connect(spec: &ConnectSpec<'_>) -> Result<Db, LabError> {
                     },
                 ));
             }
-            db.use_ns(spec.namespace).await?;
+            db.use_ns(&spec.namespace).await?;
             if !info_keys(&db, "INFO FOR NS", "databases")
                 .await?
                 .contains(&spec.database.to_string())
@@ -112,7 +116,7 @@ pub(crate) async fn connect(spec: &ConnectSpec<'_>) -> Result<Db, LabError> {
                 ));
             }
         }
-        db.use_ns(spec.namespace).use_db(spec.database).await?;
+        db.use_ns(&spec.namespace).use_db(&spec.database).await?;
         Ok::<(), surrealdb::Error>(())
     };
     match tokio::time::timeout(spec.timeout, setup)
@@ -121,7 +125,7 @@ pub(crate) async fn connect(spec: &ConnectSpec<'_>) -> Result<Db, LabError> {
     {
         Ok(()) => Ok(db),
         Err(e) => Err(query_error(
-            spec.node,
+            &spec.node,
             spec.port,
             &format!("USE NS {} DB {}", spec.namespace, spec.database),
             &e,
@@ -271,6 +275,15 @@ pub(crate) fn query_error(
     statement: &str,
     err: &surrealdb::Error,
 ) -> LabError {
+    // A broken or refused WebSocket is not SurrealDB rejecting the statement: say so, and
+    // whether it ran is unknown (see `bank` for why that matters).
+    if err.is_connection() {
+        return LabError::Connection {
+            node: node.to_string(),
+            port,
+            message: err.message().to_string(),
+        };
+    }
     // The error's public accessors give kind and message; its SurrealValue form also carries the
     // wire `code` and the detail's own `kind` (e.g. TransactionConflict), which we keep.
     let wire = err.clone().into_value().into_json_value();

@@ -16,6 +16,7 @@
 //! unless `set_echo(false)`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -24,7 +25,9 @@ use polars::prelude::DataFrame;
 use crate::binary;
 use crate::client::QueryResult;
 use crate::error::LabError;
+use crate::faults::FaultRecord;
 use crate::lab::{Lab, LabConfig, StateFile};
+use crate::links::{Link, LinkFault, LinkStatus};
 use crate::metrics::{self, Instance};
 use crate::oplog::OpRecord;
 use crate::ports;
@@ -80,6 +83,9 @@ pub struct ClusterBuilder {
     query_timeout: Duration,
     storage_port: u16,
     storage_trace: bool,
+    fault_links: bool,
+    membership_intervals: Option<crate::membership::MembershipIntervals>,
+    live_query_engine: Option<crate::live::LiveQueryEngine>,
     echo: bool,
 }
 
@@ -105,6 +111,9 @@ impl Default for ClusterBuilder {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             storage_port: 0,
             storage_trace: false,
+            fault_links: false,
+            membership_intervals: None,
+            live_query_engine: None,
             echo: true,
         }
     }
@@ -206,6 +215,25 @@ impl ClusterBuilder {
         self.query_timeout = t;
         self
     }
+    /// Put a fault proxy on every client→node and node→storage link, so
+    /// [`Cluster::cut_link`] & co. can break them (default off: see `links`).
+    pub fn fault_links(mut self, on: bool) -> Self {
+        self.fault_links = on;
+        self
+    }
+    /// Shorten the nodes' membership intervals (heartbeat, expiry check, cleanup), so a dead
+    /// node is archived within seconds of the 30 s heartbeat expiry instead of minutes later.
+    /// [`MembershipIntervals::fast`](crate::membership::MembershipIntervals::fast) suits demos.
+    pub fn membership_intervals(mut self, m: crate::membership::MembershipIntervals) -> Self {
+        self.membership_intervals = Some(m);
+        self
+    }
+    /// Choose SurrealDB's live-query engine for every node (see `live`): `Router` is the
+    /// experimental one that delivers a change written on node B to a LIVE SELECT on node A.
+    pub fn live_query_engine(mut self, engine: crate::live::LiveQueryEngine) -> Self {
+        self.live_query_engine = Some(engine);
+        self
+    }
     /// Print log lines (default true).
     pub fn echo(mut self, on: bool) -> Self {
         self.echo = on;
@@ -295,19 +323,25 @@ impl ClusterBuilder {
             query_timeout: self.query_timeout,
             storage_port: self.storage_port,
             storage_trace: self.storage_trace,
+            fault_links: self.fault_links,
+            membership_intervals: self.membership_intervals,
+            live_query_engine: self.live_query_engine,
         })
     }
 
     /// Starts the lab and returns its handle. On any error nothing is left running.
     pub fn start(self) -> Result<Cluster, LabError> {
         let cfg = self.config()?;
-        let mut actor = Actor::spawn(Lab::new(cfg.clone()))?;
+        let lab = Lab::new(cfg.clone());
+        let cancel = lab.cancel_flag();
+        let mut actor = Actor::spawn(lab)?;
         match actor.call(|reply| Command::Start { reply }) {
             Ok(Ok((lines, final_cfg))) => {
                 if self.echo {
                     lines.iter().for_each(|l| println!("{l}"));
                 }
                 let mut cluster = Cluster::new(actor, final_cfg, self.echo, true);
+                cluster.cancel = cancel;
                 cluster.start_lines = lines;
                 Ok(cluster)
             }
@@ -367,6 +401,8 @@ pub struct Cluster {
     stop_on_drop: AtomicBool,
     finished: AtomicBool,
     start_lines: Vec<String>,
+    /// Shared with the actor: set to make a long-running command (a bank run) finish early.
+    cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -392,6 +428,7 @@ impl Cluster {
             stop_on_drop: AtomicBool::new(stop_on_drop),
             finished: AtomicBool::new(false),
             start_lines: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -421,8 +458,12 @@ impl Cluster {
         cfg.lab_dir = dir.to_path_buf();
         let mut state = state;
         state.config = cfg.clone();
-        let actor = Actor::spawn(Lab::from_state(state))?;
-        Ok(Cluster::new(actor, cfg, true, false))
+        let lab = Lab::from_state(state);
+        let cancel = lab.cancel_flag();
+        let actor = Actor::spawn(lab)?;
+        let mut cluster = Cluster::new(actor, cfg, true, false);
+        cluster.cancel = cancel;
+        Ok(cluster)
     }
 
     /// The lab's name.
@@ -675,8 +716,69 @@ impl Cluster {
         self.storage_action(NodeAction::Resume)
     }
 
-    /// Stops every node (concurrently) and any storage the lab started.
+    // ----- network faults (needs `.fault_links(true)`) ----------------------------------------
+
+    fn link_fault(&self, link: Link, fault: LinkFault) -> Result<(), LabError> {
+        let line = self
+            .actor
+            .call(|reply| Command::LinkFault { link, fault, reply })??;
+        self.say(&line);
+        Ok(())
+    }
+
+    /// Cuts a link: its open connections are reset and new ones refused until
+    /// [`heal_link`](Self::heal_link). `cluster.cut_link(Link::to_storage("a"))` partitions
+    /// node-a from the data while it keeps running.
+    pub fn cut_link(&self, link: Link) -> Result<(), LabError> {
+        self.link_fault(link, LinkFault::Cut)
+    }
+
+    /// Heals a link: no cut, no latency, no dropped connections.
+    pub fn heal_link(&self, link: Link) -> Result<(), LabError> {
+        self.link_fault(link, LinkFault::Heal)
+    }
+
+    /// Delays every chunk on the link by `latency ± jitter`, each way (zero removes it).
+    pub fn add_latency(
+        &self,
+        link: Link,
+        latency: Duration,
+        jitter: Duration,
+    ) -> Result<(), LabError> {
+        self.link_fault(link, LinkFault::Latency { latency, jitter })
+    }
+
+    /// Resets `fraction` (0.0–1.0) of the link's *new* connections on accept.
+    pub fn drop_connections(&self, link: Link, fraction: f64) -> Result<(), LabError> {
+        self.link_fault(link, LinkFault::Drop { fraction })
+    }
+
+    /// Every link proxy as structs (settings and counters).
+    pub fn link_statuses(&self) -> Result<Vec<LinkStatus>, LabError> {
+        self.actor.call(|reply| Command::Links { reply })
+    }
+
+    /// Every link: link, proxy_port, upstream_port, cut, latency_ms, jitter_ms, drop_fraction,
+    /// and counters (accepted, refused, dropped, reset, upstream_failed, kb_up, kb_down).
+    pub fn links(&self) -> Result<DataFrame, LabError> {
+        crate::links::links_frame(&self.link_statuses()?).map_err(polars_error)
+    }
+
+    /// Every fault call so far, as records (see `faults`).
+    pub fn fault_records(&self) -> Result<Vec<FaultRecord>, LabError> {
+        self.actor.call(|reply| Command::Faults { reply })
+    }
+
+    /// The fault log: target, action, started_at_ms, ended_at_ms, call_ms, ok, detail — on the
+    /// clock of [`timings`](Self::timings), so charts can shade each fault's window.
+    pub fn faults(&self) -> Result<DataFrame, LabError> {
+        crate::faults::faults_frame(&self.fault_records()?).map_err(polars_error)
+    }
+
+    /// Stops every node (concurrently) and any storage the lab started. A bank run going on in
+    /// another thread is told to finish first (it reports itself as interrupted).
     pub fn stop_all(&self) -> Result<(), LabError> {
+        self.cancel.store(true, Ordering::Relaxed);
         let lines = self.actor.call(|reply| Command::StopAll { reply })??;
         lines.iter().for_each(|l| self.say(l));
         Ok(())
@@ -684,6 +786,7 @@ impl Cluster {
 
     /// Stops everything and deletes the lab directory (data, logs, pidfiles, state.json).
     pub fn cleanup(mut self) -> Result<(), LabError> {
+        self.cancel.store(true, Ordering::Relaxed);
         let result = self.actor.call(|reply| Command::Cleanup { reply })?;
         self.finish(false);
         if result.is_ok() {

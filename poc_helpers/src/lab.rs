@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::binary::{self, LocatedBinary};
 use crate::client::{self, ConnectSpec, Db, QueryResult, StatementResult};
 use crate::error::LabError;
+use crate::faults::FaultLog;
+use crate::links::{self, Link, LinkFault, LinkStatus, NodeLinks};
 use crate::metrics::{self, Instance};
 use crate::node::{Node, NodeState};
 use crate::oplog::{self, OpRecord};
@@ -78,6 +82,15 @@ pub struct LabConfig {
     /// Write the storage node's operation trace (one JSON line per RPC).
     #[serde(default)]
     pub storage_trace: bool,
+    /// Put a fault proxy on every client→node and node→storage link (see `links`).
+    #[serde(default)]
+    pub fault_links: bool,
+    /// Shortened `--node-membership-*-interval` flags for every node (see `membership`).
+    #[serde(default)]
+    pub membership_intervals: Option<crate::membership::MembershipIntervals>,
+    /// `SURREAL_LIVE_QUERY_ENGINE` for every node (see `live`); `None` = SurrealDB's default.
+    #[serde(default)]
+    pub live_query_engine: Option<crate::live::LiveQueryEngine>,
 }
 
 /// One node in `state.json`.
@@ -197,6 +210,13 @@ pub(crate) struct Lab {
     created_unix_ms: u64,
     /// True once the lab has started (or was attached): only then does `state.json` describe it.
     live: bool,
+    /// Every fault injected so far (see `faults`).
+    pub(crate) faults: FaultLog,
+    /// The fault proxies of each node (empty without `.fault_links(true)`).
+    links: Vec<NodeLinks>,
+    /// Set by the facade (from any thread) to ask a long-running command — a bank run, a
+    /// contention run — to finish early, e.g. because `stop_all()` is waiting behind it.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Lab {
@@ -212,7 +232,35 @@ impl Lab {
             oplog: VecDeque::new(),
             created_unix_ms: crate::node::unix_ms(),
             live: false,
+            faults: FaultLog::default(),
+            links: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The flag the facade sets to interrupt a long-running command (see [`Lab::cancelled`]).
+    pub(crate) fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// True when a long-running command should wrap up: the facade asked (e.g. `stop_all()`
+    /// from another thread), or someone deleted the lab under us (`lab clean` in a terminal).
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+            || (self.live && !self.cfg.lab_dir.join(STATE_FILE).exists())
+    }
+
+    /// A node with this lab's extra flags and environment.
+    fn make_node(&self, i: usize, port: u16) -> Node {
+        let mut node = Node::new(i, port, &self.cfg.lab_dir);
+        if let Some(m) = &self.cfg.membership_intervals {
+            node.extra_args = m.flags();
+        }
+        if let Some(engine) = self.cfg.live_query_engine {
+            node.extra_env
+                .push((crate::live::ENGINE_ENV.to_string(), engine.as_str().to_string()));
+        }
+        node
     }
 
     /// A lab rebuilt from `state.json` (for `Cluster::attach`): live pids that are really our
@@ -243,7 +291,7 @@ impl Lab {
             lab.adopted_storage_pid = None;
         }
         for (i, rec) in state.nodes.iter().enumerate() {
-            let mut node = Node::new(i, rec.port, &lab.cfg.lab_dir);
+            let mut node = lab.make_node(i, rec.port);
             node.path_arg = rec.path_arg.clone();
             let ours = rec.pid.filter(|pid| {
                 procs::inspect(*pid)
@@ -306,7 +354,28 @@ impl Lab {
                 action,
                 reply,
             } => {
-                let _ = reply.send(self.node_action(node, action).await);
+                let target = self.target_name(&node);
+                let started = self.clock_ms();
+                let result = self.node_action(node, action).await;
+                self.log_fault(&target, action.name(), started, &result);
+                let _ = reply.send(result);
+            }
+            Command::LinkFault { link, fault, reply } => {
+                let started = self.clock_ms();
+                let result = self.link_fault(&link, fault);
+                let target = match &result {
+                    Ok((target, _)) => target.clone(),
+                    Err(_) => format!("{link:?}"),
+                };
+                let result = result.map(|(_, line)| line);
+                self.log_fault(&target, fault.action(), started, &result);
+                let _ = reply.send(result);
+            }
+            Command::Links { reply } => {
+                let _ = reply.send(self.link_statuses());
+            }
+            Command::Faults { reply } => {
+                let _ = reply.send(self.faults.records());
             }
             Command::Race { queries, reply } => {
                 let _ = reply.send(self.race(queries).await);
@@ -318,10 +387,15 @@ impl Lab {
                 let _ = reply.send(self.trace_since(mark));
             }
             Command::Storage { action, reply } => {
-                let _ = reply.send(self.storage_action(action).await);
+                let started = self.clock_ms();
+                let result = self.storage_action(action).await;
+                self.log_fault("storage", action.name(), started, &result);
+                let _ = reply.send(result);
             }
             Command::StopAll { reply } => {
                 let lines = self.stop_all().await;
+                // Whatever was interrupted to get here has finished: later commands run normally.
+                self.cancel.store(false, Ordering::Relaxed);
                 let _ = reply.send(Ok(lines));
             }
             Command::Cleanup { reply } => {
@@ -371,7 +445,7 @@ impl Lab {
             };
             self.cfg.base_port = base;
             self.nodes = (0..self.cfg.nodes)
-                .map(|i| Node::new(i, base + i as u16, &self.cfg.lab_dir))
+                .map(|i| self.make_node(i, base + i as u16))
                 .collect();
             self.clients = vec![None; self.cfg.nodes];
             if reaped_nodes && !self.cfg.ephemeral_ports {
@@ -422,12 +496,15 @@ impl Lab {
         let tier = StorageTier::start(&self.cfg.storage, &plan).await?;
         let bin = self.binary.clone().expect("located above").path;
         let shared = self.cfg.storage.is_shared();
-        let paths: Vec<String> = self
+        let mut paths: Vec<String> = self
             .nodes
             .iter()
             .map(|n| tier.node_path(&n.data_dir))
             .collect();
         self.storage = Some(tier);
+        if self.cfg.fault_links {
+            self.start_link_proxies(&mut paths).await?;
+        }
         if shared {
             // One after another: concurrent first starts on one store race to bootstrap it.
             for (node, path) in self.nodes.iter_mut().zip(&paths) {
@@ -534,19 +611,66 @@ impl Lab {
     /// server session and replays sign-in and `use` on it — a root sign-in verifies the password
     /// hash, ~30 ms — so cloning per query would make every query 30 ms slower.
     async fn connect(&mut self, i: usize) -> Result<(), LabError> {
-        let node = &self.nodes[i];
-        let spec = ConnectSpec {
-            node: &node.name,
-            port: node.port,
-            user: &self.cfg.user,
-            pass: &self.cfg.pass,
-            namespace: &self.cfg.namespace,
-            database: &self.cfg.database,
-            create_ns_db: self.cfg.create_namespace,
-            timeout: self.cfg.query_timeout,
-        };
+        let spec = self.connect_spec(i);
         let db = client::connect(&spec).await?;
         self.clients[i] = Some(db);
+        Ok(())
+    }
+
+    /// How a client reaches node `i`: through its client-link proxy when there is one.
+    pub(crate) fn connect_spec(&self, i: usize) -> ConnectSpec {
+        let node = &self.nodes[i];
+        let dial_port = self
+            .links
+            .get(i)
+            .and_then(|l| l.client.as_ref())
+            .map(|p| p.listen_addr().port())
+            .unwrap_or(node.port);
+        ConnectSpec {
+            node: node.name.clone(),
+            port: node.port,
+            dial_port,
+            user: self.cfg.user.clone(),
+            pass: self.cfg.pass.clone(),
+            namespace: self.cfg.namespace.clone(),
+            database: self.cfg.database.clone(),
+            create_ns_db: self.cfg.create_namespace,
+            timeout: self.cfg.query_timeout,
+        }
+    }
+
+    /// Starts a proxy on each node's client link and, for shared storage, on its storage link;
+    /// rewrites each node's `tikv://` path to its own storage proxy.
+    async fn start_link_proxies(&mut self, paths: &mut [String]) -> Result<(), LabError> {
+        let io_err = |e: std::io::Error| LabError::config(
+            "fault_links",
+            format!("could not start a fault proxy: {e}"),
+            "free some ports or file descriptors, or start without `.fault_links(true)`",
+        );
+        self.links.clear();
+        for (i, path) in paths.iter_mut().enumerate() {
+            let mut l = NodeLinks {
+                client: Some(
+                    crate::proxy::Proxy::start(self.nodes[i].addr())
+                        .await
+                        .map_err(io_err)?,
+                ),
+                storage: None,
+            };
+            if let Some(addr) = path.strip_prefix("tikv://") {
+                let upstream: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    LabError::config(
+                        "fault_links",
+                        format!("storage address `{addr}` is not IP:PORT"),
+                        "use 127.0.0.1:PORT storage endpoints",
+                    )
+                })?;
+                let proxy = crate::proxy::Proxy::start(upstream).await.map_err(io_err)?;
+                *path = format!("tikv://{}", proxy.listen_addr());
+                l.storage = Some(proxy);
+            }
+            self.links.push(l);
+        }
         Ok(())
     }
 
@@ -906,6 +1030,96 @@ impl Lab {
         Ok(line)
     }
 
+    /// Appends a fault call to the fault log.
+    pub(crate) fn log_fault(
+        &mut self,
+        target: &str,
+        action: &str,
+        started: f64,
+        result: &Result<String, LabError>,
+    ) {
+        let done = self.clock_ms();
+        let outcome = match result {
+            Ok(line) => Ok(line.as_str()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.faults.record(target, action, started, done, outcome);
+    }
+
+    /// The node's name if `r` resolves, else what the caller typed.
+    pub(crate) fn target_name(&self, r: &NodeRef) -> String {
+        match self.resolve(r) {
+            Ok(i) => self.nodes[i].name.clone(),
+            Err(_) => match r {
+                NodeRef::Index(i) => i.to_string(),
+                NodeRef::Name(n) => n.clone(),
+            },
+        }
+    }
+
+    /// Changes one link's settings. Returns the link's name and a log line.
+    pub(crate) fn link_fault(
+        &mut self,
+        link: &Link,
+        fault: LinkFault,
+    ) -> Result<(String, String), LabError> {
+        let i = self.resolve(link.node())?;
+        if self.links.is_empty() {
+            return Err(LabError::config(
+                "fault_links",
+                "this lab has no fault proxies, so its links cannot be broken",
+                "start the lab with `.fault_links(true)` (off by default: the proxies live in this process)",
+            ));
+        }
+        if let LinkFault::Drop { fraction } = fault
+            && !(0.0..=1.0).contains(&fraction)
+        {
+            return Err(LabError::config(
+                "drop_connections",
+                format!("{fraction} is not a fraction"),
+                "pass a value between 0.0 (drop none) and 1.0 (drop all new connections)",
+            ));
+        }
+        let name = self.nodes[i].name.clone();
+        let (proxy, link_name) = match link {
+            Link::ClientToNode(_) => (self.links[i].client.as_ref(), links::client_link_name(&name)),
+            Link::NodeToStorage(_) => (self.links[i].storage.as_ref(), links::storage_link_name(&name)),
+        };
+        let proxy = proxy.ok_or_else(|| {
+            LabError::config(
+                "fault_links",
+                format!("{name} has no storage link: its storage is `{}`, inside the node", self.cfg.storage.label()),
+                "node→storage links exist with shared storage: use StorageMode::Shared (the default)",
+            )
+        })?;
+        proxy.apply(fault.apply_to(proxy.settings()));
+        let line = format!("[{link_name}] {}", links::describe(&fault));
+        Ok((link_name, line))
+    }
+
+    /// The state and counters of every link proxy.
+    fn link_statuses(&self) -> Vec<LinkStatus> {
+        let mut out = Vec::new();
+        for (i, l) in self.links.iter().enumerate() {
+            let name = &self.nodes[i].name;
+            for (proxy, link) in [
+                (&l.client, links::client_link_name(name)),
+                (&l.storage, links::storage_link_name(name)),
+            ] {
+                if let Some(p) = proxy {
+                    out.push(LinkStatus {
+                        link,
+                        proxy_port: p.listen_addr().port(),
+                        upstream_port: p.upstream().port(),
+                        settings: p.settings(),
+                        stats: p.stats(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The storage trace file, or why there is none.
     fn trace_path(&mut self) -> Result<PathBuf, LabError> {
         match self
@@ -1187,7 +1401,7 @@ impl Lab {
     }
 
     /// Milliseconds since the lab started (fractional), the clock of `started_at_ms`.
-    fn clock_ms(&self) -> f64 {
+    pub(crate) fn clock_ms(&self) -> f64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64() * 1000.0)
@@ -1292,6 +1506,9 @@ mod tests {
             query_timeout: Duration::from_secs(15),
             storage_port: 0,
             storage_trace: false,
+            fault_links: false,
+            membership_intervals: None,
+            live_query_engine: None,
         }
     }
 

@@ -103,6 +103,10 @@ pub(crate) struct Node {
     pub ready_ms: Option<f64>,
     /// The storage path argument of the last start, reused by restarts.
     pub path_arg: Option<String>,
+    /// Extra `surreal start` flags (e.g. shortened membership intervals), after the lab's own.
+    pub extra_args: Vec<String>,
+    /// Extra environment for the process (e.g. `SURREAL_LIVE_QUERY_ENGINE=router`).
+    pub extra_env: Vec<(String, String)>,
     proc_: Option<NodeProc>,
 }
 
@@ -120,6 +124,8 @@ impl Node {
             started_unix_ms: None,
             ready_ms: None,
             path_arg: None,
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
             proc_: None,
         }
     }
@@ -220,7 +226,11 @@ impl Node {
                 )
             })?;
         }
-        let args = start_args(self.port, path_arg);
+        let mut args = start_args(self.port, path_arg);
+        // Extra flags go before the positional storage path.
+        let path = args.pop().expect("start_args ends with the path");
+        args.extend(self.extra_args.iter().cloned());
+        args.push(path);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -236,9 +246,13 @@ impl Node {
         // The header marks every (re)start in the log.
         let _ = writeln!(
             log,
-            "=== lab: {} starting at unix {} ms: {} {}",
+            "=== lab: {} starting at unix {} ms: {}{} {}",
             self.name,
             unix_ms(),
+            self.extra_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v} "))
+                .collect::<String>(),
             bin.display(),
             args.join(" ")
         );
@@ -251,6 +265,7 @@ impl Node {
         cmd.args(&args)
             .env("SURREAL_USER", user)
             .env("SURREAL_PASS", pass)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);

@@ -98,6 +98,19 @@ pub(crate) enum NodeAction {
     Resume,
 }
 
+impl NodeAction {
+    /// The fault log's name for the action.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            NodeAction::Stop => "stop",
+            NodeAction::Kill => "kill",
+            NodeAction::Restart => "restart",
+            NodeAction::Pause => "pause",
+            NodeAction::Resume => "resume",
+        }
+    }
+}
+
 /// Everything the facade can ask the actor. Plain data only: see the module docs.
 pub(crate) enum Command {
     /// Start the lab described by the actor's config. Replies with one log line per node and the
@@ -152,6 +165,20 @@ pub(crate) enum Command {
     },
     StopAll {
         reply: Reply<Result<Vec<String>, LabError>>,
+    },
+    /// Cut / heal / slow down / drop connections on one link. Replies with a log line.
+    LinkFault {
+        link: crate::links::Link,
+        fault: crate::links::LinkFault,
+        reply: Reply<Result<String, LabError>>,
+    },
+    /// The state and counters of every link proxy.
+    Links {
+        reply: Reply<Vec<crate::links::LinkStatus>>,
+    },
+    /// A copy of the fault log.
+    Faults {
+        reply: Reply<Vec<crate::faults::FaultRecord>>,
     },
     /// Stop everything and delete the lab directory.
     Cleanup { reply: Reply<Result<(), LabError>> },
