@@ -26,7 +26,10 @@ pub struct Chart {
 impl Chart {
     /// Shows the chart in evcxr (JupyterLab) as an SVG image.
     pub fn evcxr_display(&self) {
-        println!("EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT", self.svg);
+        println!(
+            "EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT",
+            self.svg
+        );
     }
 
     /// Writes the SVG to `path` (creating parent directories).
@@ -40,7 +43,10 @@ impl Chart {
 }
 
 /// Draws onto a fresh SVG canvas and wraps the result; `draw` gets the root area.
-pub fn render(title: &str, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>) -> Result<Chart, String> {
+pub fn render(
+    title: &str,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<Chart, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -48,7 +54,10 @@ pub fn render(title: &str, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotte
         draw(&root)?;
         root.present().map_err(|e| e.to_string())?;
     }
-    Ok(Chart { title: title.to_string(), svg })
+    Ok(Chart {
+        title: title.to_string(),
+        svg,
+    })
 }
 
 /// A line per series over a shared x axis: `series` is `(name, points)`; `hlines` are labelled
@@ -61,7 +70,10 @@ pub fn lines(
     hlines: &[(String, f64)],
 ) -> Result<Chart, String> {
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
-    let ys = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).chain(hlines.iter().map(|(_, y)| *y));
+    let ys = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .chain(hlines.iter().map(|(_, y)| *y));
     let (x0, x1) = bounds(xs);
     let (_, y1) = bounds(ys);
     render(title, |root| {
@@ -72,18 +84,31 @@ pub fn lines(
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1, 0.0..(y1 * 1.1).max(1e-9))
             .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| e.to_string())?;
         for (k, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(k).to_rgba();
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| e.to_string())?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
         for (name, y) in hlines {
             chart
-                .draw_series(LineSeries::new(vec![(x0, *y), (x1, *y)], RED.stroke_width(1)))
+                .draw_series(LineSeries::new(
+                    vec![(x0, *y), (x1, *y)],
+                    RED.stroke_width(1),
+                ))
                 .map_err(|e| e.to_string())?
                 .label(name.clone())
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
@@ -99,11 +124,17 @@ pub fn lines(
 
 /// `(min, max)` of the values, widened so a constant series still gets an axis.
 pub fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo, hi) }
+    if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    }
 }
 
 #[cfg(test)]
@@ -121,7 +152,13 @@ mod tests {
         )
         .unwrap();
         assert!(c.svg.starts_with("<svg"));
-        for text in ["RSS over time", "time (s)", "RSS (MB)", "node-a", "spec limit 200 MB"] {
+        for text in [
+            "RSS over time",
+            "time (s)",
+            "RSS (MB)",
+            "node-a",
+            "spec limit 200 MB",
+        ] {
             assert!(c.svg.contains(text), "missing {text}");
         }
     }

@@ -395,7 +395,7 @@ pub struct Endpoint {
 /// A running lab. Dropping it stops the nodes it started (see [`Cluster::detach`] and
 /// [`Cluster::attach`] for the exceptions).
 pub struct Cluster {
-    actor: Actor,
+    pub(crate) actor: Actor,
     cfg: LabConfig,
     echo: AtomicBool,
     stop_on_drop: AtomicBool,

@@ -121,7 +121,9 @@ impl FaultLog {
         // A restart's fault ends when the target is ready again; the others at the call.
         let close_at = if action == "restart" { done } else { started };
         for open in self.records.iter_mut().filter(|r| {
-            r.ok && r.target == target && r.ended_at_ms.is_none() && closes.contains(&r.action.as_str())
+            r.ok && r.target == target
+                && r.ended_at_ms.is_none()
+                && closes.contains(&r.action.as_str())
         }) {
             open.ended_at_ms = Some(close_at);
         }
@@ -158,7 +160,10 @@ pub fn faults_frame(records: &[FaultRecord]) -> PolarsResult<DataFrame> {
             ),
             Column::new(
                 "started_at_ms".into(),
-                records.iter().map(|r| round1(r.started_at_ms)).collect::<Vec<_>>(),
+                records
+                    .iter()
+                    .map(|r| round1(r.started_at_ms))
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "ended_at_ms".into(),
@@ -169,9 +174,15 @@ pub fn faults_frame(records: &[FaultRecord]) -> PolarsResult<DataFrame> {
             ),
             Column::new(
                 "call_ms".into(),
-                records.iter().map(|r| round1(r.call_ms)).collect::<Vec<_>>(),
+                records
+                    .iter()
+                    .map(|r| round1(r.call_ms))
+                    .collect::<Vec<_>>(),
             ),
-            Column::new("ok".into(), records.iter().map(|r| r.ok).collect::<Vec<_>>()),
+            Column::new(
+                "ok".into(),
+                records.iter().map(|r| r.ok).collect::<Vec<_>>(),
+            ),
             Column::new(
                 "detail".into(),
                 records.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
@@ -194,11 +205,19 @@ mod tests {
         log.record("node-a", "kill", 100.0, 110.0, Ok("killed"));
         assert_eq!(log.records()[0].ended_at_ms, None, "open until repaired");
         log.record("node-b", "restart", 150.0, 900.0, Ok("other node"));
-        assert_eq!(log.records()[0].ended_at_ms, None, "another target does not close it");
+        assert_eq!(
+            log.records()[0].ended_at_ms,
+            None,
+            "another target does not close it"
+        );
         log.record("node-a", "restart", 1000.0, 1600.0, Ok("restarted"));
         let r = log.records();
         assert_eq!(r[0].ended_at_ms, Some(1600.0));
-        assert_eq!(r[2].ended_at_ms, Some(1600.0), "the restart covers its own call");
+        assert_eq!(
+            r[2].ended_at_ms,
+            Some(1600.0),
+            "the restart covers its own call"
+        );
         assert_eq!(r[0].window(5000.0), Some((100.0, 1600.0)));
     }
 
@@ -207,15 +226,31 @@ mod tests {
         let mut log = FaultLog::default();
         log.record("storage", "pause", 10.0, 11.0, Ok("paused"));
         log.record("storage", "resume", 50.0, 51.0, Ok("resumed"));
-        log.record("client→node-a", "latency", 60.0, 60.0, Ok("latency 100 ms ± 10 ms"));
+        log.record(
+            "client→node-a",
+            "latency",
+            60.0,
+            60.0,
+            Ok("latency 100 ms ± 10 ms"),
+        );
         log.record("client→node-a", "cut", 70.0, 70.0, Ok("cut"));
         log.record("client→node-a", "heal", 90.0, 90.0, Ok("healed"));
-        log.record("client→node-a", "latency", 95.0, 95.0, Ok("latency 0 ms ± 0 ms"));
+        log.record(
+            "client→node-a",
+            "latency",
+            95.0,
+            95.0,
+            Ok("latency 0 ms ± 0 ms"),
+        );
         let r = log.records();
         assert_eq!(r[0].ended_at_ms, Some(50.0));
         assert_eq!(r[2].ended_at_ms, Some(90.0));
         assert_eq!(r[3].ended_at_ms, Some(90.0));
-        assert_eq!(r[5].ended_at_ms, Some(95.0), "a zero latency opens no window");
+        assert_eq!(
+            r[5].ended_at_ms,
+            Some(95.0),
+            "a zero latency opens no window"
+        );
         let df = faults_frame(&r).unwrap();
         assert_eq!(df.height(), 6);
         assert_eq!(df.width(), 7);
@@ -224,7 +259,13 @@ mod tests {
     #[test]
     fn failed_calls_are_kept_but_shade_nothing() {
         let mut log = FaultLog::default();
-        log.record("node-z", "kill", 1.0, 2.0, Err("no node `z`\nFix: …".into()));
+        log.record(
+            "node-z",
+            "kill",
+            1.0,
+            2.0,
+            Err("no node `z`\nFix: …".into()),
+        );
         let r = &log.records()[0];
         assert!(!r.ok);
         assert_eq!(r.detail, "no node `z`");

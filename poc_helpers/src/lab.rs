@@ -257,8 +257,10 @@ impl Lab {
             node.extra_args = m.flags();
         }
         if let Some(engine) = self.cfg.live_query_engine {
-            node.extra_env
-                .push((crate::live::ENGINE_ENV.to_string(), engine.as_str().to_string()));
+            node.extra_env.push((
+                crate::live::ENGINE_ENV.to_string(),
+                engine.as_str().to_string(),
+            ));
         }
         node
     }
@@ -314,6 +316,67 @@ impl Lab {
             lab.clients.push(None);
         }
         lab
+    }
+
+    /// Number of nodes.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True while node `i`'s process is alive (running or paused).
+    pub(crate) fn node_is_up(&mut self, i: usize) -> bool {
+        self.nodes[i].is_up()
+    }
+
+    /// The embedded storage node's state, if the lab runs one: `Some(true)` while it is alive.
+    pub(crate) fn storage_is_up(&mut self) -> Option<bool> {
+        self.storage
+            .as_mut()
+            .and_then(StorageTier::embedded)
+            .map(|s| s.is_up())
+    }
+
+    /// True if node `i` or the storage node is paused (SIGSTOPped).
+    pub(crate) fn node_is_paused(&mut self, i: usize) -> bool {
+        self.nodes[i].refresh() == &NodeState::Paused
+    }
+
+    /// The embedded storage node is paused.
+    pub(crate) fn storage_is_paused(&mut self) -> bool {
+        self.storage
+            .as_mut()
+            .and_then(StorageTier::embedded)
+            .is_some_and(|s| s.refresh() == &NodeState::Paused)
+    }
+
+    /// Unix ms at which the lab's clock reads 0.
+    pub(crate) fn created_unix_ms(&self) -> u64 {
+        self.created_unix_ms
+    }
+
+    /// The lab's settings.
+    pub(crate) fn cfg(&self) -> &LabConfig {
+        &self.cfg
+    }
+
+    /// The names of the link proxies that are not healthy.
+    pub(crate) fn broken_links(&self) -> Vec<(usize, bool)> {
+        let mut out = Vec::new();
+        for (i, l) in self.links.iter().enumerate() {
+            if l.client
+                .as_ref()
+                .is_some_and(|p| !p.settings().is_healthy())
+            {
+                out.push((i, true));
+            }
+            if l.storage
+                .as_ref()
+                .is_some_and(|p| !p.settings().is_healthy())
+            {
+                out.push((i, false));
+            }
+        }
+        out
     }
 
     /// The lab's name (for the actor thread's name).
@@ -373,6 +436,9 @@ impl Lab {
             }
             Command::Links { reply } => {
                 let _ = reply.send(self.link_statuses());
+            }
+            Command::Contention { plan, reply } => {
+                let _ = reply.send(self.contention(plan).await);
             }
             Command::Faults { reply } => {
                 let _ = reply.send(self.faults.records());
@@ -642,11 +708,13 @@ impl Lab {
     /// Starts a proxy on each node's client link and, for shared storage, on its storage link;
     /// rewrites each node's `tikv://` path to its own storage proxy.
     async fn start_link_proxies(&mut self, paths: &mut [String]) -> Result<(), LabError> {
-        let io_err = |e: std::io::Error| LabError::config(
-            "fault_links",
-            format!("could not start a fault proxy: {e}"),
-            "free some ports or file descriptors, or start without `.fault_links(true)`",
-        );
+        let io_err = |e: std::io::Error| {
+            LabError::config(
+                "fault_links",
+                format!("could not start a fault proxy: {e}"),
+                "free some ports or file descriptors, or start without `.fault_links(true)`",
+            )
+        };
         self.links.clear();
         for (i, path) in paths.iter_mut().enumerate() {
             let mut l = NodeLinks {
@@ -705,7 +773,7 @@ impl Lab {
     // ----- queries ---------------------------------------------------------------------------
 
     /// Runs a query on one node and records it in the operation log.
-    async fn sql(
+    pub(crate) async fn sql(
         &mut self,
         node: NodeRef,
         query: String,
@@ -753,7 +821,7 @@ impl Lab {
     /// Runs the queries concurrently (one per node session) and logs each like `sql` does.
     /// Commands are otherwise handled one at a time; this is how two nodes are made to
     /// compete for the same data at the same moment (conflict experiments).
-    async fn race(
+    pub(crate) async fn race(
         &mut self,
         queries: Vec<(NodeRef, String)>,
     ) -> Vec<(Option<String>, Result<QueryResult, LabError>)> {
@@ -914,7 +982,7 @@ impl Lab {
     // ----- status ----------------------------------------------------------------------------
 
     /// Every node's status (the spec's Instance entity).
-    async fn instances(&mut self) -> Vec<Instance> {
+    pub(crate) async fn instances(&mut self) -> Vec<Instance> {
         let now = crate::node::unix_ms();
         let binary_version = self.binary.as_ref().map(|b| b.version.clone());
         let storage = self.cfg.storage.label();
@@ -986,7 +1054,11 @@ impl Lab {
     // ----- lifecycle -------------------------------------------------------------------------
 
     /// Stop, kill or restart one node; returns a log line.
-    async fn node_action(&mut self, node: NodeRef, action: NodeAction) -> Result<String, LabError> {
+    pub(crate) async fn node_action(
+        &mut self,
+        node: NodeRef,
+        action: NodeAction,
+    ) -> Result<String, LabError> {
         let i = self.resolve(&node)?;
         let grace = self.cfg.stop_timeout;
         let line = match action {
@@ -1082,8 +1154,14 @@ impl Lab {
         }
         let name = self.nodes[i].name.clone();
         let (proxy, link_name) = match link {
-            Link::ClientToNode(_) => (self.links[i].client.as_ref(), links::client_link_name(&name)),
-            Link::NodeToStorage(_) => (self.links[i].storage.as_ref(), links::storage_link_name(&name)),
+            Link::ClientToNode(_) => (
+                self.links[i].client.as_ref(),
+                links::client_link_name(&name),
+            ),
+            Link::NodeToStorage(_) => (
+                self.links[i].storage.as_ref(),
+                links::storage_link_name(&name),
+            ),
         };
         let proxy = proxy.ok_or_else(|| {
             LabError::config(
@@ -1153,7 +1231,7 @@ impl Lab {
 
     /// Stop, kill, restart, pause or resume the embedded storage node. The `surreal` nodes are
     /// left alone: they retry PD and TiKV and carry on once storage is back.
-    async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
+    pub(crate) async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
         let grace = self.cfg.stop_timeout;
         let timeout = self.cfg.start_timeout;
         let label = self.cfg.storage.label();
@@ -1366,7 +1444,7 @@ impl Lab {
     }
 
     /// Resolves `node-b`, `b`, `B`, `1` or index 1 to a node index.
-    fn resolve(&self, r: &NodeRef) -> Result<usize, LabError> {
+    pub(crate) fn resolve(&self, r: &NodeRef) -> Result<usize, LabError> {
         let found = match r {
             NodeRef::Index(i) => (*i < self.nodes.len()).then_some(*i),
             NodeRef::Name(s) => {

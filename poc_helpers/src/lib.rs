@@ -52,6 +52,7 @@ pub mod binary;
 pub mod charts;
 pub mod client;
 pub mod cluster;
+pub mod conflicts;
 pub mod display;
 pub mod entities;
 pub mod error;

@@ -148,7 +148,9 @@ pub(crate) fn describe(fault: &LinkFault) -> String {
 
 /// `links()` as a table: link, proxy_port, upstream_port, cut, latency_ms, jitter_ms,
 /// drop_fraction, accepted, refused, dropped, reset, upstream_failed, kb_up, kb_down.
-pub fn links_frame(rows: &[LinkStatus]) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
+pub fn links_frame(
+    rows: &[LinkStatus],
+) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
     use polars::prelude::*;
     let col_u64 = |name: &str, f: &dyn Fn(&LinkStatus) -> u64| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
@@ -166,7 +168,9 @@ pub fn links_frame(rows: &[LinkStatus]) -> polars::prelude::PolarsResult<polars:
             ),
             Column::new(
                 "upstream_port".into(),
-                rows.iter().map(|r| r.upstream_port as u32).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|r| r.upstream_port as u32)
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "cut".into(),
@@ -186,7 +190,9 @@ pub fn links_frame(rows: &[LinkStatus]) -> polars::prelude::PolarsResult<polars:
             ),
             Column::new(
                 "drop_fraction".into(),
-                rows.iter().map(|r| r.settings.drop_fraction).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|r| r.settings.drop_fraction)
+                    .collect::<Vec<_>>(),
             ),
             col_u64("accepted", &|r| r.stats.accepted),
             col_u64("refused", &|r| r.stats.refused),
@@ -214,7 +220,13 @@ mod tests {
         let s = LinkFault::Cut.apply_to(s);
         assert!(s.cut && s.drop_fraction == 0.3 && s.latency == Duration::from_millis(50));
         assert!(LinkFault::Heal.apply_to(s).is_healthy());
-        assert_eq!(Link::client_to("a"), Link::ClientToNode(NodeRef::Name("a".into())));
-        assert_eq!(describe(&LinkFault::Drop { fraction: 0.0 }), "dropping 0% of new connections");
+        assert_eq!(
+            Link::client_to("a"),
+            Link::ClientToNode(NodeRef::Name("a".into()))
+        );
+        assert_eq!(
+            describe(&LinkFault::Drop { fraction: 0.0 }),
+            "dropping 0% of new connections"
+        );
     }
 }

@@ -306,7 +306,13 @@ async fn relay(
         counters.clone(),
         true,
     );
-    let down = pump(server.clone(), client.clone(), settings, counters.clone(), false);
+    let down = pump(
+        server.clone(),
+        client.clone(),
+        settings,
+        counters.clone(),
+        false,
+    );
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = cuts.changed() => {
@@ -486,7 +492,11 @@ mod tests {
         let msg: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
         assert_eq!(roundtrip(&mut c, &msg).await.unwrap(), msg, "order kept");
         // At least one delay up and one down, each ≥ latency − jitter.
-        assert!(t.elapsed() >= Duration::from_millis(40), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            t.elapsed()
+        );
         p.heal();
         assert!(p.settings().is_healthy());
     }
@@ -536,6 +546,9 @@ mod tests {
         drop(p);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(roundtrip(&mut c, b"y").await.is_err());
-        assert!(TcpStream::connect(addr).await.is_err(), "the port is closed");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the port is closed"
+        );
     }
 }

@@ -176,6 +176,11 @@ pub(crate) enum Command {
     Links {
         reply: Reply<Vec<crate::links::LinkStatus>>,
     },
+    /// Runs the contention experiment (see `conflicts`).
+    Contention {
+        plan: crate::conflicts::ContentionPlan,
+        reply: Reply<Result<Vec<crate::conflicts::ContentionRow>, LabError>>,
+    },
     /// A copy of the fault log.
     Faults {
         reply: Reply<Vec<crate::faults::FaultRecord>>,

@@ -56,7 +56,10 @@ fn kill_and_restart_of_a_node_are_logged_as_one_window() {
         "the survivor keeps serving"
     );
     cluster.restart_node("b").unwrap();
-    assert_eq!(cluster.sql("b", "SELECT * FROM item").unwrap().row_count(), 1);
+    assert_eq!(
+        cluster.sql("b", "SELECT * FROM item").unwrap().row_count(),
+        1
+    );
 
     let log = cluster.fault_records().unwrap();
     let kill = find(&log, "node-b", "kill");
@@ -85,7 +88,10 @@ fn a_graceful_stop_is_logged_and_the_node_restarts_on_the_same_data() {
     let inst = cluster.instances().unwrap();
     assert_eq!(inst[0].state, "stopped");
     cluster.restart_node("a").unwrap();
-    assert_eq!(cluster.sql("a", "SELECT * FROM item").unwrap().row_count(), 1);
+    assert_eq!(
+        cluster.sql("a", "SELECT * FROM item").unwrap().row_count(),
+        1
+    );
     let log = cluster.fault_records().unwrap();
     let stop = find(&log, "node-a", "stop");
     assert!(stop.detail.contains("stopped"), "{}", stop.detail);
@@ -101,7 +107,9 @@ fn a_paused_node_times_out_and_answers_again_after_resume() {
     let e = cluster.sql("a", "RETURN 1").unwrap_err();
     assert!(matches!(e, LabError::Timeout { .. }), "{e}");
     assert_mentions(&e.to_string(), &["paused"]);
-    cluster.sql("b", "RETURN 1").expect("node-b is not affected");
+    cluster
+        .sql("b", "RETURN 1")
+        .expect("node-b is not affected");
     cluster.resume_node("a").unwrap();
     eventually(&cluster, "a", "RETURN 1", Duration::from_secs(20));
     let log = cluster.fault_records().unwrap();
@@ -121,11 +129,21 @@ fn storage_stop_pause_and_restart_are_logged_and_nodes_recover_by_themselves() {
         "a hung storage tier fails writes (after the query timeout)"
     );
     cluster.resume_storage().unwrap();
-    eventually(&cluster, "a", "SELECT * FROM item:1", Duration::from_secs(30));
+    eventually(
+        &cluster,
+        "a",
+        "SELECT * FROM item:1",
+        Duration::from_secs(30),
+    );
     cluster.stop_storage().unwrap();
     assert!(cluster.sql("b", "SELECT * FROM item").is_err());
     cluster.restart_storage().unwrap();
-    let rows = eventually(&cluster, "b", "SELECT * FROM item:1", Duration::from_secs(60));
+    let rows = eventually(
+        &cluster,
+        "b",
+        "SELECT * FROM item:1",
+        Duration::from_secs(60),
+    );
     assert_eq!(rows.row_count(), 1);
     let log = cluster.fault_records().unwrap();
     for action in ["pause", "resume", "stop", "restart"] {
@@ -159,7 +177,10 @@ fn cutting_the_client_link_isolates_a_healthy_node_from_the_application() {
     assert!(a.settings.is_healthy());
     let log = cluster.fault_records().unwrap();
     let cut = find(&log, "client→node-a", "cut");
-    assert_eq!(cut.ended_at_ms, Some(find(&log, "client→node-a", "heal").started_at_ms));
+    assert_eq!(
+        cut.ended_at_ms,
+        Some(find(&log, "client→node-a", "heal").started_at_ms)
+    );
     cluster.cleanup().unwrap();
 }
 
@@ -171,7 +192,11 @@ fn cutting_a_node_from_storage_stops_its_queries_but_not_the_other_node() {
     // Each node's storage address is its own proxy, not the storage node itself.
     for i in st.iter().filter(|i| i.node.starts_with("node-")) {
         assert!(i.storage.starts_with("tikv://127.0.0.1:"));
-        assert!(!i.storage.ends_with(&format!(":{storage_port}")), "{}", i.storage);
+        assert!(
+            !i.storage.ends_with(&format!(":{storage_port}")),
+            "{}",
+            i.storage
+        );
     }
     cluster.sql("a", "CREATE item:1 SET n = 1").unwrap();
     cluster.cut_link(Link::to_storage("a")).unwrap();
@@ -183,8 +208,17 @@ fn cutting_a_node_from_storage_stops_its_queries_but_not_the_other_node() {
         .sql("b", "CREATE item:3 SET n = 3")
         .expect("node-b still can");
     cluster.heal_link(Link::to_storage("a")).unwrap();
-    let rows = eventually(&cluster, "a", "SELECT * FROM item:3", Duration::from_secs(60));
-    assert_eq!(rows.row_count(), 1, "node-a sees node-b's write after healing");
+    let rows = eventually(
+        &cluster,
+        "a",
+        "SELECT * FROM item:3",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        rows.row_count(),
+        1,
+        "node-a sees node-b's write after healing"
+    );
     let s = cluster.link_statuses().unwrap();
     let link = s.iter().find(|l| l.link == "node-a→storage").unwrap();
     assert_eq!(link.upstream_port, storage_port);
@@ -232,7 +266,14 @@ fn dropping_new_connections_fails_reconnects_until_the_fraction_is_zero() {
         "{e}"
     );
     let st = cluster.link_statuses().unwrap();
-    assert!(st.iter().find(|l| l.link == "client→node-b").unwrap().stats.dropped >= 1);
+    assert!(
+        st.iter()
+            .find(|l| l.link == "client→node-b")
+            .unwrap()
+            .stats
+            .dropped
+            >= 1
+    );
     cluster.drop_connections(Link::client_to("b"), 0.0).unwrap();
     eventually(&cluster, "b", "RETURN 1", Duration::from_secs(20));
     let e = cluster
