@@ -440,6 +440,9 @@ impl Lab {
             Command::Contention { plan, reply } => {
                 let _ = reply.send(self.contention(plan).await);
             }
+            Command::Bank { plan, reply } => {
+                let _ = reply.send(self.bank(plan).await);
+            }
             Command::Faults { reply } => {
                 let _ = reply.send(self.faults.records());
             }

@@ -48,6 +48,7 @@
 // rare, read by people, and cross threads as plain data, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bank;
 pub mod binary;
 pub mod charts;
 pub mod client;

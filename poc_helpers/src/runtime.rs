@@ -181,6 +181,11 @@ pub(crate) enum Command {
         plan: crate::conflicts::ContentionPlan,
         reply: Reply<Result<Vec<crate::conflicts::ContentionRow>, LabError>>,
     },
+    /// Runs the bank checker (see `bank`).
+    Bank {
+        plan: crate::bank::BankPlan,
+        reply: Reply<Result<crate::bank::BankReport, LabError>>,
+    },
     /// A copy of the fault log.
     Faults {
         reply: Reply<Vec<crate::faults::FaultRecord>>,

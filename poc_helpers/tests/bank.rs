@@ -1,0 +1,149 @@
+//! The bank checker with real processes: transfers and reads through both nodes while a node is
+//! killed, a node is paused and the storage node crashes. Nothing acknowledged may be lost and
+//! every read must see the full total.
+
+mod common;
+
+use std::time::Duration;
+
+use common::shared_lab;
+use poc_helpers::bank::{BankPlan, BankReport, Fault, FaultStep};
+use poc_helpers::links::{Link, LinkFault};
+
+fn print(report: &BankReport) {
+    println!("{}", report.summary_frame().unwrap());
+    for v in &report.violations {
+        println!("VIOLATION {v}");
+    }
+    for f in &report.faults {
+        println!(
+            "FAULT {} {} {:.0}..{:?} {}",
+            f.action, f.target, f.started_at_ms, f.ended_at_ms, f.detail
+        );
+    }
+}
+
+#[test]
+fn the_bank_survives_a_kill_a_pause_and_a_storage_crash_with_nothing_lost() {
+    let (root, builder) = shared_lab("bank");
+    let cluster = builder
+        .echo(false)
+        .stop_timeout(Duration::from_secs(3))
+        .start()
+        .unwrap();
+    let report = cluster.bank(BankPlan::short()).expect("bank run");
+    print(&report);
+    let all = report.summary().pop().unwrap();
+    assert!(report.audited, "the audit ran: {:?}", report.violations);
+    assert_eq!(
+        report.violations,
+        Vec::<String>::new(),
+        "no broken invariant"
+    );
+    assert_eq!(
+        report.lost_acknowledged,
+        Vec::<u64>::new(),
+        "no acknowledged transfer lost"
+    );
+    assert!(report.passed());
+    assert_eq!(report.final_total, Some(800));
+    assert!(all.acknowledged > 0 && all.reads > 0, "{all:?}");
+    // The faults really happened and are in the report, in order.
+    let actions: Vec<String> = report
+        .faults
+        .iter()
+        .filter(|f| f.ok)
+        .map(|f| f.label())
+        .collect();
+    for expected in [
+        "kill node-b",
+        "restart node-b",
+        "pause node-a",
+        "resume node-a",
+        "kill storage",
+        "restart storage",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    // Failures cluster in the fault windows: with node-b dead, its transfers fail.
+    assert!(
+        all.failed + all.unknown > 0,
+        "the faults were felt: {all:?}"
+    );
+    let tl = report.timeline_frame(500.0).unwrap();
+    assert!(tl.height() >= 38, "{tl}");
+    let chart = report.chart().unwrap();
+    assert!(chart.svg.contains("kill storage"));
+    chart.save(root.path().join("bank.svg")).unwrap();
+    // The lab is healthy again afterwards.
+    assert!(
+        cluster
+            .instances()
+            .unwrap()
+            .iter()
+            .all(|i| i.state == "running")
+    );
+    cluster.cleanup().unwrap();
+}
+
+#[test]
+fn bank_plans_are_checked_before_anything_runs() {
+    let (_root, builder) = shared_lab("bank-plan");
+    let cluster = builder.echo(false).start().unwrap();
+    let e = cluster
+        .bank(BankPlan {
+            accounts: 1,
+            ..BankPlan::default()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 2 accounts"), "{e}");
+    let e = cluster
+        .bank(BankPlan {
+            schedule: vec![FaultStep::at(1.0, Fault::KillNode("z".into()))],
+            ..BankPlan::default()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("no node `z`"), "{e}");
+    let e = cluster
+        .bank(BankPlan {
+            schedule: vec![FaultStep::at(
+                1.0,
+                Fault::Link(Link::client_to("a"), LinkFault::Cut),
+            )],
+            ..BankPlan::default()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains(".fault_links(true)"), "{e}");
+    // Nothing ran: no fault was logged.
+    assert!(cluster.fault_records().unwrap().is_empty());
+    cluster.cleanup().unwrap();
+}
+
+/// The 2-minute run for the closing note: every process fault plus every link fault.
+/// `cargo test -p poc_helpers --test bank -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn two_minute_bank_run_with_every_fault() {
+    let (root, builder) = shared_lab("bank2m");
+    let cluster = builder
+        .echo(false)
+        .fault_links(true)
+        .stop_timeout(Duration::from_secs(3))
+        .start()
+        .unwrap();
+    let report = cluster.bank(BankPlan::two_minutes(true)).expect("bank run");
+    print(&report);
+    println!(
+        "audit wait {:.1} s, unknown applied {}",
+        report.audit_wait_s, report.unknown_applied
+    );
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bank-2m.svg");
+    report.chart().unwrap().save(&out).unwrap();
+    println!("chart: {}", out.display());
+    let _ = root;
+    assert!(report.passed(), "{:?}", report.violations);
+    cluster.cleanup().unwrap();
+}
