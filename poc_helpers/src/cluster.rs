@@ -491,7 +491,15 @@ impl Cluster {
         self.echo.store(on, Ordering::Relaxed);
     }
 
-    fn say(&self, line: &str) {
+    /// Runs `f` with log lines off (probe loops would print one per attempt).
+    pub(crate) fn quietly<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.echo.swap(false, Ordering::Relaxed);
+        let out = f();
+        self.echo.store(was, Ordering::Relaxed);
+        out
+    }
+
+    pub(crate) fn say(&self, line: &str) {
         if self.echo.load(Ordering::Relaxed) {
             println!("{line}");
         }

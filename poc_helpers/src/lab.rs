@@ -212,6 +212,9 @@ pub(crate) struct Lab {
     live: bool,
     /// Every fault injected so far (see `faults`).
     pub(crate) faults: FaultLog,
+    /// SurrealDB's member id of each lab node start (`INFO FOR ROOT` → node name), learned
+    /// right after each start (see `membership`).
+    pub(crate) member_ids: HashMap<String, String>,
     /// The fault proxies of each node (empty without `.fault_links(true)`).
     links: Vec<NodeLinks>,
     /// Set by the facade (from any thread) to ask a long-running command — a bank run, a
@@ -233,6 +236,7 @@ impl Lab {
             created_unix_ms: crate::node::unix_ms(),
             live: false,
             faults: FaultLog::default(),
+            member_ids: HashMap::new(),
             links: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
         }
@@ -349,6 +353,11 @@ impl Lab {
             .is_some_and(|s| s.refresh() == &NodeState::Paused)
     }
 
+    /// When node `i`'s current process was spawned (Unix ms).
+    pub(crate) fn node_started_unix_ms(&self, i: usize) -> Option<u64> {
+        self.nodes[i].started_unix_ms
+    }
+
     /// Unix ms at which the lab's clock reads 0.
     pub(crate) fn created_unix_ms(&self) -> u64 {
         self.created_unix_ms
@@ -442,6 +451,18 @@ impl Lab {
             }
             Command::Bank { plan, reply } => {
                 let _ = reply.send(self.bank(plan).await);
+            }
+            Command::MemberIds { reply } => {
+                let _ = reply.send(self.member_ids.clone());
+            }
+            Command::LiveWatch {
+                listen,
+                table,
+                writes,
+                wait,
+                reply,
+            } => {
+                let _ = reply.send(self.live_watch(listen, table, writes, wait).await);
             }
             Command::Faults { reply } => {
                 let _ = reply.send(self.faults.records());
@@ -576,9 +597,12 @@ impl Lab {
         }
         if shared {
             // One after another: concurrent first starts on one store race to bootstrap it.
-            for (node, path) in self.nodes.iter_mut().zip(&paths) {
+            for (i, path) in paths.iter().enumerate() {
+                let node = &mut self.nodes[i];
                 node.spawn(&bin, path, &self.cfg.user, &self.cfg.pass)?;
                 node.wait_ready(self.cfg.start_timeout).await?;
+                // Before the next node registers: the only new member is this one.
+                self.learn_member_id(i).await;
             }
         } else {
             for (node, path) in self.nodes.iter_mut().zip(&paths) {
@@ -1319,6 +1343,9 @@ impl Lab {
         };
         self.nodes[i].spawn(&bin, &path, &self.cfg.user, &self.cfg.pass)?;
         let ready = self.nodes[i].wait_ready(self.cfg.start_timeout).await?;
+        if self.cfg.storage.is_shared() {
+            self.learn_member_id(i).await;
+        }
         self.connect(i).await?;
         // An in-memory node comes back empty: give it its schema again (idempotent elsewhere).
         if self.cfg.apply_schema && !self.cfg.storage.is_shared() {

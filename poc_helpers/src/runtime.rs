@@ -186,6 +186,19 @@ pub(crate) enum Command {
         plan: crate::bank::BankPlan,
         reply: Reply<Result<crate::bank::BankReport, LabError>>,
     },
+    /// SurrealDB member id → lab node name, for every node start so far.
+    MemberIds {
+        reply: Reply<std::collections::HashMap<String, String>>,
+    },
+    /// LIVE SELECT on one node while writes run on others (see `live`). Replies with the
+    /// writes' log lines and the report.
+    LiveWatch {
+        listen: NodeRef,
+        table: String,
+        writes: Vec<(NodeRef, String)>,
+        wait: Duration,
+        reply: Reply<(Vec<String>, Result<crate::live::LiveReport, LabError>)>,
+    },
     /// A copy of the fault log.
     Faults {
         reply: Reply<Vec<crate::faults::FaultRecord>>,
