@@ -261,7 +261,9 @@ pub struct BankOp {
     pub outcome: Outcome,
     /// The transfer's id (transfers only).
     pub id: Option<u64>,
-    /// Why it failed or is unknown, shortened.
+    /// Why it failed or is unknown, as a category (see [`BankReport::reasons_frame`]).
+    pub reason: Option<String>,
+    /// The error message, shortened.
     pub detail: Option<String>,
 }
 
@@ -396,6 +398,39 @@ impl BankReport {
                 u("read_errors", &|r| r.read_errors),
                 u("violations", &|r| r.violations),
                 u("lost_acknowledged", &|r| r.lost_acknowledged),
+            ],
+        )
+    }
+
+    /// Why operations did not succeed: kind, outcome, reason, count — e.g. how many transfers
+    /// lost a conflict (normal under contention) versus how many hit a fault.
+    pub fn reasons_frame(&self) -> PolarsResult<DataFrame> {
+        let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+        for op in self.ops.iter().filter(|o| o.outcome != Outcome::Ok) {
+            let key = (
+                op.kind.clone(),
+                format!("{:?}", op.outcome).to_lowercase(),
+                op.reason.clone().unwrap_or_default(),
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+        let rows: Vec<_> = counts.into_iter().collect();
+        DataFrame::new(
+            rows.len(),
+            vec![
+                Column::new(
+                    "kind".into(),
+                    rows.iter().map(|r| r.0.0.clone()).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "outcome".into(),
+                    rows.iter().map(|r| r.0.1.clone()).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "reason".into(),
+                    rows.iter().map(|r| r.0.2.clone()).collect::<Vec<_>>(),
+                ),
+                Column::new("count".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
             ],
         )
     }
@@ -556,7 +591,7 @@ fn first_line(s: &str) -> String {
 fn classify(
     spec: &ConnectSpec,
     outcomes: &[client::StatementOutcome],
-) -> (Outcome, Option<String>) {
+) -> (Outcome, Option<&'static str>, Option<String>) {
     let errors: Vec<(usize, crate::error::LabError)> = outcomes
         .iter()
         .enumerate()
@@ -567,12 +602,16 @@ fn classify(
         })
         .collect();
     if errors.is_empty() {
-        return (Outcome::Ok, None);
+        return (Outcome::Ok, None, None);
     }
     let knock_on =
         |e: &LabError| matches!(e, LabError::Query { detail: Some(d), .. } if d == "NotExecuted");
     let Some((k, cause)) = errors.iter().find(|(_, e)| !knock_on(e)) else {
-        return (Outcome::Unknown, Some("no cause reported".into()));
+        return (
+            Outcome::Unknown,
+            Some("error on COMMIT"),
+            Some("no cause reported".into()),
+        );
     };
     let text = match cause {
         LabError::Query { message, .. } => first_line(message),
@@ -580,11 +619,15 @@ fn classify(
     };
     let last = outcomes.len() - 1;
     let thrown = matches!(cause, LabError::Query { kind, .. } if kind == "Thrown");
-    if cause.is_transaction_conflict() || thrown || *k < last {
-        (Outcome::Failed, Some(text))
+    if cause.is_transaction_conflict() {
+        (Outcome::Failed, Some("conflict"), Some(text))
+    } else if thrown {
+        (Outcome::Failed, Some("insufficient funds"), Some(text))
+    } else if *k < last {
+        (Outcome::Failed, Some("error before COMMIT"), Some(text))
     } else {
         // An error on COMMIT itself that is not a conflict: it may have committed.
-        (Outcome::Unknown, Some(text))
+        (Outcome::Unknown, Some("error on COMMIT"), Some(text))
     }
 }
 
@@ -604,21 +647,26 @@ async fn writer(shared: Arc<Shared>, spec: ConnectSpec, worker: u64) {
             Some(d) => Ok(d),
             None => open(&spec).await,
         };
-        let (outcome, detail) = match session {
-            Err(why) => (Outcome::Failed, Some(format!("not sent: {why}"))),
+        let (outcome, reason, detail) = match session {
+            Err(why) => (Outcome::Failed, Some("not sent: no connection"), Some(why)),
             Ok(d) => {
                 let q = transfer_query(id, from, to, amount, &spec.node);
                 match tokio::time::timeout(plan.op_timeout, client::run_query(&d, &q, None)).await {
-                    Err(_) => (Outcome::Unknown, Some("no answer within op_timeout".into())),
+                    Err(_) => (
+                        Outcome::Unknown,
+                        Some("no answer (timeout)"),
+                        Some(format!("no answer within {:?}", plan.op_timeout)),
+                    ),
                     Ok(Err(e)) => {
                         // The request as a whole failed: only a rejected parse is certain.
-                        let validation = e.kind_str() == "Validation";
-                        let o = if validation {
-                            Outcome::Failed
+                        let (o, r) = if e.kind_str() == "Validation" {
+                            (Outcome::Failed, "request rejected")
+                        } else if e.is_connection() {
+                            (Outcome::Unknown, "connection lost")
                         } else {
-                            Outcome::Unknown
+                            (Outcome::Unknown, "request failed")
                         };
-                        (o, Some(first_line(&e.to_string())))
+                        (o, Some(r), Some(first_line(&e.to_string())))
                     }
                     Ok(Ok(outcomes)) => {
                         let c = classify(&spec, &outcomes);
@@ -641,6 +689,7 @@ async fn writer(shared: Arc<Shared>, spec: ConnectSpec, worker: u64) {
             ms,
             outcome,
             id: Some(id),
+            reason: reason.map(str::to_string),
             detail,
         });
         if outcome != Outcome::Ok && db.is_none() {
@@ -662,12 +711,16 @@ async fn reader(shared: Arc<Shared>, spec: ConnectSpec) {
             Some(d) => Ok(d),
             None => open(&spec).await,
         };
-        let (outcome, detail) = match session {
-            Err(why) => (Outcome::Failed, Some(why)),
+        let (outcome, reason, detail) = match session {
+            Err(why) => (Outcome::Failed, Some("no connection"), Some(why)),
             Ok(d) => {
                 match tokio::time::timeout(plan.op_timeout, client::run_query(&d, &q, None)).await {
-                    Err(_) => (Outcome::Failed, Some("no answer within op_timeout".into())),
-                    Ok(Err(e)) => (Outcome::Failed, Some(first_line(&e.to_string()))),
+                    Err(_) => (Outcome::Failed, Some("no answer (timeout)"), None),
+                    Ok(Err(e)) => (
+                        Outcome::Failed,
+                        Some("request failed"),
+                        Some(first_line(&e.to_string())),
+                    ),
                     Ok(Ok(mut outcomes)) => {
                         db = Some(d);
                         match outcomes.pop() {
@@ -687,10 +740,14 @@ async fn reader(shared: Arc<Shared>, spec: ConnectSpec) {
                                     plan.accounts
                                 ));
                                 }
-                                (Outcome::Ok, None)
+                                (Outcome::Ok, None, None)
                             }
-                            Some(Err(e)) => (Outcome::Failed, Some(first_line(&e.to_string()))),
-                            None => (Outcome::Failed, Some("empty response".into())),
+                            Some(Err(e)) => (
+                                Outcome::Failed,
+                                Some("query error"),
+                                Some(first_line(&e.to_string())),
+                            ),
+                            None => (Outcome::Failed, Some("empty response"), None),
                         }
                     }
                 }
@@ -703,6 +760,7 @@ async fn reader(shared: Arc<Shared>, spec: ConnectSpec) {
             ms: t.elapsed().as_secs_f64() * 1000.0,
             outcome,
             id: None,
+            reason: reason.map(str::to_string),
             detail,
         });
         let pause = if outcome == Outcome::Ok { 20 } else { 200 };

@@ -258,6 +258,19 @@ pub enum LabError {
         fix: String,
     },
 
+    /// A newer start of the same lab (this process or another) reaped this handle's processes
+    /// and owns the lab directory now.
+    #[error(
+        "lab `{name}` was started again by a newer handle, which stopped this handle's nodes and now owns {path}.\n\
+         Fix: use the newer handle (in a notebook: the variable of the cell you re-ran); this one can only be dropped."
+    )]
+    TakenOver {
+        /// The lab's name.
+        name: String,
+        /// The lab directory.
+        path: String,
+    },
+
     /// The lab's background thread is gone (it panicked or was shut down).
     #[error(
         "the lab's background thread is not running ({reason}).\nFix: create a new cluster with `Cluster::builder()...start()` (running nodes are reaped automatically)."

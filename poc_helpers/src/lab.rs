@@ -141,6 +141,10 @@ pub struct StateFile {
     pub storage_started_unix_ms: Option<u64>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
+    /// A random id of the start that wrote this file: a handle whose id differs was taken
+    /// over by a newer start of the same lab and must not touch the directory any more.
+    #[serde(default)]
+    pub run_id: u64,
 }
 
 impl StateFile {
@@ -212,6 +216,11 @@ pub(crate) struct Lab {
     live: bool,
     /// Every fault injected so far (see `faults`).
     pub(crate) faults: FaultLog,
+    /// This start's id, written to `state.json` (see [`StateFile::run_id`]).
+    run_id: u64,
+    /// True once this handle has written `state.json` (a start) or read it (an attach): from
+    /// then on a different `run_id` in the file means a newer start took the lab over.
+    claimed: bool,
     /// SurrealDB's member id of each lab node start (`INFO FOR ROOT` → node name), learned
     /// right after each start (see `membership`).
     pub(crate) member_ids: HashMap<String, String>,
@@ -237,6 +246,8 @@ impl Lab {
             live: false,
             faults: FaultLog::default(),
             member_ids: HashMap::new(),
+            run_id: fastrand::u64(1..),
+            claimed: false,
             links: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
         }
@@ -274,6 +285,9 @@ impl Lab {
     pub(crate) fn from_state(state: StateFile) -> Self {
         let mut lab = Lab::new(state.config.clone());
         lab.created_unix_ms = state.created_unix_ms;
+        // An attached handle acts for the run that wrote the file.
+        lab.run_id = state.run_id;
+        lab.claimed = true;
         lab.live = true;
         lab.binary = state.binary.clone();
         lab.adopted_storage_pid = state.storage_pid.filter(|p| procs::is_alive(*p));
@@ -810,8 +824,12 @@ impl Lab {
             Ok(i) => i,
             Err(e) => return (None, Err(e)),
         };
+        if let Err(e) = self.check_owner() {
+            return (None, Err(e));
+        }
         let started_at_ms = self.clock_ms();
         let (result, ms) = self.sql_on(i, &query, vars).await;
+        let result = result.map_err(|e| self.with_storage_hint(e));
         let node = &self.nodes[i];
         let (rows, server_ms, statements) = match &result {
             Ok(r) => (
@@ -908,6 +926,7 @@ impl Lab {
                 Ok(Err(e)) => Err(client::query_error(&name, port, &query, &e)),
                 Ok(Ok(outcomes)) => collect_outcomes(&name, port, &query, outcomes, ms),
             };
+            let result = result.map_err(|e| self.with_storage_hint(e));
             let record = OpRecord {
                 node: name,
                 port,
@@ -1087,6 +1106,7 @@ impl Lab {
         action: NodeAction,
     ) -> Result<String, LabError> {
         let i = self.resolve(&node)?;
+        self.check_owner()?;
         let grace = self.cfg.stop_timeout;
         let line = match action {
             NodeAction::Stop => {
@@ -1127,6 +1147,78 @@ impl Lab {
         };
         self.save_state()?;
         Ok(line)
+    }
+
+    /// `Err(TakenOver)` when `state.json` was written by another start of this lab: that start
+    /// reaped our processes, and the directory is its now.
+    pub(crate) fn check_owner(&self) -> Result<(), LabError> {
+        if !self.live || !self.claimed {
+            return Ok(());
+        }
+        match StateFile::read(&self.cfg.lab_dir) {
+            Ok(state) if state.run_id != 0 && self.run_id != 0 && state.run_id != self.run_id => {
+                Err(LabError::TakenOver {
+                    name: self.cfg.name.clone(),
+                    path: self.cfg.lab_dir.display().to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds "the storage node is down" to an error when it is: every query needs storage, and
+    /// SurrealDB's own message (a timeout, a KV error) does not say so.
+    fn with_storage_hint(&mut self, e: LabError) -> LabError {
+        let state = match self.storage.as_mut().and_then(StorageTier::embedded) {
+            Some(s) => s.refresh().clone(),
+            None => return e,
+        };
+        if state == NodeState::Running {
+            return e;
+        }
+        let hint = format!(
+            "the storage node is {state}, and every query needs it: run `cluster.{}()`",
+            if state == NodeState::Paused {
+                "resume_storage"
+            } else {
+                "restart_storage"
+            }
+        );
+        match e {
+            LabError::Query {
+                node,
+                port,
+                statement,
+                message,
+                kind,
+                detail,
+                code,
+                ..
+            } => LabError::Query {
+                node,
+                port,
+                statement,
+                message,
+                kind,
+                detail,
+                code,
+                fix: hint,
+            },
+            LabError::Timeout {
+                what,
+                node,
+                port,
+                after,
+                ..
+            } => LabError::Timeout {
+                what,
+                node,
+                port,
+                after,
+                fix: hint,
+            },
+            other => other,
+        }
     }
 
     /// Appends a fault call to the fault log.
@@ -1259,6 +1351,7 @@ impl Lab {
     /// Stop, kill, restart, pause or resume the embedded storage node. The `surreal` nodes are
     /// left alone: they retry PD and TiKV and carry on once storage is back.
     pub(crate) async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
+        self.check_owner()?;
         let grace = self.cfg.stop_timeout;
         let timeout = self.cfg.start_timeout;
         let label = self.cfg.storage.label();
@@ -1393,6 +1486,8 @@ impl Lab {
 
     /// `cleanup()`: stop everything and delete the lab directory.
     async fn cleanup(&mut self) -> Result<(), LabError> {
+        // Never delete a directory a newer start of this lab owns.
+        self.check_owner()?;
         self.stop_all().await;
         let dir = &self.cfg.lab_dir;
         // Only ever delete a directory named after the lab (names are validated as plain words).
@@ -1456,9 +1551,10 @@ impl Lab {
                 }
             })
             .collect();
-        if !self.live || !self.cfg.lab_dir.exists() {
-            return Ok(()); // never started, or cleaned up
+        if !self.live || !self.cfg.lab_dir.exists() || self.check_owner().is_err() {
+            return Ok(()); // never started, cleaned up, or taken over by a newer start
         }
+        self.claimed = true;
         StateFile {
             format: STATE_FORMAT,
             created_unix_ms: self.created_unix_ms,
@@ -1469,6 +1565,7 @@ impl Lab {
             storage_port,
             storage_started_unix_ms,
             nodes,
+            run_id: self.run_id,
         }
         .write(&self.cfg.lab_dir)
     }

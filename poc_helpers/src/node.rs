@@ -166,6 +166,7 @@ impl Node {
 
     /// Re-reads the process state: notices a process that exited by itself, or was paused.
     pub(crate) fn refresh(&mut self) -> &NodeState {
+        let own_pid = self.pid();
         let exited = match &mut self.proc_ {
             Some(NodeProc::Child(child)) => match child.try_wait() {
                 Ok(Some(status)) => Some(describe_exit(status)),
@@ -178,7 +179,7 @@ impl Node {
         };
         if let Some(how) = exited {
             self.proc_ = None;
-            let _ = std::fs::remove_file(&self.pidfile);
+            procs::remove_pidfile_if(&self.pidfile, own_pid);
             if matches!(self.state, NodeState::Running | NodeState::Paused) {
                 self.state = NodeState::Exited(how);
             }
@@ -361,6 +362,7 @@ impl Node {
     /// Ends the process: with `Some(grace)` SIGTERM first, otherwise SIGKILL at once. Waits until
     /// the process is really gone (and reaped, for our own children) and removes the pidfile.
     async fn end_process(&mut self, grace: Option<Duration>) -> Stopped {
+        let own_pid = self.pid();
         let how = match self.proc_.take() {
             None => Stopped::AlreadyGone,
             Some(NodeProc::Adopted(pid)) => match grace {
@@ -398,7 +400,7 @@ impl Node {
                 }
             }
         };
-        let _ = std::fs::remove_file(&self.pidfile);
+        procs::remove_pidfile_if(&self.pidfile, own_pid);
         how
     }
 }

@@ -198,10 +198,33 @@ pub fn port_holder(port: u16) -> Option<String> {
         });
         if holds {
             let cmd = proc.cmdline().map(|c| c.join(" ")).unwrap_or_default();
-            return Some(format!("pid {}: {}", proc.pid(), cmd));
+            return Some(format!(
+                "pid {}: {}{}",
+                proc.pid(),
+                cmd,
+                lab_of(&proc).unwrap_or_default()
+            ));
         }
     }
     None
+}
+
+/// If the process is a lab's node or storage node, which lab: its stdout is the lab's log file
+/// `<lab root>/<name>/logs/<node>.log`, so the lab can be named and stopped by name.
+#[cfg(target_os = "linux")]
+fn lab_of(proc: &procfs::process::Process) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{}/fd/1", proc.pid())).ok()?;
+    let logs = target.parent()?;
+    if logs.file_name()? != "logs" || target.extension()? != "log" {
+        return None;
+    }
+    let lab_dir = logs.parent()?;
+    let name = lab_dir.file_name()?.to_string_lossy().into_owned();
+    let root = lab_dir.parent()?.display().to_string();
+    Some(format!(
+        " — a process of the lab `{name}` in {}; stop that lab first (`lab down --name {name} --lab-dir {root}`, or `cleanup()` on its handle)",
+        lab_dir.display()
+    ))
 }
 
 /// On other systems we cannot cheaply find the holder; the error message just omits it.

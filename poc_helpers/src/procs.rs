@@ -143,6 +143,14 @@ pub fn write_pidfile(path: &Path, pid: u32) -> Result<(), LabError> {
     })
 }
 
+/// Removes a pidfile only if it still names `pid` — after a newer start of the same lab took
+/// the file over, an old handle stopping its (already reaped) process must leave it alone.
+pub fn remove_pidfile_if(path: &Path, pid: Option<u32>) {
+    if pid.is_some() && read_pidfile(path) == pid {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Reads a pidfile; `None` if it is missing or does not hold a number.
 pub fn read_pidfile(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()

@@ -111,6 +111,7 @@ impl StorageNode {
 
     /// Re-reads the process state (exited by itself? paused?).
     pub(crate) fn refresh(&mut self) -> &NodeState {
+        let own_pid = self.pid();
         let exited = match (&mut self.child, self.adopted) {
             (Some(child), _) => match child.try_wait() {
                 Ok(Some(status)) => Some(format!("{status}")),
@@ -122,7 +123,7 @@ impl StorageNode {
         if let Some(how) = exited {
             self.child = None;
             self.adopted = None;
-            let _ = std::fs::remove_file(&self.pidfile);
+            procs::remove_pidfile_if(&self.pidfile, own_pid);
             if matches!(self.state, NodeState::Running | NodeState::Paused) {
                 self.state = NodeState::Exited(how);
             }
@@ -269,6 +270,7 @@ impl StorageNode {
     }
 
     async fn end(&mut self, grace: Option<Duration>) -> Stopped {
+        let own_pid = self.pid();
         let how = if let Some(mut child) = self.child.take() {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 Stopped::AlreadyGone
@@ -305,7 +307,7 @@ impl StorageNode {
         } else {
             Stopped::AlreadyGone
         };
-        let _ = std::fs::remove_file(&self.pidfile);
+        procs::remove_pidfile_if(&self.pidfile, own_pid);
         how
     }
 

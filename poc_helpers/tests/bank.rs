@@ -12,6 +12,10 @@ use poc_helpers::links::{Link, LinkFault};
 
 fn print(report: &BankReport) {
     println!("{}", report.summary_frame().unwrap());
+    for row in report.summary() {
+        println!("SUMMARY {row:?}");
+    }
+    println!("{}", report.reasons_frame().unwrap());
     for v in &report.violations {
         println!("VIOLATION {v}");
     }
@@ -73,6 +77,7 @@ fn the_bank_survives_a_kill_a_pause_and_a_storage_crash_with_nothing_lost() {
         all.failed + all.unknown > 0,
         "the faults were felt: {all:?}"
     );
+    assert!(report.reasons_frame().unwrap().height() >= 1);
     let tl = report.timeline_frame(500.0).unwrap();
     assert!(tl.height() >= 38, "{tl}");
     let chart = report.chart().unwrap();
