@@ -499,9 +499,17 @@ impl BankReport {
             )
         };
         let end = self.ended_at_ms;
+        // Shade what was broken; a repair call gets its own band only when it repaired
+        // nothing (e.g. a restart of a running node), else the broken window covers it.
+        let closes_a_window = |f: &FaultRecord| {
+            self.faults.iter().any(|b| {
+                b.is_breaking() && b.ok && b.target == f.target && b.ended_at_ms == f.ended_at_ms
+            })
+        };
         let windows: Vec<(String, f64, f64)> = self
             .faults
             .iter()
+            .filter(|f| f.is_breaking() || !(closes_a_window(f) || f.call_ms < 100.0))
             .filter_map(|f| {
                 let (s, e) = f.window(end)?;
                 let s = (s - self.started_at_ms) / 1000.0;

@@ -184,7 +184,9 @@ pub fn timeline(
     let (x0, x1) = bounds(xs);
     let x0 = x0.min(0.0);
     let (_, y1) = bounds(series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)));
-    let y_top = (y1 * 1.25).max(1.0);
+    // Headroom above the highest point for the window labels (top rows) and the legend
+    // (below them), so neither hides a line.
+    let y_top = (y1 * 2.2).max(1.0);
     render(title, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
@@ -217,7 +219,7 @@ pub fn timeline(
             chart
                 .draw_series(std::iter::once(Text::new(
                     label.clone(),
-                    (*a, y_top * (0.98 - 0.05 * row)),
+                    (*a, y_top * (0.98 - 0.045 * row)),
                     ("sans-serif", 12).into_font().color(&shade),
                 )))
                 .map_err(|e| e.to_string())?;
@@ -235,9 +237,13 @@ pub fn timeline(
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
         }
+        let (w, h) = chart.plotting_area().dim_in_pixel();
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::Coordinate(
+                w as i32 - 200,
+                (h as f64 * 0.2) as i32,
+            ))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()

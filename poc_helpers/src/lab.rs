@@ -1746,6 +1746,7 @@ mod tests {
                 log: node.log.clone(),
                 pidfile: node.pidfile.clone(),
             }],
+            run_id: 7,
         };
         state.write(dir.path()).unwrap();
         assert_eq!(StateFile::read(dir.path()).unwrap(), state);

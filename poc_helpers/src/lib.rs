@@ -41,6 +41,19 @@
 //! - [`procs`]: processes by pid — liveness, command line, signals, pidfiles and reaping.
 //! - [`error`]: `LabError`; every message says what happened and how to fix it.
 //!
+//! Failure modes (notebook 05):
+//!
+//! - [`faults`]: the fault log — every kill/stop/pause/resume/restart and link fault with its
+//!   window, on the clock of `timings()`, for shading charts.
+//! - [`proxy`]: a small in-process TCP fault proxy (cut, heal, latency ± jitter, drop a fraction
+//!   of new connections); [`links`]: the lab's breakable client→node and node→storage links.
+//! - [`conflicts`]: the same transaction from several nodes, retry with backoff, conflict rate
+//!   under contention, write skew and its fix.
+//! - [`bank`]: the Jepsen-style bank checker: transfers and reads under a fault schedule,
+//!   acknowledged / failed / unknown, and an audit that nothing acknowledged was lost.
+//! - [`membership`]: `INFO FOR ROOT` members, heartbeat expiry and archiving, recovery times.
+//! - [`live`]: LIVE SELECT across nodes with the inline and the experimental router engine.
+//!
 //! Notebook cells can only name crates they `:dep` themselves, so this crate re-exports the two it
 //! hands out: [`polars`] (DataFrames) and [`serde_json`] (query rows).
 
@@ -78,12 +91,17 @@ pub use serde_json;
 
 /// Everything a notebook usually needs: `use poc_helpers::prelude::*;`.
 pub mod prelude {
+    pub use crate::bank::{BankPlan, BankReport, Fault, FaultStep};
     pub use crate::charts::Chart;
     pub use crate::client::{QueryResult, StatementResult};
     pub use crate::cluster::{Cluster, ClusterBuilder, Endpoint};
+    pub use crate::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::display::{ShowExt, Table};
     pub use crate::entities::{Post, User};
     pub use crate::error::LabError;
+    pub use crate::links::{Link, LinkFault};
+    pub use crate::live::LiveQueryEngine;
+    pub use crate::membership::MembershipIntervals;
     pub use crate::metrics::Instance;
     pub use crate::oplog::OpRecord;
     pub use crate::runtime::NodeRef;

@@ -83,6 +83,9 @@ fn the_bank_survives_a_kill_a_pause_and_a_storage_crash_with_nothing_lost() {
     let chart = report.chart().unwrap();
     assert!(chart.svg.contains("kill storage"));
     chart.save(root.path().join("bank.svg")).unwrap();
+    // Kept for people (and the docs) to look at: target/ is git-ignored.
+    let _ = chart
+        .save(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bank-short.svg"));
     // The lab is healthy again afterwards.
     assert!(
         cluster

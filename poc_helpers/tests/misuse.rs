@@ -11,11 +11,7 @@ use std::time::{Duration, Instant};
 use common::{assert_mentions, lab, shared_lab, surreal_on_port};
 use poc_helpers::bank::BankPlan;
 use poc_helpers::prelude::*;
-use poc_helpers::{ports, procs};
-
-fn free_block(n: usize) -> u16 {
-    ports::pick_ephemeral_block(n).expect("free ports")
-}
+use poc_helpers::procs;
 
 /// True if any `storage-node` process serves this port.
 fn storage_on_port(port: u16) -> bool {
@@ -235,7 +231,7 @@ fn forge_storage(dir: &Path, format: u64) -> PathBuf {
 }
 
 fn read_marker(file: &Path) -> (u64, Vec<u8>) {
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableDatabase;
     let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
     let db = redb::Database::create(file).unwrap();
     let txn = db.begin_read().unwrap();
