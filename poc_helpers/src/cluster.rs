@@ -810,6 +810,14 @@ impl Cluster {
     /// Lets go of the lab, leaving its processes running (for `lab up`); `state.json` and the
     /// pidfiles describe them for a later [`Cluster::attach`].
     pub fn detach(mut self) {
+        if self.cfg.fault_links {
+            // The link proxies live in this process: the nodes' storage addresses point at them.
+            eprintln!(
+                "poc_helpers: lab `{}` runs with .fault_links(true); its proxies end with this process, \
+                 and the nodes then lose their storage. Start it without fault links to detach it.",
+                self.cfg.name
+            );
+        }
         self.finish(false);
     }
 

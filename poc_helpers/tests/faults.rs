@@ -158,6 +158,7 @@ fn cutting_the_client_link_isolates_a_healthy_node_from_the_application() {
     let (_root, cluster) = start("f-cutclient", true);
     let links = cluster.link_statuses().unwrap();
     assert_eq!(links.len(), 4, "two links per node: {links:?}");
+    assert_eq!(cluster.links().unwrap().width(), 14);
     cluster.sql("a", "CREATE item:1 SET n = 1").unwrap();
     cluster.cut_link(Link::client_to("a")).unwrap();
     let e = cluster.sql("a", "SELECT * FROM item").unwrap_err();

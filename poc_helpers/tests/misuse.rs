@@ -2,6 +2,8 @@
 //! `faults.rs` and `bank.rs`; `docs/troubleshooting-table.md` lists them all). Each case must
 //! fail with a message that names the fix, leave no process behind and lose no data.
 
+#![allow(clippy::result_large_err)] // LabError is a whole explanation by design (see lib.rs)
+
 mod common;
 
 use std::net::TcpListener;
