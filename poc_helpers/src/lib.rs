@@ -89,7 +89,8 @@ pub mod prelude {
     pub use crate::storage::{Engine, StorageMode};
     pub use crate::trace::TraceRow;
     pub use crate::workload::{
-        ErrorClass, NodePolicy, Op, SweepReport, WorkloadKind, WorkloadReport, WorkloadSpec,
+        ErrorClass, NodePolicy, Op, SWEEP_LEVELS, SweepReport, WorkloadKind, WorkloadReport,
+        WorkloadSpec,
     };
     pub use polars::prelude::DataFrame;
     pub use serde_json::{Value, json};

@@ -33,11 +33,13 @@
 //! # Why a session pool, and why not one session per client
 //!
 //! In SDK 3.x `Surreal::clone()` opens a *new* server session and signs in again (a root sign-in
-//! verifies a password hash, ~30 ms of CPU), so sessions are opened up front and borrowed. One
-//! session is not enough either: SurrealDB 3.3.5 handles all requests of one WebSocket connection
-//! inside one task, so a single session never uses more than one server core. A handful per node
-//! (default `min(concurrency, 8)`) lets the server use all its worker threads; client `k` always
-//! uses session `k % pool` of whichever node it talks to.
+//! verifies a password hash, ~30 ms of CPU), so sessions are opened up front and borrowed:
+//! client `k` always uses session `k % pool` of whichever node it talks to. SurrealDB 3.3.5
+//! serves the requests of one WebSocket concurrently, so a few sessions carry any number of
+//! clients. Measured on 2 cores (32 clients, mixed 90/10): 1, 2, 8 or 32 sessions per node gave
+//! the same throughput, but every session costs the server memory (32 sessions: +45 MB RSS).
+//! The default is therefore `min(concurrency, 2)`; raise it with
+//! [`WorkloadSpec::sessions_per_node`] on a machine with more cores.
 //!
 //! # Making runs comparable
 //!
@@ -77,7 +79,7 @@ pub const SWEEP_LEVELS: [usize; 6] = [1, 10, 50, 100, 150, 200];
 pub const MAX_CONCURRENCY: usize = 1000;
 
 /// Default session pool per node (see the module docs).
-pub const DEFAULT_SESSIONS: usize = 8;
+pub const DEFAULT_SESSIONS: usize = 2;
 
 /// Per-client keys of the read-after-write table: every client overwrites its own small ring of
 /// records, so clients never conflict with each other and the table never grows.
@@ -209,7 +211,7 @@ pub struct WorkloadSpec {
     pub nodes: NodePolicy,
     /// Concurrent clients (each has at most one operation in flight).
     pub concurrency: usize,
-    /// SDK sessions per node; 0 = `min(concurrency, 8)`.
+    /// SDK sessions per node; 0 = `min(concurrency, 2)`.
     pub sessions_per_node: usize,
     /// Records the reads and writes address (`<table>:0 …`).
     pub records: u64,
@@ -234,6 +236,12 @@ pub struct WorkloadSpec {
     pub sample_every: Duration,
     /// Make sure the records exist before the run (done once per lab and table).
     pub prepare: bool,
+    /// Pause of each client between two operations (read-after-write: between two pairs).
+    /// Zero (the default) is a *closed loop*: every client starts its next operation as soon as
+    /// the last one returns, which measures capacity — and by Little's law the mean latency is
+    /// then clients ÷ throughput. A think time models paced clients, like users of an app.
+    #[serde(default)]
+    pub think_time: Duration,
 }
 
 impl Default for WorkloadSpec {
@@ -254,6 +262,7 @@ impl Default for WorkloadSpec {
             keep_samples: false,
             sample_every: sampler::DEFAULT_EVERY,
             prepare: true,
+            think_time: Duration::ZERO,
         }
     }
 }
@@ -352,16 +361,26 @@ impl WorkloadSpec {
         self.prepare = on;
         self
     }
+    /// Pause between a client's operations (default zero: a closed loop).
+    pub fn think_time(mut self, d: Duration) -> Self {
+        self.think_time = d;
+        self
+    }
 
     /// `read-only`, `write-only`, `mixed 90/10`, `read-after-write`.
     pub fn label(&self) -> String {
-        match self.kind {
+        let kind = match self.kind {
             WorkloadKind::ReadOnly => "read-only".into(),
             WorkloadKind::WriteOnly => "write-only".into(),
             WorkloadKind::Mixed { read_percent } => {
                 format!("mixed {read_percent}/{}", 100 - read_percent.min(100))
             }
             WorkloadKind::ReadAfterWrite => "read-after-write".into(),
+        };
+        if self.think_time.is_zero() {
+            kind
+        } else {
+            format!("{kind}, {} ms think time", self.think_time.as_millis())
         }
     }
 
@@ -988,6 +1007,13 @@ async fn client(k: usize, sh: &Shared<'_>) {
     let mut seq: u64 = 0;
     let table = &spec.table;
     while !sh.done() {
+        if !spec.think_time.is_zero() && seq > 0 {
+            // Paced clients: the pause is not part of any operation's latency.
+            tokio::time::sleep(spec.think_time).await;
+            if sh.done() {
+                break;
+            }
+        }
         let node = match spec.nodes {
             NodePolicy::RoundRobin => {
                 turn = turn.wrapping_add(1);
@@ -1278,8 +1304,14 @@ mod tests {
     fn labels_and_session_pools() {
         assert_eq!(WorkloadSpec::mixed(90).label(), "mixed 90/10");
         assert_eq!(WorkloadSpec::read_after_write().label(), "read-after-write");
+        assert_eq!(
+            WorkloadSpec::read_after_write()
+                .think_time(Duration::from_millis(500))
+                .label(),
+            "read-after-write, 500 ms think time"
+        );
         assert_eq!(WorkloadSpec::read_only().concurrency(1).sessions(), 1);
-        assert_eq!(WorkloadSpec::read_only().concurrency(200).sessions(), 8);
+        assert_eq!(WorkloadSpec::read_only().concurrency(200).sessions(), 2);
         assert_eq!(
             WorkloadSpec::read_only()
                 .concurrency(200)
