@@ -367,7 +367,7 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
     print!("{}", bench::table(&rows));
     println!(
         "\nconc = concurrent clients; latencies in ms (median of the repetitions); rawR99 = p99 of the read half of \
-         read-after-write; errs = errors + stale reads; rss* = peak MB; readyms = slowest node start-to-ready; \
+         read-after-write; errs = errors + stale reads; rss* = peak RSS MB; prvA = node-a's private part of it; readyms = slowest node start-to-ready; \
          ×ops/×p99 = ratio to {}.\n",
         bench::BASELINE
     );

@@ -487,6 +487,7 @@ mod tests {
             process: p.into(),
             pid: 1,
             rss_mb: mb,
+            anon_mb: None,
             cpu_pct: 0.0,
         };
         let c = rss_over_time(

@@ -574,6 +574,11 @@ impl WorkloadReport {
         sampler::peak_rss(&self.resources)
     }
 
+    /// Peak private memory per process (RSS without the shared code of the binary), MB.
+    pub fn peak_anon(&self) -> Vec<(String, f64)> {
+        sampler::peak_anon(&self.resources)
+    }
+
     /// The summary table: node, op, ops, ops_per_s, mean/p50/p95/p99/max in ms, errors by class.
     pub fn summary(&self) -> DataFrame {
         summary_frame(&self.rows)
@@ -689,10 +694,14 @@ impl WorkloadReport {
 
     /// The HTML [`evcxr_display`](Self::evcxr_display) prints.
     pub fn to_html(&self) -> String {
+        let anon = self.peak_anon();
         let peaks: Vec<String> = self
             .peak_rss()
             .iter()
-            .map(|(p, mb)| format!("{p} {mb:.0} MB"))
+            .map(|(p, mb)| match anon.iter().find(|(q, _)| q == p) {
+                Some((_, private)) => format!("{p} {mb:.0} MB ({private:.0} MB private)"),
+                None => format!("{p} {mb:.0} MB"),
+            })
             .collect();
         format!(
             "<p><b>{}</b><br>peak RSS: {}</p>{}",
