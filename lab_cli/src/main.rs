@@ -6,6 +6,7 @@
 //! lab sql b "SELECT * FROM user"                                         run SurrealQL on a node
 //! lab down                                                               stop every node
 //! lab clean                                                              stop, then delete data and logs
+//! lab bench [--quick]                                                    benchmark 3 set-ups → target/bench/
 //! ```
 //!
 //! `up` starts the nodes and *detaches*: they keep running after the command exits, described by
@@ -17,6 +18,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod bench;
 use poc_helpers::cluster::{Cluster, default_lab_root};
 use poc_helpers::error::LabError;
 use poc_helpers::storage::StorageMode;
@@ -68,6 +71,42 @@ enum Cmd {
     Down,
     /// Stop every node and delete the lab's data, logs and pidfiles.
     Clean,
+    /// Benchmark: the same workloads on (a) 2 nodes over the embedded storage node, (b) 1 node
+    /// on surrealkv (the baseline) and (c) 1 node over the storage node; medians of several
+    /// repetitions, goals checked, CSV + SVG written to --out. Takes ~15 min (--quick: ~1 min).
+    Bench {
+        /// One short repetition of two workloads at 1, 10 and 100 clients, to iterate quickly.
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions per point (the table shows their median).
+        #[arg(long)]
+        reps: Option<usize>,
+        /// Measured seconds per run.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Warm-up seconds per run.
+        #[arg(long)]
+        warmup: Option<f64>,
+        /// Concurrency levels, e.g. 1,10,100,200.
+        #[arg(long, value_delimiter = ',')]
+        concurrency: Option<Vec<usize>>,
+        /// Workloads: mixed (90/10), raw (read-after-write across nodes), raw-paced (the same
+        /// with 500 ms think time per client), read, write.
+        #[arg(long, value_delimiter = ',')]
+        workloads: Option<Vec<String>>,
+        /// Set-ups: shared-2, surrealkv-1, shared-1.
+        #[arg(long, value_delimiter = ',')]
+        setups: Option<Vec<String>>,
+        /// Records the workloads address.
+        #[arg(long)]
+        records: Option<u64>,
+        /// SDK sessions per node [default: min(clients, 2)].
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Output directory [default: <workspace>/target/bench].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -198,7 +237,153 @@ fn run(cli: Cli) -> Result<(), LabError> {
             }
             Err(e) => Err(e),
         },
+        Cmd::Bench {
+            quick,
+            reps,
+            duration,
+            warmup,
+            concurrency,
+            workloads,
+            setups,
+            records,
+            sessions,
+            out,
+        } => run_bench(
+            quick,
+            BenchFlags {
+                reps,
+                duration,
+                warmup,
+                concurrency,
+                workloads,
+                setups,
+                records,
+                sessions,
+                out,
+            },
+        ),
     }
+}
+
+/// The optional flags of `lab bench`; unset ones keep the full (or `--quick`) defaults.
+struct BenchFlags {
+    reps: Option<usize>,
+    duration: Option<f64>,
+    warmup: Option<f64>,
+    concurrency: Option<Vec<usize>>,
+    workloads: Option<Vec<String>>,
+    setups: Option<Vec<String>>,
+    records: Option<u64>,
+    sessions: Option<usize>,
+    out: Option<PathBuf>,
+}
+
+/// `lab bench`: builds the options, runs with a progress bar, prints the table and the verdicts.
+fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
+    let BenchFlags {
+        reps,
+        duration,
+        warmup,
+        concurrency,
+        workloads,
+        setups,
+        records,
+        sessions,
+        out,
+    } = flags;
+    let out = out.unwrap_or_else(|| poc_helpers::binary::workspace_root().join("target/bench"));
+    let mut opts = if quick {
+        bench::BenchOptions::quick(out.clone())
+    } else {
+        bench::BenchOptions::full(out.clone())
+    };
+    if let Some(n) = reps {
+        opts.reps = n.max(1);
+    }
+    if let Some(s) = duration {
+        opts.duration = Duration::from_secs_f64(s.max(0.1));
+    }
+    if let Some(s) = warmup {
+        opts.warmup = Duration::from_secs_f64(s.max(0.0));
+    }
+    if let Some(levels) = concurrency {
+        opts.levels = levels;
+    }
+    if let Some(w) = workloads {
+        opts.workloads = w;
+    }
+    if let Some(s) = setups {
+        let known: Vec<&str> = bench::SETUPS.iter().map(|s| s.name).collect();
+        if let Some(bad) = s.iter().find(|x| !known.contains(&x.as_str())) {
+            return Err(LabError::InvalidConfig {
+                setting: "setups".into(),
+                reason: format!("`{bad}` is not a set-up"),
+                fix: format!("use a comma-separated list of: {}", known.join(", ")),
+            });
+        }
+        opts.setups = s;
+    }
+    if let Some(r) = records {
+        opts.records = r.max(1);
+    }
+    if let Some(n) = sessions {
+        opts.sessions = n;
+    }
+    // The labs live next to the results, so `target/bench/` holds everything of a run.
+    let lab_root = out.join("labs");
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let t = Instant::now();
+    let result = bench::run(&opts, &lab_root, &|done, total, msg| {
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(msg.to_string());
+    });
+    bar.finish_and_clear();
+    let (rows, verdicts, files) = result?;
+    println!(
+        "lab bench: {} run(s) of {:.1} s (+{:.1} s warm-up), median of {} repetition(s), {} CPU core(s), {:.0} s in total",
+        opts.runs_count(),
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.reps,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        t.elapsed().as_secs_f64()
+    );
+    for s in bench::SETUPS
+        .iter()
+        .filter(|s| opts.setups.iter().any(|n| n == s.name))
+    {
+        println!("  {:<12} {}", s.name, s.label);
+    }
+    println!();
+    print!("{}", bench::table(&rows));
+    println!(
+        "\nconc = concurrent clients; latencies in ms (median of the repetitions); rawR99 = p99 of the read half of \
+         read-after-write; errs = errors + stale reads; rss* = peak RSS MB; prvA = node-a's private part of it; readyms = slowest node start-to-ready; \
+         ×ops/×p99 = ratio to {}.\n",
+        bench::BASELINE
+    );
+    for v in &verdicts {
+        let mark = match v.met {
+            Some(true) => "MET    ",
+            Some(false) => "NOT MET",
+            None => "n/a    ",
+        };
+        println!("  [{mark}] {} — {}", v.what, v.measured);
+    }
+    println!();
+    for f in files {
+        println!("  wrote {}", f.display());
+    }
+    Ok(())
 }
 
 fn serde_json_pretty(rows: &[poc_helpers::serde_json::Value]) -> String {

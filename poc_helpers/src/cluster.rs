@@ -33,6 +33,9 @@ use crate::oplog::OpRecord;
 use crate::ports;
 use crate::runtime::{Actor, Command, NodeAction, NodeRef};
 use crate::storage::StorageMode;
+#[cfg(doc)]
+use crate::workload::SWEEP_LEVELS;
+use crate::workload::{SweepReport, WorkloadReport, WorkloadSpec};
 
 /// The spec's two nodes.
 pub const DEFAULT_NODES: usize = 2;
@@ -661,6 +664,60 @@ impl Cluster {
                 result
             })
             .collect())
+    }
+
+    /// Runs a load workload and returns what it measured (see [`crate::workload`]):
+    ///
+    /// ```no_run
+    /// # use poc_helpers::prelude::*;
+    /// # let cluster = Cluster::builder().start().unwrap();
+    /// let report = cluster
+    ///     .run_workload(WorkloadSpec::read_after_write().concurrency(100))
+    ///     .unwrap();
+    /// report.summary().show();
+    /// ```
+    ///
+    /// The run blocks this thread for `warmup + duration` (plus a one-time set-up: opening the
+    /// session pools and inserting the records). Prints the report's headline unless
+    /// `set_echo(false)`. Individual operations are not added to the operation log.
+    pub fn run_workload(&self, spec: WorkloadSpec) -> Result<WorkloadReport, LabError> {
+        let report = self
+            .actor
+            .call(|reply| Command::Workload { spec, reply })??;
+        self.say(&format!("[load] {}", report.headline()));
+        Ok(report)
+    }
+
+    /// The same workload at each concurrency level in turn (e.g. [`SWEEP_LEVELS`]: 1 → 200
+    /// clients), for percentile and throughput charts against concurrency.
+    pub fn run_sweep(&self, spec: WorkloadSpec, levels: &[usize]) -> Result<SweepReport, LabError> {
+        let mut runs = Vec::with_capacity(levels.len());
+        for (k, level) in levels.iter().enumerate() {
+            // The records only need preparing once.
+            let spec = spec
+                .clone()
+                .concurrency(*level)
+                .prepare(spec.prepare && k == 0);
+            runs.push(self.run_workload(spec)?);
+        }
+        Ok(SweepReport { runs })
+    }
+
+    /// `(name, pid)` of every running lab process: `node-a`, …, then `storage` (shared mode).
+    pub fn processes(&self) -> Result<Vec<(String, u32)>, LabError> {
+        self.actor.call(|reply| Command::Processes { reply })
+    }
+
+    /// Samples the RSS and CPU of every lab process every `every` for `duration` (blocking),
+    /// e.g. while the lab idles: t_ms, process, pid, rss_mb, cpu_pct. Workload reports carry the
+    /// same table for their run ([`WorkloadReport::resources`]).
+    pub fn sample_resources(
+        &self,
+        duration: Duration,
+        every: Duration,
+    ) -> Result<DataFrame, LabError> {
+        let rows = crate::sampler::sample_for(self.processes()?, duration, every);
+        crate::sampler::resources_frame(&rows).map_err(polars_error)
     }
 
     /// A mark in the storage trace (needs `.storage_trace(true)`); pass it to

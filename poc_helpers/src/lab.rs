@@ -26,6 +26,7 @@ use crate::procs::{self, Reaped, Stopped};
 use crate::runtime::{Command, NodeAction, NodeRef};
 use crate::storage::{StorageMode, StorageTier, TierPlan};
 use crate::storage_node::StorageNode;
+use crate::workload::{self, WorkloadReport, WorkloadSpec};
 
 /// The file in the lab directory that describes the running lab.
 pub const STATE_FILE: &str = "state.json";
@@ -229,6 +230,21 @@ pub(crate) struct Lab {
     /// Set by the facade (from any thread) to ask a long-running command — a bank run, a
     /// contention run — to finish early, e.g. because `stop_all()` is waiting behind it.
     cancel: Arc<AtomicBool>,
+    /// The load generator's sessions, one pool per node, kept between runs (see `workload`).
+    load_pools: Vec<LoadPool>,
+    /// What the last workload preparation did: (table, records, node pids). Preparing again
+    /// with the same values is skipped; a restarted in-memory node has a new pid.
+    prepared: Option<(String, u64, Vec<Option<u32>>)>,
+    /// Workload runs so far (part of each run's unique nonce).
+    runs: u64,
+}
+
+/// SDK sessions of one node for the load generator, and the pid they were opened against
+/// (a restarted node has a new pid and gets a fresh pool).
+#[derive(Default)]
+struct LoadPool {
+    pid: Option<u32>,
+    sessions: Vec<Db>,
 }
 
 impl Lab {
@@ -250,6 +266,9 @@ impl Lab {
             claimed: false,
             links: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
+            load_pools: Vec::new(),
+            prepared: None,
+            runs: 0,
         }
     }
 
@@ -495,6 +514,12 @@ impl Lab {
                 let result = self.storage_action(action).await;
                 self.log_fault("storage", action.name(), started, &result);
                 let _ = reply.send(result);
+            }
+            Command::Workload { spec, reply } => {
+                let _ = reply.send(self.workload(spec).await);
+            }
+            Command::Processes { reply } => {
+                let _ = reply.send(self.processes());
             }
             Command::StopAll { reply } => {
                 let lines = self.stop_all().await;
@@ -1000,6 +1025,154 @@ impl Lab {
         (result, ms)
     }
 
+    // ----- load ------------------------------------------------------------------------------
+
+    /// Runs a workload: checks the nodes, fills the session pools, prepares the records, and
+    /// samples every process while the clients run (see `workload` for the measuring rules).
+    async fn workload(&mut self, spec: WorkloadSpec) -> Result<WorkloadReport, LabError> {
+        spec.validate(self.nodes.len())?;
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_up() {
+                let n = &self.nodes[i];
+                return Err(LabError::NodeDown {
+                    node: n.name.clone(),
+                    port: n.port,
+                    state: n.state.to_string(),
+                });
+            }
+        }
+        let setup = std::time::Instant::now();
+        let sessions = spec.sessions();
+        self.fill_load_pools(sessions).await?;
+        if spec.prepare {
+            self.prepare_records(&spec).await?;
+        }
+        let setup_ms = setup.elapsed().as_secs_f64() * 1000.0;
+        let mut targets = self.processes();
+        // The load generator shares the machine with the lab: its own cost is part of the picture.
+        targets.push(("client".into(), std::process::id()));
+        let sampler = crate::sampler::Sampler::start(targets, spec.sample_every);
+        self.runs += 1;
+        let nonce = crate::node::unix_ms() * 1000 + self.runs % 1000;
+        let ctx = workload::RunContext {
+            targets: self
+                .nodes
+                .iter()
+                .zip(&self.load_pools)
+                .map(|(n, pool)| workload::Target {
+                    name: n.name.clone(),
+                    sessions: &pool.sessions[..sessions],
+                })
+                .collect(),
+            nonce,
+        };
+        let measured = workload::run(&spec, ctx).await;
+        let resources = sampler.stop();
+        Ok(WorkloadReport {
+            label: spec.label(),
+            storage: self.cfg.storage.label(),
+            nodes: self.nodes.iter().map(|n| n.name.clone()).collect(),
+            sessions_per_node: sessions,
+            measured_s: measured.measured_s,
+            setup_ms,
+            rows: measured.rows,
+            raw: measured.raw,
+            histogram: measured.histogram,
+            error_examples: measured.error_examples,
+            samples: measured.samples,
+            resources,
+            spec,
+        })
+    }
+
+    /// Makes sure every node has at least `want` load sessions, opening the missing ones
+    /// concurrently (each is a WebSocket, a root sign-in and a `USE`).
+    async fn fill_load_pools(&mut self, want: usize) -> Result<(), LabError> {
+        self.load_pools
+            .resize_with(self.nodes.len(), LoadPool::default);
+        for i in 0..self.nodes.len() {
+            let pid = self.nodes[i].pid();
+            if self.load_pools[i].pid != pid {
+                self.load_pools[i] = LoadPool {
+                    pid,
+                    sessions: Vec::new(),
+                };
+            }
+            let missing = want.saturating_sub(self.load_pools[i].sessions.len());
+            if missing == 0 {
+                continue;
+            }
+            // The lab's own session created the namespace at start; concurrent DEFINEs from
+            // many new sessions would only race each other.
+            let spec = ConnectSpec {
+                create_ns_db: false,
+                ..self.connect_spec(i)
+            };
+            let opened =
+                futures::future::join_all((0..missing).map(|_| client::connect(&spec))).await;
+            for db in opened {
+                self.load_pools[i].sessions.push(db?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the workload's records unless the same preparation already ran. Shared storage
+    /// needs it once; isolated nodes each have their own data.
+    async fn prepare_records(&mut self, spec: &WorkloadSpec) -> Result<(), LabError> {
+        let pids: Vec<Option<u32>> = self.nodes.iter().map(Node::pid).collect();
+        let key = (spec.table.clone(), spec.records, pids);
+        if self.prepared.as_ref() == Some(&key) {
+            return Ok(());
+        }
+        let on = if self.cfg.storage.is_shared() {
+            1
+        } else {
+            self.nodes.len()
+        };
+        for i in 0..on {
+            let db = &self.load_pools[i].sessions[0];
+            workload::prepare(db, spec).await.map_err(|e| {
+                client::query_error(
+                    &self.nodes[i].name,
+                    self.nodes[i].port,
+                    &format!("preparing {} records in `{}`", spec.records, spec.table),
+                    &e,
+                )
+            })?;
+        }
+        self.prepared = Some(key);
+        Ok(())
+    }
+
+    /// Forgets node `i`'s load sessions (before it is stopped, killed or restarted).
+    fn drop_load_pool(&mut self, i: usize) {
+        if let Some(pool) = self.load_pools.get_mut(i) {
+            *pool = LoadPool::default();
+        }
+    }
+
+    /// `(name, pid)` of every running lab process: the nodes, then the storage node.
+    fn processes(&mut self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for n in &mut self.nodes {
+            if n.is_up()
+                && let Some(pid) = n.pid()
+            {
+                out.push((n.name.clone(), pid));
+            }
+        }
+        let storage_pid = self
+            .storage
+            .as_ref()
+            .and_then(StorageTier::pid)
+            .or(self.adopted_storage_pid);
+        if let Some(pid) = storage_pid.filter(|p| procs::is_alive(*p)) {
+            out.push(("storage".into(), pid));
+        }
+        out
+    }
+
     /// HTTP GET on one node.
     async fn http(&mut self, node: NodeRef, path: &str) -> Result<(u16, String), LabError> {
         let i = self.resolve(&node)?;
@@ -1110,8 +1283,9 @@ impl Lab {
         let grace = self.cfg.stop_timeout;
         let line = match action {
             NodeAction::Stop => {
-                // Close our session first, so the server has no client of ours to drain.
+                // Close our sessions first, so the server has no client of ours to drain.
                 self.clients[i] = None;
+                self.drop_load_pool(i);
                 let t = std::time::Instant::now();
                 let how = self.nodes[i].stop(grace).await;
                 format!(
@@ -1123,6 +1297,7 @@ impl Lab {
             }
             NodeAction::Kill => {
                 self.clients[i] = None;
+                self.drop_load_pool(i);
                 let pid = self.nodes[i].pid();
                 let how = self.nodes[i].kill().await;
                 match (how, pid) {
@@ -1405,6 +1580,7 @@ impl Lab {
     /// Restart node `i` on the same port and data directory, then reconnect its session.
     async fn restart(&mut self, i: usize) -> Result<String, LabError> {
         self.clients[i] = None;
+        self.drop_load_pool(i);
         if self.nodes[i].is_up() {
             self.nodes[i].stop(self.cfg.stop_timeout).await;
         }
@@ -1456,6 +1632,7 @@ impl Lab {
     async fn stop_all(&mut self) -> Vec<String> {
         let grace = self.cfg.stop_timeout;
         self.clients.iter_mut().for_each(|c| *c = None);
+        self.load_pools.clear();
         let was_up: Vec<bool> = self.nodes.iter_mut().map(|n| n.is_up()).collect();
         let results = futures::future::join_all(self.nodes.iter_mut().map(|n| n.stop(grace))).await;
         let mut lines: Vec<String> = results
@@ -1509,6 +1686,7 @@ impl Lab {
         let _ = self.save_state();
         self.nodes.iter_mut().for_each(Node::forget);
         self.clients.iter_mut().for_each(|c| *c = None);
+        self.load_pools.clear();
         if let Some(mut tier) = self.storage.take() {
             // Dropping the tier's `Child` does not kill it; its pid is in state.json.
             if let Some(node) = tier.embedded() {

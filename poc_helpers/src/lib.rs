@@ -33,6 +33,10 @@
 //!   and a small HTTP GET for `/health`, `/version`, `/metrics`.
 //! - [`oplog`]: the operation log — one `OpRecord` and one printed line per query.
 //! - [`metrics`]: status (`Instance`) and timings as polars DataFrames; process RSS via `sysinfo`.
+//! - [`workload`]: the load generator — `WorkloadSpec` (read-only, write-only, mixed,
+//!   read-after-write across nodes), HDR-histogram latencies, errors by cause, reports as
+//!   DataFrames, concurrency sweeps.
+//! - [`sampler`]: RSS and CPU of every lab process sampled during a run.
 //! - [`entities`]: the spec's `User` and `Post`, their schema (`schema/entities.surql`) and helpers.
 //! - [`charts`]: plotters charts as SVG (`Chart`), inline in JupyterLab, saved as files.
 //! - [`display`]: DataFrames and query rows as HTML tables for evcxr (`.show()`).
@@ -82,9 +86,11 @@ pub mod ports;
 pub mod procs;
 pub mod proxy;
 pub mod runtime;
+pub mod sampler;
 pub mod storage;
 pub mod storage_node;
 pub mod trace;
+pub mod workload;
 
 pub use polars;
 pub use serde_json;
@@ -107,6 +113,10 @@ pub mod prelude {
     pub use crate::runtime::NodeRef;
     pub use crate::storage::{Engine, StorageMode};
     pub use crate::trace::TraceRow;
+    pub use crate::workload::{
+        ErrorClass, NodePolicy, Op, SWEEP_LEVELS, SweepReport, WorkloadKind, WorkloadReport,
+        WorkloadSpec,
+    };
     pub use polars::prelude::DataFrame;
     pub use serde_json::{Value, json};
 }

@@ -266,6 +266,7 @@ impl Node {
         cmd.args(&args)
             .env("SURREAL_USER", user)
             .env("SURREAL_PASS", pass)
+            .envs(tuning_env(|k| std::env::var_os(k).is_some()))
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
@@ -422,6 +423,35 @@ pub(crate) fn start_args(port: u16, path_arg: &str) -> Vec<String> {
     ]
 }
 
+/// Environment that keeps a lab node small on a laptop; each entry is skipped when the caller's
+/// environment already sets it (`is_set`), so a learner can still override any of them.
+///
+/// Measured with `lab bench` on a 2-core machine (see the README's benchmark section):
+///
+/// * `SURREAL_RUNTIME_WORKER_THREADS`: SurrealDB starts `max(4, cores)` tokio workers. On a
+///   2-core laptop running two nodes, a storage node and a client, four busy workers per node
+///   only add context switches, and every worker that allocates grows the heap. The lab uses
+///   the number of cores, between 2 and 4.
+/// * `MALLOC_ARENA_MAX`: the official binary uses glibc's allocator, which gives busy threads
+///   their own arenas (up to 8 per core) and keeps freed memory in each. One arena took a
+///   loaded node from ~185 MB to ~90 MB RSS with no measurable change in throughput (two
+///   arenas: ~120 MB); with at most four workers, contention on it stays negligible.
+pub(crate) fn tuning_env(is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, String)> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    [
+        (
+            "SURREAL_RUNTIME_WORKER_THREADS",
+            cores.clamp(2, 4).to_string(),
+        ),
+        ("MALLOC_ARENA_MAX", "1".to_string()),
+    ]
+    .into_iter()
+    .filter(|(k, _)| !is_set(k))
+    .collect()
+}
+
 /// `exit code 1`, `signal 9`, … for status tables.
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -495,6 +525,18 @@ mod tests {
         assert!(procs::is_lab_node_cmd(&cmd, 8123));
         assert!(cmd.contains(&"--no-banner".to_string()));
         assert_eq!(cmd.last().unwrap(), "memory");
+    }
+
+    #[test]
+    fn tuning_env_respects_what_the_caller_set() {
+        let all = tuning_env(|_| false);
+        let keys: Vec<&str> = all.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["SURREAL_RUNTIME_WORKER_THREADS", "MALLOC_ARENA_MAX"]);
+        let workers: usize = all[0].1.parse().unwrap();
+        assert!((2..=4).contains(&workers));
+        let some = tuning_env(|k| k == "MALLOC_ARENA_MAX");
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].0, "SURREAL_RUNTIME_WORKER_THREADS");
     }
 
     #[test]

@@ -145,7 +145,6 @@ pub(crate) enum Command {
         action: NodeAction,
         reply: Reply<Result<String, LabError>>,
     },
-    /// Stop every node (and storage the lab started). Replies with log lines.
     /// Runs several queries at the same moment, each on its node; replies in the same order.
     Race {
         queries: Vec<(NodeRef, String)>,
@@ -163,6 +162,14 @@ pub(crate) enum Command {
         action: NodeAction,
         reply: Reply<Result<String, LabError>>,
     },
+    /// Runs a load workload (see `workload`) on the lab's session pools.
+    Workload {
+        spec: crate::workload::WorkloadSpec,
+        reply: Reply<Result<crate::workload::WorkloadReport, LabError>>,
+    },
+    /// `(name, pid)` of every running lab process: nodes, then the storage node.
+    Processes { reply: Reply<Vec<(String, u32)>> },
+    /// Stop every node (and storage the lab started). Replies with log lines.
     StopAll {
         reply: Reply<Result<Vec<String>, LabError>>,
     },

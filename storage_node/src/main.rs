@@ -31,6 +31,12 @@ struct Args {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, default_value = "info", env = "STORAGE_NODE_LOG")]
     log: String,
+    /// Threads serving gRPC (the writer has its own thread). 0 = half the cores, 1 to 4: the
+    /// storage node shares the machine with the `surreal` nodes and their clients, and on a
+    /// 2-core laptop one serving thread gave ~10 % more throughput than two (fewer wake-ups
+    /// across threads; each RPC is only ~15 µs of work).
+    #[arg(long, default_value_t = 0, env = "STORAGE_NODE_THREADS")]
+    threads: usize,
 }
 
 fn main() -> ExitCode {
@@ -50,7 +56,19 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = match args.threads {
+        0 => (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            / 2)
+        .clamp(1, 4),
+        n => n,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
