@@ -38,6 +38,7 @@
 //!   DataFrames, concurrency sweeps.
 //! - [`sampler`]: RSS and CPU of every lab process sampled during a run.
 //! - [`entities`]: the spec's `User` and `Post`, their schema (`schema/entities.surql`) and helpers.
+//! - [`consistency`]: the same query on every node, compared (do all nodes agree?).
 //! - [`charts`]: plotters charts as SVG (`Chart`), inline in JupyterLab, saved as files.
 //! - [`display`]: DataFrames and query rows as HTML tables for evcxr (`.show()`).
 //! - [`binary`]: finding the `surreal` binary (and other workspace binaries) and checking its version.
@@ -71,6 +72,7 @@ pub mod charts;
 pub mod client;
 pub mod cluster;
 pub mod conflicts;
+pub mod consistency;
 pub mod display;
 pub mod entities;
 pub mod error;
@@ -102,6 +104,7 @@ pub mod prelude {
     pub use crate::client::{QueryResult, StatementResult};
     pub use crate::cluster::{Cluster, ClusterBuilder, Endpoint};
     pub use crate::conflicts::{ContentionPlan, RetryPolicy};
+    pub use crate::consistency::Comparison;
     pub use crate::display::{ShowExt, Table};
     pub use crate::entities::{Post, User};
     pub use crate::error::LabError;
