@@ -135,7 +135,7 @@ impl ClusterBuilder {
         self
     }
     /// Record every PD/TiKV request the nodes send to the embedded storage node (one JSON line
-    /// each), for [`Cluster::storage_trace`]. Off by default: it costs a write per request.
+    /// each), for [`Cluster::sql_traced`] and [`Cluster::storage_trace_since`]. Off by default: it costs a write per request.
     pub fn storage_trace(mut self, on: bool) -> Self {
         self.storage_trace = on;
         self

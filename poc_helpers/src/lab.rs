@@ -1,6 +1,6 @@
 //! The lab as the actor thread sees it: its configuration, its nodes and their SDK connections,
 //! the shared storage tier, the operation log and the `state.json` that lets another process
-//! (the `lab` CLI) attach. [`Lab::handle`] interprets one [`Command`].
+//! (the `lab` CLI) attach. `Lab::handle` interprets one `Command` (see `runtime`).
 //!
 //! Everything here runs on the actor thread (see `runtime`), so nothing needs a lock: one command
 //! at a time owns the whole lab.

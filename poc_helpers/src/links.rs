@@ -1,7 +1,7 @@
 //! The lab's breakable network links: which links exist, how to name one ([`Link`]), and the
 //! proxies behind them.
 //!
-//! With `.fault_links(true)` the lab puts a [`Proxy`](crate::proxy::Proxy) on two links of
+//! With `.fault_links(true)` the lab puts a [`Proxy`] on two links of
 //! every node (see `proxy` for the picture):
 //!
 //! * [`Link::ClientToNode`] — between the lab's SDK sessions (including the bank checker's and

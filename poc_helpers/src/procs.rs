@@ -22,7 +22,7 @@ pub const POLL: Duration = Duration::from_millis(25);
 /// What one look at a pid found (a snapshot: the process may change right after).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcInfo {
-    /// The command line, argv[0] first.
+    /// The command line, `argv[0]` first.
     pub cmd: Vec<String>,
     /// Resident memory in bytes.
     pub rss_bytes: u64,
@@ -162,11 +162,24 @@ pub enum Reaped {
     /// No pidfile: nothing to do.
     NoPidfile,
     /// The pid was dead; the stale file was removed.
-    StaleRemoved { pid: u32 },
+    StaleRemoved {
+        /// The pid the file named.
+        pid: u32,
+    },
     /// The pid is alive but is not our node (pid reuse): the file was removed, the process left alone.
-    ForeignLeftAlone { pid: u32, cmd: String },
+    ForeignLeftAlone {
+        /// The pid the file named.
+        pid: u32,
+        /// That process's command line, for the start report.
+        cmd: String,
+    },
     /// Our node from an earlier run was stopped.
-    Stopped { pid: u32, how: Stopped },
+    Stopped {
+        /// The pid of the stopped process.
+        pid: u32,
+        /// How it ended: after SIGTERM, or SIGKILLed after the grace period.
+        how: Stopped,
+    },
 }
 
 /// Cleans up after an earlier run: see the module docs for the rules.

@@ -13,7 +13,7 @@
 //! cell's code and that cell's tokio, and receiving *data* — never closures or futures, whose code
 //! would belong to another cell. So:
 //!
-//! * [`Command`] is a plain enum. Each variant carries its arguments and a `std::sync::mpsc::Sender`
+//! * `Command` is a plain enum. Each variant carries its arguments and a `std::sync::mpsc::Sender`
 //!   for its typed reply. std's channels contain no runtime state, so both cells agree on them.
 //! * The facade (`Cluster`) sends a command and blocks on `Receiver::recv`. Never tokio's
 //!   `blocking_recv`: that panics when the caller itself is inside a runtime (as evcxr's async

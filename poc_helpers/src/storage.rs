@@ -14,7 +14,7 @@
 //! The shared modes all go through the same TiKV client inside `surreal`, so the lab's embedded
 //! storage node and a real TiKV cluster are interchangeable from the nodes' point of view.
 //!
-//! [`StorageMode`] is the learner's choice (plain data, saved in `state.json`). [`StorageTier`] is
+//! [`StorageMode`] is the learner's choice (plain data, saved in `state.json`). `StorageTier` is
 //! the running thing behind a shared mode (a tiup child process, an external PD address), owned
 //! by the lab's actor thread.
 
