@@ -3,16 +3,17 @@
 #   1. the SurrealDB server, the storage node and the `lab` CLI (release build, cached),
 #   2. a project-local Python virtualenv (.venv) with JupyterLab and the notebook runner,
 #   3. the evcxr Jupyter kernel for Rust (pinned), registered inside .venv only.
-# Options: --with-browser also installs Chromium (for the test suite's browser check).
+# Options: --for-tests also installs what only the test command needs: Chromium (browser check)
+# and Graphviz (renders the architecture diagram's source in the docs test).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
 
-with_browser=0
+for_tests=0
 for arg in "$@"; do
     case "$arg" in
-        --with-browser) with_browser=1 ;;
-        *) echo "usage: $0 [--with-browser]" >&2; exit 2 ;;
+        --for-tests) for_tests=1 ;;
+        *) echo "usage: $0 [--for-tests]" >&2; exit 2 ;;
     esac
 done
 
@@ -62,9 +63,15 @@ fi
 "$LAB_VENV/bin/jupyter" kernelspec list | grep -q "rust" || { echo "error: the Rust kernel did not register" >&2; exit 1; }
 echo "kernel: $(ls "$JUPYTER_PATH/kernels")"
 
-if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-    lab_step "Chromium (for the browser check)"
-    apt_install chromium
+if [ "$for_tests" = 1 ]; then
+    missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        lab_step "test tools: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
 fi
 
 lab_step "setup done"

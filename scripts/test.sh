@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Runs every test of the lab — the README's test command, and all that CI runs:
-#   1. installs/builds what is missing (setup.sh --with-browser),
+#   1. installs/builds what is missing (setup.sh --for-tests),
 #   2. Rust tests of the whole workspace (real `surreal` and `storage-node` processes),
 #   3. the five notebooks executed headless in the real evcxr kernel (any cell error fails),
-#   4. the browser check (JupyterLab in headless Chromium) and the documentation tests.
+#   4. the browser check: the executed notebooks rendered by JupyterLab in headless Chromium,
+#   5. the documentation tests (links, runnable examples against a live lab, rustdoc).
 # Every lab started here uses ephemeral ports, never the 8000/8001 of a lab you have open.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
 
-"$LAB_ROOT/scripts/setup.sh" --with-browser
+"$LAB_ROOT/scripts/setup.sh" --for-tests
 
 export LAB_BASE_PORT=ephemeral
 export LAB_DIR="$LAB_ROOT/target/test-labs"
+# Whatever a previous, interrupted run left behind is reaped before anything starts.
+"$CARGO_TARGET_DIR/release/lab" --lab-dir "$LAB_DIR" clean --all >/dev/null 2>&1 || true
 
 lab_step "Rust tests (workspace)"
 cargo test --locked --workspace --exclude surreal-server -- --test-threads=2
+
+lab_step "notebooks, headless in the evcxr kernel"
+"$LAB_VENV/bin/python" scripts/run-notebooks.py
+
+lab_step "browser check (JupyterLab in headless Chromium)"
+scripts/browser-check.sh
+
+lab_step "documentation tests"
+"$LAB_VENV/bin/python" scripts/check-docs.py
 
 lab_step "all tests passed"

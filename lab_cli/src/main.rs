@@ -70,7 +70,11 @@ enum Cmd {
     /// Stop every node (data of surrealkv nodes is kept).
     Down,
     /// Stop every node and delete the lab's data, logs and pidfiles.
-    Clean,
+    Clean {
+        /// Every lab under the lab directory, not only --name (e.g. after crashed test runs).
+        #[arg(long)]
+        all: bool,
+    },
     /// Benchmark: the same workloads on (a) 2 nodes over the embedded storage node, (b) 1 node
     /// on surrealkv (the baseline) and (c) 1 node over the storage node; medians of several
     /// repetitions, goals checked, CSV + SVG written to --out. Takes ~15 min (--quick: ~1 min).
@@ -219,24 +223,28 @@ fn run(cli: Cli) -> Result<(), LabError> {
             cluster.stop_all()?;
             Ok(())
         }
-        Cmd::Clean => match Cluster::attach_dir(&dir) {
-            Ok(cluster) => cluster.cleanup(),
-            Err(LabError::LabNotFound { .. }) if dir.exists() => {
-                std::fs::remove_dir_all(&dir).map_err(|e| LabError::Io {
-                    action: "deleting".into(),
-                    path: dir.display().to_string(),
-                    message: e.to_string(),
-                    fix: "check permissions, then delete it by hand".into(),
-                })?;
-                println!("deleted {}", dir.display());
-                Ok(())
+        Cmd::Clean { all: false } => clean(&dir),
+        Cmd::Clean { all: true } => {
+            let entries = match std::fs::read_dir(&root) {
+                Ok(e) => e,
+                Err(_) => {
+                    println!("nothing to clean: {} does not exist", root.display());
+                    return Ok(());
+                }
+            };
+            // Keep going past a lab that fails to clean, so one bad directory cannot leave the
+            // others' processes running; report the first error at the end.
+            let mut first_err = None;
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    if let Err(e) = clean(&entry.path()) {
+                        eprintln!("{}: {e}", entry.path().display());
+                        first_err.get_or_insert(e);
+                    }
+                }
             }
-            Err(LabError::LabNotFound { .. }) => {
-                println!("nothing to clean: {} does not exist", dir.display());
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+            first_err.map_or(Ok(()), Err)
+        }
         Cmd::Bench {
             quick,
             reps,
@@ -388,4 +396,26 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
 
 fn serde_json_pretty(rows: &[poc_helpers::serde_json::Value]) -> String {
     poc_helpers::serde_json::to_string_pretty(rows).unwrap_or_default()
+}
+
+/// Stops one lab's processes (if any are left) and deletes its directory.
+fn clean(dir: &std::path::Path) -> Result<(), LabError> {
+    match Cluster::attach_dir(dir) {
+        Ok(cluster) => cluster.cleanup(),
+        Err(LabError::LabNotFound { .. }) if dir.exists() => {
+            std::fs::remove_dir_all(dir).map_err(|e| LabError::Io {
+                action: "deleting".into(),
+                path: dir.display().to_string(),
+                message: e.to_string(),
+                fix: "check permissions, then delete it by hand".into(),
+            })?;
+            println!("deleted {}", dir.display());
+            Ok(())
+        }
+        Err(LabError::LabNotFound { .. }) => {
+            println!("nothing to clean: {} does not exist", dir.display());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -87,3 +87,32 @@ fn up_status_sql_down_clean() {
         text(&missing)
     );
 }
+
+#[test]
+fn clean_all_stops_every_lab_under_the_root() {
+    let root = tempfile::tempdir().unwrap();
+    for name in ["one", "two"] {
+        let up = lab(
+            root.path(),
+            &["up", "--ephemeral", "--nodes", "1", "--storage", "memory", "--name", name],
+        );
+        assert!(up.status.success(), "{}", text(&up));
+    }
+    let pids: Vec<u32> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            let state = std::fs::read_to_string(root.path().join(n).join("state.json")).unwrap();
+            let v: poc_helpers::serde_json::Value = poc_helpers::serde_json::from_str(&state).unwrap();
+            v["nodes"][0]["pid"].as_u64().expect("a pid in state.json") as u32
+        })
+        .collect();
+    let clean = lab(root.path(), &["clean", "--all"]);
+    assert!(clean.status.success(), "{}", text(&clean));
+    for (pid, name) in pids.iter().zip(["one", "two"]) {
+        assert!(
+            !poc_helpers::procs::is_alive(*pid),
+            "lab {name}'s node (pid {pid}) still runs"
+        );
+        assert!(!root.path().join(name).exists());
+    }
+}

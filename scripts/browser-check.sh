@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Browser check (part of the test command): serves the executed notebooks (target/notebooks, written
+# by run-notebooks.py) from a real JupyterLab on an ephemeral loopback port, and lets
+# browser-check.cjs verify in headless Chromium that tables and charts render, taking screenshots.
+#   --update-docs  also copy the screenshots to docs/img/ (for the README)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$LAB_ROOT"
+
+update_docs=0
+[ "${1:-}" = "--update-docs" ] && update_docs=1
+[ -d target/notebooks ] || { echo "error: no executed notebooks in target/notebooks; run scripts/run-notebooks.py first" >&2; exit 1; }
+command -v chromium >/dev/null || { echo "error: chromium is missing; run scripts/setup.sh --for-tests" >&2; exit 1; }
+
+# playwright-core drives the system Chromium; installed once into the cache (no browser download).
+export BROWSER_CHECK_MODULES="$LAB_CACHE/browser-check"
+if [ ! -d "$BROWSER_CHECK_MODULES/node_modules/playwright-core" ]; then
+    command -v npm >/dev/null || { echo "error: npm is missing; install Node.js (e.g. 'sudo apt-get install nodejs npm')" >&2; exit 1; }
+    mkdir -p "$BROWSER_CHECK_MODULES"
+    (cd "$BROWSER_CHECK_MODULES" && echo '{"private":true}' > package.json &&
+        npm install --silent --no-audit --no-fund playwright-core@1.65.1)
+fi
+
+# A clean JupyterLab profile: no news pop-up, no restored workspace, nothing from the user's own.
+tmp=$(mktemp -d)
+mkdir -p "$tmp/settings/@jupyterlab/apputils-extension"
+echo '{"fetchNews": "false", "checkForUpdates": false}' > "$tmp/settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+port=$("$LAB_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+JUPYTERLAB_SETTINGS_DIR="$tmp/settings" JUPYTERLAB_WORKSPACES_DIR="$tmp/ws" \
+    "$LAB_VENV/bin/jupyter" lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="$port" \
+    --IdentityProvider.token='' --ServerApp.root_dir="$LAB_ROOT/target/notebooks" >"$tmp/jupyter.log" 2>&1 &
+jupyter_pid=$!
+trap 'kill $jupyter_pid 2>/dev/null; wait $jupyter_pid 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 1 60); do
+    curl -sf "http://127.0.0.1:$port/api/status" >/dev/null && break
+    sleep 0.5
+done
+
+node scripts/browser-check.cjs "http://127.0.0.1:$port" "$LAB_ROOT/target/screenshots"
+if [ "$update_docs" = 1 ]; then
+    mkdir -p docs/img && cp target/screenshots/*.png docs/img/
+    echo "screenshots copied to docs/img/"
+fi
