@@ -11,6 +11,8 @@ Usage: scripts/run-notebooks.py [NOTEBOOK ...] [--timeout SECONDS]
 """
 import argparse
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,23 @@ def committed_outputs(nb) -> list[int]:
         for i, c in enumerate(nb.cells)
         if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))
     ]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failing_output(nb) -> str:
+    """The failing cell's source and its error output (compiler message, panic), without colours."""
+    for c in nb.cells:
+        errors = [o for o in c.get("outputs", []) if o.output_type == "error"]
+        if errors:
+            o = errors[0]
+            stderr = "".join(
+                x.get("text", "") for x in c.outputs if x.output_type == "stream" and x.name == "stderr"
+            )
+            text = stderr + "\n".join(o.get("traceback") or [f"{o.ename}: {o.evalue}"])
+            return f"cell:\n{c.source}\nerror:\n{ANSI.sub('', text)}"
+    return ""
 
 
 def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
@@ -74,7 +93,7 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
     except DeadKernelError as e:
         error = f"the kernel died (a panic aborts it in test runs): {e}"
     except CellExecutionError as e:
-        error = str(e)
+        error = failing_output(nb) or str(e)
     total = time.monotonic() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
@@ -88,6 +107,13 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
     return True, f"ok   {path.name}: {code_cells}/{code_cells} cells passed, {total:.1f} s{first}"
 
 
+def reap() -> None:
+    """Stops whatever a failed notebook's dead kernel left running (its labs are in LAB_DIR)."""
+    lab = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "lab"
+    if lab.exists():
+        subprocess.run([str(lab), "clean", "--all"], capture_output=True, timeout=120)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", type=Path)
@@ -96,6 +122,10 @@ def main() -> int:
     args = ap.parse_args()
     # A panic must fail the cell: the test config turns off evcxr's "report panics as success".
     os.environ.setdefault("EVCXR_CONFIG_DIR", str(ROOT / "scripts" / "evcxr" / "test"))
+    # The notebooks' labs get random free ports and a lab root of their own, so a run never
+    # touches the lab you may have open on 8000/8001 (target/lab).
+    os.environ.setdefault("LAB_BASE_PORT", "ephemeral")
+    os.environ.setdefault("LAB_DIR", str(ROOT / "target" / "notebook-labs"))
     paths = args.notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not paths:
         print("no notebooks found under notebooks/", file=sys.stderr)
@@ -106,6 +136,7 @@ def main() -> int:
         ok, line = run(p.resolve(), args.out, args.timeout)
         print(line, flush=True)
         results.append((ok, line))
+        reap()
     print("\nnotebooks:")
     for _, line in results:
         print("  " + line.splitlines()[0])

@@ -121,5 +121,7 @@ pub mod prelude {
         WorkloadSpec,
     };
     pub use polars::prelude::DataFrame;
+    // Cells name the crate (`serde_json::json!`, `serde_json::Value`) without a `:dep` of their own.
+    pub use crate::serde_json;
     pub use serde_json::{Value, json};
 }
