@@ -315,10 +315,15 @@ def run_block(block: Block, lab: Lab, env: dict[str, str], tmp: Path, js) -> tup
         script.write_text(text)
         cmd, cwd = ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail", str(script)], ROOT
     elif block.lang == "python":
+        python = ROOT / ".venv/bin/python"
+        if not python.exists():
+            return False, "no .venv: run scripts/setup.sh (it installs scripts/requirements.txt)", ""
         script = tmp / "block.py"
         script.write_text(text)
-        cmd, cwd = [str(ROOT / ".venv/bin/python"), str(script)], ROOT
+        cmd, cwd = [str(python), str(script)], ROOT
     else:
+        if not shutil.which("node", path=env["PATH"]):
+            return False, "node is missing: install Node.js 20+ with npm", ""
         npm_dir, flags = js()
         # Inside the npm folder, so `import … from "surrealdb"` resolves to the pinned install.
         script = npm_dir / f".docs-check-{os.getpid()}.mjs"
@@ -333,6 +338,10 @@ def run_block(block: Block, lab: Lab, env: dict[str, str], tmp: Path, js) -> tup
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         ok, why = False, f"timed out after {BLOCK_TIMEOUT} s"
+    except BaseException:
+        # Interrupted: the block runs in its own session, so Ctrl-C never reached it.
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     finally:
         if block.lang == "javascript":
             script.unlink(missing_ok=True)

@@ -1,5 +1,5 @@
 //! Misuse, one case per test (the rest of the troubleshooting table is in `bad_input.rs`,
-//! `faults.rs` and `bank.rs`; `docs/troubleshooting-table.md` lists them all). Each case must
+//! `faults.rs` and `bank.rs`; `docs/troubleshooting.md` lists them all). Each case must
 //! fail with a message that names the fix, leave no process behind and lose no data.
 
 #![allow(clippy::result_large_err)] // LabError is a whole explanation by design (see lib.rs)
