@@ -4,7 +4,8 @@
 Four checks, one summary line each; the exit status is non-zero when any fails:
 
 1. links     every relative link and image in README.md, docs/*.md and the notebooks' markdown
-             cells points at a file or folder that exists (anchors are not checked).
+             cells points at a file or folder that exists, and an anchor into a .md file
+             (`#port-conflicts`) at one of its headings (GitHub's heading ids).
 2. diagram   docs/architecture.svg carries the sha256 of docs/architecture.dot it was rendered
              from (scripts/render-diagram.sh writes it), and Graphviz `dot` renders the source
              without error (when `dot` is installed).
@@ -24,16 +25,17 @@ variables), so every block must be complete on its own; the database state they 
 carries over to later blocks of the same file, and every file starts with a fresh lab.
 Before a block runs, `127.0.0.1:8000`, `localhost:8001`, `--base-port 8000`, … are rewritten
 to the ports node-a, node-b, … really got, and `127.0.0.1:2379` to the storage node's, so the
-docs can show the ports a learner sees. Blocks see LAB_DIR and LAB_BASE_PORT=ephemeral, so `lab status`,
-`lab sql b …` (default lab name) address the test's lab, never one on 8000/8001. A block fails
-the check with its file:line when it exits non-zero or runs longer than BLOCK_TIMEOUT.
+docs can show the ports a learner sees (no-lab blocks are not rewritten). Blocks see LAB_DIR
+and LAB_BASE_PORT=ephemeral, so `lab status`, `lab sql b …` (default lab name) address the
+test's lab, never one on 8000/8001. A block fails the check with its file:line when it exits
+non-zero or runs longer than BLOCK_TIMEOUT.
 Assert inside the block (grep -q, assert, throw) what the reader is told to expect.
 
 Languages: bash/sh run with `bash -e -o pipefail` from the repository root; python with the
 project's .venv; javascript as an ES module with node, from $LAB_CACHE/npm where this script
 installs the pinned `surrealdb` npm package (JS_SDK_VERSION, which docs/api.md must name).
 
-Run it (about 1–2 minutes when the binaries are built):
+Run it (~15 s when everything is built; 2–3 minutes more when `lab` must be rebuilt first):
 
     .venv/bin/python scripts/check-docs.py            # all checks
     .venv/bin/python scripts/check-docs.py --only links,diagram
@@ -127,6 +129,31 @@ def markdown_targets(text: str):
                 yield n, t
 
 
+def heading_ids(text: str) -> set[str]:
+    """The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces → -."""
+    ids: set[str] = set()
+    fence = None
+    for line in text.splitlines():
+        m = FENCE_RE.match(line)
+        if fence:
+            if m and m.group(2)[0] == fence[0] and not m.group(3):
+                fence = None
+            continue
+        if m:
+            fence = m.group(2)
+            continue
+        h = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not h:
+            continue
+        title = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", h.group(1))   # links → their text
+        slug = re.sub(r"[^\w\- ]", "", title.replace("`", "").replace("*", "").lower()).replace(" ", "-")
+        base, n = slug, 1
+        while slug in ids:  # repeated headings get -1, -2, …
+            slug, n = f"{base}-{n}", n + 1
+        ids.add(slug)
+    return ids
+
+
 def check_links() -> tuple[bool, str]:
     sources: list[tuple[str, Path, str]] = []
     for f in doc_files():
@@ -142,13 +169,21 @@ def check_links() -> tuple[bool, str]:
     broken, count = [], 0
     for where, base, text in sources:
         for line, target in markdown_targets(text):
-            if SCHEME_RE.match(target) or target.startswith("#"):
+            if SCHEME_RE.match(target):
                 continue
             count += 1
-            path = target.split("#", 1)[0].split("?", 1)[0]
+            path, _, anchor = target.partition("#")
+            path = path.split("?", 1)[0]
+            if not path:  # an anchor in the same file
+                if where.endswith(".md") and unquote(anchor) not in heading_ids(text):
+                    broken.append(f"  {where}:{line}: {target}: no heading with that anchor here")
+                continue
             resolved = (ROOT / path.lstrip("/")) if path.startswith("/") else (base / unquote(path))
             if not resolved.exists():
                 broken.append(f"  {where}:{line}: {target} → {rel(resolved)} does not exist")
+            elif anchor and resolved.suffix == ".md" and resolved.is_file() and \
+                    unquote(anchor) not in heading_ids(resolved.read_text(encoding="utf-8")):
+                broken.append(f"  {where}:{line}: {target}: {rel(resolved)} has no heading with that anchor")
     files = len({w.split(' cell ')[0] for w, _, _ in sources})
     if broken:
         print("\n".join(broken))

@@ -193,7 +193,7 @@ impl ClusterBuilder {
         self.lab_root = Some(dir.into());
         self
     }
-    /// Storage mode (default `Isolated(Memory)`).
+    /// Storage mode (default `StorageMode::Shared`: all nodes over the embedded storage node).
     pub fn storage(mut self, mode: StorageMode) -> Self {
         self.storage = mode;
         self
