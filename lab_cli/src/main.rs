@@ -54,8 +54,9 @@ enum Cmd {
         /// Let the lab pick free ports (also LAB_BASE_PORT=ephemeral).
         #[arg(long, conflicts_with = "base_port")]
         ephemeral: bool,
-        /// memory | surrealkv | shared | tikv://HOST:PORT | tiup
-        #[arg(long, default_value = "memory")]
+        /// shared (the embedded storage node, as in the notebooks) | memory | surrealkv (each
+        /// node its own store) | tikv://HOST:PORT (a real PD) | tiup
+        #[arg(long, default_value = "shared")]
         storage: String,
     },
     /// Show every node's state, pid, version, memory and uptime.

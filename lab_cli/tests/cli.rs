@@ -36,9 +36,10 @@ fn up_status_sql_down_clean() {
     // The nodes outlived `lab up`: status, sql and a second `up` see them.
     let status = lab(root.path(), &["status", "--name", "cli"]);
     assert!(status.status.success(), "{}", text(&status));
+    // Two nodes and the storage node they share (the default storage).
     assert_eq!(
         text(&status).matches("running").count(),
-        2,
+        3,
         "{}",
         text(&status)
     );
@@ -51,6 +52,15 @@ fn up_status_sql_down_clean() {
         "the log line names the node: {}",
         text(&sql)
     );
+
+    // Written on A, read on B: the README's first example.
+    let write = lab(
+        root.path(),
+        &["sql", "--name", "cli", "a", "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'"],
+    );
+    assert!(write.status.success(), "{}", text(&write));
+    let read = lab(root.path(), &["sql", "--name", "cli", "b", "SELECT * FROM user"]);
+    assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
 
     let again = lab(root.path(), &["up", "--ephemeral", "--name", "cli"]);
     assert!(!again.status.success());
@@ -66,7 +76,8 @@ fn up_status_sql_down_clean() {
 
     let down = lab(root.path(), &["down", "--name", "cli"]);
     assert!(down.status.success(), "{}", text(&down));
-    assert_eq!(text(&down).matches("stopped").count(), 2, "{}", text(&down));
+    assert_eq!(text(&down).matches("stopped").count(), 3, "{}", text(&down));
+    // The nodes stay listed as stopped (a stopped storage node has no row of its own).
     let status = lab(root.path(), &["status", "--name", "cli"]);
     assert_eq!(
         text(&status).matches("stopped").count(),

@@ -353,7 +353,12 @@ fn advice(kind: &str, detail: Option<&str>, message: &str) -> String {
         _ if m.contains("already contains") => {
             "a UNIQUE index rejected a duplicate value: use a different value or update the existing record".into()
         }
-        _ if m.contains("expected") || m.contains("coerce") || m.contains("assert") => {
+        // 3.3.5 words a failed field ASSERT as "… must conform to: string::is_email($value)".
+        _ if m.contains("expected")
+            || m.contains("coerce")
+            || m.contains("assert")
+            || m.contains("must conform to") =>
+        {
             "the value does not match the table's schema (schema/entities.surql): fix the value's type or format".into()
         }
         _ => "read SurrealDB's message above (SurrealQL reference: https://surrealdb.com/docs/surrealql)".into(),
@@ -433,6 +438,12 @@ mod tests {
         );
         let e = query_error("node-a", 8000, "SELEC", &parse).to_string();
         assert!(e.contains("check the SurrealQL syntax"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_field_assert_points_at_the_schema() {
+        let m = "Found 'not-an-email' for field `email`, with record `user:x`, but field must conform to: string::is_email($value)";
+        assert!(advice("Query", None, m).contains("schema"), "{}", advice("Query", None, m));
     }
 
     #[test]

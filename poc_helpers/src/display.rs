@@ -52,16 +52,35 @@ impl std::fmt::Display for Table {
     }
 }
 
-/// `df.show()` → a [`Table`] that renders as HTML in notebooks.
+/// `df.show()` → a [`Table`] that renders as HTML in notebooks; `df.texts("node")` → a column's
+/// values as owned strings, for `assert!`s in notebook cells.
 pub trait ShowExt {
     /// Wraps (a cheap clone of) the frame for HTML display.
     fn show(&self) -> Table;
+
+    /// The values of `column` as text (nulls as empty strings). Owned values, because an evcxr
+    /// cell cannot keep a borrowed polars column in a variable, and iterating a typed column
+    /// needs polars features a notebook would have to `:dep` itself. Panics naming the existing
+    /// columns when there is no such column.
+    fn texts(&self, column: &str) -> Vec<String>;
 }
 
 impl ShowExt for DataFrame {
     fn show(&self) -> Table {
         // Cloning a DataFrame clones reference-counted column buffers, not the data.
         Table(self.clone())
+    }
+
+    fn texts(&self, column: &str) -> Vec<String> {
+        let c = self.column(column).unwrap_or_else(|_| {
+            panic!(
+                "no column `{column}`; the columns are {:?}",
+                self.get_column_names()
+            )
+        });
+        (0..c.len())
+            .map(|i| c.get(i).map(|v| cell_text(&v)).unwrap_or_default())
+            .collect()
     }
 }
 
@@ -228,6 +247,23 @@ fn html_table(
 mod tests {
     use super::*;
     use polars::prelude::Column;
+
+    #[test]
+    fn texts_reads_a_column_as_strings() {
+        let df = DataFrame::new(
+            2,
+            vec![
+                Column::new("node".into(), vec!["node-a", "node-b"]),
+                Column::new("ms".into(), vec![Some(1.5f64), None]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(df.texts("node"), ["node-a", "node-b"]);
+        assert_eq!(df.texts("ms"), ["1.5", ""]);
+        let missing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| df.texts("nope"))).unwrap_err();
+        let msg = missing.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("no column `nope`") && msg.contains("node"), "{msg}");
+    }
 
     #[test]
     fn frame_to_html() {
