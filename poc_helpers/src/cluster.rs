@@ -918,7 +918,7 @@ mod tests {
     fn defaults_match_the_spec() {
         let cfg = Cluster::builder()
             .base_port(8000)
-            .lab_root("/tmp/x")
+            .lab_root("labs-root")
             .config()
             .unwrap();
         assert_eq!(cfg.nodes, 2);
@@ -928,7 +928,9 @@ mod tests {
             (cfg.namespace.as_str(), cfg.database.as_str()),
             ("lab", "main")
         );
-        assert_eq!(cfg.lab_dir, PathBuf::from("/tmp/x/lab"));
+        // A relative root is made absolute, so later `cd`s (a kernel's) cannot move the lab.
+        assert!(cfg.lab_dir.is_absolute(), "{:?}", cfg.lab_dir);
+        assert!(cfg.lab_dir.ends_with("labs-root/lab"), "{:?}", cfg.lab_dir);
         assert_eq!(cfg.storage, StorageMode::default());
     }
 
