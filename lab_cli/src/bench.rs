@@ -136,11 +136,15 @@ fn workload(name: &str) -> Result<WorkloadSpec, LabError> {
         "raw-paced" => WorkloadSpec::read_after_write().think_time(PACED_THINK_TIME),
         "read" => WorkloadSpec::read_only(),
         "write" => WorkloadSpec::write_only(),
+        // `mixed80`: another read share, e.g. the storage-node issue's 80/20 benchmark.
+        other if other.strip_prefix("mixed").and_then(|p| p.parse::<u8>().ok()).is_some_and(|p| p <= 100) => {
+            WorkloadSpec::mixed(other["mixed".len()..].parse().unwrap_or(90))
+        }
         other => {
             return Err(LabError::InvalidConfig {
                 setting: "workloads".into(),
                 reason: format!("`{other}` is not a workload"),
-                fix: "use a comma-separated list of: mixed, raw, raw-paced, read, write".into(),
+                fix: "use a comma-separated list of: mixed, mixedNN (NN % reads, e.g. mixed80), raw, raw-paced, read, write".into(),
             });
         }
     })
@@ -709,6 +713,16 @@ mod tests {
             ops_ratio: None,
             p99_ratio: None,
         }
+    }
+
+    #[test]
+    fn workload_names_include_other_read_shares() {
+        let kind = |n: &str| workload(n).map(|w| w.kind);
+        assert_eq!(kind("mixed").unwrap(), WorkloadSpec::mixed(90).kind);
+        assert_eq!(kind("mixed80").unwrap(), WorkloadSpec::mixed(80).kind);
+        assert!(kind("mixed101").is_err());
+        assert!(kind("mixedx").is_err());
+        assert!(kind("nope").unwrap_err().to_string().contains("mixed80"));
     }
 
     #[test]
