@@ -313,10 +313,13 @@ impl Cluster {
         nodes: &[N],
         txn: &str,
     ) -> Result<Vec<TxnOutcome>, LabError> {
+        // Full node names ("b" → "node-b"), so a failed transaction's row names its node the
+        // same way a committed one's does (and can be passed back to `sql`/`retry_on_conflict`).
         let names: Vec<String> = nodes
             .iter()
             .map(|n| match n.clone().into() {
-                NodeRef::Name(s) => s,
+                NodeRef::Name(s) if s.starts_with("node-") => s,
+                NodeRef::Name(s) => format!("node-{s}"),
                 NodeRef::Index(i) => crate::node::node_name(i),
             })
             .collect();
