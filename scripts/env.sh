@@ -28,6 +28,10 @@ export EVCXR_VERSION
 export SURREAL_BIN="${SURREAL_BIN:-$CARGO_TARGET_DIR/release/surreal}"
 export STORAGE_NODE_BIN="${STORAGE_NODE_BIN:-$CARGO_TARGET_DIR/release/storage-node}"
 
+# Jupyter refuses to run as root unless told to (containers and CI machines often run as root).
+JUPYTER_ROOT_FLAG=()
+[ "$(id -u)" -ne 0 ] || JUPYTER_ROOT_FLAG=(--allow-root)
+
 # Prints a step header with elapsed time, so slow first runs explain themselves.
 lab_step() {
     printf '\n==> %s  (%ss)\n' "$*" "$SECONDS"
