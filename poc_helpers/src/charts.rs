@@ -99,53 +99,8 @@ pub fn lines(
         .chain(hlines.iter().map(|(_, y)| *y));
     let (x0, x1) = bounds(xs);
     let (_, y1) = bounds(ys);
-    render(title, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, 0.0..(y1 * 1.1).max(1e-9))
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        for (k, (name, points)) in series.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-        }
-        for (k, (name, y)) in hlines.iter().enumerate() {
-            let color = reference_color(k);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(x0, *y), (x1, *y)],
-                    6,
-                    4,
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
-    })
+    let axes = (x0..x1, 0.0..(y1 * 1.1).max(1e-9));
+    xy_chart(title, x_label, y_label, axes, (x0, x1), series, hlines, false)
 }
 
 /// Reference lines: the spec's limit in red, the lab's goals in orange, then grey.
@@ -231,6 +186,7 @@ pub fn percentiles_vs_concurrency(
         (x0, x1),
         series,
         &hlines,
+        true,
     )
 }
 
@@ -250,6 +206,7 @@ pub fn throughput_vs_concurrency(
         (x0, x1),
         series,
         &[],
+        true,
     )
 }
 
@@ -276,7 +233,9 @@ pub fn rss_over_time(title: &str, samples: &[ResourceSample]) -> Result<Chart, S
     )
 }
 
-/// Lines over any pair of axes (linear or log), with dashed reference lines across `x_span`.
+/// Lines over any pair of axes (linear or log), with dashed reference lines across `x_span`;
+/// `markers` also draws each measured point (for sparse series such as concurrency levels).
+#[allow(clippy::too_many_arguments)]
 fn xy_chart<X, Y>(
     title: &str,
     x_label: &str,
@@ -285,6 +244,7 @@ fn xy_chart<X, Y>(
     x_span: (f64, f64),
     series: &[(String, Vec<(f64, f64)>)],
     hlines: &[(String, f64)],
+    markers: bool,
 ) -> Result<Chart, String>
 where
     X: AsRangedCoord<Value = f64>,
@@ -318,9 +278,11 @@ where
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
-            chart
-                .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                .map_err(|e| e.to_string())?;
+            if markers {
+                chart
+                    .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         for (k, (name, y)) in hlines.iter().enumerate() {
             let color = reference_color(k);

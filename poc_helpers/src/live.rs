@@ -154,6 +154,10 @@ impl LiveReport {
     }
 }
 
+/// How long [`Cluster::live_watch`] waits after subscribing before it writes, with the router
+/// engine (see the comment at its use). Generous on purpose: a loaded CI machine is slow.
+pub const ROUTER_DISCOVERY_WAIT: Duration = Duration::from_millis(1500);
+
 impl Cluster {
     /// Registers `LIVE SELECT * FROM <table>` on `listen_on` (on a session of its own), runs
     /// `writes` one after another (each on its node, logged like `sql`), keeps listening for
@@ -272,6 +276,12 @@ impl Lab {
                 });
             }
         });
+        // The router engine's other nodes learn of a new subscription through storage, not at
+        // once: a write on node-b within a few ms of the LIVE SELECT on node-a was seen to go
+        // unrelayed. Waiting a moment measures relaying, not that discovery race.
+        if self.cfg().live_query_engine == Some(LiveQueryEngine::Router) {
+            tokio::time::sleep(ROUTER_DISCOVERY_WAIT).await;
+        }
         let mut done = Vec::new();
         for (node, query) in writes {
             let at_ms = self.clock_ms();

@@ -17,21 +17,7 @@ use poc_helpers::procs;
 
 /// True if any `storage-node` process serves this port.
 fn storage_on_port(port: u16) -> bool {
-    let mut sys = sysinfo::System::new().expect("sysinfo");
-    sys.refresh_processes_specifics(
-        sysinfo::ProcessesToUpdate::All,
-        true,
-        sysinfo::ProcessRefreshKind::nothing().with_cmd(sysinfo::UpdateKind::Always),
-    );
-    sys.processes().values().any(|p| {
-        let cmd: Vec<String> = p
-            .cmd()
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect();
-        p.status() != sysinfo::ProcessStatus::Zombie
-            && poc_helpers::storage_node::is_lab_storage_cmd(&cmd, port)
-    })
+    common::any_process(|cmd| poc_helpers::storage_node::is_lab_storage_cmd(cmd, port))
 }
 
 /// Ports of every node and of the storage node.

@@ -28,6 +28,11 @@ pub fn shared_lab(name: &str) -> (tempfile::TempDir, ClusterBuilder) {
 
 /// True if any process is a `surreal start` bound to this port (whoever started it).
 pub fn surreal_on_port(port: u16) -> bool {
+    any_process(|cmd| poc_helpers::procs::is_lab_node_cmd(cmd, port))
+}
+
+/// True if any live (non-zombie) process's command line satisfies `matches`.
+pub fn any_process(matches: impl Fn(&[String]) -> bool) -> bool {
     let mut sys = sysinfo::System::new().expect("sysinfo");
     sys.refresh_processes_specifics(
         sysinfo::ProcessesToUpdate::All,
@@ -40,8 +45,7 @@ pub fn surreal_on_port(port: u16) -> bool {
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
-        p.status() != sysinfo::ProcessStatus::Zombie
-            && poc_helpers::procs::is_lab_node_cmd(&cmd, port)
+        p.status() != sysinfo::ProcessStatus::Zombie && matches(&cmd)
     })
 }
 
