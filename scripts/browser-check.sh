@@ -25,19 +25,19 @@ fi
 tmp=$(mktemp -d)
 # Served tree: the executed notebooks next to a copy of docs/, so a notebook's
 # ../docs/architecture.svg resolves as it does in the repository.
-mkdir -p "$tmp/root"
-cp -r target/notebooks "$tmp/root/notebooks"
-cp -r docs "$tmp/root/docs"
+mkdir -p "$tmp/served"
+cp -r target/notebooks "$tmp/served/notebooks"
+cp -r docs "$tmp/served/docs"
 # Outputs produced outside JupyterLab are untrusted, and JupyterLab does not render untrusted SVG;
 # sign them as a user who ran them would (the signature store lives in this temporary profile).
 export JUPYTER_DATA_DIR="$tmp/data"
-"$LAB_VENV/bin/jupyter" trust "$tmp"/root/notebooks/*.ipynb >/dev/null
+"$LAB_VENV/bin/jupyter" trust "$tmp"/served/notebooks/*.ipynb >/dev/null
 mkdir -p "$tmp/settings/@jupyterlab/apputils-extension"
 echo '{"fetchNews": "false", "checkForUpdates": false}' > "$tmp/settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
 port=$("$LAB_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 JUPYTERLAB_SETTINGS_DIR="$tmp/settings" JUPYTERLAB_WORKSPACES_DIR="$tmp/ws" \
     "$LAB_VENV/bin/jupyter" lab "${JUPYTER_ROOT_FLAG[@]}" --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="$port" \
-    --IdentityProvider.token='' --ServerApp.root_dir="$tmp/root" >"$tmp/jupyter.log" 2>&1 &
+    --IdentityProvider.token='' --ServerApp.root_dir="$tmp/served" >"$tmp/jupyter.log" 2>&1 &
 jupyter_pid=$!
 trap 'kill $jupyter_pid 2>/dev/null; wait $jupyter_pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 60); do
