@@ -103,6 +103,30 @@ pub fn lines(
     xy_chart(title, x_label, y_label, axes, (x0, x1), series, hlines, false)
 }
 
+/// Draws series `k` as a line in palette colour `k`, with its legend entry; returns the colour
+/// (for markers drawn on top).
+fn draw_line<X, Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    k: usize,
+    name: &str,
+    points: &[(f64, f64)],
+) -> Result<RGBAColor, String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = Palette99::pick(k).to_rgba();
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    Ok(color)
+}
+
 /// Reference lines: the spec's limit in red, the lab's goals in orange, then grey.
 fn reference_color(k: usize) -> RGBColor {
     match k {
@@ -267,17 +291,7 @@ where
             .draw()
             .map_err(|e| e.to_string())?;
         for (k, (name, points)) in series.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            let color = draw_line(&mut chart, k, name, points)?;
             if markers {
                 chart
                     .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
@@ -537,17 +551,7 @@ pub fn timeline(
                 .map_err(|e| e.to_string())?;
         }
         for (k, (name, points)) in series.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            draw_line(&mut chart, k, name, points)?;
         }
         let (w, h) = chart.plotting_area().dim_in_pixel();
         chart

@@ -1343,7 +1343,7 @@ impl Lab {
 
     /// Adds "the storage node is down" to an error when it is: every query needs storage, and
     /// SurrealDB's own message (a timeout, a KV error) does not say so.
-    fn with_storage_hint(&mut self, e: LabError) -> LabError {
+    fn with_storage_hint(&mut self, mut e: LabError) -> LabError {
         let state = match self.storage.as_mut().and_then(StorageTier::embedded) {
             Some(s) => s.refresh().clone(),
             None => return e,
@@ -1359,41 +1359,10 @@ impl Lab {
                 "restart_storage"
             }
         );
-        match e {
-            LabError::Query {
-                node,
-                port,
-                statement,
-                message,
-                kind,
-                detail,
-                code,
-                ..
-            } => LabError::Query {
-                node,
-                port,
-                statement,
-                message,
-                kind,
-                detail,
-                code,
-                fix: hint,
-            },
-            LabError::Timeout {
-                what,
-                node,
-                port,
-                after,
-                ..
-            } => LabError::Timeout {
-                what,
-                node,
-                port,
-                after,
-                fix: hint,
-            },
-            other => other,
+        if let LabError::Query { fix, .. } | LabError::Timeout { fix, .. } = &mut e {
+            *fix = hint;
         }
+        e
     }
 
     /// Appends a fault call to the fault log.
