@@ -111,6 +111,9 @@ impl NodeAction {
     }
 }
 
+/// One query of a [`Command::Race`]: its log line (if any) and how it ended.
+pub(crate) type RaceResult = (Option<String>, Result<QueryResult, LabError>);
+
 /// Everything the facade can ask the actor. Plain data only: see the module docs.
 pub(crate) enum Command {
     /// Start the lab described by the actor's config. Replies with one log line per node and the
@@ -148,7 +151,7 @@ pub(crate) enum Command {
     /// Runs several queries at the same moment, each on its node; replies in the same order.
     Race {
         queries: Vec<(NodeRef, String)>,
-        reply: Reply<Vec<(Option<String>, Result<QueryResult, LabError>)>>,
+        reply: Reply<Vec<RaceResult>>,
     },
     /// Length of the storage trace file now (a mark to read from).
     TraceMark { reply: Reply<Result<u64, LabError>> },
