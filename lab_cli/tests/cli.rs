@@ -13,6 +13,26 @@ fn lab(root: &std::path::Path, args: &[&str]) -> Output {
         .expect("run lab")
 }
 
+/// A temporary lab root whose labs are all cleaned when the test ends — also when an assertion
+/// fails halfway, which would otherwise leave `lab up`'s detached processes running.
+struct Root(tempfile::TempDir);
+
+impl Root {
+    fn new() -> Self {
+        Root(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = lab(self.path(), &["clean", "--all"]);
+    }
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -23,7 +43,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn up_status_sql_down_clean() {
-    let root = tempfile::tempdir().unwrap();
+    let root = Root::new();
     let up = lab(root.path(), &["up", "--ephemeral", "--name", "cli"]);
     assert!(up.status.success(), "{}", text(&up));
     let out = text(&up);
@@ -101,7 +121,7 @@ fn up_status_sql_down_clean() {
 
 #[test]
 fn clean_all_stops_every_lab_under_the_root() {
-    let root = tempfile::tempdir().unwrap();
+    let root = Root::new();
     for name in ["one", "two"] {
         let up = lab(
             root.path(),
