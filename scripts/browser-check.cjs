@@ -1,9 +1,11 @@
-// Browser check: opens each executed notebook in a real JupyterLab in headless Chromium and
-// checks that what the user should see is really rendered there — HTML tables for DataFrames,
-// SVG images for charts — then takes the README's screenshots.
-//
-// Run by scripts/browser-check.sh (which starts JupyterLab on target/notebooks). Uses
-// playwright-core (no bundled browser) driving the system's Chromium.
+// Browser check: opens each notebook in a real JupyterLab in headless Chromium, started exactly as
+// the learner's (scripts/jupyter-lab.sh, the repository as the served root), and checks:
+//   - the learner's notebooks/NN.ipynb: every markdown image loads and every local markdown link
+//     resolves (a wrong served root, or a link to a file that is not there, fails);
+//   - the executed copy target/notebooks/NN.ipynb: HTML tables for DataFrames and SVG charts are
+//     rendered, and its markdown loads the same way; then takes the README's screenshots.
+// Run by scripts/browser-check.sh. Uses playwright-core (no bundled browser) driving the system's
+// Chromium.
 const path = require("path");
 const fs = require("fs");
 
@@ -30,6 +32,45 @@ const TABLES = `${PANEL} .jp-OutputArea-output table`;
 const SVGS = [".jp-RenderedSVG img", ".jp-RenderedSVG svg", ".jp-RenderedMarkdown img"]
   .map((s) => `${PANEL} ${s}`)
   .join(", ");
+const MD_IMAGES = `${PANEL} .jp-RenderedMarkdown img`;
+const MD_LINKS = `${PANEL} .jp-RenderedMarkdown a[href]`;
+
+// Opens `file` (a path under the served root) alone in a fresh workspace and waits for its cells.
+async function open(page, base, file) {
+  const ws = file.replace(/\W/g, "");
+  await page.goto(`${base}/lab/workspaces/${ws}/tree/${file}?reset`);
+  try {
+    await page.waitForSelector(`${PANEL} .jp-Cell`, { timeout: 60000 });
+  } catch (e) {
+    throw new Error(`${file} did not open in JupyterLab: is the repository the served root (scripts/jupyter-lab.sh)? ${e.message.split("\n")[0]}`);
+  }
+}
+
+// Markdown images and local links of the notebook on screen: how many were checked, and the broken
+// ones as "what (why)" strings.
+// JupyterLab resolves a markdown image or link against the notebook's folder and serves it under
+// /files/; a path outside the served root, or a missing file, answers 404.
+async function brokenMarkdown(page) {
+  // Images load asynchronously: give them until they are complete (loaded or failed).
+  await page
+    .waitForFunction((sel) => [...document.querySelectorAll(sel)].every((i) => i.complete), MD_IMAGES, { timeout: 15000 })
+    .catch(() => {});
+  const bad = await page.$$eval(MD_IMAGES, (els) =>
+    els.filter((i) => !(i.naturalWidth > 0)).map((i) => `image ${i.getAttribute("src")} (did not load)`),
+  );
+  const links = await page.$$eval(MD_LINKS, (els) =>
+    els.map((a) => ({ raw: a.getAttribute("href"), url: a.href })),
+  );
+  const origin = new URL(page.url()).origin;
+  for (const { raw, url } of links) {
+    if (raw.startsWith("#") || new URL(url).origin !== origin) continue; // in-page or external
+    const target = url.split("#")[0];
+    const res = await page.request.get(target);
+    if (res.status() !== 200) bad.push(`link ${raw} (${target} answered ${res.status()})`);
+  }
+  const images = await page.locator(MD_IMAGES).count();
+  return { bad, checked: images + links.length };
+}
 
 async function main() {
   const browser = await chromium.launch({
@@ -40,10 +81,11 @@ async function main() {
   let failed = 0;
   for (const [nb, want] of Object.entries(EXPECT)) {
     const t0 = Date.now();
-    // A workspace of its own per notebook (?reset): only this notebook open, nothing restored.
-    const ws = nb.replace(/\W/g, "");
-    await page.goto(`${base}/lab/workspaces/${ws}/tree/notebooks/${nb}?reset`);
-    await page.waitForSelector(`${PANEL} .jp-Cell`, { timeout: 60000 });
+    // 1. The learner's own notebook, as they open it: its markdown must render whole.
+    await open(page, base, `notebooks/${nb}`);
+    const learnerBroken = await brokenMarkdown(page);
+    // 2. The executed copy: the outputs a run produced must render as tables and charts.
+    await open(page, base, `target/notebooks/${nb}`);
     // Outputs render asynchronously after the notebook model loads; wait for the last expected kind.
     try {
       await page.waitForFunction(
@@ -61,11 +103,17 @@ async function main() {
     const broken = await page.$$eval(SVGS, (els) =>
       els.filter((e) => e.tagName === "IMG" && !(e.naturalWidth > 0)).length,
     );
-    const ok = tables >= want.tables && svgs >= want.svgs && broken === 0;
+    const executedBroken = await brokenMarkdown(page);
+    const mdBroken = [
+      ...learnerBroken.bad.map((b) => `notebooks/${nb}: broken ${b}`),
+      ...executedBroken.bad.map((b) => `target/notebooks/${nb}: broken ${b}`),
+    ];
+    const ok = tables >= want.tables && svgs >= want.svgs && broken === 0 && mdBroken.length === 0;
     if (!ok) failed++;
     console.log(
-      `${ok ? "ok  " : "FAIL"} ${nb}: ${tables} tables (want ≥ ${want.tables}), ${svgs} charts/images (want ≥ ${want.svgs}), ${broken} broken, ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      `${ok ? "ok  " : "FAIL"} ${nb}: ${tables} tables (want ≥ ${want.tables}), ${svgs} charts/images (want ≥ ${want.svgs}), ${broken} broken, markdown: ${mdBroken.length} of ${learnerBroken.checked + executedBroken.checked} images/links broken, ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
+    for (const b of mdBroken) console.log(`     ${b}`);
     for (const [kind, n, file] of want.shots) {
       const el = page.locator(kind === "table" ? TABLES : `${PANEL} .jp-RenderedSVG`).nth(n);
       if ((await el.count()) === 0) continue;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Browser check (part of the test command): serves the executed notebooks (target/notebooks, written
-# by run-notebooks.py) from a real JupyterLab on an ephemeral loopback port, and lets
-# browser-check.cjs verify in headless Chromium that tables and charts render, taking screenshots.
+# Browser check (part of the test command): starts JupyterLab exactly as start-lab.sh does
+# (scripts/jupyter-lab.sh: the repository as the served root), on an ephemeral loopback port with a
+# clean profile, and lets browser-check.cjs verify in headless Chromium that the learner's notebooks'
+# markdown images and links load, and that the executed copies (target/notebooks, written by
+# run-notebooks.py) render their tables and charts; it takes the README's screenshots.
 #   --update-docs  also copy the screenshots to docs/img/ (for the README)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -23,21 +25,19 @@ fi
 
 # A clean JupyterLab profile: no news pop-up, no restored workspace, nothing from the user's own.
 tmp=$(mktemp -d)
-# Served tree: the executed notebooks next to a copy of docs/, so a notebook's
-# ../docs/architecture.svg resolves as it does in the repository.
-mkdir -p "$tmp/served"
-cp -r target/notebooks "$tmp/served/notebooks"
-cp -r docs "$tmp/served/docs"
+# The executed copies sit at target/notebooks/, one level below the root like notebooks/; a docs
+# link beside them lets their ../docs/ images resolve as the learner's do.
+ln -sfn ../docs target/docs
 # Outputs produced outside JupyterLab are untrusted, and JupyterLab does not render untrusted SVG;
 # sign them as a user who ran them would (the signature store lives in this temporary profile).
 export JUPYTER_DATA_DIR="$tmp/data"
-"$LAB_VENV/bin/jupyter" trust "$tmp"/served/notebooks/*.ipynb >/dev/null
+"$LAB_VENV/bin/jupyter" trust target/notebooks/*.ipynb >/dev/null
 mkdir -p "$tmp/settings/@jupyterlab/apputils-extension"
 echo '{"fetchNews": "false", "checkForUpdates": false}' > "$tmp/settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
 port=$("$LAB_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 JUPYTERLAB_SETTINGS_DIR="$tmp/settings" JUPYTERLAB_WORKSPACES_DIR="$tmp/ws" \
-    "$LAB_VENV/bin/jupyter" lab "${JUPYTER_ROOT_FLAG[@]}" --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="$port" \
-    --IdentityProvider.token='' --ServerApp.root_dir="$tmp/served" >"$tmp/jupyter.log" 2>&1 &
+    scripts/jupyter-lab.sh --no-browser --ServerApp.port="$port" --IdentityProvider.token='' \
+    >"$tmp/jupyter.log" 2>&1 &
 jupyter_pid=$!
 trap 'kill $jupyter_pid 2>/dev/null; wait $jupyter_pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 60); do

@@ -11,6 +11,7 @@ Usage: scripts/run-notebooks.py [NOTEBOOK ...] [--timeout SECONDS]
 """
 import argparse
 import os
+import statistics
 import re
 import subprocess
 import sys
@@ -51,6 +52,10 @@ def failing_output(nb) -> str:
     return ""
 
 
+# Every executed cell: (seconds, notebook, cell number, first line), for the timing summary.
+CELL_TIMES: list[tuple[float, str, int, str]] = []
+
+
 def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
     nb = nbformat.read(path, as_version=4)
     dirty = committed_outputs(nb)
@@ -68,6 +73,7 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
 
     def after(cell, cell_index, **_):
         times.append(time.monotonic() - started[0])
+        CELL_TIMES.append((times[-1], path.name, len(times), cell.source.splitlines()[0][:60] if cell.source else ""))
         print(
             f"    [{len(times):>2}/{code_cells}] {times[-1]:6.1f} s  "
             f"{cell.source.splitlines()[0][:70] if cell.source else ''}",
@@ -140,6 +146,13 @@ def main() -> int:
     print("\nnotebooks:")
     for _, line in results:
         print("  " + line.splitlines()[0])
+    if CELL_TIMES:
+        # Compile-and-run time per cell: what a learner waits for after Shift-Enter.
+        short = [t for t, *_ in CELL_TIMES if t < 5]
+        print(f"\ncells: {len(CELL_TIMES)}; median {statistics.median(t for t, *_ in CELL_TIMES):.1f} s; "
+              f"median of the {len(short)} short ones (< 5 s) {statistics.median(short) if short else 0:.1f} s; slowest:")
+        for t, nb, i, first in sorted(CELL_TIMES, reverse=True)[:5]:
+            print(f"  {t:6.1f} s  {nb} cell {i}: {first}")
     return 0 if all(ok for ok, _ in results) else 1
 
 

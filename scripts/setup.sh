@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Installs everything the lab needs, idempotently (a second run takes seconds):
-#   1. the SurrealDB server, the storage node and the `lab` CLI (release build, cached),
-#   2. a project-local Python virtualenv (.venv) with JupyterLab and the notebook runner,
-#   3. the evcxr Jupyter kernel for Rust (pinned), registered inside .venv only.
-# Options: --for-tests also installs what only the test command needs: Chromium (browser check)
-# and Graphviz (renders the architecture diagram's source in the docs test).
+# Installs everything the lab needs, idempotently (a second run takes seconds). Steps that do not
+# depend on each other run at the same time, each in the background with its own log:
+#   server         the official SurrealDB 3.3.5 `surreal` (get-server.sh: SURREAL_BIN, PATH, the
+#                  official archive, else the source build together with the lab's binaries),
+#   lab binaries   the storage node and the `lab` CLI (release build, cached),
+#   python         a project-local virtualenv (.venv) with JupyterLab and the notebook runner,
+#   evcxr          the evcxr Jupyter kernel for Rust (pinned), registered inside .venv only,
+#   packages       mold, which evcxr uses by itself when it is on PATH, and with --for-tests the test
+#                  tools (only where apt-get may run: as root or with password-less sudo),
+#   warm kernel    once python and evcxr are ready: compiles the notebooks' dependencies into
+#                  evcxr's cache and build folder, so the first cell of notebook 01 returns in seconds.
+# Every 20 s it prints each running step's progress, time elapsed and time expected; at the end, a
+# timeline (also kept in $LAB_CACHE/setup/timeline.txt). Logs: $LAB_CACHE/setup/<step>.log.
+# Options: --for-tests also installs what only the test command needs: Chromium (browser check),
+# Graphviz (the architecture diagram's source) and Node.js with npm.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
@@ -22,56 +31,173 @@ need() {
 }
 need cargo "Install Rust with https://rustup.rs (then open a new shell)."
 need python3 "Install Python 3.9+ (e.g. 'sudo apt-get install python3 python3-venv')."
+need curl "Install curl (e.g. 'sudo apt-get install curl'); setup downloads the official server with it."
 
-# Runs apt-get as root, through sudo when we are not root; tells the user what to do if neither works.
-apt_install() {
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: please install these packages with your system's package manager: $*" >&2
-        return 1
-    fi
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+SETUP_DIR="$LAB_CACHE/setup"
+mkdir -p "$SETUP_DIR/timings"
+: > "$SETUP_DIR/timeline.txt"
+
+# Expected durations (seconds) of a step that has real work to do, measured on a 2-core machine.
+# A step that ran before on this machine expects its own last measured time instead.
+declare -A EXPECT=(
+    [server]=1560 [lab-binaries]=420 [python]=60 [evcxr]=360 [packages]=120 [warm-kernel]=300
+)
+declare -A PID START LOGF
+ORDER=()
+
+fmt() { printf '%d:%02d' $(($1 / 60)) $(($1 % 60)); }
+expected() { cat "$SETUP_DIR/timings/$1" 2>/dev/null || echo "${EXPECT[$1]}"; }
+
+# Runs "$@" as step $1 in the background, in its own process group (so a failure or Ctrl-C can
+# stop the whole step, cargo and rustc included).
+start_step() {
+    local name=$1; shift
+    LOGF[$name]="$SETUP_DIR/$name.log"
+    START[$name]=$SECONDS
+    ORDER+=("$name")
+    setsid bash -c '"$@"' _ "$@" >"${LOGF[$name]}" 2>&1 &
+    PID[$name]=$!
+    printf '[%s] %-13s started (expected ~%s when there is work to do)\n' "$(fmt $SECONDS)" "$name" "$(fmt "$(expected "$name")")"
 }
 
-lab_step "1/3 SurrealDB server, storage node and lab CLI"
-"$LAB_ROOT/scripts/build-server.sh"
+stop_all() {
+    for n in "${!PID[@]}"; do kill -- -"${PID[$n]}" 2>/dev/null || true; done
+}
+trap 'stop_all' INT TERM
 
-lab_step "2/3 Python environment (.venv): JupyterLab, nbclient"
-if [ ! -x "$LAB_VENV/bin/python" ]; then
-    python3 -m venv "$LAB_VENV" || { echo "error: 'python3 -m venv' failed; install the venv module (e.g. 'sudo apt-get install python3-venv')." >&2; exit 1; }
-fi
-req_hash=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
-if [ "$(cat "$LAB_VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
-    "$LAB_VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$LAB_VENV/bin/python" -m pip install --quiet -r scripts/requirements.txt
-    echo "$req_hash" > "$LAB_VENV/.requirements.sha256"
+# One line of progress for a running step: cargo's crate count, else the last line of its log.
+progress() {
+    local log=${LOGF[$1]} n last
+    n=$(grep -c '^ *Compiling ' "$log" 2>/dev/null || true)
+    last=$(grep -v '^\s*$' "$log" 2>/dev/null | tail -n 1 | cut -c1-70 || true)
+    if [ "${n:-0}" -gt 0 ]; then echo "$n crates compiled, now: ${last## }"; else echo "${last:-working}"; fi
+}
+
+# Waits for step $1; records its time; on failure shows its log's tail and stops the other steps.
+finish_step() {
+    local name=$1 rc=0
+    wait "${PID[$name]}" || rc=$?
+    local took=$((SECONDS - START[$name]))
+    unset "PID[$name]"
+    printf '%-13s start %6s  took %6s  %s\n' "$name" "$(fmt "${START[$name]}")" "$(fmt $took)" \
+        "$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)")" >> "$SETUP_DIR/timeline.txt"
+    if [ $rc != 0 ]; then
+        printf '[%s] %-13s FAILED (exit %s) after %s. Last lines of %s:\n' "$(fmt $SECONDS)" "$name" "$rc" "$(fmt $took)" "${LOGF[$name]}"
+        tail -n 25 "${LOGF[$name]}" | sed 's/^/    /'
+        stop_all
+        exit 1
+    fi
+    # Only real work sets the expectation for next time (an up-to-date check takes seconds).
+    [ $took -lt 30 ] || echo $took > "$SETUP_DIR/timings/$name"
+    printf '[%s] %-13s done in %s: %s\n' "$(fmt $SECONDS)" "$name" "$(fmt $took)" "$(grep -v '^\s*$' "${LOGF[$name]}" | tail -n 1 | cut -c1-90)"
+}
+
+# Polls the running steps; finishes those that ended; prints progress every 20 s.
+# Returns when none of the named steps is running.
+wait_for() {
+    local last_report=$SECONDS
+    while :; do
+        local running=0
+        for n in "$@"; do
+            [ -n "${PID[$n]:-}" ] || continue
+            if kill -0 "${PID[$n]}" 2>/dev/null; then running=1; else finish_step "$n"; fi
+        done
+        [ $running = 1 ] || return 0
+        if [ $((SECONDS - last_report)) -ge 20 ]; then
+            last_report=$SECONDS
+            for n in "${ORDER[@]}"; do
+                [ -n "${PID[$n]:-}" ] || continue
+                printf '[%s] %-13s %s of ~%s — %s\n' "$(fmt $SECONDS)" "$n" "$(fmt $((SECONDS - START[$n])))" \
+                    "$(fmt "$(expected "$n")")" "$(progress "$n")"
+            done
+        fi
+        sleep 1
+    done
+}
+
+# Runs apt-get as root, or through sudo without a password prompt; else says what to install.
+can_apt() { command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; }
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+export -f apt_install
+
+echo "Setting up the lab (cache: $LAB_CACHE). Steps run in parallel; logs in $SETUP_DIR/."
+
+# The server choice itself takes seconds; only the source build is long.
+resolve_start=$SECONDS
+if scripts/get-server.sh --resolve-only > "$SETUP_DIR/server.log" 2>&1; then
+    sed 's/^/    /' "$SETUP_DIR/server.log"
+    printf '%-13s start %6s  took %6s  ok (%s)\n' server "$(fmt $resolve_start)" "$(fmt $((SECONDS - resolve_start)))" \
+        "$(cat "$LAB_CACHE/bin/surreal.source")" >> "$SETUP_DIR/timeline.txt"
+    start_step lab-binaries scripts/get-server.sh --with-lab-binaries
 else
-    echo "up to date"
+    rc=$?
+    [ $rc = 10 ] || { cat "$SETUP_DIR/server.log" >&2; exit $rc; }
+    sed 's/^/    /' "$SETUP_DIR/server.log"
+    # The source build, with the lab's binaries in the same cargo invocation (get-server.sh says why).
+    start_step server scripts/get-server.sh --with-lab-binaries
 fi
 
-lab_step "3/3 evcxr Jupyter kernel $EVCXR_VERSION"
-if ! "$LAB_TOOLS/bin/evcxr_jupyter" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
-    echo "Installing evcxr_jupyter $EVCXR_VERSION from crates.io (~6 min the first time)."
-    CARGO_TARGET_DIR="$LAB_CACHE/target-tools" cargo install --locked --quiet \
-        --root "$LAB_TOOLS" evcxr_jupyter --version "$EVCXR_VERSION"
-fi
-if [ ! -f "$JUPYTER_PATH/kernels/rust/kernel.json" ]; then
-    # With JUPYTER_PATH set (env.sh), the kernel spec lands inside .venv, not in ~/.local.
-    "$LAB_TOOLS/bin/evcxr_jupyter" --install >/dev/null
-fi
-"$LAB_VENV/bin/jupyter" kernelspec list | grep -q "rust" || { echo "error: the Rust kernel did not register" >&2; exit 1; }
-echo "kernel: $(ls "$JUPYTER_PATH/kernels")"
+start_step python bash -c '
+    if [ ! -x "$LAB_VENV/bin/python" ]; then
+        python3 -m venv "$LAB_VENV" || { echo "error: python3 -m venv failed; install the venv module (e.g. sudo apt-get install python3-venv)." >&2; exit 1; }
+    fi
+    req_hash=$(sha256sum scripts/requirements.txt | cut -d" " -f1)
+    if [ "$(cat "$LAB_VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
+        "$LAB_VENV/bin/python" -m pip install --upgrade pip
+        "$LAB_VENV/bin/python" -m pip install -r scripts/requirements.txt
+        echo "$req_hash" > "$LAB_VENV/.requirements.sha256"
+    fi
+    echo "JupyterLab $("$LAB_VENV/bin/jupyter-lab" --version) in .venv"'
 
+start_step evcxr bash -c '
+    if ! "$LAB_TOOLS/bin/evcxr_jupyter" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+        echo "installing evcxr_jupyter $EVCXR_VERSION from the Rust package registry"
+        CARGO_TARGET_DIR="$LAB_CACHE/target-tools" cargo install --locked --root "$LAB_TOOLS" evcxr_jupyter --version "$EVCXR_VERSION"
+    fi
+    echo "evcxr_jupyter $EVCXR_VERSION"'
+
+# System packages, in one apt step (apt allows one at a time): mold, which links each notebook
+# cell faster and which evcxr picks up by itself, and for tests Chromium, Graphviz and Node.js.
+packages=()
+command -v mold >/dev/null 2>&1 || packages+=(mold)
 if [ "$for_tests" = 1 ]; then
-    missing=()
-    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-    command -v dot >/dev/null 2>&1 || missing+=(graphviz)
-    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
-    if [ ${#missing[@]} -gt 0 ]; then
-        lab_step "test tools: ${missing[*]}"
-        apt_install "${missing[@]}"
+    command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+    command -v dot >/dev/null 2>&1 || packages+=(graphviz)
+    command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+    if can_apt; then
+        start_step packages bash -c "apt_install ${packages[*]} && echo 'installed ${packages[*]}'"
+    elif [ "$for_tests" = 1 ]; then
+        echo "error: the tests need these packages: ${packages[*]}; install them with your package manager." >&2
+        exit 1
+    else
+        echo "    tip: install mold (e.g. 'sudo apt-get install mold'): evcxr links every cell with it, faster."
     fi
 fi
 
-lab_step "setup done"
+# The kernel needs Python (Jupyter) and evcxr; the server and the apt steps keep running meanwhile.
+wait_for python evcxr
+# The kernel spec, inside .venv: evcxr's own, started through scripts/evcxr-kernel.sh, which
+# gives each running kernel a fixed build folder (so a restart does not rebuild poc_helpers).
+"$LAB_TOOLS/bin/evcxr_jupyter" --install >/dev/null
+"$LAB_VENV/bin/python" - "$JUPYTER_PATH/kernels/rust/kernel.json" "$LAB_ROOT/scripts/evcxr-kernel.sh" <<'PY'
+import json, sys
+path, wrapper = sys.argv[1], sys.argv[2]
+spec = json.load(open(path))
+spec["argv"][0] = wrapper
+json.dump(spec, open(path, "w"), indent=1)
+PY
+start_step warm-kernel "$LAB_VENV/bin/python" scripts/warm-kernel.py
+
+wait_for "${ORDER[@]}"
+"$SURREAL_BIN" version >/dev/null
+
+echo
+echo "setup timeline (also in $SETUP_DIR/timeline.txt):"
+sed 's/^/    /' "$SETUP_DIR/timeline.txt"
+echo "setup done in $(fmt $SECONDS); server: $(cat "$LAB_CACHE/bin/surreal.source")"

@@ -2,9 +2,11 @@
 # Runs every test of the lab — the README's test command, and all that CI runs:
 #   1. installs/builds what is missing (setup.sh --for-tests),
 #   2. Rust tests of the whole workspace (real `surreal` and `storage-node` processes),
-#   3. the five notebooks executed headless in the real evcxr kernel (any cell error fails),
-#   4. the browser check: the executed notebooks rendered by JupyterLab in headless Chromium,
-#   5. the documentation tests (links, runnable examples against a live lab, rustdoc).
+#   3. setup's server step against a local download site (test_setup.py),
+#   4. the five notebooks executed headless in the real evcxr kernel (any cell error fails),
+#   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py),
+#   6. the browser check: JupyterLab started as start-lab.sh starts it, in headless Chromium,
+#   7. the documentation tests (links, runnable examples against a live lab, rustdoc).
 # Every lab started here uses ephemeral ports, never the 8000/8001 of a lab you have open.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -20,8 +22,14 @@ export LAB_DIR="$LAB_ROOT/target/test-labs"
 lab_step "Rust tests (workspace)"
 cargo test --locked --workspace --exclude surreal-server -- --test-threads=2
 
+lab_step "setup's server step (local download site)"
+"$LAB_VENV/bin/python" scripts/test_setup.py
+
 lab_step "notebooks, headless in the evcxr kernel"
 "$LAB_VENV/bin/python" scripts/run-notebooks.py
+
+lab_step "kernel restart (no rebuild of an unchanged poc_helpers)"
+"$LAB_VENV/bin/python" scripts/test_kernel.py
 
 lab_step "browser check (JupyterLab in headless Chromium)"
 scripts/browser-check.sh

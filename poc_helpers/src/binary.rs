@@ -1,17 +1,21 @@
 //! Finding the `surreal` server binary (and, with the same code, the lab's `storage-node`).
 //!
-//! The lab never downloads SurrealDB: the workspace builds the official 3.3.5 server from crates.io
-//! (`scripts/build-server.sh`). So the search order is:
+//! Setup (`scripts/get-server.sh`) chooses the server: the caller's `SURREAL_BIN`, a `surreal` 3.3.5
+//! on PATH, the official release archive (SHA-256 verified) or, offline, the workspace's source
+//! build. It links its choice at `$LAB_CACHE/bin/surreal`. So the search order here is:
 //!
 //! 1. the environment variable (`SURREAL_BIN`) — an explicit choice always wins, and if it is
-//!    wrong that is an error rather than a silent fallback;
-//! 2. the workspace's own build: `$CARGO_TARGET_DIR/release/<name>`, then the lab's standard
-//!    cache build `${XDG_CACHE_HOME:-$HOME/.cache}/surrealdb-lab/target/release/<name>`, then
-//!    `<workspace>/target/release/<name>`;
-//! 3. `<name>` on `PATH`.
+//!    wrong that is an error rather than a silent fallback (the lab's scripts set it to setup's link);
+//! 2. setup's link, `$LAB_CACHE/bin/<name>` (`LAB_CACHE` defaults to
+//!    `${XDG_CACHE_HOME:-$HOME/.cache}/surrealdb-lab`);
+//! 3. the workspace's own build: `$CARGO_TARGET_DIR/release/<name>`, then the cache build
+//!    `$LAB_CACHE/target/release/<name>`, then `<workspace>/target/release/<name>`;
+//! 4. `<name>` on `PATH`.
 //!
 //! Every candidate is checked by running `<bin> version` and requiring major version 3, because a
 //! SurrealDB 1.x/2.x binary on PATH speaks a different protocol and would fail in confusing ways.
+//! The official binary and the source build differ only in their allocator (jemalloc against
+//! glibc's malloc); the lab treats them alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,9 +29,10 @@ pub const REQUIRED_MAJOR: u64 = 3;
 /// The command that builds the lab's binaries, quoted in "not found" errors.
 pub const BUILD_COMMAND: &str = "scripts/build-server.sh";
 
-/// How long the first build of the server takes on the lab's reference machine (2 cores), so the
-/// learner knows the build command is slow, not stuck.
-pub const BUILD_TIME: &str = "about 45 minutes on 2 cores; later builds are incremental";
+/// How long the first source build of the server takes on the lab's reference machine (2 cores),
+/// so the learner knows the build command is slow, not stuck.
+pub const BUILD_TIME: &str =
+    "seconds when the official archive can be downloaded, else about 26 minutes on 2 cores";
 
 /// How long `<bin> version` may take. It prints one line without touching storage.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,15 +57,24 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// The lab's standard build location: `${XDG_CACHE_HOME:-$HOME/.cache}/surrealdb-lab/target`.
+/// The lab's cache folder: `$LAB_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/surrealdb-lab`
+/// (the same rule as `scripts/env.sh`).
 ///
-/// Builds live outside the clone so a fresh clone (or CI) reuses the long server build.
-pub fn cache_target_dir() -> Option<PathBuf> {
+/// Builds and downloads live outside the clone so a fresh clone (or CI) reuses them.
+pub fn lab_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("LAB_CACHE").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
     let cache = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
     };
-    Some(cache.join("surrealdb-lab").join("target"))
+    Some(cache.join("surrealdb-lab"))
+}
+
+/// The lab's standard build location: `<lab cache>/target` (see [`lab_cache_dir`]).
+pub fn cache_target_dir() -> Option<PathBuf> {
+    Some(lab_cache_dir()?.join("target"))
 }
 
 /// Finds the `surreal` binary: `override_path` (the builder's `.surreal_bin(..)`), else `SURREAL_BIN`,
@@ -141,6 +155,8 @@ pub fn locate_workspace_binary(
 
 /// The workspace build locations, in search order (see the module docs).
 fn workspace_candidates(name: &str) -> Vec<PathBuf> {
+    // Setup's choice first (get-server.sh links it here), then the build folders.
+    let chosen = lab_cache_dir().map(|d| d.join("bin").join(name));
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         dirs.push(PathBuf::from(dir));
@@ -150,8 +166,9 @@ fn workspace_candidates(name: &str) -> Vec<PathBuf> {
     }
     dirs.push(workspace_root().join("target"));
     dirs.dedup();
-    dirs.into_iter()
-        .map(|d| d.join("release").join(name))
+    chosen
+        .into_iter()
+        .chain(dirs.into_iter().map(|d| d.join("release").join(name)))
         .collect()
 }
 

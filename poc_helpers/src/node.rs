@@ -432,10 +432,13 @@ pub(crate) fn start_args(port: u16, path_arg: &str) -> Vec<String> {
 ///   2-core laptop running two nodes, a storage node and a client, four busy workers per node
 ///   only add context switches, and every worker that allocates grows the heap. The lab uses
 ///   the number of cores, between 2 and 4.
-/// * `MALLOC_ARENA_MAX`: the official binary uses glibc's allocator, which gives busy threads
-///   their own arenas (up to 8 per core) and keeps freed memory in each. One arena took a
-///   loaded node from ~185 MB to ~90 MB RSS with no measurable change in throughput (two
-///   arenas: ~120 MB); with at most four workers, contention on it stays negligible.
+/// * `MALLOC_ARENA_MAX`: for the lab's source build of `surreal`, which uses glibc's allocator.
+///   glibc gives busy threads their own arenas (up to 8 per core) and keeps freed memory in
+///   each. One arena took a loaded node from ~185 MB to ~90 MB RSS with no measurable change in
+///   throughput (two arenas: ~120 MB); with at most four workers, contention on it stays
+///   negligible. The official release binary uses jemalloc instead, which ignores this variable
+///   (it keeps per-thread caches of its own and returns memory on its own schedule), so on that
+///   binary the setting is inert and harmless: the lab starts both the same way.
 pub(crate) fn tuning_env(is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, String)> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
