@@ -416,12 +416,11 @@ def check_runnable(env: dict[str, str], verbose: bool = False) -> tuple[bool, st
 
     surreal = Path(env["SURREAL_BIN"])
     if not surreal.exists():
-        return False, f"{surreal} is missing: build it once with scripts/build-server.sh (~45 min on 2 cores)"
-    # The same command as scripts/build-server.sh (same packages, so cargo unifies features the
-    # same way and reuses the cache): a no-op when fresh, seconds after a small change.
+        return False, f"{surreal} is missing: get it once with scripts/build-server.sh (seconds with the official archive, ~26 min from source)"
+    # scripts/build-server.sh itself (the server setup chose, then the lab's own binaries, with the
+    # same cargo packages as setup): a no-op when fresh, seconds after a small change.
     print("  refreshing the release binaries (lab, storage-node) …", flush=True)
-    b = subprocess.run(["cargo", "build", "--locked", "--release", "-p", "surreal-server",
-                        "-p", "storage_node", "-p", "lab_cli"], cwd=ROOT, env=env,
+    b = subprocess.run([str(ROOT / "scripts" / "build-server.sh")], cwd=ROOT, env=env,
                        capture_output=True, text=True)
     if b.returncode != 0:
         print(b.stderr[-4000:])
