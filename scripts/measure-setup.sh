@@ -46,7 +46,7 @@ fi
 # A new user's environment: no SURREAL_BIN, no surreal on PATH, nothing cached.
 run_env=(env -u SURREAL_BIN -u LAB_USER_SURREAL_BIN -u CARGO_TARGET_DIR -u STORAGE_NODE_BIN
     -u JUPYTER_PATH -u EVCXR_CONFIG_DIR
-    LAB_CACHE="$work/cache" CARGO_HOME="$work/cargo-home" LAB_SERVER_BASE_URL="$base"
+    LAB_CACHE="$work/cache" CARGO_HOME="$work/cargo-home" LAB_KERNEL_SLOTS="$work/kernel-slots" LAB_SERVER_BASE_URL="$base"
     PATH="$(echo "$PATH" | tr ':' '\n' | grep -v "$LAB_CACHE" | while read -r d; do [ -e "$d/surreal" ] || echo "$d"; done | paste -sd: -)")
 
 echo "first run, $path_name: setup in a fresh clone ($work/clone)"
