@@ -63,7 +63,7 @@ start_step() {
 stop_all() {
     for n in "${!PID[@]}"; do kill -- -"${PID[$n]}" 2>/dev/null || true; done
 }
-trap 'stop_all' INT TERM
+trap 'stop_all; exit 130' INT TERM
 
 # One line of progress for a running step: cargo's crate count, else the last line of its log.
 progress() {

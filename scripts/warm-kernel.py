@@ -39,9 +39,10 @@ def warm_cells() -> list[str]:
 
 
 def key(cells: list[str]) -> str:
-    """Everything the warm build depends on: the cells, the helper crate's files, the lock file,
-    the evcxr settings and version, and the Rust compiler."""
-    h = hashlib.sha256()
+    """Everything the warm build depends on: the cells, where the helper crate lives (cargo builds
+    a path crate per path) and its files, the lock file, the evcxr settings and version, and the
+    Rust compiler."""
+    h = hashlib.sha256(str(ROOT).encode())
     for c in cells:
         h.update(c.encode())
     files = sorted(p for p in (ROOT / "poc_helpers").rglob("*") if p.is_file())
