@@ -37,6 +37,8 @@ if [ "$archive" = 1 ]; then
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/site" >/dev/null 2>&1 &
     site_pid=$!
     base="http://127.0.0.1:$port"
+    # Setup must find the site up, or it would (rightly) fall back to the source build.
+    until curl -sf -o /dev/null "$base/v$SURREAL_VERSION/$name.txt"; do sleep 0.2; done
     path_name="official archive (served locally)"
 else
     base="http://127.0.0.1:$(free_port)"   # nothing listens there: the offline path
