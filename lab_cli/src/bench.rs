@@ -20,11 +20,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use poc_helpers::charts::{self, Chart};
-use poc_helpers::cluster::Cluster;
-use poc_helpers::error::LabError;
-use poc_helpers::storage::{Engine, StorageMode};
-use poc_helpers::workload::{WorkloadReport, WorkloadSpec};
+use poc_helpers::experiments::workload::{WorkloadPlan, WorkloadReport};
+use poc_helpers::facade::Cluster;
+use poc_helpers::present::charts::{self, Chart};
+use poc_helpers::vocab::config::{Engine, StorageMode};
+use poc_helpers::vocab::error::LabError;
 
 /// What `lab bench` was asked to do.
 #[derive(Debug, Clone)]
@@ -128,17 +128,22 @@ pub const PACED_THINK_TIME: Duration = Duration::from_millis(500);
 /// The set-up whose numbers the others are divided by.
 pub const BASELINE: &str = "surrealkv-1";
 
-fn workload(name: &str) -> Result<WorkloadSpec, LabError> {
+fn workload(name: &str) -> Result<WorkloadPlan, LabError> {
     Ok(match name {
-        "mixed" => WorkloadSpec::mixed(90),
-        "raw" => WorkloadSpec::read_after_write(),
+        "mixed" => WorkloadPlan::mixed(90),
+        "raw" => WorkloadPlan::read_after_write(),
         // Paced clients: each writes and reads back one record every ~0.5 s, like app users.
-        "raw-paced" => WorkloadSpec::read_after_write().think_time(PACED_THINK_TIME),
-        "read" => WorkloadSpec::read_only(),
-        "write" => WorkloadSpec::write_only(),
+        "raw-paced" => WorkloadPlan::read_after_write().think_time(PACED_THINK_TIME),
+        "read" => WorkloadPlan::read_only(),
+        "write" => WorkloadPlan::write_only(),
         // `mixed80`: another read share, e.g. the storage-node issue's 80/20 benchmark.
-        other if other.strip_prefix("mixed").and_then(|p| p.parse::<u8>().ok()).is_some_and(|p| p <= 100) => {
-            WorkloadSpec::mixed(other["mixed".len()..].parse().unwrap_or(90))
+        other
+            if other
+                .strip_prefix("mixed")
+                .and_then(|p| p.parse::<u8>().ok())
+                .is_some_and(|p| p <= 100) =>
+        {
+            WorkloadPlan::mixed(other["mixed".len()..].parse().unwrap_or(90))
         }
         other => {
             return Err(LabError::InvalidConfig {
@@ -593,13 +598,13 @@ pub fn run(
                     && clients == *opts.levels.iter().max().unwrap()
                     && wname == "mixed"
                 {
-                    charts_out.push(last.rss_chart().map_err(chart_error)?);
+                    charts_out.push(last.rss_chart()?);
                 }
                 if setup.name == "shared-2"
                     && wname == "raw"
                     && (clients == 100 || opts.levels.len() == 1)
                 {
-                    charts_out.push(last.latency_chart().map_err(chart_error)?);
+                    charts_out.push(last.latency_chart()?);
                 }
                 rows.push(row);
             }
@@ -611,13 +616,10 @@ pub fn run(
     add_ratios(&mut rows);
     let verdicts = verdicts(&rows, &ready);
     for (wname, series) in &throughput {
-        charts_out.push(
-            charts::throughput_vs_concurrency(
-                &format!("Throughput vs concurrency — {wname}"),
-                series,
-            )
-            .map_err(chart_error)?,
-        );
+        charts_out.push(charts::throughput_vs_concurrency(
+            &format!("Throughput vs concurrency — {wname}"),
+            series,
+        )?);
     }
     for (wname, series) in &p99s {
         let what = if wname.starts_with("raw") {
@@ -625,10 +627,10 @@ pub fn run(
         } else {
             "p99"
         };
-        charts_out.push(
-            charts::percentiles_vs_concurrency(&format!("{what} vs concurrency — {wname}"), series)
-                .map_err(chart_error)?,
-        );
+        charts_out.push(charts::percentiles_vs_concurrency(
+            &format!("{what} vs concurrency — {wname}"),
+            series,
+        )?);
     }
     let mut files = Vec::new();
     std::fs::create_dir_all(&opts.out).map_err(|e| io_error(&opts.out, e))?;
@@ -673,14 +675,6 @@ fn file_name(title: &str) -> String {
         .join("-")
 }
 
-fn chart_error(e: String) -> LabError {
-    LabError::InvalidConfig {
-        setting: "chart".into(),
-        reason: format!("drawing a chart failed: {e}"),
-        fix: "report this as a bug; the CSV files are still written".into(),
-    }
-}
-
 fn io_error(path: &Path, e: std::io::Error) -> LabError {
     LabError::Io {
         action: "writing".into(),
@@ -718,8 +712,8 @@ mod tests {
     #[test]
     fn workload_names_include_other_read_shares() {
         let kind = |n: &str| workload(n).map(|w| w.kind);
-        assert_eq!(kind("mixed").unwrap(), WorkloadSpec::mixed(90).kind);
-        assert_eq!(kind("mixed80").unwrap(), WorkloadSpec::mixed(80).kind);
+        assert_eq!(kind("mixed").unwrap(), WorkloadPlan::mixed(90).kind);
+        assert_eq!(kind("mixed80").unwrap(), WorkloadPlan::mixed(80).kind);
         assert!(kind("mixed101").is_err());
         assert!(kind("mixedx").is_err());
         assert!(kind("nope").unwrap_err().to_string().contains("mixed80"));

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod bench;
-use poc_helpers::cluster::{Cluster, default_lab_root};
-use poc_helpers::error::LabError;
-use poc_helpers::storage::StorageMode;
+use poc_helpers::facade::{Cluster, default_lab_root};
+use poc_helpers::vocab::config::StorageMode;
+use poc_helpers::vocab::error::LabError;
+use poc_helpers::vocab::nodes::NodeState;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -154,7 +155,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
                 let running: Vec<_> = existing
                     .instances()?
                     .into_iter()
-                    .filter(|i| i.state == "running")
+                    .filter(|i| i.state == NodeState::Running)
                     .collect();
                 if !running.is_empty() {
                     let list: Vec<String> = running
@@ -300,7 +301,8 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
         sessions,
         out,
     } = flags;
-    let out = out.unwrap_or_else(|| poc_helpers::binary::workspace_root().join("target/bench"));
+    let out =
+        out.unwrap_or_else(|| poc_helpers::infra::binary::workspace_root().join("target/bench"));
     let mut opts = if quick {
         bench::BenchOptions::quick(out.clone())
     } else {

@@ -76,10 +76,19 @@ fn up_status_sql_down_clean() {
     // Written on A, read on B: the README's first example.
     let write = lab(
         root.path(),
-        &["sql", "--name", "cli", "a", "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'"],
+        &[
+            "sql",
+            "--name",
+            "cli",
+            "a",
+            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'",
+        ],
     );
     assert!(write.status.success(), "{}", text(&write));
-    let read = lab(root.path(), &["sql", "--name", "cli", "b", "SELECT * FROM user"]);
+    let read = lab(
+        root.path(),
+        &["sql", "--name", "cli", "b", "SELECT * FROM user"],
+    );
     assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
 
     let again = lab(root.path(), &["up", "--ephemeral", "--name", "cli"]);
@@ -125,7 +134,16 @@ fn clean_all_stops_every_lab_under_the_root() {
     for name in ["one", "two"] {
         let up = lab(
             root.path(),
-            &["up", "--ephemeral", "--nodes", "1", "--storage", "memory", "--name", name],
+            &[
+                "up",
+                "--ephemeral",
+                "--nodes",
+                "1",
+                "--storage",
+                "memory",
+                "--name",
+                name,
+            ],
         );
         assert!(up.status.success(), "{}", text(&up));
     }
@@ -133,7 +151,8 @@ fn clean_all_stops_every_lab_under_the_root() {
         .iter()
         .map(|n| {
             let state = std::fs::read_to_string(root.path().join(n).join("state.json")).unwrap();
-            let v: poc_helpers::serde_json::Value = poc_helpers::serde_json::from_str(&state).unwrap();
+            let v: poc_helpers::serde_json::Value =
+                poc_helpers::serde_json::from_str(&state).unwrap();
             v["nodes"][0]["pid"].as_u64().expect("a pid in state.json") as u32
         })
         .collect();
@@ -141,7 +160,7 @@ fn clean_all_stops_every_lab_under_the_root() {
     assert!(clean.status.success(), "{}", text(&clean));
     for (pid, name) in pids.iter().zip(["one", "two"]) {
         assert!(
-            !poc_helpers::procs::is_alive(*pid),
+            !poc_helpers::infra::procs::is_alive(*pid),
             "lab {name}'s node (pid {pid}) still runs"
         );
         assert!(!root.path().join(name).exists());

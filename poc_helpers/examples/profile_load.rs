@@ -18,10 +18,10 @@ fn main() {
     };
     let nodes: usize = arg(1, "2").parse().unwrap();
     let kind = match arg(2, "mixed").as_str() {
-        "raw" => WorkloadSpec::read_after_write(),
-        "read" => WorkloadSpec::read_only(),
-        "write" => WorkloadSpec::write_only(),
-        _ => WorkloadSpec::mixed(90),
+        "raw" => WorkloadPlan::read_after_write(),
+        "read" => WorkloadPlan::read_only(),
+        "write" => WorkloadPlan::write_only(),
+        _ => WorkloadPlan::mixed(90),
     };
     let clients: usize = arg(3, "10").parse().unwrap();
     let secs: f64 = arg(4, "3").parse().unwrap();
@@ -54,7 +54,7 @@ fn main() {
         // Storage RPCs during the run, by type: count, mean and total service time, the
         // longest, and the top key ranges of the slowest type.
         let path = cluster.lab_dir().join("storage-trace.jsonl");
-        let rows = poc_helpers::trace::read_since(&path, mark).unwrap_or_default();
+        let rows = poc_helpers::infra::trace::read_since(&path, mark).unwrap_or_default();
         let mut by: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
         for r in &rows {
             let e = by.entry(r.rpc.clone()).or_default();
@@ -82,8 +82,8 @@ fn main() {
         }
     }
     println!("{report}");
-    println!("{}", report.summary());
-    for (p, cpu) in poc_helpers::sampler::mean_cpu(&report.resources) {
+    println!("{}", report.summary_frame().expect("summary table"));
+    for (p, cpu) in poc_helpers::infra::sampler::mean_cpu(&report.resources) {
         println!("  cpu {p:<8} {cpu:6.1} %");
     }
     for (p, mb) in report.peak_rss() {

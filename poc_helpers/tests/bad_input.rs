@@ -6,8 +6,8 @@ mod common;
 use std::net::TcpListener;
 
 use common::{assert_mentions, lab, surreal_on_port};
+use poc_helpers::infra::{ports, procs};
 use poc_helpers::prelude::*;
-use poc_helpers::{ports, procs};
 
 /// A block of `n` free ports outside the learner's 8000/8001.
 fn free_block(n: usize) -> u16 {
@@ -290,7 +290,7 @@ fn nodes_left_running_by_a_crashed_run_are_reaped() {
             .instances()
             .unwrap()
             .iter()
-            .all(|i| i.state == "running")
+            .all(|i| i.state == NodeState::Running)
     );
 }
 

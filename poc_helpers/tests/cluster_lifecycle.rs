@@ -7,8 +7,8 @@ mod common;
 use std::time::Instant;
 
 use common::{assert_mentions, lab, pids, surreal_on_port};
+use poc_helpers::infra::procs;
 use poc_helpers::prelude::*;
-use poc_helpers::procs;
 
 #[test]
 fn two_isolated_nodes_start_answer_and_report_status() {
@@ -30,7 +30,7 @@ fn two_isolated_nodes_start_answer_and_report_status() {
         assert_eq!(inst.node, ["node-a", "node-b"][i]);
         assert_eq!(inst.port, cluster.config().base_port + i as u16);
         assert_ne!(inst.port, 8000, "tests never use the learner's ports");
-        assert_eq!(inst.state, "running");
+        assert_eq!(inst.state, NodeState::Running);
         let pid = inst.pid.expect("a running node has a pid");
         assert!(procs::is_alive(pid), "pid {pid} is alive");
         assert!(
@@ -176,7 +176,7 @@ fn a_killed_node_shows_down_and_answers_again_after_restart() {
 
     cluster.kill_node("b").unwrap();
     let b = &cluster.instances().unwrap()[1];
-    assert_eq!(b.state, "killed");
+    assert_eq!(b.state, NodeState::Killed);
     assert_eq!(b.pid, None);
     assert!(!procs::is_alive(old_pid));
     let err = cluster.sql("b", "RETURN 1").unwrap_err();
@@ -195,7 +195,7 @@ fn a_killed_node_shows_down_and_answers_again_after_restart() {
         t.elapsed().as_secs_f64() * 1000.0
     );
     let b = &cluster.instances().unwrap()[1];
-    assert_eq!(b.state, "running");
+    assert_eq!(b.state, NodeState::Running);
     assert_ne!(b.pid, Some(old_pid));
     assert_eq!(
         cluster.sql("b", "RETURN 'back'").unwrap().first(),
@@ -205,7 +205,7 @@ fn a_killed_node_shows_down_and_answers_again_after_restart() {
     cluster.create_user("b", "Bob", "bob@example.com").unwrap();
 
     cluster.stop_node("a").unwrap();
-    assert_eq!(cluster.instances().unwrap()[0].state, "stopped");
+    assert_eq!(cluster.instances().unwrap()[0].state, NodeState::Stopped);
 }
 
 #[test]
@@ -261,7 +261,10 @@ fn a_detached_lab_keeps_running_and_can_be_attached() {
 
     let attached = Cluster::attach(dir.to_str().unwrap()).expect("attach by directory");
     let status = attached.instances().unwrap();
-    assert!(status.iter().all(|i| i.state == "running"), "{status:?}");
+    assert!(
+        status.iter().all(|i| i.state == NodeState::Running),
+        "{status:?}"
+    );
     assert_eq!(
         status.iter().filter_map(|i| i.pid).collect::<Vec<_>>(),
         pids
@@ -279,7 +282,7 @@ fn a_detached_lab_keeps_running_and_can_be_attached() {
     again.kill_node("a").unwrap();
     assert!(!procs::is_alive(pids[0]));
     again.restart_node("a").unwrap();
-    assert_eq!(again.instances().unwrap()[0].state, "running");
+    assert_eq!(again.instances().unwrap()[0].state, NodeState::Running);
     again.cleanup().unwrap();
     assert!(pids.iter().all(|p| !procs::is_alive(*p)));
     assert!(!dir.exists());

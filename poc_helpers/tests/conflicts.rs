@@ -4,7 +4,7 @@
 mod common;
 
 use common::shared_lab;
-use poc_helpers::conflicts::{ContentionPlan, RetryPolicy};
+use poc_helpers::experiments::conflicts::{ContentionPlan, RetryPolicy};
 use poc_helpers::prelude::*;
 
 const INCREMENT: &str = "BEGIN TRANSACTION; \
@@ -27,7 +27,7 @@ fn the_same_transaction_from_both_nodes_one_commits_one_gets_the_retryable_confl
     let loser = outcomes.iter().find(|o| !o.committed()).unwrap();
     assert!(loser.conflicted(), "{loser:?}");
     assert_eq!(loser.kind.as_deref(), Some("Query/TransactionConflict"));
-    let df = poc_helpers::conflicts::outcomes_frame(&outcomes).unwrap();
+    let df = poc_helpers::experiments::conflicts::outcomes_frame(&outcomes).unwrap();
     assert_eq!(df.height(), 2);
 
     // Retrying the loser with backoff gives the right total.
@@ -89,12 +89,13 @@ fn the_conflict_rate_falls_as_keys_spread_and_no_update_is_lost() {
     let (_root, builder) = shared_lab("c-rate");
     let cluster = builder.echo(false).start().unwrap();
     let rows = cluster
-        .conflict_rate_rows(ContentionPlan {
+        .conflict_rate(ContentionPlan {
             workers_per_node: 3,
             txns_per_worker: 10,
             hot_keys: vec![1, 64],
         })
-        .unwrap();
+        .unwrap()
+        .rows;
     for r in &rows {
         println!("MEASURED contention {r:?}");
         assert_eq!(r.attempts, 60);
@@ -118,7 +119,7 @@ fn the_conflict_rate_falls_as_keys_spread_and_no_update_is_lost() {
         txns_per_worker: 2,
         hot_keys: vec![2],
     });
-    assert_eq!(df.unwrap().height(), 1);
+    assert_eq!(df.unwrap().summary_frame().unwrap().height(), 1);
     assert!(
         cluster
             .conflict_rate(ContentionPlan {
@@ -145,7 +146,7 @@ fn write_skew_is_allowed_by_snapshot_isolation_and_a_guard_record_prevents_it() 
     let fixed = cluster.write_skew(true).unwrap();
     assert_eq!(fixed.on_call_after, 1, "{fixed:?}");
     assert!(!fixed.anomaly());
-    let tally = poc_helpers::conflicts::tally(&fixed.outcomes);
+    let tally = poc_helpers::experiments::conflicts::tally(&fixed.outcomes);
     assert_eq!(tally.get("committed"), Some(&1), "{fixed:?}");
     assert_eq!(
         tally.get("conflict"),

@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{assert_mentions, shared_lab};
-use poc_helpers::faults::FaultRecord;
-use poc_helpers::links::Link;
 use poc_helpers::prelude::*;
+use poc_helpers::vocab::faults::FaultRecord;
+use poc_helpers::vocab::faults::Link;
 
 /// A shared two-node lab with a short query timeout, so a hung node fails a query quickly.
 fn start(name: &str, links: bool) -> (tempfile::TempDir, Cluster) {
@@ -86,7 +86,7 @@ fn a_graceful_stop_is_logged_and_the_node_restarts_on_the_same_data() {
     cluster.stop_node("a").unwrap();
     assert!(cluster.sql("a", "RETURN 1").is_err());
     let inst = cluster.instances().unwrap();
-    assert_eq!(inst[0].state, "stopped");
+    assert_eq!(inst[0].state, NodeState::Stopped);
     cluster.restart_node("a").unwrap();
     assert_eq!(
         cluster.sql("a", "SELECT * FROM item").unwrap().row_count(),
@@ -103,7 +103,7 @@ fn a_graceful_stop_is_logged_and_the_node_restarts_on_the_same_data() {
 fn a_paused_node_times_out_and_answers_again_after_resume() {
     let (_root, cluster) = start("f-pause", false);
     cluster.pause_node("a").unwrap();
-    assert_eq!(cluster.instances().unwrap()[0].state, "paused");
+    assert_eq!(cluster.instances().unwrap()[0].state, NodeState::Paused);
     let e = cluster.sql("a", "RETURN 1").unwrap_err();
     assert!(matches!(e, LabError::Timeout { .. }), "{e}");
     assert_mentions(&e.to_string(), &["paused"]);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::shared_lab;
-use poc_helpers::membership::MembershipIntervals;
+use poc_helpers::vocab::config::MembershipIntervals;
 
 #[test]
 fn a_killed_node_is_archived_after_its_heartbeat_expires_and_everyone_recovers() {
@@ -30,14 +30,14 @@ fn a_killed_node_is_archived_after_its_heartbeat_expires_and_everyone_recovers()
     let drill = cluster
         .recovery_drill("a", "b", Duration::from_secs(60))
         .unwrap();
-    println!("{}", drill.frame().unwrap());
+    println!("{}", drill.timings_frame().unwrap());
     for r in &drill.recovery {
         println!(
             "MEASURED {} on {}: {:.3} s ({} failed attempts)",
             r.scenario, r.observed_on, r.seconds, r.failed_attempts
         );
     }
-    let a_id = |ms: &[poc_helpers::membership::Member]| {
+    let a_id = |ms: &[poc_helpers::experiments::membership::Member]| {
         ms.iter()
             .find(|m| {
                 m.lab_node.as_deref() == Some("node-a") && before.iter().any(|b| b.id == m.id)

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{assert_mentions, lab, shared_lab, surreal_on_port};
-use poc_helpers::bank::BankPlan;
+use poc_helpers::experiments::bank::BankPlan;
+use poc_helpers::infra::procs;
 use poc_helpers::prelude::*;
-use poc_helpers::procs;
 
 /// True if any `storage-node` process serves this port.
 fn storage_on_port(port: u16) -> bool {
-    common::any_process(|cmd| poc_helpers::storage_node::is_lab_storage_cmd(cmd, port))
+    common::any_process(|cmd| poc_helpers::infra::storage_node::is_lab_storage_cmd(cmd, port))
 }
 
 /// Ports of every node and of the storage node.
@@ -52,7 +52,7 @@ impl Drop for Reaper {
             let ours = procs::inspect(*pid).is_some_and(|p| {
                 !p.zombie
                     && if name == "storage" {
-                        poc_helpers::storage_node::is_lab_storage_cmd(&p.cmd, *port)
+                        poc_helpers::infra::storage_node::is_lab_storage_cmd(&p.cmd, *port)
                     } else {
                         procs::is_lab_node_cmd(&p.cmd, *port)
                     }
@@ -369,7 +369,7 @@ fn stopping_an_unknown_node_lists_the_real_ones() {
             .instances()
             .unwrap()
             .iter()
-            .all(|i| i.state == "running")
+            .all(|i| i.state == NodeState::Running)
     );
 }
 
@@ -460,7 +460,11 @@ fn cleaning_up_from_another_handle_while_a_bank_runs_stops_everything() {
     });
     let report = report.expect("the bank run ends with a report");
     assert!(report.interrupted.is_some(), "it stopped early: {report:?}");
-    assert!(!report.audited);
+    assert_eq!(
+        report.verdict.validity,
+        poc_helpers::prelude::Validity::Unknown,
+        "an interrupted run is unknown, not failed"
+    );
     assert!(
         !root.path().join("cleanload").exists(),
         "the lab directory is gone"

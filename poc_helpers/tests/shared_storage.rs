@@ -79,7 +79,7 @@ fn a_write_on_one_node_is_read_on_the_other() {
         .iter()
         .find(|i| i.node == "storage")
         .expect("storage row");
-    assert_eq!(storage.state, "running");
+    assert_eq!(storage.state, NodeState::Running);
     assert!(
         storage.pid.is_some() && storage.rss_mb.unwrap() > 0.0 && storage.data_mb.unwrap() > 0.0
     );

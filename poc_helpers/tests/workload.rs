@@ -10,7 +10,7 @@ use std::time::Duration;
 use poc_helpers::prelude::*;
 
 /// A small, quick spec: no warm-up, few records, stop after `ops` operations.
-fn quick(spec: WorkloadSpec, ops: u64) -> WorkloadSpec {
+fn quick(spec: WorkloadPlan, ops: u64) -> WorkloadPlan {
     spec.records(200)
         .warmup(Duration::ZERO)
         .duration(Duration::from_secs(20))
@@ -26,7 +26,7 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
     // Read-after-write across nodes: every read must see the value written just before.
     let raw = cluster
         .run_workload(
-            quick(WorkloadSpec::read_after_write().concurrency(8), 300).keep_samples(true),
+            quick(WorkloadPlan::read_after_write().concurrency(8), 300).keep_samples(true),
         )
         .expect("read-after-write runs");
     let check = raw.raw.expect("read-after-write reports its check");
@@ -50,8 +50,8 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
     }
     // Samples were kept, one per operation, and the frames have their columns.
     assert_eq!(raw.samples.len() as u64, total.ops);
-    assert_eq!(raw.samples().height() as u64, total.ops);
-    let summary = raw.summary();
+    assert_eq!(raw.samples_frame().unwrap().height() as u64, total.ops);
+    let summary = raw.summary_frame().unwrap();
     for col in [
         "node",
         "op",
@@ -85,7 +85,7 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
     // A mixed workload pinned to node-b only touches node-b; errors (if any) are classified.
     let mixed = cluster
         .run_workload(quick(
-            WorkloadSpec::mixed(80)
+            WorkloadPlan::mixed(80)
                 .concurrency(4)
                 .nodes(NodePolicy::Pinned(1)),
             200,
@@ -103,7 +103,7 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
     // A small sweep reuses the pools and the prepared records.
     let sweep = cluster
         .run_sweep(
-            quick(WorkloadSpec::read_only().nodes(NodePolicy::Random), 100),
+            quick(WorkloadPlan::read_only().nodes(NodePolicy::Random), 100),
             &[1, 4],
         )
         .expect("sweep runs");
@@ -114,7 +114,7 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
             .iter()
             .all(|r| r.total().ops >= 100 && r.total().errors == 0)
     );
-    let df = sweep.summary();
+    let df = sweep.summary_frame().unwrap();
     assert_eq!(df.height(), 2);
     assert!(df.column("rss_storage_mb").is_ok());
     assert!(sweep.percentiles_chart().unwrap().svg.contains("p99"));
@@ -142,13 +142,13 @@ fn bad_workload_settings_are_refused_before_anything_runs() {
     let (_root, builder) = common::lab("load-bad");
     let cluster = builder.nodes(1).echo(false).start().expect("lab starts");
     let e = cluster
-        .run_workload(WorkloadSpec::read_only().nodes(NodePolicy::Pinned(3)))
+        .run_workload(WorkloadPlan::read_only().nodes(NodePolicy::Pinned(3)))
         .unwrap_err()
         .to_string();
     assert!(e.contains("pin a node between 0 and 0"), "{e}");
     cluster.stop_node("a").unwrap();
     let e = cluster
-        .run_workload(WorkloadSpec::read_only())
+        .run_workload(WorkloadPlan::read_only())
         .unwrap_err()
         .to_string();
     assert!(e.contains("node-a"), "{e}");

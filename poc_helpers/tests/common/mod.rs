@@ -28,7 +28,7 @@ pub fn shared_lab(name: &str) -> (tempfile::TempDir, ClusterBuilder) {
 
 /// True if any process is a `surreal start` bound to this port (whoever started it).
 pub fn surreal_on_port(port: u16) -> bool {
-    any_process(|cmd| poc_helpers::procs::is_lab_node_cmd(cmd, port))
+    any_process(|cmd| poc_helpers::infra::procs::is_lab_node_cmd(cmd, port))
 }
 
 /// True if any live (non-zombie) process's command line satisfies `matches`.
@@ -73,10 +73,11 @@ pub struct KillOnDrop(pub Vec<(u32, u16)>);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         for (pid, port) in &self.0 {
-            let ours = poc_helpers::procs::inspect(*pid)
-                .is_some_and(|p| !p.zombie && poc_helpers::procs::is_lab_node_cmd(&p.cmd, *port));
+            let ours = poc_helpers::infra::procs::inspect(*pid).is_some_and(|p| {
+                !p.zombie && poc_helpers::infra::procs::is_lab_node_cmd(&p.cmd, *port)
+            });
             if ours {
-                let _ = poc_helpers::procs::send(*pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = poc_helpers::infra::procs::send(*pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }

@@ -1,0 +1,257 @@
+//! Faults: the lab's one fault path. Every node, storage and link fault, whether it comes from
+//! a facade call, the CLI or an experiment's schedule, goes through [`Lab::inject`], which
+//! carries it out and appends it to the fault log.
+
+use super::start::describe_stop;
+use super::*;
+use crate::infra::binary::{self};
+use crate::infra::links::{self};
+use crate::infra::ports;
+use crate::infra::procs::Stopped;
+use crate::infra::storage::{StorageTier, TierPlan};
+use crate::vocab::error::LabError;
+use crate::vocab::faults::{Fault, Link, LinkFault};
+use crate::vocab::nodes::{NodeAction, NodeRef};
+
+impl Lab {
+    /// The one fault path: carries out `fault` and appends it to the fault log with its target,
+    /// its window on the lab clock and its outcome (a refused fault is logged too, and opens no
+    /// window). Facade calls, CLI commands and experiment schedules all come through here.
+    pub(crate) async fn inject(&mut self, fault: &Fault) -> Result<String, LabError> {
+        let started = self.clock_ms();
+        let (target, result) = match (fault, fault.validate()) {
+            (_, Err(e)) => (self.fault_target(fault), Err(e)),
+            (Fault::Node(node, action), Ok(())) => (
+                self.target_name(node),
+                self.node_action(node.clone(), *action).await,
+            ),
+            (Fault::Storage(action), Ok(())) => {
+                ("storage".to_string(), self.storage_action(*action).await)
+            }
+            (Fault::Link(link, change), Ok(())) => match self.link_fault(link, *change) {
+                Ok((target, line)) => (target, Ok(line)),
+                Err(e) => (self.fault_target(fault), Err(e)),
+            },
+        };
+        self.log_fault(&target, fault.action(), started, &result);
+        result
+    }
+
+    /// The fault log's name for what `fault` hits: `node-a`, `storage`, `client→node-a`, … (or
+    /// what the caller typed, when it names no node).
+    fn fault_target(&self, fault: &Fault) -> String {
+        match fault {
+            Fault::Node(node, _) => self.target_name(node),
+            Fault::Storage(_) => "storage".into(),
+            Fault::Link(link, _) => {
+                let node = self.target_name(link.node());
+                match link {
+                    Link::ClientToNode(_) => links::client_link_name(&node),
+                    Link::NodeToStorage(_) => links::storage_link_name(&node),
+                }
+            }
+        }
+    }
+
+    /// Stop, kill, restart, pause or resume one node; returns a log line.
+    async fn node_action(&mut self, node: NodeRef, action: NodeAction) -> Result<String, LabError> {
+        let i = self.resolve(&node)?;
+        self.check_owner()?;
+        let grace = self.cfg.stop_timeout;
+        let line = match action {
+            NodeAction::Stop => {
+                // Close our sessions first, so the server has no client of ours to drain.
+                self.clients[i] = None;
+                self.drop_load_pool(i);
+                let t = std::time::Instant::now();
+                let how = self.nodes[i].stop(grace).await;
+                format!(
+                    "{} stopped ({}, {:.1} s)",
+                    self.tag(i),
+                    describe_stop(how),
+                    t.elapsed().as_secs_f64()
+                )
+            }
+            NodeAction::Kill => {
+                self.clients[i] = None;
+                self.drop_load_pool(i);
+                let pid = self.nodes[i].pid();
+                let how = self.nodes[i].kill().await;
+                match (how, pid) {
+                    (Stopped::AlreadyGone, _) | (_, None) => {
+                        format!("{} was not running", self.tag(i))
+                    }
+                    (_, Some(pid)) => format!("{} killed with SIGKILL (pid {pid})", self.tag(i)),
+                }
+            }
+            NodeAction::Restart => self.restart(i).await?,
+            NodeAction::Pause => {
+                self.nodes[i].signal(nix::sys::signal::Signal::SIGSTOP)?;
+                format!(
+                    "{} paused with SIGSTOP (it keeps its sockets but answers nothing)",
+                    self.tag(i)
+                )
+            }
+            NodeAction::Resume => {
+                self.nodes[i].signal(nix::sys::signal::Signal::SIGCONT)?;
+                format!("{} resumed with SIGCONT", self.tag(i))
+            }
+        };
+        self.save_state()?;
+        Ok(line)
+    }
+
+    /// Appends a fault call to the fault log.
+    fn log_fault(
+        &mut self,
+        target: &str,
+        action: &str,
+        started: f64,
+        result: &Result<String, LabError>,
+    ) {
+        let done = self.clock_ms();
+        let outcome = match result {
+            Ok(line) => Ok(line.as_str()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.faults.record(target, action, started, done, outcome);
+    }
+
+    /// Changes one link's settings. Returns the link's name and a log line.
+    fn link_fault(&mut self, link: &Link, fault: LinkFault) -> Result<(String, String), LabError> {
+        let i = self.resolve(link.node())?;
+        if self.links.is_empty() {
+            return Err(LabError::config(
+                "fault_links",
+                "this lab has no fault proxies, so its links cannot be broken",
+                "start the lab with `.fault_links(true)` (off by default: the proxies live in this process)",
+            ));
+        }
+        let name = self.nodes[i].name.clone();
+        let (proxy, link_name) = match link {
+            Link::ClientToNode(_) => (
+                self.links[i].client.as_ref(),
+                links::client_link_name(&name),
+            ),
+            Link::NodeToStorage(_) => (
+                self.links[i].storage.as_ref(),
+                links::storage_link_name(&name),
+            ),
+        };
+        let proxy = proxy.ok_or_else(|| {
+            LabError::config(
+                "fault_links",
+                format!("{name} has no storage link: its storage is `{}`, inside the node", self.cfg.storage.label()),
+                "node→storage links exist with shared storage: use StorageMode::Shared (the default)",
+            )
+        })?;
+        proxy.apply(links::apply(&fault, proxy.settings()));
+        let line = format!("[{link_name}] {}", links::describe(&fault));
+        Ok((link_name, line))
+    }
+
+    /// Stop, kill, restart, pause or resume the embedded storage node. The `surreal` nodes are
+    /// left alone: they retry PD and TiKV and carry on once storage is back.
+    async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
+        self.check_owner()?;
+        let grace = self.cfg.stop_timeout;
+        let timeout = self.cfg.start_timeout;
+        let label = self.cfg.storage.label();
+        let Some(node) = self.storage.as_mut().and_then(StorageTier::embedded) else {
+            return Err(LabError::StorageUnavailable {
+                mode: label,
+                reason: "this lab does not run the embedded storage node".into(),
+                fix: "storage faults need StorageMode::Shared (the default); with external TiKV, stop its processes yourself".into(),
+            });
+        };
+        let tag = format!("[storage :{}]", node.addr.port());
+        let line = match action {
+            NodeAction::Stop => {
+                let how = node.stop(grace).await;
+                format!("{tag} stopped ({})", describe_stop(how))
+            }
+            NodeAction::Kill => {
+                let pid = node.pid();
+                node.kill().await;
+                format!(
+                    "{tag} killed with SIGKILL (pid {})",
+                    pid.map(|p| p.to_string()).unwrap_or("-".into())
+                )
+            }
+            NodeAction::Restart => {
+                if node.is_up() {
+                    node.stop(grace).await;
+                }
+                ports::wait_ports_free(node.addr.port(), 1, PORT_RELEASE_WAIT).await?;
+                node.spawn()?;
+                let took = node.wait_ready(timeout).await?;
+                format!(
+                    "{tag} restarted on the same data (pid {}) → ready in {:.0} ms",
+                    node.pid().unwrap_or(0),
+                    took.as_secs_f64() * 1000.0
+                )
+            }
+            NodeAction::Pause => {
+                node.signal(nix::sys::signal::Signal::SIGSTOP)?;
+                format!("{tag} paused with SIGSTOP")
+            }
+            NodeAction::Resume => {
+                node.signal(nix::sys::signal::Signal::SIGCONT)?;
+                format!("{tag} resumed with SIGCONT")
+            }
+        };
+        self.save_state()?;
+        Ok(line)
+    }
+
+    /// Restart node `i` on the same port and data directory, then reconnect its session.
+    async fn restart(&mut self, i: usize) -> Result<String, LabError> {
+        self.clients[i] = None;
+        self.drop_load_pool(i);
+        if self.nodes[i].is_up() {
+            self.nodes[i].stop(self.cfg.stop_timeout).await;
+        }
+        let bin = match &self.binary {
+            Some(b) => b.path.clone(),
+            None => {
+                let b = binary::locate_surreal(self.cfg.surreal_bin.as_deref())?;
+                let p = b.path.clone();
+                self.binary = Some(b);
+                p
+            }
+        };
+        ports::wait_ports_free(self.nodes[i].port, 1, PORT_RELEASE_WAIT).await?;
+        let path = match (&self.nodes[i].path_arg, &self.storage) {
+            (Some(p), _) => p.clone(),
+            (None, Some(tier)) => tier.node_path(&self.nodes[i].data_dir),
+            (None, None) => {
+                let plan = TierPlan {
+                    lab_dir: &self.cfg.lab_dir,
+                    storage_port: self.cfg.storage_port,
+                    trace: self.cfg.storage_trace,
+                    timeout: self.cfg.start_timeout,
+                };
+                let tier = StorageTier::start(&self.cfg.storage, &plan).await?;
+                let path = tier.node_path(&self.nodes[i].data_dir);
+                self.storage = Some(tier);
+                path
+            }
+        };
+        self.nodes[i].spawn(&bin, &path, &self.cfg.user, &self.cfg.pass)?;
+        let ready = self.nodes[i].wait_ready(self.cfg.start_timeout).await?;
+        if self.cfg.storage.is_shared() {
+            self.learn_member_id(i).await;
+        }
+        self.connect(i).await?;
+        // An in-memory node comes back empty: give it its schema again (idempotent elsewhere).
+        if self.cfg.apply_schema && !self.cfg.storage.is_shared() {
+            self.apply_schema(i).await?;
+        }
+        Ok(format!(
+            "{} restarted (pid {}) → ready in {:.0} ms",
+            self.tag(i),
+            self.nodes[i].pid().unwrap_or(0),
+            ready.as_secs_f64() * 1000.0
+        ))
+    }
+}

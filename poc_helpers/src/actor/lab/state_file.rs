@@ -1,0 +1,309 @@
+//! `state.json`: the file in the lab directory that describes a running lab, so another
+//! process (the `lab` CLI) can attach to it, and so a newer start of the same lab can tell an
+//! older handle that it has been taken over.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::infra::binary::{self, LocatedBinary};
+use crate::infra::procs::{self};
+use crate::infra::storage::StorageTier;
+use crate::infra::storage_node::StorageNode;
+use crate::vocab::config::{LabConfig, StorageMode};
+use crate::vocab::error::LabError;
+use crate::vocab::nodes::NodeState;
+
+/// The file in the lab directory that describes the running lab.
+pub const STATE_FILE: &str = "state.json";
+
+/// Bumped when `state.json` changes incompatibly, so old files are refused with a clear message.
+const STATE_FORMAT: u32 = 1;
+
+/// One node in `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// `node-a`, …
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+    /// Its pid while running.
+    pub pid: Option<u32>,
+    /// Its state when the file was written.
+    pub state: NodeState,
+    /// The storage path given to `surreal start`.
+    pub path_arg: Option<String>,
+    /// When the process was spawned (Unix ms).
+    pub started_unix_ms: Option<u64>,
+    /// Spawn-to-ready time of that start (ms).
+    pub ready_ms: Option<f64>,
+    /// Paths, for people reading the file.
+    pub data_dir: PathBuf,
+    /// The node's log file.
+    pub log: PathBuf,
+    /// The node's pidfile.
+    pub pidfile: PathBuf,
+}
+
+/// The content of `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Layout version of this file.
+    pub format: u32,
+    /// When the lab was started (Unix ms); timings count from here.
+    pub created_unix_ms: u64,
+    /// The lab's settings.
+    pub config: LabConfig,
+    /// The `surreal` binary in use.
+    pub binary: Option<LocatedBinary>,
+    /// Storage label for humans, e.g. `memory`.
+    pub storage_label: String,
+    /// Pid of a storage process the lab started (the storage node, or tiup).
+    pub storage_pid: Option<u32>,
+    /// Port of the embedded storage node, when there is one.
+    #[serde(default)]
+    pub storage_port: Option<u16>,
+    /// When the storage process was spawned (Unix ms).
+    #[serde(default)]
+    pub storage_started_unix_ms: Option<u64>,
+    /// The nodes.
+    pub nodes: Vec<NodeRecord>,
+    /// A random id of the start that wrote this file: a handle whose id differs was taken
+    /// over by a newer start of the same lab and must not touch the directory any more.
+    #[serde(default)]
+    pub run_id: u64,
+}
+
+impl StateFile {
+    /// Reads `<lab_dir>/state.json`.
+    pub fn read(lab_dir: &Path) -> Result<StateFile, LabError> {
+        let path = lab_dir.join(STATE_FILE);
+        let not_found = || LabError::LabNotFound {
+            name: lab_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: path.display().to_string(),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|_| not_found())?;
+        let state: StateFile = serde_json::from_str(&text).map_err(|e| LabError::Io {
+            action: "reading".into(),
+            path: path.display().to_string(),
+            message: e.to_string(),
+            fix:
+                "the file is damaged or from another version: stop leftover nodes with `lab down` \
+                  (or kill the pids in run/*.pid) and delete the lab directory"
+                    .into(),
+        })?;
+        if state.format != STATE_FORMAT {
+            return Err(LabError::Io {
+                action: "reading".into(),
+                path: path.display().to_string(),
+                message: format!(
+                    "format {} (this version reads format {STATE_FORMAT})",
+                    state.format
+                ),
+                fix: "delete the lab directory (stop its nodes first) and start the lab again"
+                    .into(),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Writes the file atomically (temp file + rename), so a reader never sees half a file.
+    pub fn write(&self, lab_dir: &Path) -> Result<(), LabError> {
+        let path = lab_dir.join(STATE_FILE);
+        let tmp = lab_dir.join(format!("{STATE_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self).expect("state serialises");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                LabError::io(
+                    "writing",
+                    &path,
+                    &e,
+                    "check that the lab directory is writable",
+                )
+            })
+    }
+}
+
+impl Lab {
+    /// A lab rebuilt from `state.json` (for `Cluster::attach`): live pids that are really our
+    /// nodes are adopted; anything else shows as not running.
+    pub(crate) fn from_state(state: StateFile) -> Self {
+        let mut lab = Lab::new(state.config.clone());
+        lab.created_unix_ms = state.created_unix_ms;
+        // An attached handle acts for the run that wrote the file.
+        lab.run_id = state.run_id;
+        lab.claimed = true;
+        lab.live = true;
+        lab.binary = state.binary.clone();
+        lab.adopted_storage_pid = state.storage_pid.filter(|p| procs::is_alive(*p));
+        if let (StorageMode::Shared, Some(port)) = (&state.config.storage, state.storage_port) {
+            // Our own storage node: adopt it as a tier, so stop/kill/restart/status work.
+            let ours = lab.adopted_storage_pid.filter(|pid| {
+                procs::inspect(*pid)
+                    .is_some_and(|p| crate::infra::storage_node::is_lab_storage_cmd(&p.cmd, port))
+            });
+            let bin =
+                binary::locate_workspace_binary("storage-node", "STORAGE_NODE_BIN", None, None)
+                    .map(|b| b.path)
+                    .unwrap_or_default();
+            let mut node = StorageNode::new(&lab.cfg.lab_dir, port, lab.cfg.storage_trace, bin);
+            if let Some(pid) = ours {
+                node = node.adopt(pid, state.storage_started_unix_ms);
+            } else {
+                node.state = NodeState::Exited("unknown status".into());
+            }
+            lab.storage = Some(StorageTier::Embedded(node));
+            lab.adopted_storage_pid = None;
+        }
+        for (i, rec) in state.nodes.iter().enumerate() {
+            let mut node = lab.make_node(i, rec.port);
+            node.path_arg = rec.path_arg.clone();
+            let ours = rec.pid.filter(|pid| {
+                procs::inspect(*pid)
+                    .is_some_and(|p| !p.zombie && procs::is_lab_node_cmd(&p.cmd, rec.port))
+            });
+            node = match ours {
+                Some(pid) => node.adopt(pid, rec.started_unix_ms, rec.ready_ms),
+                None => {
+                    node.state = match &rec.state {
+                        NodeState::Running | NodeState::Paused => {
+                            NodeState::Exited("unknown status".into())
+                        }
+                        other => other.clone(),
+                    };
+                    node.ready_ms = rec.ready_ms;
+                    node
+                }
+            };
+            lab.nodes.push(node);
+            lab.clients.push(None);
+        }
+        lab
+    }
+
+    /// Writes `state.json` from the current nodes.
+    pub(super) fn save_state(&mut self) -> Result<(), LabError> {
+        let storage_pid = self
+            .storage
+            .as_ref()
+            .and_then(StorageTier::pid)
+            .or(self.adopted_storage_pid);
+        let (storage_port, storage_started_unix_ms) =
+            match self.storage.as_mut().and_then(StorageTier::embedded) {
+                Some(node) => (Some(node.addr.port()), node.started_unix_ms),
+                None => (None, None),
+            };
+        let nodes = self
+            .nodes
+            .iter_mut()
+            .map(|n| {
+                n.refresh();
+                NodeRecord {
+                    name: n.name.clone(),
+                    port: n.port,
+                    pid: n.pid(),
+                    state: n.state.clone(),
+                    path_arg: n.path_arg.clone(),
+                    started_unix_ms: n.started_unix_ms,
+                    ready_ms: n.ready_ms,
+                    data_dir: n.data_dir.clone(),
+                    log: n.log.clone(),
+                    pidfile: n.pidfile.clone(),
+                }
+            })
+            .collect();
+        if !self.live || !self.cfg.lab_dir.exists() || self.check_owner().is_err() {
+            return Ok(()); // never started, cleaned up, or taken over by a newer start
+        }
+        self.claimed = true;
+        StateFile {
+            format: STATE_FORMAT,
+            created_unix_ms: self.created_unix_ms,
+            config: self.cfg.clone(),
+            binary: self.binary.clone(),
+            storage_label: self.cfg.storage.label(),
+            storage_pid,
+            storage_port,
+            storage_started_unix_ms,
+            nodes,
+            run_id: self.run_id,
+        }
+        .write(&self.cfg.lab_dir)
+    }
+
+    /// `Err(TakenOver)` when `state.json` was written by another start of this lab: that start
+    /// reaped our processes, and the directory is its now.
+    pub(crate) fn check_owner(&self) -> Result<(), LabError> {
+        if !self.live || !self.claimed {
+            return Ok(());
+        }
+        match StateFile::read(&self.cfg.lab_dir) {
+            Ok(state) if state.run_id != 0 && self.run_id != 0 && state.run_id != self.run_id => {
+                Err(LabError::TakenOver {
+                    name: self.cfg.name.clone(),
+                    path: self.cfg.lab_dir.display().to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actor::lab::tests::config;
+
+    #[test]
+    fn state_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::new(1, 8001, dir.path());
+        let state = StateFile {
+            format: STATE_FORMAT,
+            created_unix_ms: 42,
+            config: config(dir.path()),
+            binary: Some(LocatedBinary {
+                path: "/x/surreal".into(),
+                version: "3.3.5".into(),
+                version_line: "3.3.5 for linux on x86_64".into(),
+            }),
+            storage_label: "memory".into(),
+            storage_pid: None,
+            storage_port: None,
+            storage_started_unix_ms: None,
+            nodes: vec![NodeRecord {
+                name: node.name.clone(),
+                port: node.port,
+                pid: Some(1234),
+                state: NodeState::Exited("code 1".into()),
+                path_arg: Some("memory".into()),
+                started_unix_ms: Some(7),
+                ready_ms: Some(350.5),
+                data_dir: node.data_dir.clone(),
+                log: node.log.clone(),
+                pidfile: node.pidfile.clone(),
+            }],
+            run_id: 7,
+        };
+        state.write(dir.path()).unwrap();
+        assert_eq!(StateFile::read(dir.path()).unwrap(), state);
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn missing_or_foreign_state_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            StateFile::read(dir.path()),
+            Err(LabError::LabNotFound { .. })
+        ));
+        std::fs::write(dir.path().join(STATE_FILE), "{}").unwrap();
+        let e = StateFile::read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("damaged or from another version"), "{e}");
+    }
+}

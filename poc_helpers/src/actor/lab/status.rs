@@ -1,0 +1,143 @@
+//! Status: every node's (and the storage node's) state, the link proxies' counters, and the
+//! storage trace attributed to nodes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::infra::binary::{self};
+use crate::infra::client::{self};
+use crate::infra::links::{self, LinkStatus};
+use crate::infra::metrics::{self, Instance};
+use crate::infra::storage::StorageTier;
+use crate::vocab::error::LabError;
+use crate::vocab::nodes::NodeState;
+
+impl Lab {
+    /// Every node's status (the spec's Instance entity).
+    pub(crate) async fn instances(&mut self) -> Vec<Instance> {
+        let now = crate::infra::node::unix_ms();
+        let binary_version = self.binary.as_ref().map(|b| b.version.clone());
+        let storage = self.cfg.storage.label();
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for n in &mut self.nodes {
+            let state = n.refresh().clone();
+            let pid = n.pid();
+            let up = matches!(state, NodeState::Running | NodeState::Paused);
+            let version = if state == NodeState::Running {
+                match client::http_get(n.addr(), "/version", Duration::from_secs(1)).await {
+                    Ok((200, body)) => binary::parse_version_line(&body).or(binary_version.clone()),
+                    _ => binary_version.clone(),
+                }
+            } else {
+                binary_version.clone()
+            };
+            out.push(Instance {
+                node: n.name.clone(),
+                port: n.port,
+                pid,
+                state: state.clone(),
+                version,
+                rss_mb: pid.and_then(metrics::rss_mb),
+                uptime_s: if up {
+                    n.started_unix_ms
+                        .map(|s| now.saturating_sub(s) as f64 / 1000.0)
+                } else {
+                    None
+                },
+                // Shared nodes show where their storage is (tikv://127.0.0.1:PORT).
+                storage: n
+                    .path_arg
+                    .clone()
+                    .filter(|p| p.starts_with("tikv://"))
+                    .unwrap_or_else(|| storage.clone()),
+                ready_ms: n.ready_ms,
+                ws_url: format!("ws://127.0.0.1:{}", n.port),
+                http_url: format!("http://127.0.0.1:{}", n.port),
+                data_mb: None,
+            });
+        }
+        if let Some(s) = self.storage.as_mut().and_then(StorageTier::embedded) {
+            let state = s.refresh().clone();
+            let up = matches!(state, NodeState::Running | NodeState::Paused);
+            let pid = s.pid();
+            out.push(Instance {
+                node: "storage".into(),
+                port: s.addr.port(),
+                pid,
+                state: state.clone(),
+                version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
+                rss_mb: pid.and_then(metrics::rss_mb),
+                uptime_s: if up {
+                    s.started_unix_ms
+                        .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                } else {
+                    None
+                },
+                storage: "pd+tikv".into(),
+                ready_ms: s.ready_ms,
+                ws_url: String::new(),
+                http_url: format!("grpc://{}", s.addr),
+                data_mb: Some(s.data_bytes() as f64 / (1024.0 * 1024.0)),
+            });
+        }
+        out
+    }
+
+    /// The state and counters of every link proxy.
+    pub(super) fn link_statuses(&self) -> Vec<LinkStatus> {
+        let mut out = Vec::new();
+        for (i, l) in self.links.iter().enumerate() {
+            let name = &self.nodes[i].name;
+            for (proxy, link) in [
+                (&l.client, links::client_link_name(name)),
+                (&l.storage, links::storage_link_name(name)),
+            ] {
+                if let Some(p) = proxy {
+                    out.push(LinkStatus {
+                        link,
+                        proxy_port: p.listen_addr().port(),
+                        upstream_port: p.upstream().port(),
+                        settings: p.settings(),
+                        stats: p.stats(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The storage trace file, or why there is none.
+    pub(super) fn trace_path(&mut self) -> Result<PathBuf, LabError> {
+        match self
+            .storage
+            .as_mut()
+            .and_then(StorageTier::embedded)
+            .and_then(|n| n.trace.clone())
+        {
+            Some(p) => Ok(p),
+            None => Err(LabError::config(
+                "storage_trace",
+                "this lab has no storage trace",
+                "start the lab with StorageMode::Shared and `.storage_trace(true)`",
+            )),
+        }
+    }
+
+    /// Trace rows since `mark`, each attributed to the node whose connection sent it.
+    pub(super) fn trace_since(
+        &mut self,
+        mark: u64,
+    ) -> Result<Vec<crate::infra::trace::TraceRow>, LabError> {
+        let path = self.trace_path()?;
+        let mut rows = crate::infra::trace::read_since(&path, mark)
+            .map_err(|e| LabError::io("reading", &path, &e, "check the lab directory"))?;
+        let pids: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.pid().map(|p| (n.name.clone(), p)))
+            .collect();
+        crate::infra::trace::attribute(&mut rows, &crate::infra::trace::connection_owners(&pids));
+        Ok(rows)
+    }
+}

@@ -1,0 +1,22 @@
+//! The experiments the notebooks run, each as `run(plan, harness)`.
+//!
+//! Imports [`crate::vocab`], [`crate::infra`] and [`crate::present`], never the actor or the
+//! facade: an experiment reaches the lab only through the narrow [`harness::Harness`] trait
+//! (run a query, inject a fault, ask whether a node is up), the way a mini-redis command gets a
+//! `Db` and a connection rather than the server. The actor's `Lab` implements the trait.
+//!
+//! - [`workload`]: the load generator (plans, runs, reports, sweeps).
+//! - [`bank`]: the Jepsen-style bank test: a run that produces a history, and a pure checker
+//!   that turns the history into a verdict.
+//! - [`conflicts`]: contention and the conflict rate.
+//! - [`live`]: LIVE SELECT across nodes.
+//! - [`membership`]: `INFO FOR ROOT` members and recovery timings.
+//! - [`consistency`]: the same query on every node, compared.
+
+pub mod bank;
+pub mod conflicts;
+pub mod consistency;
+pub(crate) mod harness;
+pub mod live;
+pub mod membership;
+pub mod workload;

@@ -1,0 +1,21 @@
+//! Processes and wires: everything that touches the operating system or the network.
+//!
+//! Imports only [`crate::vocab`]. Each module owns one kind of thing: processes by pid
+//! ([`procs`]), ports ([`ports`]), finding binaries ([`binary`]), one `surreal` process
+//! ([`node`]), the embedded storage node process ([`storage_node`]), the storage tier behind a
+//! mode ([`storage`]), the fault proxy and the links built on it ([`proxy`], [`links`]), SDK
+//! sessions and HTTP ([`client`]), process sampling ([`sampler`]), the storage trace
+//! ([`trace`]) and status measurements ([`metrics`]).
+
+pub mod binary;
+pub mod client;
+pub mod links;
+pub mod metrics;
+pub mod node;
+pub mod ports;
+pub mod procs;
+pub mod proxy;
+pub mod sampler;
+pub mod storage;
+pub mod storage_node;
+pub mod trace;

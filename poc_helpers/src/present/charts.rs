@@ -1,0 +1,610 @@
+//! Charts: plotters drawings rendered to SVG, shown inline in JupyterLab and saved as files.
+//!
+//! Every chart function returns a [`Chart`] (an SVG document). In a notebook, a `Chart` as the
+//! last expression of a cell renders as an image (`image/svg+xml`); from the CLI or a
+//! benchmark, [`Chart::save`] writes the `.svg` file. SVG keeps charts crisp at any zoom, and
+//! since the browser draws the text, plotters needs no font files.
+//!
+//! The load-test charts take plain slices and numbers (their callers, such as the workload
+//! report and `lab bench`, turn their own records into series), so a notebook and `lab bench`
+//! draw exactly the same pictures, and this module imports nothing but the vocabulary:
+//!
+//! - [`latency_histogram`]: how latencies are distributed, log-scaled so the tail is visible;
+//! - [`percentiles_vs_concurrency`]: p50/p95/p99 as clients are added (log–log), with the
+//!   spec's 100 ms line (PR-002) and the lab's 10 ms goal;
+//! - [`throughput_vs_concurrency`]: operations per second as clients are added;
+//! - [`rss_over_time`]: memory of every process during a run, with the spec's 200 MB line
+//!   (PR-004) and the lab's 100 MB goal.
+
+use std::path::Path;
+
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
+
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::error::LabError;
+
+/// Spec PR-004: memory per instance under 200 MB.
+pub const SPEC_RSS_MB: f64 = 200.0;
+/// The lab's own goal: a `surreal` node under 100 MB.
+pub const GOAL_RSS_MB: f64 = 100.0;
+/// Spec PR-002: a query across instances under 100 ms.
+pub const SPEC_LATENCY_MS: f64 = 100.0;
+/// The lab's own goal: cross-node read-after-write p99 under 10 ms.
+pub const GOAL_LATENCY_MS: f64 = 10.0;
+
+/// Default size in pixels: fits a JupyterLab output area without scrolling.
+pub const WIDTH: u32 = 860;
+/// Default height in pixels.
+pub const HEIGHT: u32 = 420;
+
+/// A rendered chart (an SVG document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chart {
+    /// Title, also used for file names.
+    pub title: String,
+    /// The SVG text.
+    pub svg: String,
+}
+
+impl Chart {
+    /// Shows the chart in evcxr (JupyterLab) as an SVG image.
+    pub fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT",
+            self.svg
+        );
+    }
+
+    /// Writes the SVG to `path` (creating parent directories).
+    pub fn save(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, &self.svg)
+    }
+}
+
+/// One bar of a latency histogram: successful `op`s that took between `lo_ms` and `hi_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyBucket {
+    /// Operation (`read`, …).
+    pub op: String,
+    /// Lower edge, ms.
+    pub lo_ms: f64,
+    /// Upper edge, ms.
+    pub hi_ms: f64,
+    /// Operations in the bucket.
+    pub count: u64,
+}
+
+/// Draws onto a fresh SVG canvas and wraps the result; `draw` gets the root area. Inside
+/// `draw`, plotters' many error types are flattened to their message (`map_err(|e|
+/// e.to_string())`); this is the one place they become a [`LabError::Chart`] naming the chart.
+pub fn render(
+    title: &str,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<Chart, LabError> {
+    let mut svg = String::new();
+    let drawn = (|| {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root)?;
+        root.present().map_err(|e| e.to_string())
+    })();
+    drawn.map_err(|message| LabError::Chart {
+        chart: title.to_string(),
+        message,
+    })?;
+    Ok(Chart {
+        title: title.to_string(),
+        svg,
+    })
+}
+
+/// A line per series over a shared x axis: `series` is `(name, points)`; `hlines` are labelled
+/// horizontal reference lines (e.g. the spec's 200 MB limit).
+pub fn lines(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    hlines: &[(String, f64)],
+) -> Result<Chart, LabError> {
+    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
+    let ys = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .chain(hlines.iter().map(|(_, y)| *y));
+    let (x0, x1) = bounds(xs);
+    let (_, y1) = bounds(ys);
+    let axes = (x0..x1, 0.0..(y1 * 1.1).max(1e-9));
+    xy_chart(
+        title,
+        x_label,
+        y_label,
+        axes,
+        (x0, x1),
+        series,
+        hlines,
+        false,
+    )
+}
+
+/// Draws series `k` as a line in palette colour `k`, with its legend entry; returns the colour
+/// (for markers drawn on top).
+fn draw_line<X, Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    k: usize,
+    name: &str,
+    points: &[(f64, f64)],
+) -> Result<RGBAColor, String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = Palette99::pick(k).to_rgba();
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    Ok(color)
+}
+
+/// Reference lines: the spec's limit in red, the lab's goals in orange, then grey.
+fn reference_color(k: usize) -> RGBColor {
+    match k {
+        0 => RED,
+        1 => RGBColor(230, 140, 0),
+        _ => RGBColor(120, 120, 120),
+    }
+}
+
+/// Latency distribution of successful operations: one translucent bar series per operation on
+/// a logarithmic ms axis (so a 0.5 ms median and a 50 ms tail fit one picture).
+pub fn latency_histogram(title: &str, buckets: &[LatencyBucket]) -> Result<Chart, LabError> {
+    let mut ops: Vec<&str> = Vec::new();
+    for b in buckets {
+        if !ops.contains(&b.op.as_str()) {
+            ops.push(&b.op);
+        }
+    }
+    let (x0, x1) = log_bounds(buckets.iter().flat_map(|b| [b.lo_ms, b.hi_ms]));
+    let y1 = buckets.iter().map(|b| b.count).max().unwrap_or(1) as f64 * 1.1;
+    render(title, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0..x1).log_scale(), 0.0..y1.max(1.0))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (ms, log scale)")
+            .y_desc("operations")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (k, op) in ops.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            chart
+                .draw_series(buckets.iter().filter(|b| b.op == *op).map(|b| {
+                    Rectangle::new(
+                        [(b.lo_ms, 0.0), (b.hi_ms, b.count as f64)],
+                        color.mix(0.45).filled(),
+                    )
+                }))
+                .map_err(|e| e.to_string())?
+                .label(op.to_string())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Latency percentiles against the number of concurrent clients, both axes logarithmic, with
+/// the spec's 100 ms line and the lab's 10 ms goal. `series` is `(name, [(clients, ms)])`.
+pub fn percentiles_vs_concurrency(
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<Chart, LabError> {
+    let (x0, x1) = log_bounds(series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)));
+    let (y0, y1) = log_bounds(
+        series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+            .chain([SPEC_LATENCY_MS, GOAL_LATENCY_MS]),
+    );
+    let hlines = [
+        ("spec PR-002: 100 ms".to_string(), SPEC_LATENCY_MS),
+        ("goal: p99 < 10 ms".to_string(), GOAL_LATENCY_MS),
+    ];
+    xy_chart(
+        title,
+        "concurrent clients (log scale)",
+        "latency (ms, log scale)",
+        ((x0..x1).log_scale(), (y0..y1 * 1.5).log_scale()),
+        (x0, x1),
+        series,
+        &hlines,
+        true,
+    )
+}
+
+/// Operations per second against the number of concurrent clients (log x axis), one line per
+/// series (e.g. per setup of `lab bench`). `series` is `(name, [(clients, ops/s)])`.
+pub fn throughput_vs_concurrency(
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<Chart, LabError> {
+    let (x0, x1) = log_bounds(series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)));
+    let (_, y1) = bounds(series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)));
+    xy_chart(
+        title,
+        "concurrent clients (log scale)",
+        "throughput (operations/s)",
+        ((x0..x1).log_scale(), 0.0..(y1 * 1.1).max(1.0)),
+        (x0, x1),
+        series,
+        &[],
+        true,
+    )
+}
+
+/// Resident memory of every process over time (one line each), with the spec's 200 MB limit
+/// (PR-004) and the lab's 100 MB goal per node. `series` is `(process, [(seconds, MB)])`.
+pub fn rss_over_time(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<Chart, LabError> {
+    lines(
+        title,
+        "time since start (s)",
+        "RSS (MB)",
+        series,
+        &[
+            ("spec PR-004: 200 MB".into(), SPEC_RSS_MB),
+            ("goal: 100 MB per node".into(), GOAL_RSS_MB),
+        ],
+    )
+}
+
+/// Lines over any pair of axes (linear or log), with dashed reference lines across `x_span`;
+/// `markers` also draws each measured point (for sparse series such as concurrency levels).
+#[allow(clippy::too_many_arguments)]
+fn xy_chart<X, Y>(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    axes: (X, Y),
+    x_span: (f64, f64),
+    series: &[(String, Vec<(f64, f64)>)],
+    hlines: &[(String, f64)],
+    markers: bool,
+) -> Result<Chart, LabError>
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    render(title, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(axes.0, axes.1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (k, (name, points)) in series.iter().enumerate() {
+            let color = draw_line(&mut chart, k, name, points)?;
+            if markers {
+                chart
+                    .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for (k, (name, y)) in hlines.iter().enumerate() {
+            let color = reference_color(k);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(x_span.0, *y), (x_span.1, *y)],
+                    6,
+                    4,
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Bounds for a logarithmic axis: positive, finite, and at least a factor of 4 wide.
+fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.1, 10.0);
+    }
+    if hi / lo < 4.0 {
+        let mid = (lo * hi).sqrt();
+        (mid / 2.0, mid * 2.0)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// `(min, max)` of the values, widened so a constant series still gets an axis.
+pub fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_chart_is_an_svg_with_title_axes_and_reference_line() {
+        let c = lines(
+            "RSS over time",
+            "time (s)",
+            "RSS (MB)",
+            &[("node-a".into(), vec![(0.0, 90.0), (1.0, 95.0)])],
+            &[("spec limit 200 MB".into(), 200.0)],
+        )
+        .unwrap();
+        assert!(c.svg.starts_with("<svg"));
+        for text in [
+            "RSS over time",
+            "time (s)",
+            "RSS (MB)",
+            "node-a",
+            "spec limit 200 MB",
+        ] {
+            assert!(c.svg.contains(text), "missing {text}");
+        }
+    }
+
+    fn assert_has(c: &Chart, texts: &[&str]) {
+        assert!(c.svg.starts_with("<svg"), "not an SVG");
+        for text in texts {
+            assert!(c.svg.contains(text), "missing `{text}` in the SVG");
+        }
+    }
+
+    #[test]
+    fn latency_histogram_has_title_axes_and_one_series_per_op() {
+        let b = |op: &str, lo: f64, count: u64| LatencyBucket {
+            op: op.into(),
+            lo_ms: lo,
+            hi_ms: lo * 1.26,
+            count,
+        };
+        let c = latency_histogram(
+            "Latency of mixed 90/10",
+            &[
+                b("read", 0.5, 900),
+                b("read", 0.63, 300),
+                b("write", 5.0, 100),
+            ],
+        )
+        .unwrap();
+        assert_has(
+            &c,
+            &[
+                "Latency of mixed 90/10",
+                "latency (ms, log scale)",
+                "operations",
+                "read",
+                "write",
+            ],
+        );
+        // Empty input still renders (an empty run must not break a notebook).
+        latency_histogram("nothing", &[]).unwrap();
+    }
+
+    #[test]
+    fn concurrency_charts_have_reference_lines_and_units() {
+        let pts = vec![(1.0, 0.8), (10.0, 1.5), (100.0, 9.0), (200.0, 20.0)];
+        let c = percentiles_vs_concurrency(
+            "Percentiles vs clients",
+            &[("p50".into(), pts.clone()), ("p99".into(), pts.clone())],
+        )
+        .unwrap();
+        assert_has(
+            &c,
+            &[
+                "Percentiles vs clients",
+                "concurrent clients (log scale)",
+                "latency (ms, log scale)",
+                "p50",
+                "p99",
+                "spec PR-002: 100 ms",
+                "goal: p99 &lt; 10 ms",
+            ],
+        );
+        let c = throughput_vs_concurrency(
+            "Throughput vs clients",
+            &[
+                ("2 nodes · shared".into(), pts.clone()),
+                ("1 node · surrealkv".into(), pts),
+            ],
+        )
+        .unwrap();
+        assert_has(
+            &c,
+            &[
+                "Throughput vs clients",
+                "throughput (operations/s)",
+                "2 nodes · shared",
+                "1 node · surrealkv",
+            ],
+        );
+    }
+
+    #[test]
+    fn rss_chart_has_one_line_per_process_and_both_limits() {
+        let c = rss_over_time(
+            "Memory during the run",
+            &[
+                ("node-a".into(), vec![(0.0, 80.0), (0.25, 85.0)]),
+                ("storage".into(), vec![(0.0, 40.0)]),
+            ],
+        )
+        .unwrap();
+        assert_has(
+            &c,
+            &[
+                "Memory during the run",
+                "time since start (s)",
+                "RSS (MB)",
+                "node-a",
+                "storage",
+                "spec PR-004: 200 MB",
+                "goal: 100 MB per node",
+            ],
+        );
+    }
+}
+
+/// A timeline: one line per series over time, with fault windows shaded behind them.
+///
+/// `windows` are `(label, start, end)` in x units (e.g. seconds): each is drawn as a translucent
+/// band from the bottom to the top of the plot with its label at the top, so a dip in a line can
+/// be read against the fault that caused it (the way Jepsen draws its nemesis). Overlapping
+/// windows get alternating colours and staggered labels.
+pub fn timeline(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    windows: &[(String, f64, f64)],
+) -> Result<Chart, LabError> {
+    let xs = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+        .chain(windows.iter().flat_map(|(_, a, b)| [*a, *b]));
+    let (x0, x1) = bounds(xs);
+    let x0 = x0.min(0.0);
+    let (_, y1) = bounds(series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)));
+    // Headroom above the highest point for the window labels (top rows) and the legend
+    // (below them), so neither hides a line.
+    let y_top = (y1 * 2.2).max(1.0);
+    render(title, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, 0.0..y_top)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let shades = [
+            RGBColor(230, 80, 60),
+            RGBColor(60, 110, 220),
+            RGBColor(150, 90, 200),
+        ];
+        for (k, (label, a, b)) in windows.iter().enumerate() {
+            let shade = shades[k % shades.len()];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(*a, 0.0), (*b, y_top)],
+                    shade.mix(0.15).filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+            // Labels stagger down by row so neighbouring windows stay readable.
+            let row = (k % 4) as f64;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.clone(),
+                    (*a, y_top * (0.98 - 0.045 * row)),
+                    ("sans-serif", 12).into_font().color(&shade),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        for (k, (name, points)) in series.iter().enumerate() {
+            draw_line(&mut chart, k, name, points)?;
+        }
+        let (w, h) = chart.plotting_area().dim_in_pixel();
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::Coordinate(
+                w as i32 - 200,
+                (h as f64 * 0.2) as i32,
+            ))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_shades_and_labels_fault_windows() {
+        let c = timeline(
+            "Bank transfers under faults",
+            "seconds",
+            "ops/s",
+            &[(
+                "acknowledged".into(),
+                vec![(0.0, 40.0), (0.5, 10.0), (1.0, 42.0)],
+            )],
+            &[("kill node-b".into(), 0.4, 0.8)],
+        )
+        .unwrap();
+        for text in [
+            "Bank transfers under faults",
+            "kill node-b",
+            "acknowledged",
+            "ops/s",
+        ] {
+            assert!(c.svg.contains(text), "missing {text}");
+        }
+        assert!(c.svg.contains("<rect"), "a shaded band");
+    }
+}

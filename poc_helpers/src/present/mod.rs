@@ -1,0 +1,7 @@
+//! Showing results: charts as SVG ([`charts`]) and tables as HTML ([`display`]).
+//!
+//! Imports only [`crate::vocab`]; chart inputs are plain slices and numbers, so a notebook, a
+//! test and `lab bench` draw exactly the same pictures from whatever produced the numbers.
+
+pub mod charts;
+pub mod display;
