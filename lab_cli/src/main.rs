@@ -1,7 +1,7 @@
 //! `lab`: the command line over `poc_helpers` — the spec's setup, status and cleanup scripts.
 //!
 //! ```text
-//! lab up [--nodes 2] [--base-port 8000] [--storage memory] [--name lab]   start and leave running
+//! lab up [--nodes 2] [--base-port 8000] [--storage shared] [--name lab]   start and leave running
 //! lab status                                                             the status table
 //! lab sql b "SELECT * FROM user"                                         run SurrealQL on a node
 //! lab down                                                               stop every node

@@ -15,13 +15,13 @@
 //! Which node a transaction runs on does not matter: both nodes are stateless and the check
 //! happens in storage. The helpers here make that visible:
 //!
-//! * [`Cluster::race_transaction`] — the same transaction from several nodes at once: who
+//! * [`Cluster::race_transaction`](crate::facade::Cluster::race_transaction) — the same transaction from several nodes at once: who
 //!   committed, who got the retryable conflict.
-//! * [`Cluster::retry_on_conflict`] — the standard client-side answer: retry with exponential
+//! * [`Cluster::retry_on_conflict`](crate::facade::Cluster::retry_on_conflict) — the standard client-side answer: retry with exponential
 //!   backoff and jitter, only on conflicts.
-//! * [`Cluster::conflict_rate`] — how the conflict rate grows as more clients fight over fewer
+//! * [`Cluster::conflict_rate`](crate::facade::Cluster::conflict_rate) — how the conflict rate grows as more clients fight over fewer
 //!   keys, and a check that no increment was lost.
-//! * [`Cluster::write_skew`] — snapshot isolation only detects *write-write* conflicts. Two
+//! * [`Cluster::write_skew`](crate::facade::Cluster::write_skew) — snapshot isolation only detects *write-write* conflicts. Two
 //!   transactions that each read what the other writes, but write different keys, both commit:
 //!   the doctors-on-call anomaly. The fix makes them write a common key (a guard record), which
 //!   turns the hidden read-write dependency into a write-write conflict.
@@ -140,7 +140,7 @@ pub fn outcomes_frame(rows: &[TxnOutcome]) -> Result<DataFrame, LabError> {
     ])
 }
 
-/// How [`Cluster::retry_on_conflict`] retries: exponential backoff with full jitter (each wait
+/// How [`Cluster::retry_on_conflict`](crate::facade::Cluster::retry_on_conflict) retries: exponential backoff with full jitter (each wait
 /// is random in `[0, min(max_delay, base_delay × 2^attempt)]`), so two clients that collided
 /// do not collide again in lockstep.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ impl RetryPolicy {
     }
 }
 
-/// What [`Cluster::retry_on_conflict`] returns.
+/// What [`Cluster::retry_on_conflict`](crate::facade::Cluster::retry_on_conflict) returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Retried {
     /// The successful attempt's result.
@@ -185,7 +185,7 @@ pub struct Retried {
     pub backoff_ms: f64,
 }
 
-/// The contention experiment's settings (see [`Cluster::conflict_rate`]).
+/// The contention experiment's settings (see [`Cluster::conflict_rate`](crate::facade::Cluster::conflict_rate)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContentionPlan {
     /// Concurrent clients per node (default 4).
@@ -294,7 +294,7 @@ pub fn contention_frame(rows: &[ContentionRow]) -> Result<DataFrame, LabError> {
     ])
 }
 
-/// What [`Cluster::write_skew`] saw.
+/// What [`Cluster::write_skew`](crate::facade::Cluster::write_skew) saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteSkewReport {
     /// Whether the transactions touched the shared guard record (the fix).

@@ -20,7 +20,7 @@
 //!   the inline engine never records the event.
 //!
 //! Choose the engine per lab with `.live_query_engine(LiveQueryEngine::Router)` and compare with
-//! [`Cluster::live_watch`].
+//! [`Cluster::live_watch`](crate::facade::Cluster::live_watch).
 //!
 //! # Why a helper
 //!
@@ -68,7 +68,7 @@ pub struct LiveWrite {
     pub ok: bool,
 }
 
-/// What [`Cluster::live_watch`] saw.
+/// What [`Cluster::live_watch`](crate::facade::Cluster::live_watch) saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveReport {
     /// The node the LIVE SELECT was registered on.
@@ -129,7 +129,7 @@ impl LiveReport {
     }
 }
 
-/// How long [`Cluster::live_watch`] waits after subscribing before it writes, with the router
+/// How long [`Cluster::live_watch`](crate::facade::Cluster::live_watch) waits after subscribing before it writes, with the router
 /// engine (see the comment at its use). Generous on purpose: a loaded CI machine is slow.
 pub const ROUTER_DISCOVERY_WAIT: Duration = Duration::from_millis(1500);
 

@@ -14,12 +14,12 @@
 //! `NODE u'<uuid>' SEEN <unix ms> ACTIVE|ARCHIVED`.
 //!
 //! So with the defaults a crashed node is archived 30–45 s after its last heartbeat and removed
-//! minutes later; with [`MembershipIntervals::fast`] it is archived ~31 s after and removed a few
+//! minutes later; with [`MembershipIntervals::fast`](crate::vocab::config::MembershipIntervals::fast) it is archived ~31 s after and removed a few
 //! seconds later. A node stopped gracefully (SIGTERM) archives *itself* on the way out.
 //!
 //! Membership is bookkeeping, not routing: the survivors never wait for it. Any node can serve
 //! any request because the data is in storage, so a client that fails over to another node is
-//! served at once — which [`Cluster::recovery_drill`] measures.
+//! served at once — which [`Cluster::recovery_drill`](crate::facade::Cluster::recovery_drill) measures.
 //!
 //! Node ids are random per start and never printed, so the lab learns each start's id by asking
 //! `INFO FOR ROOT` right after the node becomes ready, before the next one starts.
@@ -153,7 +153,7 @@ pub fn recovery_frame(rows: &[RecoveryRow]) -> Result<DataFrame, LabError> {
     ])
 }
 
-/// What [`Cluster::recovery_drill`] saw.
+/// What [`Cluster::recovery_drill`](crate::facade::Cluster::recovery_drill) saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryReport {
     /// `INFO FOR ROOT` on the survivor before the kill.

@@ -1,7 +1,7 @@
 //! The experiments the notebooks run, each as `run(plan, harness)`.
 //!
 //! Imports [`crate::vocab`], [`crate::infra`] and [`crate::present`], never the actor or the
-//! facade: an experiment reaches the lab only through the narrow [`harness::Harness`] trait
+//! facade: an experiment reaches the lab only through the narrow `harness::Harness` trait
 //! (run a query, inject a fault, ask whether a node is up), the way a mini-redis command gets a
 //! `Db` and a connection rather than the server. The actor's `Lab` implements the trait.
 //!

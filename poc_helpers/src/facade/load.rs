@@ -33,7 +33,7 @@ impl Cluster {
         Ok(report)
     }
 
-    /// The same workload at each concurrency level in turn (e.g. [`SWEEP_LEVELS`]: 1 → 200
+    /// The same workload at each concurrency level in turn (e.g. [`SWEEP_LEVELS`](crate::experiments::workload::SWEEP_LEVELS): 1 → 200
     /// clients), for percentile and throughput charts against concurrency.
     pub fn run_sweep(&self, spec: WorkloadPlan, levels: &[usize]) -> Result<SweepReport, LabError> {
         let mut runs = Vec::with_capacity(levels.len());

@@ -60,7 +60,7 @@ impl Cluster {
     /// 1. kill `victim`; time the survivor's first successful write after the kill
     ///    (*survivor keeps serving*);
     /// 2. poll the survivor's `INFO FOR ROOT` until the victim's entry is ARCHIVED (at most
-    ///    `archive_limit`; ~31 s with [`MembershipIntervals::fast`]) (*membership archive*);
+    ///    `archive_limit`; ~31 s with [`MembershipIntervals::fast`](crate::vocab::config::MembershipIntervals::fast)) (*membership archive*);
     /// 3. restart the victim; time from the restart call to its first successful query
     ///    (*restart recovery*);
     /// 4. kill and restart the storage node; time from the restart call to each node's first

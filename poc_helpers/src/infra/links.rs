@@ -1,13 +1,13 @@
-//! The lab's breakable network links: which links exist, how to name one ([`Link`]), and the
+//! The lab's breakable network links: which links exist, how to name one ([`Link`](crate::vocab::faults::Link)), and the
 //! proxies behind them.
 //!
 //! With `.fault_links(true)` the lab puts a [`Proxy`] on two links of
 //! every node (see `proxy` for the picture):
 //!
-//! * [`Link::ClientToNode`] — between the lab's SDK sessions (including the bank checker's and
+//! * [`Link::ClientToNode`](crate::vocab::faults::Link::ClientToNode) — between the lab's SDK sessions (including the bank checker's and
 //!   the load generator's clients) and the node. Cutting it is "the application cannot reach
 //!   node-a", while node-a itself is healthy and still talks to storage.
-//! * [`Link::NodeToStorage`] — between the node and the storage tier (PD and TiKV traffic).
+//! * [`Link::NodeToStorage`](crate::vocab::faults::Link::NodeToStorage) — between the node and the storage tier (PD and TiKV traffic).
 //!   Cutting it is a partition of one query node from the data: the node is up, answers
 //!   `/health`'s HTTP port, but cannot read or commit anything.
 //!

@@ -1,6 +1,6 @@
 //! The lab as the actor thread sees it: its configuration, its nodes and their SDK connections,
 //! the shared storage tier, the operation log, the fault log and the `state.json` that lets
-//! another process (the `lab` CLI) attach. [`Lab::handle`] interprets one `Command`.
+//! another process (the `lab` CLI) attach. `Lab::handle` interprets one `Command`.
 //!
 //! Everything here runs on the actor thread (see `actor::thread`), so nothing needs a lock: one
 //! command at a time owns the whole lab. The `impl Lab` is split by concern:
@@ -8,13 +8,13 @@
 //! | file | what |
 //! |---|---|
 //! | this file | the state, the command dispatch, naming nodes, the clock |
-//! | [`start`] | start (reap, ports, storage, nodes, proxies, schema), stop, clean up, detach |
-//! | [`query`] | queries on one node, races on several, HTTP |
-//! | [`load`] | the load generator's session pools, preparation, sampling |
-//! | [`status`] | node and storage status, link counters, the storage trace |
-//! | [`faults`] | the one fault path: `inject` (node, storage, link) and the fault log |
-//! | [`state_file`] | `state.json`: writing it, attaching from it, noticing a takeover |
-//! | [`harness`] | the `Harness` trait for experiments |
+//! | `start` | start (reap, ports, storage, nodes, proxies, schema), stop, clean up, detach |
+//! | `query` | queries on one node, races on several, HTTP |
+//! | `load` | the load generator's session pools, preparation, sampling |
+//! | `status` | node and storage status, link counters, the storage trace |
+//! | `faults` | the one fault path: `inject` (node, storage, link) and the fault log |
+//! | `state_file` | `state.json`: writing it, attaching from it, noticing a takeover |
+//! | `harness` | the `Harness` trait for experiments |
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

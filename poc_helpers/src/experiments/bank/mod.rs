@@ -35,7 +35,7 @@
 //! # Where the code is
 //!
 //! - this file: the plan and the operation record;
-//! - [`run`]: the run inside the lab's actor — workers with their own connections, the fault
+//! - `run`: the run inside the lab's actor — workers with their own connections, the fault
 //!   schedule (through the same `inject` as `cluster.kill_node(..)`, so every fault appears in
 //!   `cluster.faults()`), healing, and the final snapshot read — producing a [`History`];
 //! - [`checker`]: the pure `check(history) -> Verdict`;

@@ -21,7 +21,7 @@
 //!   mixed, read-after-write across nodes), on which nodes (round-robin, pinned, random), with how
 //!   many concurrent clients, for how long, on how many records, from which seed.
 //! * The lab's actor runs it (`Command::Workload`): it opens a **pool of SDK sessions per node**
-//!   once and keeps it between runs, prepares the records, starts the resource [`sampler`], and
+//!   once and keeps it between runs, prepares the records, starts the resource [`sampler`](crate::infra::sampler), and
 //!   drives the clients.
 //! * Each client is a future; all of them are polled by the actor thread with `join_all`, while
 //!   the SDK's WebSocket tasks run on the runtime's worker threads. One polling thread means the
