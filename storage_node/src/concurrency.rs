@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::pd::tso::Tso;
+use crate::txn_types::{Key, TimeStamp};
 
 /// Commits allocated but not yet visible: commit ts → the keys they write.
-type Pending = BTreeMap<u64, Arc<Vec<Vec<u8>>>>;
+type Pending = BTreeMap<TimeStamp, Arc<Vec<Key>>>;
 
 /// The in-flight commit registry.
 pub struct ConcurrencyManager {
@@ -32,18 +33,16 @@ pub struct ConcurrencyManager {
 /// What a read touches.
 pub enum ReadSet<'a> {
     /// Point reads of these keys.
-    Keys(&'a [Vec<u8>]),
+    Keys(&'a [Key]),
     /// A scan of `[lower, upper)`; empty `upper` means unbounded.
-    Range(&'a [u8], &'a [u8]),
+    Range(&'a Key, &'a Key),
 }
 
 impl ReadSet<'_> {
-    fn overlaps(&self, keys: &[Vec<u8>]) -> bool {
+    fn overlaps(&self, keys: &[Key]) -> bool {
         match self {
             ReadSet::Keys(read) => read.iter().any(|r| keys.contains(r)),
-            ReadSet::Range(lo, hi) => keys
-                .iter()
-                .any(|k| k.as_slice() >= *lo && (hi.is_empty() || k.as_slice() < *hi)),
+            ReadSet::Range(lo, hi) => keys.iter().any(|k| k >= *lo && (hi.is_empty() || k < *hi)),
         }
     }
 }
@@ -64,7 +63,7 @@ impl ConcurrencyManager {
     }
 
     /// Allocates a commit ts for `keys` and registers it until [`release`](Self::release).
-    pub fn allocate_commit_ts(&self, keys: Vec<Vec<u8>>) -> std::io::Result<u64> {
+    pub fn allocate_commit_ts(&self, keys: Vec<Key>) -> std::io::Result<TimeStamp> {
         // Hold the registry lock across the allocation: any reader that receives a later
         // timestamp checks the registry after this entry is in it.
         let mut pending = self.pending.lock().unwrap();
@@ -74,7 +73,7 @@ impl ConcurrencyManager {
     }
 
     /// Marks commits as visible (their engine transaction committed or was abandoned).
-    pub fn release(&self, commit_ts: &[u64]) {
+    pub fn release(&self, commit_ts: &[TimeStamp]) {
         if commit_ts.is_empty() {
             return;
         }
@@ -87,7 +86,7 @@ impl ConcurrencyManager {
     }
 
     /// Waits until no pending commit at or below `read_ts` writes anything `read` touches.
-    pub async fn wait_readable(&self, read_ts: u64, read: ReadSet<'_>) {
+    pub async fn wait_readable(&self, read_ts: TimeStamp, read: ReadSet<'_>) {
         loop {
             // Subscribe before checking, so a release between the check and the wait is seen.
             let mut rx = self.released.subscribe();
@@ -118,17 +117,19 @@ mod tests {
         let cm = Arc::new(ConcurrencyManager::new(Arc::new(
             Tso::open(dir.path()).unwrap(),
         )));
-        let c = cm.allocate_commit_ts(vec![b"k".to_vec()]).unwrap();
+        let k = Key::from_raw(b"k");
+        let c = cm.allocate_commit_ts(vec![k.clone()]).unwrap();
         let t = cm.tso().next().unwrap();
         assert!(t > c);
         // Unrelated keys and older readers are not held up.
-        cm.wait_readable(t, ReadSet::Keys(&[b"other".to_vec()]))
+        cm.wait_readable(t, ReadSet::Keys(&[Key::from_raw(b"other")]))
             .await;
-        cm.wait_readable(c - 1, ReadSet::Keys(&[b"k".to_vec()]))
-            .await;
+        let before_c = TimeStamp::new(c.into_inner() - 1);
+        cm.wait_readable(before_c, ReadSet::Keys(&[k])).await;
         let waiter = {
             let cm = cm.clone();
-            tokio::spawn(async move { cm.wait_readable(t, ReadSet::Range(b"a", b"z")).await })
+            let (a, z) = (Key::from_raw(b"a"), Key::from_raw(b"z"));
+            tokio::spawn(async move { cm.wait_readable(t, ReadSet::Range(&a, &z)).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(

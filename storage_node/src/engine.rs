@@ -16,6 +16,8 @@ use redb::{
     TableDefinition,
 };
 
+use crate::txn_types::TimeStamp;
+
 /// Locks of in-flight transactions, by raw user key.
 pub const LOCK_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lock");
 /// Commit and rollback records, by versioned key (see `mvcc::keys`).
@@ -32,7 +34,9 @@ pub const DB_FILE: &str = "storage.redb";
 
 const META_FORMAT: &str = "format_version";
 const META_CLUSTER_ID: &str = "cluster_id";
-const META_GC_SAFE_POINT: &str = "gc_safe_point";
+/// The meta key of the GC safe point (8 bytes, big-endian); written by `Storage` through the
+/// scheduler, so it commits in order with the writes it governs.
+pub const META_GC_SAFE_POINT: &str = "gc_safe_point";
 
 /// Why the engine could not be opened or used; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +98,7 @@ pub struct Identity {
     /// The PD cluster id clients check on every reconnect.
     pub cluster_id: u64,
     /// The last GC safe point accepted.
-    pub gc_safe_point: u64,
+    pub gc_safe_point: TimeStamp,
 }
 
 /// The opened database.
@@ -176,7 +180,7 @@ impl Engine {
                     id
                 }
             };
-            let gc_safe_point = read_u64(&meta, META_GC_SAFE_POINT)?.unwrap_or(0);
+            let gc_safe_point = TimeStamp::new(read_u64(&meta, META_GC_SAFE_POINT)?.unwrap_or(0));
             Identity {
                 cluster_id,
                 gc_safe_point,
@@ -198,15 +202,6 @@ impl Engine {
     /// Starts the single write transaction of a batch (see `txn::scheduler`).
     pub fn begin_write(&self) -> Result<redb::WriteTransaction, EngineError> {
         Ok(self.db.begin_write()?)
-    }
-
-    /// Records a new GC safe point durably.
-    pub fn store_gc_safe_point(&self, safe_point: u64) -> Result<(), EngineError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(META_TABLE)?
-            .insert(META_GC_SAFE_POINT, safe_point.to_be_bytes().as_slice())?;
-        txn.commit()?;
-        Ok(())
     }
 
     /// Bytes used on disk by the database file (for the lab's status table).

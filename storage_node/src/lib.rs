@@ -19,6 +19,7 @@
 //!   cleanup, check_txn_status, check_secondary_locks, resolve_lock, heartbeat, GC) and the
 //!   [`txn::scheduler`] that runs them on one writer thread with group commit.
 //! - [`mvcc`]: versions, locks and write records — key encoding, records, the reader.
+//! - [`txn_types`]: [`Key`] and [`TimeStamp`], the types every layer below `server` speaks.
 //! - [`concurrency`]: keeps snapshots stable while commit timestamps become durable.
 //! - [`pd::tso`]: the timestamp oracle, persisted so timestamps never go backwards.
 //! - [`engine`]: redb tables standing in for RocksDB's column families.
@@ -33,6 +34,9 @@ pub mod server;
 pub mod storage;
 pub mod trace;
 pub mod txn;
+pub mod txn_types;
+
+pub use txn_types::{Key, TimeStamp};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,15 +2,16 @@
 //!
 //! Reads run directly on an engine snapshot, concurrently with everything else, after
 //! waiting for any in-flight commit they must see (see [`crate::concurrency`]). Writes are
-//! commands for the [`Scheduler`]'s single writer thread.
+//! commands for the [`Scheduler`]'s single writer thread. The API speaks [`Key`] and
+//! [`TimeStamp`]; `server::kv` converts the protobuf fields once on the way in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::concurrency::{ConcurrencyManager, ReadSet};
-use crate::engine::{Engine, EngineError, Identity};
-use crate::mvcc::reader::{MvccReader, ScanEntry};
+use crate::engine::{Engine, EngineError, Identity, META_GC_SAFE_POINT};
+use crate::mvcc::reader::{MvccReader, ScanArgs, ScanEntry};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::LockInfo;
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
@@ -20,6 +21,7 @@ use crate::txn::actions::{
 };
 use crate::txn::scheduler::Scheduler;
 use crate::txn::{TxnError, TxnStatus};
+use crate::txn_types::{Key, TimeStamp};
 
 /// A point read's answer: the value (None = absent) or the lock in the way.
 pub type PointRead = Result<Option<Vec<u8>>, LockInfo>;
@@ -31,6 +33,7 @@ pub struct Storage {
     cm: Arc<ConcurrencyManager>,
     scheduler: Scheduler,
     identity: Identity,
+    // A `TimeStamp` kept as its wire value: atomics need a primitive.
     gc_safe_point: AtomicU64,
 }
 
@@ -49,7 +52,7 @@ impl Storage {
             tso,
             cm,
             scheduler,
-            gc_safe_point: AtomicU64::new(identity.gc_safe_point),
+            gc_safe_point: AtomicU64::new(identity.gc_safe_point.into_inner()),
             identity,
         }))
     }
@@ -74,9 +77,14 @@ impl Storage {
     }
 
     /// KvGet.
-    pub async fn get(&self, key: &[u8], ts: u64, bypass: &[u64]) -> Result<PointRead, TxnError> {
+    pub async fn get(
+        &self,
+        key: &Key,
+        ts: TimeStamp,
+        bypass: &[TimeStamp],
+    ) -> Result<PointRead, TxnError> {
         self.cm
-            .wait_readable(ts, ReadSet::Keys(std::slice::from_ref(&key.to_vec())))
+            .wait_readable(ts, ReadSet::Keys(std::slice::from_ref(key)))
             .await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
         Ok(MvccReader::new(&snap.lock, &snap.write).get(key, ts, bypass)?)
@@ -85,9 +93,9 @@ impl Storage {
     /// KvBatchGet: one answer per key, in order.
     pub async fn batch_get(
         &self,
-        keys: &[Vec<u8>],
-        ts: u64,
-        bypass: &[u64],
+        keys: &[Key],
+        ts: TimeStamp,
+        bypass: &[TimeStamp],
     ) -> Result<Vec<PointRead>, TxnError> {
         self.cm.wait_readable(ts, ReadSet::Keys(keys)).await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
@@ -97,32 +105,21 @@ impl Storage {
             .collect()
     }
 
-    /// KvScan over `[lower, upper)`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn scan(
-        &self,
-        lower: &[u8],
-        upper: &[u8],
-        ts: u64,
-        limit: usize,
-        key_only: bool,
-        reverse: bool,
-        bypass: &[u64],
-    ) -> Result<Vec<ScanEntry>, TxnError> {
+    /// KvScan over `[args.lower, args.upper)`.
+    pub async fn scan(&self, args: &ScanArgs) -> Result<Vec<ScanEntry>, TxnError> {
         self.cm
-            .wait_readable(ts, ReadSet::Range(lower, upper))
+            .wait_readable(args.ts, ReadSet::Range(&args.lower, &args.upper))
             .await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
-        Ok(MvccReader::new(&snap.lock, &snap.write)
-            .scan(lower, upper, ts, limit, key_only, reverse, bypass)?)
+        Ok(MvccReader::new(&snap.lock, &snap.write).scan(args)?)
     }
 
     /// KvScanLock.
     pub fn scan_locks(
         &self,
-        lower: &[u8],
-        upper: &[u8],
-        max_ts: u64,
+        lower: &Key,
+        upper: &Key,
+        max_ts: TimeStamp,
         limit: usize,
     ) -> Result<Vec<LockInfo>, TxnError> {
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
@@ -141,9 +138,9 @@ impl Storage {
     /// KvCommit.
     pub async fn commit(
         &self,
-        keys: Vec<Vec<u8>>,
-        start_ts: u64,
-        commit_ts: u64,
+        keys: Vec<Key>,
+        start_ts: TimeStamp,
+        commit_ts: TimeStamp,
     ) -> Result<(), TxnError> {
         self.scheduler
             .run(move |ctx| commit::commit(ctx, &keys, start_ts, commit_ts))
@@ -151,19 +148,19 @@ impl Storage {
     }
 
     /// KvBatchRollback.
-    pub async fn rollback(&self, keys: Vec<Vec<u8>>, start_ts: u64) -> Result<(), TxnError> {
+    pub async fn rollback(&self, keys: Vec<Key>, start_ts: TimeStamp) -> Result<(), TxnError> {
         self.scheduler
             .run(move |ctx| cleanup::rollback(ctx, &keys, start_ts))
             .await
     }
 
-    /// KvCleanup: the commit ts, or 0 when rolled back.
+    /// KvCleanup: the commit ts, or zero when rolled back.
     pub async fn cleanup(
         &self,
-        key: Vec<u8>,
-        start_ts: u64,
-        current_ts: u64,
-    ) -> Result<u64, TxnError> {
+        key: Key,
+        start_ts: TimeStamp,
+        current_ts: TimeStamp,
+    ) -> Result<TimeStamp, TxnError> {
         self.scheduler
             .run(move |ctx| cleanup::cleanup(ctx, &key, start_ts, current_ts))
             .await
@@ -179,9 +176,9 @@ impl Storage {
     /// KvCheckSecondaryLocks.
     pub async fn check_secondary_locks(
         &self,
-        keys: Vec<Vec<u8>>,
-        start_ts: u64,
-    ) -> Result<(Vec<LockInfo>, u64), TxnError> {
+        keys: Vec<Key>,
+        start_ts: TimeStamp,
+    ) -> Result<(Vec<LockInfo>, TimeStamp), TxnError> {
         self.scheduler
             .run(move |ctx| check_txn_status::check_secondary_locks(ctx, &keys, start_ts))
             .await
@@ -190,8 +187,8 @@ impl Storage {
     /// KvResolveLock.
     pub async fn resolve_lock(
         &self,
-        txn_status: HashMap<u64, u64>,
-        keys: Vec<Vec<u8>>,
+        txn_status: HashMap<TimeStamp, TimeStamp>,
+        keys: Vec<Key>,
     ) -> Result<usize, TxnError> {
         self.scheduler
             .run(move |ctx| resolve_lock::resolve_lock(ctx, &txn_status, &keys))
@@ -201,8 +198,8 @@ impl Storage {
     /// KvTxnHeartBeat.
     pub async fn heartbeat(
         &self,
-        primary: Vec<u8>,
-        start_ts: u64,
+        primary: Key,
+        start_ts: TimeStamp,
         advise_ttl: u64,
     ) -> Result<u64, TxnError> {
         self.scheduler
@@ -211,27 +208,32 @@ impl Storage {
     }
 
     /// UnsafeDestroyRange.
-    pub async fn destroy_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<usize, TxnError> {
+    pub async fn destroy_range(&self, start: Key, end: Key) -> Result<usize, TxnError> {
         self.scheduler
             .run(move |ctx| gc::destroy_range(ctx, &start, &end))
             .await
     }
 
     /// The current GC safe point.
-    pub fn gc_safe_point(&self) -> u64 {
-        self.gc_safe_point.load(Ordering::SeqCst)
+    pub fn gc_safe_point(&self) -> TimeStamp {
+        TimeStamp::new(self.gc_safe_point.load(Ordering::SeqCst))
     }
 
     /// Raises the GC safe point (never lowers it), persists it, and collects garbage below
     /// it; returns the safe point in force.
-    pub async fn update_gc_safe_point(&self, requested: u64) -> Result<u64, TxnError> {
-        let previous = self.gc_safe_point.fetch_max(requested, Ordering::SeqCst);
+    pub async fn update_gc_safe_point(&self, requested: TimeStamp) -> Result<TimeStamp, TxnError> {
+        let previous = TimeStamp::new(
+            self.gc_safe_point
+                .fetch_max(requested.into_inner(), Ordering::SeqCst),
+        );
         let now = previous.max(requested);
         if now > previous {
             self.scheduler
                 .run(move |ctx| {
-                    ctx.meta
-                        .insert("gc_safe_point", now.to_be_bytes().as_slice())?;
+                    ctx.meta.insert(
+                        META_GC_SAFE_POINT,
+                        now.into_inner().to_be_bytes().as_slice(),
+                    )?;
                     ctx.dirty = true;
                     Ok(())
                 })
@@ -242,8 +244,8 @@ impl Storage {
     }
 
     /// Collects garbage at or below `safe_point` over the whole keyspace, in small batches.
-    pub async fn run_gc(&self, safe_point: u64) -> Result<usize, TxnError> {
-        let mut from = Vec::new();
+    pub async fn run_gc(&self, safe_point: TimeStamp) -> Result<usize, TxnError> {
+        let mut from = Key::default();
         let mut removed = 0;
         loop {
             let start = std::mem::take(&mut from);

@@ -76,7 +76,6 @@ impl Tracer {
     }
 
     /// Records a finished RPC.
-    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         started: Option<(Instant, u64)>,

@@ -96,15 +96,9 @@ async fn of_two_concurrent_writers_exactly_one_commits() {
             1,
             "{mode:?}: exactly one winner, got {ra:?} / {rb:?}"
         );
-        let loser = if ra.is_ok() {
-            rb.unwrap_err()
-        } else {
-            ra.unwrap_err()
-        };
         // The loser either saw the winner's commit (conflict) or its lock, which it cannot
-        // resolve while the winner is alive; both surface as a failed commit, and the
-        // sequential case below pins down the conflict error itself.
-        let _ = loser;
+        // resolve while the winner is alive; both surface as a failed commit (asserted
+        // above), and the sequential case below pins down the conflict error itself.
         let winner: &[u8] = if outcomes[0] { b"a" } else { b"b" };
         assert_eq!(
             read(&client, &k).await,
@@ -322,7 +316,7 @@ async fn gc_keeps_what_readers_above_the_safe_point_can_see() {
     t.commit().await.unwrap();
     let (_, writes_before) = node.node.storage.engine().counts().unwrap();
     let safe_point = client.current_timestamp().await.unwrap();
-    client.gc(safe_point.clone()).await.unwrap();
+    client.gc(safe_point).await.unwrap();
     // GC runs in the background after UpdateGCSafePoint; wait for it.
     let mut writes_after = writes_before;
     for _ in 0..100 {

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use storage_node::mvcc::ScanEntry;
+use storage_node::mvcc::{ScanArgs, ScanEntry};
 use storage_node::proto::kvrpcpb::Op;
 use storage_node::storage::Storage;
 use storage_node::txn::TxnError;
 use storage_node::txn::actions::prewrite::{Mutation, PrewriteArgs};
+use storage_node::{Key, TimeStamp};
 
 /// Keys chosen to stress the encoding: prefixes of each other, a NUL suffix, 8-byte groups.
 const KEYS: [&[u8]; 7] = [
@@ -85,19 +86,22 @@ fn dedup_keys(mut ks: Vec<usize>) -> Vec<usize> {
     ks
 }
 
+/// Every version of one key: (commit ts, value or None for a deletion).
+type Versions = Vec<(TimeStamp, Option<Vec<u8>>)>;
+
 /// The reference: every version of every key, plus every write-record timestamp (rollbacks
 /// included), which is what conflict detection looks at.
 #[derive(Default)]
 struct Model {
-    versions: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
-    records: BTreeMap<Vec<u8>, Vec<u64>>,
+    versions: BTreeMap<Vec<u8>, Versions>,
+    records: BTreeMap<Vec<u8>, Vec<TimeStamp>>,
     /// Every start ts used, so a stale transaction never reuses another's identity.
-    used_start_ts: std::collections::BTreeSet<u64>,
-    safe_point: u64,
+    used_start_ts: std::collections::BTreeSet<TimeStamp>,
+    safe_point: TimeStamp,
 }
 
 impl Model {
-    fn get(&self, k: &[u8], ts: u64) -> Option<Vec<u8>> {
+    fn get(&self, k: &[u8], ts: TimeStamp) -> Option<Vec<u8>> {
         self.versions
             .get(k)?
             .iter()
@@ -106,12 +110,12 @@ impl Model {
             .1
             .clone()
     }
-    fn changed_after(&self, k: &[u8], ts: u64) -> bool {
+    fn changed_after(&self, k: &[u8], ts: TimeStamp) -> bool {
         self.records
             .get(k)
             .is_some_and(|r| r.iter().any(|c| *c > ts))
     }
-    fn commit(&mut self, muts: &[(Vec<u8>, Option<Vec<u8>>)], ts: u64) {
+    fn commit(&mut self, muts: &[(Vec<u8>, Option<Vec<u8>>)], ts: TimeStamp) {
         for (k, v) in muts {
             self.versions
                 .entry(k.clone())
@@ -122,14 +126,18 @@ impl Model {
     }
 }
 
-fn args(start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> PrewriteArgs {
-    let primary = muts[0].0.clone();
+fn keys(muts: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<Key> {
+    muts.iter().map(|(k, _)| Key::from_raw(k)).collect()
+}
+
+fn args(start_ts: TimeStamp, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> PrewriteArgs {
+    let primary = Key::from_raw(&muts[0].0);
     PrewriteArgs {
         mutations: muts
             .iter()
             .map(|(k, v)| Mutation {
                 op: if v.is_some() { Op::Put } else { Op::Del },
-                key: k.clone(),
+                key: Key::from_raw(k),
                 value: v.clone().unwrap_or_default(),
             })
             .collect(),
@@ -138,11 +146,7 @@ fn args(start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> 
         lock_ttl: 3000,
         txn_size: muts.len() as u64,
         use_async_commit: matches!(commit, Commit::Async | Commit::OnePc),
-        secondaries: muts
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| *k != primary)
-            .collect(),
+        secondaries: keys(muts).into_iter().filter(|k| *k != primary).collect(),
         try_one_pc: matches!(commit, Commit::OnePc),
     }
 }
@@ -150,15 +154,15 @@ fn args(start_ts: u64, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commit) -> 
 /// Runs one transaction through prewrite and commit; returns its commit ts or the error.
 async fn run_txn(
     s: &Storage,
-    start_ts: u64,
+    start_ts: TimeStamp,
     muts: &[(Vec<u8>, Option<Vec<u8>>)],
     commit: &Commit,
-) -> Result<u64, TxnError> {
+) -> Result<TimeStamp, TxnError> {
     let out = s.prewrite(args(start_ts, muts, commit)).await?;
     if let Some(e) = out.locked.into_iter().next() {
         return Err(e);
     }
-    let keys: Vec<Vec<u8>> = muts.iter().map(|(k, _)| k.clone()).collect();
+    let keys = keys(muts);
     match commit {
         Commit::OnePc => Ok(out.one_pc_commit_ts),
         Commit::Async => {
@@ -179,8 +183,8 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     // Timestamps observed so far; reads and stale transactions pick among them.
     let mut stamps = vec![s.tso().next().unwrap()];
-    let pick = |stamps: &Vec<u64>, i: usize, floor: u64| -> u64 {
-        let candidates: Vec<u64> = stamps.iter().copied().filter(|t| *t >= floor).collect();
+    let pick = |stamps: &Vec<TimeStamp>, i: usize, floor: TimeStamp| -> TimeStamp {
+        let candidates: Vec<TimeStamp> = stamps.iter().copied().filter(|t| *t >= floor).collect();
         candidates[i % candidates.len()]
     };
     for action in actions {
@@ -211,9 +215,7 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
                     .await
                     .unwrap();
                 prop_assert!(out.locked.is_empty());
-                s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts)
-                    .await
-                    .unwrap();
+                s.rollback(keys(&muts), start_ts).await.unwrap();
                 for (k, _) in &muts {
                     model.records.entry(k.clone()).or_default().push(start_ts);
                 }
@@ -225,7 +227,7 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
                     .collect();
                 // A start ts from the past that no other transaction used.
                 let old = pick(&stamps, at, model.safe_point);
-                let start_ts = old + 1;
+                let start_ts = old.next();
                 if model.used_start_ts.contains(&start_ts)
                     || model.records.values().flatten().any(|t| *t == start_ts)
                 {
@@ -244,9 +246,7 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
                     }
                     Err(TxnError::WriteConflict { .. }) => {
                         prop_assert!(should_conflict, "spurious conflict at {start_ts}");
-                        s.rollback(muts.iter().map(|(k, _)| k.clone()).collect(), start_ts)
-                            .await
-                            .unwrap();
+                        s.rollback(keys(&muts), start_ts).await.unwrap();
                         for (k, _) in &muts {
                             model.records.entry(k.clone()).or_default().push(start_ts);
                         }
@@ -257,7 +257,7 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
             Action::Get(at, k) => {
                 let ts = pick(&stamps, at, model.safe_point);
                 let got = s
-                    .get(KEYS[k], ts, &[])
+                    .get(&Key::from_raw(KEYS[k]), ts, &[])
                     .await
                     .unwrap()
                     .expect("no lock survives a finished transaction");
@@ -275,13 +275,22 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
                 sorted.sort();
                 let lo_key: &[u8] = if lo == sorted.len() { b"" } else { sorted[lo] };
                 let hi_key: &[u8] = if hi == sorted.len() { b"" } else { sorted[hi] };
+                let scan = ScanArgs {
+                    lower: Key::from_raw(lo_key),
+                    upper: Key::from_raw(hi_key),
+                    ts,
+                    limit,
+                    key_only: false,
+                    reverse,
+                    bypass: Vec::new(),
+                };
                 let got: Vec<(Vec<u8>, Vec<u8>)> = s
-                    .scan(lo_key, hi_key, ts, limit, false, reverse, &[])
+                    .scan(&scan)
                     .await
                     .unwrap()
                     .into_iter()
                     .map(|e| match e {
-                        ScanEntry::Pair(k, v) => (k, v),
+                        ScanEntry::Pair(k, v) => (k.into_raw(), v),
                         ScanEntry::Locked(l) => panic!("unexpected lock {l:?}"),
                     })
                     .collect();

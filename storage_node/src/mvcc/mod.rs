@@ -10,6 +10,6 @@ pub mod reader;
 pub mod records;
 pub mod txn;
 
-pub use reader::{MvccReader, ScanEntry, TxnCommitRecord};
+pub use reader::{MvccReader, ScanArgs, ScanEntry, TxnCommitRecord};
 pub use records::{Lock, LockType, Write, WriteType};
 pub use txn::MvccTxn;

@@ -15,9 +15,10 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use super::keys;
-use super::records::{Lock, Write, WriteType};
+use crate::mvcc::keys;
+use crate::mvcc::records::{Lock, LockType, Write, WriteType};
 use crate::proto::kvrpcpb::LockInfo;
+use crate::txn_types::{Key, TimeStamp};
 
 /// A redb table of byte keys and byte values.
 pub trait ByteTable: ReadableTable<&'static [u8], &'static [u8]> {}
@@ -43,7 +44,7 @@ pub enum ReadError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxnCommitRecord {
     /// A write record of the transaction exists at this commit ts.
-    Committed(u64),
+    Committed(TimeStamp),
     /// A rollback record of the transaction exists.
     RolledBack,
     /// Nothing about the transaction is recorded on this key.
@@ -54,9 +55,28 @@ pub enum TxnCommitRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScanEntry {
     /// A key and its value at the read ts (`value` is empty for key-only scans).
-    Pair(Vec<u8>, Vec<u8>),
+    Pair(Key, Vec<u8>),
     /// The key is locked by a transaction that may have committed before the read ts.
     Locked(LockInfo),
+}
+
+/// A snapshot scan: what KvScan asks for.
+#[derive(Clone, Debug, Default)]
+pub struct ScanArgs {
+    /// Inclusive lower bound.
+    pub lower: Key,
+    /// Exclusive upper bound; empty = unbounded.
+    pub upper: Key,
+    /// The read timestamp.
+    pub ts: TimeStamp,
+    /// At most this many entries (locked keys count).
+    pub limit: usize,
+    /// Leave values out.
+    pub key_only: bool,
+    /// Walk from `upper` down to `lower`.
+    pub reverse: bool,
+    /// Transactions the client already resolved (`Context.resolved_locks`).
+    pub bypass: Vec<TimeStamp>,
 }
 
 /// Reads MVCC data from a lock table and a write table.
@@ -72,15 +92,19 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     }
 
     /// The lock on `key`, if any.
-    pub fn load_lock(&self, key: &[u8]) -> Result<Option<Lock>, ReadError> {
-        match self.lock.get(key)? {
-            Some(v) => Ok(Some(decode_lock(key, v.value())?)),
+    pub fn load_lock(&self, key: &Key) -> Result<Option<Lock>, ReadError> {
+        match self.lock.get(key.as_raw())? {
+            Some(v) => Ok(Some(decode_lock(key.as_raw(), v.value())?)),
             None => Ok(None),
         }
     }
 
     /// The newest write record of `key` with commit ts ≤ `ts`.
-    pub fn seek_write(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Write)>, ReadError> {
+    pub fn seek_write(
+        &self,
+        key: &Key,
+        ts: TimeStamp,
+    ) -> Result<Option<(TimeStamp, Write)>, ReadError> {
         let from = keys::versioned(key, ts);
         let to = keys::past_versions(key);
         if let Some(entry) = self
@@ -98,9 +122,9 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     /// All write records of `key`, newest first, with commit ts ≥ `min_commit_ts`.
     fn versions_since(
         &self,
-        key: &[u8],
-        min_commit_ts: u64,
-    ) -> Result<Vec<(u64, Write)>, ReadError> {
+        key: &Key,
+        min_commit_ts: TimeStamp,
+    ) -> Result<Vec<(TimeStamp, Write)>, ReadError> {
         let from = keys::first_version(key);
         let to = keys::versioned(key, min_commit_ts);
         let mut out = Vec::new();
@@ -116,12 +140,12 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     /// `get_txn_commit_record`): only records at or after `start_ts` can be its own.
     pub fn txn_commit_record(
         &self,
-        key: &[u8],
-        start_ts: u64,
+        key: &Key,
+        start_ts: TimeStamp,
     ) -> Result<TxnCommitRecord, ReadError> {
         for (commit_ts, write) in self.versions_since(key, start_ts)? {
             if write.start_ts == start_ts {
-                return Ok(match write.write_type() {
+                return Ok(match write.write_type {
                     WriteType::Rollback => TxnCommitRecord::RolledBack,
                     _ => TxnCommitRecord::Committed(commit_ts),
                 });
@@ -135,9 +159,9 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
 
     /// The newest write of `key` that changed data (Put/Delete), at any ts — used by
     /// `Insert` / `CheckNotExists` to decide whether the key exists now.
-    pub fn latest_data_write(&self, key: &[u8]) -> Result<Option<(u64, Write)>, ReadError> {
-        for (commit_ts, write) in self.versions_since(key, 0)? {
-            if write.write_type().is_data() {
+    pub fn latest_data_write(&self, key: &Key) -> Result<Option<(TimeStamp, Write)>, ReadError> {
+        for (commit_ts, write) in self.versions_since(key, TimeStamp::zero())? {
+            if write.write_type.is_data() {
                 return Ok(Some((commit_ts, write)));
             }
         }
@@ -145,13 +169,13 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     }
 
     /// The value of `key` at `ts`, ignoring locks (the caller checked them).
-    pub fn get_value(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    pub fn get_value(&self, key: &Key, ts: TimeStamp) -> Result<Option<Vec<u8>>, ReadError> {
         let from = keys::versioned(key, ts);
         let to = keys::past_versions(key);
         for entry in self.write.range::<&[u8]>(from.as_slice()..to.as_slice())? {
             let (k, v) = entry?;
             let write = decode_write(k.value(), v.value())?;
-            match write.write_type() {
+            match write.write_type {
                 WriteType::Put => return Ok(Some(write.value)),
                 WriteType::Delete => return Ok(None),
                 WriteType::Lock | WriteType::Rollback => continue,
@@ -163,14 +187,14 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     /// A snapshot point read: the lock check, then the value.
     pub fn get(
         &self,
-        key: &[u8],
-        ts: u64,
-        bypass: &[u64],
+        key: &Key,
+        ts: TimeStamp,
+        bypass: &[TimeStamp],
     ) -> Result<Result<Option<Vec<u8>>, LockInfo>, ReadError> {
-        if let Some(lock) = self.load_lock(key)? {
-            if let Err(info) = check_lock_for_read(key, &lock, ts, bypass) {
-                return Ok(Err(info));
-            }
+        if let Some(lock) = self.load_lock(key)?
+            && lock_blocks_read(&lock, ts, bypass)
+        {
+            return Ok(Err(lock.to_lock_info(key)));
         }
         Ok(Ok(self.get_value(key, ts)?))
     }
@@ -178,16 +202,17 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     /// A snapshot scan over `[lower, upper)` (empty `upper` = unbounded), forward or reverse,
     /// returning at most `limit` entries. Locked keys come back as `ScanEntry::Locked` and
     /// count towards the limit, as in TiKV.
-    pub fn scan(
-        &self,
-        lower: &[u8],
-        upper: &[u8],
-        ts: u64,
-        limit: usize,
-        key_only: bool,
-        reverse: bool,
-        bypass: &[u64],
-    ) -> Result<Vec<ScanEntry>, ReadError> {
+    pub fn scan(&self, args: &ScanArgs) -> Result<Vec<ScanEntry>, ReadError> {
+        let ScanArgs {
+            lower,
+            upper,
+            ts,
+            limit,
+            key_only,
+            reverse,
+            bypass,
+        } = args;
+        let (ts, limit, reverse) = (*ts, *limit, *reverse);
         let mut out = Vec::new();
         if limit == 0 || (!upper.is_empty() && lower >= upper) {
             return Ok(out);
@@ -196,15 +221,15 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
         // encodings are prefix-free, so [enc(lower), enc(upper)) holds exactly the versions
         // of keys in [lower, upper).
         let lock_hi = bound_of(upper);
-        let enc_lo = keys::encode_bytes(lower);
-        let enc_hi = (!upper.is_empty()).then(|| keys::encode_bytes(upper));
+        let enc_lo = keys::encode_bytes(lower.as_raw());
+        let enc_hi = (!upper.is_empty()).then(|| keys::encode_bytes(upper.as_raw()));
         let write_hi = match &enc_hi {
             Some(k) => Bound::Excluded(k.as_slice()),
             None => Bound::Unbounded,
         };
         let lock_range = self
             .lock
-            .range::<&[u8]>((Bound::Included(lower), lock_hi))?;
+            .range::<&[u8]>((Bound::Included(lower.as_raw()), lock_hi))?;
         let write_range = self
             .write
             .range::<&[u8]>((Bound::Included(enc_lo.as_slice()), write_hi))?;
@@ -256,22 +281,22 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
                     next_lock = Some((lk, l));
                 }
             }
-            if let Some(lock) = lock {
-                if let Err(info) = check_lock_for_read(&key, &lock, ts, bypass) {
-                    out.push(ScanEntry::Locked(info));
-                    continue;
-                }
+            if let Some(lock) = lock
+                && lock_blocks_read(&lock, ts, bypass)
+            {
+                out.push(ScanEntry::Locked(lock.to_lock_info(&key)));
+                continue;
             }
             // Newest data version at or before ts.
             let visible = versions
                 .into_iter()
-                .filter(|(commit_ts, w)| *commit_ts <= ts && w.write_type().is_data())
+                .filter(|(commit_ts, w)| *commit_ts <= ts && w.write_type.is_data())
                 .max_by_key(|(commit_ts, _)| *commit_ts);
-            if let Some((_, write)) = visible {
-                if write.write_type() == WriteType::Put {
-                    let value = if key_only { Vec::new() } else { write.value };
-                    out.push(ScanEntry::Pair(key, value));
-                }
+            if let Some((_, write)) = visible
+                && write.write_type == WriteType::Put
+            {
+                let value = if *key_only { Vec::new() } else { write.value };
+                out.push(ScanEntry::Pair(key, value));
             }
         }
         Ok(out)
@@ -280,20 +305,20 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     /// Locks with start ts ≤ `max_ts` in `[lower, upper)` (KvScanLock, used by lock cleanup).
     pub fn scan_locks(
         &self,
-        lower: &[u8],
-        upper: &[u8],
-        max_ts: u64,
+        lower: &Key,
+        upper: &Key,
+        max_ts: TimeStamp,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Lock)>, ReadError> {
+    ) -> Result<Vec<(Key, Lock)>, ReadError> {
         let mut out = Vec::new();
         for entry in self
             .lock
-            .range::<&[u8]>((Bound::Included(lower), bound_of(upper)))?
+            .range::<&[u8]>((Bound::Included(lower.as_raw()), bound_of(upper)))?
         {
             let (k, v) = entry?;
             let lock = decode_lock(k.value(), v.value())?;
             if lock.start_ts <= max_ts {
-                out.push((k.value().to_vec(), lock));
+                out.push((Key::from_raw(k.value()), lock));
                 if limit > 0 && out.len() >= limit {
                     break;
                 }
@@ -303,7 +328,8 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
     }
 }
 
-/// The snapshot-isolation lock check of a read at `ts` (TiKV's `check_ts_conflict`).
+/// The snapshot-isolation lock check of a read at `ts` (TiKV's `check_ts_conflict`): true
+/// when the reader must report the lock (`KeyIsLocked`) instead of reading past it.
 ///
 /// A lock does *not* block the read when:
 /// - it belongs to a transaction that started after `ts` (its writes are invisible anyway);
@@ -312,33 +338,23 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
 ///   allocates `min_commit_ts` from the TSO at prewrite, so every reader that started before
 ///   the prewrite skips the lock instead of waiting);
 /// - the client already resolved that transaction (`Context.resolved_locks`).
-pub fn check_lock_for_read(
-    key: &[u8],
-    lock: &Lock,
-    ts: u64,
-    bypass: &[u64],
-) -> Result<(), LockInfo> {
-    use super::records::LockType;
-    if lock.start_ts > ts
-        || lock.lock_type() == LockType::Lock
+pub fn lock_blocks_read(lock: &Lock, ts: TimeStamp, bypass: &[TimeStamp]) -> bool {
+    !(lock.start_ts > ts
+        || lock.lock_type == LockType::Lock
         || lock.min_commit_ts > ts
-        || bypass.contains(&lock.start_ts)
-    {
-        return Ok(());
-    }
-    Err(lock.to_lock_info(key))
+        || bypass.contains(&lock.start_ts))
 }
 
-fn bound_of(upper: &[u8]) -> Bound<&[u8]> {
+fn bound_of(upper: &Key) -> Bound<&[u8]> {
     if upper.is_empty() {
         Bound::Unbounded
     } else {
-        Bound::Excluded(upper)
+        Bound::Excluded(upper.as_raw())
     }
 }
 
-type LockEntry = Option<(Vec<u8>, Lock)>;
-type WriteEntry = Option<(Vec<u8>, u64, Write)>;
+type LockEntry = Option<(Key, Lock)>;
+type WriteEntry = Option<(Key, TimeStamp, Write)>;
 type Guard<'g> = redb::AccessGuard<'g, &'static [u8]>;
 
 fn read_lock_entry(
@@ -349,7 +365,7 @@ fn read_lock_entry(
         Some(r) => {
             let (k, v) = r?;
             Ok(Some((
-                k.value().to_vec(),
+                Key::from_raw(k.value()),
                 decode_lock(k.value(), v.value())?,
             )))
         }
@@ -373,7 +389,7 @@ fn read_write_entry(
     }
 }
 
-fn split(engine_key: &[u8]) -> Result<(Vec<u8>, u64), ReadError> {
+fn split(engine_key: &[u8]) -> Result<(Key, TimeStamp), ReadError> {
     keys::split_versioned(engine_key).ok_or_else(|| ReadError::Corrupt {
         key: printable(engine_key),
         reason: "not a versioned key".into(),
@@ -394,8 +410,8 @@ fn decode_write(key: &[u8], bytes: &[u8]) -> Result<Write, ReadError> {
     })
 }
 
-/// A key as readable text: SurrealDB keys are mostly ASCII (`/*lab*main*user…`) with binary
-/// separators and ids, so printable bytes stay and the rest are escaped.
+/// Engine bytes as readable text, escaped like [`Key`]'s `Display` (for corrupt-record
+/// reports, where the bytes may not even be a valid engine key).
 pub fn printable(key: &[u8]) -> String {
     key.escape_ascii().to_string()
 }

@@ -6,10 +6,14 @@
 //! value inline, the way TiKV stores "short values" (≤ 255 bytes): one table and one lookup
 //! fewer, and nothing a learner needs to see is lost.
 //!
-//! Records are encoded with prost, so adding a field later stays readable by older data.
+//! Records are encoded with prost, so adding a field later stays readable by older data. In
+//! memory they are typed ([`Key`], [`TimeStamp`]); the private `wire` structs hold the stored
+//! shape, which is the format-1 layout byte for byte.
+
+use prost::Message;
 
 use crate::proto::kvrpcpb;
-use prost::Message;
+use crate::txn_types::{Key, TimeStamp};
 
 /// What a lock (and later its write record) will do to the key when committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,48 +65,40 @@ impl LockType {
 }
 
 /// A Percolator lock: "transaction `start_ts` is writing this key; ask `primary` how it ended".
-#[derive(Clone, PartialEq, Message)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lock {
-    #[prost(int32, tag = "1")]
-    lock_type_code: i32,
+    /// What committing the lock writes; fixed at creation.
+    pub lock_type: LockType,
     /// The transaction's primary key: its lock (or commit record) decides the transaction.
-    #[prost(bytes = "vec", tag = "2")]
-    pub primary: Vec<u8>,
+    pub primary: Key,
     /// The transaction's start timestamp; identifies the transaction.
-    #[prost(uint64, tag = "3")]
-    pub start_ts: u64,
+    pub start_ts: TimeStamp,
     /// Milliseconds after `start_ts`'s physical time at which others may clean the lock up.
-    #[prost(uint64, tag = "4")]
     pub ttl: u64,
     /// The value to write on commit (for `Put`).
-    #[prost(bytes = "vec", tag = "5")]
     pub value: Vec<u8>,
     /// Keys in the transaction (as reported by the client).
-    #[prost(uint64, tag = "6")]
     pub txn_size: u64,
     /// The transaction may not commit below this ts. For async commit it *is* the commit ts
     /// candidate; readers older than it can ignore the lock.
-    #[prost(uint64, tag = "7")]
-    pub min_commit_ts: u64,
+    pub min_commit_ts: TimeStamp,
     /// Async commit: the transaction counts as committed once all its locks exist.
-    #[prost(bool, tag = "8")]
     pub use_async_commit: bool,
     /// Async commit, primary only: every other key of the transaction.
-    #[prost(bytes = "vec", repeated, tag = "9")]
-    pub secondaries: Vec<Vec<u8>>,
+    pub secondaries: Vec<Key>,
 }
 
 impl Lock {
-    /// A new lock; `lock_type` is fixed at creation.
+    /// A new lock.
     pub fn new(
         lock_type: LockType,
-        primary: Vec<u8>,
-        start_ts: u64,
+        primary: Key,
+        start_ts: TimeStamp,
         ttl: u64,
         value: Vec<u8>,
     ) -> Self {
         Lock {
-            lock_type_code: lock_type.code(),
+            lock_type,
             primary,
             start_ts,
             // A zero TTL would read as "no lock" in CheckTxnStatus replies (the client treats
@@ -110,46 +106,69 @@ impl Lock {
             ttl: ttl.max(1),
             value,
             txn_size: 0,
-            min_commit_ts: 0,
+            min_commit_ts: TimeStamp::zero(),
             use_async_commit: false,
             secondaries: Vec::new(),
         }
     }
 
-    /// What committing this lock writes.
-    pub fn lock_type(&self) -> LockType {
-        LockType::from_code(self.lock_type_code).unwrap_or(LockType::Lock)
-    }
-
     /// True when the lock's owner has not refreshed it within its TTL as of `current_ts`.
-    pub fn is_expired(&self, current_ts: u64) -> bool {
-        physical(self.start_ts) + self.ttl < physical(current_ts)
+    pub fn is_expired(&self, current_ts: TimeStamp) -> bool {
+        // Saturating: the TTL comes from the client (prewrite, heartbeat), and an absurd one
+        // must mean "never expires", not wrap around to "expired long ago".
+        self.start_ts.physical().saturating_add(self.ttl) < current_ts.physical()
     }
 
     /// The lock as clients see it in `KeyError.locked` and `CheckTxnStatus` replies.
-    pub fn to_lock_info(&self, key: &[u8]) -> kvrpcpb::LockInfo {
+    pub fn to_lock_info(&self, key: &Key) -> kvrpcpb::LockInfo {
         kvrpcpb::LockInfo {
-            primary_lock: self.primary.clone(),
-            lock_version: self.start_ts,
-            key: key.to_vec(),
+            primary_lock: self.primary.as_raw().to_vec(),
+            lock_version: self.start_ts.into_inner(),
+            key: key.as_raw().to_vec(),
             lock_ttl: self.ttl,
             txn_size: self.txn_size,
-            lock_type: self.lock_type().to_op() as i32,
+            lock_type: self.lock_type.to_op() as i32,
             use_async_commit: self.use_async_commit,
-            min_commit_ts: self.min_commit_ts,
-            secondaries: self.secondaries.clone(),
+            min_commit_ts: self.min_commit_ts.into_inner(),
+            secondaries: self
+                .secondaries
+                .iter()
+                .map(|k| k.as_raw().to_vec())
+                .collect(),
             ..Default::default()
         }
     }
 
     /// Serialized form for the engine.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.encode_to_vec()
+    pub fn into_bytes(self) -> Vec<u8> {
+        wire::LockRecord {
+            lock_type_code: self.lock_type.code(),
+            primary: self.primary.into_raw(),
+            start_ts: self.start_ts.into_inner(),
+            ttl: self.ttl,
+            value: self.value,
+            txn_size: self.txn_size,
+            min_commit_ts: self.min_commit_ts.into_inner(),
+            use_async_commit: self.use_async_commit,
+            secondaries: self.secondaries.into_iter().map(Key::into_raw).collect(),
+        }
+        .encode_to_vec()
     }
 
     /// Parses a stored lock.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
-        Lock::decode(bytes)
+        let r = wire::LockRecord::decode(bytes)?;
+        Ok(Lock {
+            lock_type: LockType::from_code(r.lock_type_code).unwrap_or(LockType::Lock),
+            primary: Key::from(r.primary),
+            start_ts: TimeStamp::new(r.start_ts),
+            ttl: r.ttl,
+            value: r.value,
+            txn_size: r.txn_size,
+            min_commit_ts: TimeStamp::new(r.min_commit_ts),
+            use_async_commit: r.use_async_commit,
+            secondaries: r.secondaries.into_iter().map(Key::from).collect(),
+        })
     }
 }
 
@@ -202,89 +221,171 @@ impl WriteType {
 }
 
 /// A write record, stored in the write table at `(key, commit_ts)`.
-#[derive(Clone, PartialEq, Message)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Write {
-    #[prost(int32, tag = "1")]
-    write_type_code: i32,
+    /// What happened at this version.
+    pub write_type: WriteType,
     /// The transaction that wrote it.
-    #[prost(uint64, tag = "2")]
-    pub start_ts: u64,
+    pub start_ts: TimeStamp,
     /// The committed value (for `Put`).
-    #[prost(bytes = "vec", tag = "3")]
     pub value: Vec<u8>,
     /// Another transaction's rollback happened at this same ts (timestamps collided); the
     /// rollback is remembered here instead of in its own record.
-    #[prost(bool, tag = "4")]
     pub has_overlapped_rollback: bool,
 }
 
 impl Write {
     /// A new write record.
-    pub fn new(write_type: WriteType, start_ts: u64, value: Vec<u8>) -> Self {
+    pub fn new(write_type: WriteType, start_ts: TimeStamp, value: Vec<u8>) -> Self {
         Write {
-            write_type_code: write_type.code(),
+            write_type,
             start_ts,
             value,
             has_overlapped_rollback: false,
         }
     }
 
-    /// What happened at this version.
-    pub fn write_type(&self) -> WriteType {
-        WriteType::from_code(self.write_type_code)
-    }
-
     /// Serialized form for the engine.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.encode_to_vec()
+    pub fn into_bytes(self) -> Vec<u8> {
+        wire::WriteRecord {
+            write_type_code: self.write_type.code(),
+            start_ts: self.start_ts.into_inner(),
+            value: self.value,
+            has_overlapped_rollback: self.has_overlapped_rollback,
+        }
+        .encode_to_vec()
     }
 
     /// Parses a stored write record.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
-        Write::decode(bytes)
+        let r = wire::WriteRecord::decode(bytes)?;
+        Ok(Write {
+            write_type: WriteType::from_code(r.write_type_code),
+            start_ts: TimeStamp::new(r.start_ts),
+            value: r.value,
+            has_overlapped_rollback: r.has_overlapped_rollback,
+        })
     }
 }
 
-/// Bits of a TSO timestamp that hold the logical counter (the rest is milliseconds).
-pub const LOGICAL_BITS: u32 = 18;
+/// The stored shapes of the records. prost fields must be plain `u64`s and byte vectors, so
+/// the typed records above convert to and from these at the engine boundary. The tags are the
+/// format-1 layout and must never change meaning (see `engine::FORMAT_VERSION`).
+mod wire {
+    /// A stored lock.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LockRecord {
+        #[prost(int32, tag = "1")]
+        pub lock_type_code: i32,
+        #[prost(bytes = "vec", tag = "2")]
+        pub primary: Vec<u8>,
+        #[prost(uint64, tag = "3")]
+        pub start_ts: u64,
+        #[prost(uint64, tag = "4")]
+        pub ttl: u64,
+        #[prost(bytes = "vec", tag = "5")]
+        pub value: Vec<u8>,
+        #[prost(uint64, tag = "6")]
+        pub txn_size: u64,
+        #[prost(uint64, tag = "7")]
+        pub min_commit_ts: u64,
+        #[prost(bool, tag = "8")]
+        pub use_async_commit: bool,
+        #[prost(bytes = "vec", repeated, tag = "9")]
+        pub secondaries: Vec<Vec<u8>>,
+    }
 
-/// The physical (wall-clock milliseconds) part of a TSO timestamp.
-pub fn physical(ts: u64) -> u64 {
-    ts >> LOGICAL_BITS
-}
-
-/// Composes a TSO timestamp.
-pub fn compose_ts(physical_ms: u64, logical: u64) -> u64 {
-    (physical_ms << LOGICAL_BITS) + logical
+    /// A stored write record.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRecord {
+        #[prost(int32, tag = "1")]
+        pub write_type_code: i32,
+        #[prost(uint64, tag = "2")]
+        pub start_ts: u64,
+        #[prost(bytes = "vec", tag = "3")]
+        pub value: Vec<u8>,
+        #[prost(bool, tag = "4")]
+        pub has_overlapped_rollback: bool,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ts(t: u64) -> TimeStamp {
+        TimeStamp::new(t)
+    }
+
     #[test]
     fn records_round_trip() {
-        let mut lock = Lock::new(LockType::Delete, b"p".to_vec(), 42, 3000, vec![]);
+        let mut lock = Lock::new(LockType::Delete, Key::from_raw(b"p"), ts(42), 3000, vec![]);
         lock.use_async_commit = true;
-        lock.secondaries = vec![b"s1".to_vec()];
-        assert_eq!(Lock::from_bytes(&lock.to_bytes()).unwrap(), lock);
-        assert_eq!(lock.lock_type(), LockType::Delete);
-        let write = Write::new(WriteType::Put, 7, b"v".to_vec());
+        lock.secondaries = vec![Key::from_raw(b"s1")];
+        assert_eq!(Lock::from_bytes(&lock.clone().into_bytes()).unwrap(), lock);
+        let write = Write::new(WriteType::Put, ts(7), b"v".to_vec());
         assert_eq!(
-            Write::from_bytes(&write.to_bytes()).unwrap().write_type(),
-            WriteType::Put
+            Write::from_bytes(&write.clone().into_bytes()).unwrap(),
+            write
         );
     }
 
     #[test]
+    fn records_are_byte_identical_to_format_1() {
+        // Bytes written by the build before keys and timestamps became types: existing data
+        // directories must read back the same, and new records must look the same.
+        let mut lock = Lock::new(
+            LockType::Put,
+            Key::from_raw(b"pri"),
+            TimeStamp::compose(1_700_000_000_000, 7),
+            3000,
+            b"val".to_vec(),
+        );
+        lock.txn_size = 3;
+        lock.min_commit_ts = TimeStamp::compose(1_700_000_000_001, 2);
+        lock.use_async_commit = true;
+        lock.secondaries = vec![Key::from_raw(b"s1"), Key::from_raw(b"s2")];
+        let lock_bytes = [
+            0x08, 0x01, 0x12, 0x03, 0x70, 0x72, 0x69, 0x18, 0x87, 0x80, 0x80, 0x80, 0xda, 0xf2,
+            0xcf, 0x97, 0x06, 0x20, 0xb8, 0x17, 0x2a, 0x03, 0x76, 0x61, 0x6c, 0x30, 0x03, 0x38,
+            0x82, 0x80, 0x90, 0x80, 0xda, 0xf2, 0xcf, 0x97, 0x06, 0x40, 0x01, 0x4a, 0x02, 0x73,
+            0x31, 0x4a, 0x02, 0x73, 0x32,
+        ];
+        assert_eq!(lock.clone().into_bytes(), lock_bytes);
+        assert_eq!(Lock::from_bytes(&lock_bytes).unwrap(), lock);
+        let plain = Lock::new(LockType::Delete, Key::from_raw(b"k"), ts(10), 0, vec![]);
+        assert_eq!(
+            plain.into_bytes(),
+            [0x08, 0x02, 0x12, 0x01, 0x6b, 0x18, 0x0a, 0x20, 0x01]
+        );
+        let mut write = Write::new(WriteType::Put, ts(42), b"v".to_vec());
+        write.has_overlapped_rollback = true;
+        assert_eq!(
+            write.into_bytes(),
+            [0x08, 0x01, 0x10, 0x2a, 0x1a, 0x01, 0x76, 0x20, 0x01]
+        );
+        let rollback = Write::new(WriteType::Rollback, ts(43), vec![]);
+        assert_eq!(rollback.into_bytes(), [0x08, 0x04, 0x10, 0x2b]);
+    }
+
+    #[test]
     fn expiry_compares_physical_milliseconds() {
-        let lock = Lock::new(LockType::Put, vec![], compose_ts(1_000, 5), 100, vec![]);
-        assert!(!lock.is_expired(compose_ts(1_100, 0)));
-        assert!(lock.is_expired(compose_ts(1_101, 0)));
+        let start = TimeStamp::compose(1_000, 5);
+        let lock = Lock::new(LockType::Put, Key::default(), start, 100, vec![]);
+        assert!(!lock.is_expired(TimeStamp::compose(1_100, 0)));
+        assert!(lock.is_expired(TimeStamp::compose(1_101, 0)));
+    }
+
+    #[test]
+    fn a_huge_ttl_never_expires() {
+        let start = TimeStamp::compose(1_000, 0);
+        let lock = Lock::new(LockType::Put, Key::default(), start, u64::MAX, vec![]);
+        assert!(!lock.is_expired(TimeStamp::max()));
     }
 
     #[test]
     fn zero_ttl_is_raised_to_one() {
-        assert_eq!(Lock::new(LockType::Put, vec![], 1, 0, vec![]).ttl, 1);
+        let lock = Lock::new(LockType::Put, Key::default(), ts(1), 0, vec![]);
+        assert_eq!(lock.ttl, 1);
     }
 }

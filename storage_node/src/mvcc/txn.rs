@@ -4,20 +4,21 @@
 //! applied when the whole command succeeded. That is what makes a prewrite all-or-nothing: if
 //! the tenth key conflicts, the first nine locks were never written.
 
-use super::keys;
-use super::records::{Lock, Write};
+use crate::mvcc::keys;
+use crate::mvcc::records::{Lock, Write};
+use crate::txn_types::{Key, TimeStamp};
 
 /// One change to the engine.
 #[derive(Clone, Debug)]
 pub enum Modify {
     /// Write or replace the lock on a key.
-    PutLock(Vec<u8>, Lock),
+    PutLock(Key, Lock),
     /// Remove the lock on a key.
-    DeleteLock(Vec<u8>),
+    DeleteLock(Key),
     /// Write a write record at (key, commit ts).
-    PutWrite(Vec<u8>, u64, Write),
+    PutWrite(Key, TimeStamp, Write),
     /// Remove the write record at (key, commit ts) — GC and destroy-range only.
-    DeleteWrite(Vec<u8>, u64),
+    DeleteWrite(Key, TimeStamp),
 }
 
 /// The buffered changes of one command.
@@ -29,28 +30,29 @@ pub struct MvccTxn {
 
 impl MvccTxn {
     /// Places (or replaces) a lock.
-    pub fn put_lock(&mut self, key: &[u8], lock: Lock) {
-        self.modifies.push(Modify::PutLock(key.to_vec(), lock));
+    pub fn put_lock(&mut self, key: &Key, lock: Lock) {
+        self.modifies.push(Modify::PutLock(key.clone(), lock));
     }
 
     /// Removes a lock.
-    pub fn unlock(&mut self, key: &[u8]) {
-        self.modifies.push(Modify::DeleteLock(key.to_vec()));
+    pub fn unlock(&mut self, key: &Key) {
+        self.modifies.push(Modify::DeleteLock(key.clone()));
     }
 
     /// Records a write at `commit_ts`.
-    pub fn put_write(&mut self, key: &[u8], commit_ts: u64, write: Write) {
+    pub fn put_write(&mut self, key: &Key, commit_ts: TimeStamp, write: Write) {
         self.modifies
-            .push(Modify::PutWrite(key.to_vec(), commit_ts, write));
+            .push(Modify::PutWrite(key.clone(), commit_ts, write));
     }
 
     /// Deletes a write record.
-    pub fn delete_write(&mut self, key: &[u8], commit_ts: u64) {
+    pub fn delete_write(&mut self, key: &Key, commit_ts: TimeStamp) {
         self.modifies
-            .push(Modify::DeleteWrite(key.to_vec(), commit_ts));
+            .push(Modify::DeleteWrite(key.clone(), commit_ts));
     }
 
-    /// Applies the buffer to the write transaction's tables.
+    /// Applies the buffer to the write transaction's tables. The lock table is keyed by the
+    /// raw key, the write table by the versioned engine key (see [`keys`]).
     pub fn apply(
         self,
         lock: &mut redb::Table<&'static [u8], &'static [u8]>,
@@ -59,13 +61,16 @@ impl MvccTxn {
         for m in self.modifies {
             match m {
                 Modify::PutLock(k, l) => {
-                    lock.insert(k.as_slice(), l.to_bytes().as_slice())?;
+                    lock.insert(k.as_raw(), l.into_bytes().as_slice())?;
                 }
                 Modify::DeleteLock(k) => {
-                    lock.remove(k.as_slice())?;
+                    lock.remove(k.as_raw())?;
                 }
                 Modify::PutWrite(k, ts, w) => {
-                    write.insert(keys::versioned(&k, ts).as_slice(), w.to_bytes().as_slice())?;
+                    write.insert(
+                        keys::versioned(&k, ts).as_slice(),
+                        w.into_bytes().as_slice(),
+                    )?;
                 }
                 Modify::DeleteWrite(k, ts) => {
                     write.remove(keys::versioned(&k, ts).as_slice())?;

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::mvcc::records::{LOGICAL_BITS, compose_ts};
+use crate::txn_types::TimeStamp;
 
 /// How far ahead of the current physical time the persisted limit is pushed (PD uses 3 s).
 const WINDOW_MS: u64 = 3_000;
 /// Logical values per millisecond: 2^18.
-const MAX_LOGICAL: u64 = 1 << LOGICAL_BITS;
+const MAX_LOGICAL: u64 = 1 << TimeStamp::LOGICAL_BITS;
 /// The file holding the persisted limit, inside the data directory.
 pub const TSO_FILE: &str = "tso";
 
@@ -70,7 +70,7 @@ impl Tso {
 
     /// Allocates `count` consecutive timestamps and returns the last one (the PD wire format:
     /// the client hands out `last - count + 1 ..= last`).
-    pub fn allocate(&self, count: u64) -> std::io::Result<u64> {
+    pub fn allocate(&self, count: u64) -> std::io::Result<TimeStamp> {
         assert!(count > 0 && count < MAX_LOGICAL);
         let mut s = self.state.lock().unwrap();
         let now = now_ms();
@@ -89,11 +89,11 @@ impl Tso {
             persist(&self.file, limit)?;
             s.saved_limit = limit;
         }
-        Ok(compose_ts(s.physical, s.logical))
+        Ok(TimeStamp::compose(s.physical, s.logical))
     }
 
     /// One fresh timestamp.
-    pub fn next(&self) -> std::io::Result<u64> {
+    pub fn next(&self) -> std::io::Result<TimeStamp> {
         self.allocate(1)
     }
 }
@@ -121,7 +121,6 @@ fn persist(file: &Path, limit: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::records::physical;
 
     #[test]
     fn timestamps_increase_and_batches_end_at_the_last() {
@@ -129,7 +128,7 @@ mod tests {
         let tso = Tso::open(dir.path()).unwrap();
         let mut last = 0;
         for count in [1, 5, 64, 1, 3] {
-            let ts = tso.allocate(count).unwrap();
+            let ts = tso.allocate(count).unwrap().into_inner();
             assert!(ts - count + 1 > last, "batch overlaps the previous one");
             last = ts;
         }
@@ -146,7 +145,7 @@ mod tests {
         let after = tso.next().unwrap();
         assert!(after > before);
         // It even stays above the window a crashed process may have used.
-        assert!(physical(after) >= physical(before));
+        assert!(after.physical() >= before.physical());
     }
 
     #[test]
@@ -156,6 +155,6 @@ mod tests {
         let future = now_ms() + 3_600_000;
         persist(&dir.path().join(TSO_FILE), future).unwrap();
         let tso = Tso::open(dir.path()).unwrap();
-        assert!(physical(tso.next().unwrap()) >= future);
+        assert!(tso.next().unwrap().physical() >= future);
     }
 }

@@ -4,13 +4,17 @@
 //! key errors go in the response's `error`/`errors` field (per pair for scans and batch
 //! gets), never as a gRPC status; a gRPC status means "the request did not reach storage"
 //! and makes the client retry or reconnect.
+//!
+//! This is the one place protobuf's `Vec<u8>` keys and `u64` timestamps meet the typed
+//! [`Key`] and [`TimeStamp`]: each handler converts its request's fields once on the way in
+//! and the answer's once on the way out (the trace records the wire values).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::mvcc::ScanEntry;
+use crate::mvcc::{ScanArgs, ScanEntry};
 use crate::proto::kvrpcpb::{self, KeyError, KvPair};
 use crate::proto::tikvpb::tikv_server::Tikv;
 use crate::storage::Storage;
@@ -18,6 +22,7 @@ use crate::trace::Tracer;
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
 use crate::txn::actions::prewrite::{Mutation, PrewriteArgs};
 use crate::txn::{TxnError, TxnStatus};
+use crate::txn_types::{Key, TimeStamp, keys_from_raw};
 
 /// The TiKV service of the node.
 pub struct KvService {
@@ -32,9 +37,16 @@ impl KvService {
     }
 }
 
-fn bypass(ctx: &Option<kvrpcpb::Context>) -> Vec<u64> {
+/// The start ts of transactions the client already resolved (reads may skip their locks).
+fn bypass(ctx: &Option<kvrpcpb::Context>) -> Vec<TimeStamp> {
     ctx.as_ref()
-        .map(|c| c.resolved_locks.clone())
+        .map(|c| {
+            c.resolved_locks
+                .iter()
+                .copied()
+                .map(TimeStamp::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -83,7 +95,11 @@ impl Tikv for KvService {
                 let mut resp = kvrpcpb::GetResponse::default();
                 let result = self
                     .storage
-                    .get(&r.key, r.version, &bypass(&r.context))
+                    .get(
+                        &Key::from(r.key),
+                        TimeStamp::from(r.version),
+                        &bypass(&r.context),
+                    )
                     .await;
                 let error = err_text(&result);
                 match result {
@@ -114,15 +130,16 @@ impl Tikv for KvService {
             |r: &kvrpcpb::BatchGetRequest| r.keys.clone(),
             |r: kvrpcpb::BatchGetRequest| async move {
                 let mut resp = kvrpcpb::BatchGetResponse::default();
+                let keys = keys_from_raw(r.keys);
                 let result = self
                     .storage
-                    .batch_get(&r.keys, r.version, &bypass(&r.context))
+                    .batch_get(&keys, TimeStamp::from(r.version), &bypass(&r.context))
                     .await;
                 let error = err_text(&result);
                 match result {
                     Ok(answers) => {
                         // Found keys and locked keys only: an absent key is simply not listed.
-                        for (key, answer) in r.keys.into_iter().zip(answers) {
+                        for (key, answer) in keys.into_iter().map(Key::into_raw).zip(answers) {
                             match answer {
                                 Ok(Some(value)) => resp.pairs.push(KvPair {
                                     key,
@@ -160,31 +177,30 @@ impl Tikv for KvService {
             |r: &kvrpcpb::ScanRequest| vec![r.start_key.clone(), r.end_key.clone()],
             |r: kvrpcpb::ScanRequest| async move {
                 let mut resp = kvrpcpb::ScanResponse::default();
+                let bypass = bypass(&r.context);
                 // Reverse scans name the upper bound first: [end_key, start_key).
                 let (lower, upper) = if r.reverse {
-                    (&r.end_key, &r.start_key)
+                    (r.end_key, r.start_key)
                 } else {
-                    (&r.start_key, &r.end_key)
+                    (r.start_key, r.end_key)
                 };
-                let result = self
-                    .storage
-                    .scan(
-                        lower,
-                        upper,
-                        r.version,
-                        r.limit as usize,
-                        r.key_only,
-                        r.reverse,
-                        &bypass(&r.context),
-                    )
-                    .await;
+                let args = ScanArgs {
+                    lower: Key::from(lower),
+                    upper: Key::from(upper),
+                    ts: TimeStamp::from(r.version),
+                    limit: r.limit as usize,
+                    key_only: r.key_only,
+                    reverse: r.reverse,
+                    bypass,
+                };
+                let result = self.storage.scan(&args).await;
                 let error = err_text(&result);
                 match result {
                     Ok(entries) => {
                         for entry in entries {
                             resp.pairs.push(match entry {
                                 ScanEntry::Pair(key, value) => KvPair {
-                                    key,
+                                    key: key.into_raw(),
                                     value,
                                     error: None,
                                 },
@@ -201,7 +217,7 @@ impl Tikv for KvService {
                     }
                     // The client only reads errors from pairs; an engine failure becomes one.
                     Err(e) => resp.pairs.push(KvPair {
-                        key: lower.clone(),
+                        key: args.lower.into_raw(),
                         value: Vec::new(),
                         error: key_error(&e),
                     }),
@@ -228,16 +244,16 @@ impl Tikv for KvService {
                         .into_iter()
                         .map(|m| Mutation {
                             op: kvrpcpb::Op::try_from(m.op).unwrap_or(kvrpcpb::Op::Put),
-                            key: m.key,
+                            key: Key::from(m.key),
                             value: m.value,
                         })
                         .collect(),
-                    primary: r.primary_lock,
-                    start_ts: r.start_version,
+                    primary: Key::from(r.primary_lock),
+                    start_ts: TimeStamp::from(r.start_version),
                     lock_ttl: r.lock_ttl,
                     txn_size: r.txn_size,
                     use_async_commit: r.use_async_commit,
-                    secondaries: r.secondaries,
+                    secondaries: keys_from_raw(r.secondaries),
                     try_one_pc: r.try_one_pc,
                 };
                 let mut resp = kvrpcpb::PrewriteResponse::default();
@@ -249,8 +265,8 @@ impl Tikv for KvService {
                         resp.errors = outcome.locked.iter().map(TxnError::to_key_error).collect();
                     }
                     Ok(outcome) => {
-                        resp.min_commit_ts = outcome.min_commit_ts;
-                        resp.one_pc_commit_ts = outcome.one_pc_commit_ts;
+                        resp.min_commit_ts = outcome.min_commit_ts.into_inner();
+                        resp.one_pc_commit_ts = outcome.one_pc_commit_ts.into_inner();
                     }
                     Err(e) => resp.errors = vec![e.to_key_error()],
                 }
@@ -273,7 +289,11 @@ impl Tikv for KvService {
                 let mut resp = kvrpcpb::CommitResponse::default();
                 let result = self
                     .storage
-                    .commit(r.keys, r.start_version, r.commit_version)
+                    .commit(
+                        keys_from_raw(r.keys),
+                        TimeStamp::from(r.start_version),
+                        TimeStamp::from(r.commit_version),
+                    )
                     .await;
                 let error = err_text(&result);
                 match result {
@@ -297,7 +317,10 @@ impl Tikv for KvService {
             |r: &kvrpcpb::BatchRollbackRequest| r.keys.clone(),
             |r: kvrpcpb::BatchRollbackRequest| async move {
                 let mut resp = kvrpcpb::BatchRollbackResponse::default();
-                let result = self.storage.rollback(r.keys, r.start_version).await;
+                let result = self
+                    .storage
+                    .rollback(keys_from_raw(r.keys), TimeStamp::from(r.start_version))
+                    .await;
                 let error = err_text(&result);
                 if let Err(e) = result {
                     resp.error = key_error(&e);
@@ -321,12 +344,16 @@ impl Tikv for KvService {
                 let mut resp = kvrpcpb::CleanupResponse::default();
                 let result = self
                     .storage
-                    .cleanup(r.key, r.start_version, r.current_ts)
+                    .cleanup(
+                        Key::from(r.key),
+                        TimeStamp::from(r.start_version),
+                        TimeStamp::from(r.current_ts),
+                    )
                     .await;
                 let error = err_text(&result);
                 match result {
                     // TiKV reports "already committed" as a commit version, not as an error.
-                    Ok(commit_ts) => resp.commit_version = commit_ts,
+                    Ok(commit_ts) => resp.commit_version = commit_ts.into_inner(),
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -346,10 +373,10 @@ impl Tikv for KvService {
             |r: &kvrpcpb::CheckTxnStatusRequest| vec![r.primary_key.clone()],
             |r: kvrpcpb::CheckTxnStatusRequest| async move {
                 let args = CheckTxnStatusArgs {
-                    primary: r.primary_key,
-                    lock_ts: r.lock_ts,
-                    caller_start_ts: r.caller_start_ts,
-                    current_ts: r.current_ts,
+                    primary: Key::from(r.primary_key),
+                    lock_ts: TimeStamp::from(r.lock_ts),
+                    caller_start_ts: TimeStamp::from(r.caller_start_ts),
+                    current_ts: TimeStamp::from(r.current_ts),
                     rollback_if_not_exist: r.rollback_if_not_exist,
                     force_sync_commit: r.force_sync_commit,
                 };
@@ -358,7 +385,7 @@ impl Tikv for KvService {
                 let error = err_text(&result);
                 match result {
                     // Exactly one of: committed (ts, 0, None), rolled back (0, 0, None), locked (0, ttl, Some).
-                    Ok(TxnStatus::Committed(ts)) => resp.commit_version = ts,
+                    Ok(TxnStatus::Committed(ts)) => resp.commit_version = ts.into_inner(),
                     Ok(TxnStatus::RolledBack(action)) => resp.action = action as i32,
                     Ok(TxnStatus::Locked(info, action)) => {
                         resp.lock_ttl = info.lock_ttl.max(1);
@@ -386,13 +413,13 @@ impl Tikv for KvService {
                 let mut resp = kvrpcpb::CheckSecondaryLocksResponse::default();
                 let result = self
                     .storage
-                    .check_secondary_locks(r.keys, r.start_version)
+                    .check_secondary_locks(keys_from_raw(r.keys), TimeStamp::from(r.start_version))
                     .await;
                 let error = err_text(&result);
                 match result {
                     Ok((locks, commit_ts)) => {
                         resp.locks = locks;
-                        resp.commit_ts = commit_ts;
+                        resp.commit_ts = commit_ts.into_inner();
                     }
                     Err(e) => resp.error = key_error(&e),
                 }
@@ -414,9 +441,9 @@ impl Tikv for KvService {
             |r: kvrpcpb::ScanLockRequest| async move {
                 let mut resp = kvrpcpb::ScanLockResponse::default();
                 let result = self.storage.scan_locks(
-                    &r.start_key,
-                    &r.end_key,
-                    r.max_version,
+                    &Key::from(r.start_key),
+                    &Key::from(r.end_key),
+                    TimeStamp::from(r.max_version),
                     r.limit as usize,
                 );
                 let error = err_text(&result);
@@ -440,13 +467,22 @@ impl Tikv for KvService {
             |r: &kvrpcpb::ResolveLockRequest| r.start_version,
             |r: &kvrpcpb::ResolveLockRequest| r.keys.clone(),
             |r: kvrpcpb::ResolveLockRequest| async move {
-                let txn_status: HashMap<u64, u64> = if r.txn_infos.is_empty() {
-                    HashMap::from([(r.start_version, r.commit_version)])
+                let txn_status: HashMap<TimeStamp, TimeStamp> = if r.txn_infos.is_empty() {
+                    HashMap::from([(
+                        TimeStamp::from(r.start_version),
+                        TimeStamp::from(r.commit_version),
+                    )])
                 } else {
-                    r.txn_infos.iter().map(|t| (t.txn, t.status)).collect()
+                    r.txn_infos
+                        .iter()
+                        .map(|t| (TimeStamp::from(t.txn), TimeStamp::from(t.status)))
+                        .collect()
                 };
                 let mut resp = kvrpcpb::ResolveLockResponse::default();
-                let result = self.storage.resolve_lock(txn_status, r.keys).await;
+                let result = self
+                    .storage
+                    .resolve_lock(txn_status, keys_from_raw(r.keys))
+                    .await;
                 let error = err_text(&result);
                 if let Err(e) = result {
                     resp.error = key_error(&e);
@@ -470,7 +506,11 @@ impl Tikv for KvService {
                 let mut resp = kvrpcpb::TxnHeartBeatResponse::default();
                 let result = self
                     .storage
-                    .heartbeat(r.primary_lock, r.start_version, r.advise_lock_ttl)
+                    .heartbeat(
+                        Key::from(r.primary_lock),
+                        TimeStamp::from(r.start_version),
+                        r.advise_lock_ttl,
+                    )
                     .await;
                 let error = err_text(&result);
                 match result {
@@ -494,7 +534,10 @@ impl Tikv for KvService {
             |_: &kvrpcpb::GcRequest| Vec::new(),
             |r: kvrpcpb::GcRequest| async move {
                 let mut resp = kvrpcpb::GcResponse::default();
-                let result = self.storage.update_gc_safe_point(r.safe_point).await;
+                let result = self
+                    .storage
+                    .update_gc_safe_point(TimeStamp::from(r.safe_point))
+                    .await;
                 let error = err_text(&result);
                 if let Err(e) = result {
                     resp.error = key_error(&e);
@@ -516,7 +559,10 @@ impl Tikv for KvService {
             |r: &kvrpcpb::UnsafeDestroyRangeRequest| vec![r.start_key.clone(), r.end_key.clone()],
             |r: kvrpcpb::UnsafeDestroyRangeRequest| async move {
                 let mut resp = kvrpcpb::UnsafeDestroyRangeResponse::default();
-                let result = self.storage.destroy_range(r.start_key, r.end_key).await;
+                let result = self
+                    .storage
+                    .destroy_range(Key::from(r.start_key), Key::from(r.end_key))
+                    .await;
                 let error = err_text(&result);
                 if let Err(e) = result {
                     resp.error = e.to_string();

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::DialedAuthority;
 use crate::proto::metapb;
 use crate::proto::pdpb::{self, pd_server::Pd};
+use crate::server::DialedAuthority;
 use crate::storage::Storage;
+use crate::txn_types::TimeStamp;
 
 /// Our single store's id.
 pub const STORE_ID: u64 = 1;
@@ -120,7 +121,7 @@ pub fn the_region() -> (metapb::Region, metapb::Peer) {
             conf_ver: 1,
             version: 1,
         }),
-        peers: vec![peer.clone()],
+        peers: vec![peer],
         ..Default::default()
     };
     (region, peer)
@@ -151,13 +152,14 @@ impl Pd for PdService {
         let requests = request.into_inner();
         let responses = requests.map(move |req| {
             let req = req?;
-            if let Some(h) = &req.header {
-                if h.cluster_id != 0 && h.cluster_id != cluster_id {
-                    return Err(Status::failed_precondition(format!(
-                        "TSO request for cluster {} reached cluster {cluster_id}",
-                        h.cluster_id
-                    )));
-                }
+            if let Some(h) = &req.header
+                && h.cluster_id != 0
+                && h.cluster_id != cluster_id
+            {
+                return Err(Status::failed_precondition(format!(
+                    "TSO request for cluster {} reached cluster {cluster_id}",
+                    h.cluster_id
+                )));
             }
             // Batches are at most 64 (the client's MAX_BATCH_SIZE); refuse nonsense.
             if req.count == 0 || req.count > 1 << 16 {
@@ -177,8 +179,8 @@ impl Pd for PdService {
                 }),
                 count: req.count,
                 timestamp: Some(pdpb::Timestamp {
-                    physical: (last >> crate::mvcc::records::LOGICAL_BITS) as i64,
-                    logical: (last & ((1 << crate::mvcc::records::LOGICAL_BITS) - 1)) as i64,
+                    physical: last.physical() as i64,
+                    logical: last.logical() as i64,
                     suffix_bits: 0,
                 }),
             })
@@ -262,7 +264,7 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
         Ok(Response::new(pdpb::GetGcSafePointResponse {
             header: self.header(),
-            safe_point: self.storage.gc_safe_point(),
+            safe_point: self.storage.gc_safe_point().into_inner(),
         }))
     }
 
@@ -274,17 +276,17 @@ impl Pd for PdService {
         // In TiKV the GC workers notice the new safe point later; here we collect right away
         // but in the background, so the caller is not held up by a large keyspace.
         let storage = self.storage.clone();
-        let requested = req.safe_point;
+        let requested = TimeStamp::new(req.safe_point);
         let current = storage.gc_safe_point().max(requested);
         tokio::spawn(async move {
             match storage.update_gc_safe_point(requested).await {
-                Ok(sp) => tracing::info!(safe_point = sp, "GC safe point updated"),
+                Ok(sp) => tracing::info!(safe_point = %sp, "GC safe point updated"),
                 Err(e) => tracing::warn!("GC failed: {e}"),
             }
         });
         Ok(Response::new(pdpb::UpdateGcSafePointResponse {
             header: self.header(),
-            new_safe_point: current,
+            new_safe_point: current.into_inner(),
         }))
     }
 }

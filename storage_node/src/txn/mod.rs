@@ -10,91 +10,85 @@ pub mod actions;
 pub mod scheduler;
 
 use crate::concurrency::ConcurrencyManager;
-use crate::mvcc::MvccTxn;
-use crate::mvcc::reader::{MvccReader, ReadError, printable};
+use crate::mvcc::reader::{MvccReader, ReadError};
+use crate::mvcc::{Lock, MvccTxn};
 use crate::proto::kvrpcpb;
+use crate::txn_types::{Key, TimeStamp};
 
 /// Why a transactional command failed. The variants are TiKV's, and [`TxnError::to_key_error`]
 /// maps them onto the `KeyError` fields the TiKV client understands.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TxnError {
-    /// Another transaction's lock is in the way; the client resolves it and retries.
-    #[error("key {} is locked by transaction {}", printable(&.0.key), .0.lock_version)]
-    KeyIsLocked(kvrpcpb::LockInfo),
+    /// Another transaction's lock is in the way; the client resolves it and retries. Boxed:
+    /// `LockInfo` is large and this error travels through every `Result` of the layer.
+    #[error("key {} is locked by transaction {}", .0.key.escape_ascii(), .0.lock_version)]
+    KeyIsLocked(Box<kvrpcpb::LockInfo>),
     /// Someone committed (or rolled back) this key after our start ts: Percolator's
     /// first-committer-wins. SurrealDB reports it as a retryable "Transaction conflict".
     #[error(
-        "write conflict on key {}: committed at {conflict_commit_ts} by txn {conflict_start_ts}, after our start ts {start_ts}",
-        printable(key)
+        "write conflict on key {key}: committed at {conflict_commit_ts} by txn {conflict_start_ts}, after our start ts {start_ts}"
     )]
     WriteConflict {
         /// Our start ts.
-        start_ts: u64,
+        start_ts: TimeStamp,
         /// The transaction that won.
-        conflict_start_ts: u64,
+        conflict_start_ts: TimeStamp,
         /// When it committed.
-        conflict_commit_ts: u64,
+        conflict_commit_ts: TimeStamp,
         /// The contested key.
-        key: Vec<u8>,
+        key: Key,
         /// Our primary key.
-        primary: Vec<u8>,
+        primary: Key,
         /// Why (optimistic conflict, or we were already rolled back).
         reason: kvrpcpb::write_conflict::Reason,
     },
     /// `Insert` / `CheckNotExists` found a live value.
-    #[error("key {} already exists", printable(key))]
+    #[error("key {key} already exists")]
     AlreadyExist {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
     },
     /// A commit ts below the lock's `min_commit_ts`.
     #[error(
-        "commit ts {commit_ts} of txn {start_ts} is below min commit ts {min_commit_ts} on key {}",
-        printable(key)
+        "commit ts {commit_ts} of txn {start_ts} is below min commit ts {min_commit_ts} on key {key}"
     )]
     CommitTsExpired {
         /// The transaction.
-        start_ts: u64,
+        start_ts: TimeStamp,
         /// The commit ts asked for.
-        commit_ts: u64,
+        commit_ts: TimeStamp,
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The lock's minimum.
-        min_commit_ts: u64,
+        min_commit_ts: TimeStamp,
     },
     /// Commit found neither the transaction's lock nor its commit record (it was rolled back).
-    #[error(
-        "txn {start_ts} has no lock on key {} to commit (rolled back?)",
-        printable(key)
-    )]
+    #[error("txn {start_ts} has no lock on key {key} to commit (rolled back?)")]
     TxnLockNotFound {
         /// The transaction.
-        start_ts: u64,
+        start_ts: TimeStamp,
         /// The commit ts asked for.
-        commit_ts: u64,
+        commit_ts: TimeStamp,
         /// The key.
-        key: Vec<u8>,
+        key: Key,
     },
     /// Status check of a transaction that left no trace on its primary key.
-    #[error("txn {start_ts} not found on primary key {}", printable(key))]
+    #[error("txn {start_ts} not found on primary key {key}")]
     TxnNotFound {
         /// The transaction.
-        start_ts: u64,
+        start_ts: TimeStamp,
         /// The primary key.
-        key: Vec<u8>,
+        key: Key,
     },
     /// Rollback of a transaction that already committed.
-    #[error(
-        "txn {start_ts} already committed at {commit_ts} (key {})",
-        printable(key)
-    )]
+    #[error("txn {start_ts} already committed at {commit_ts} (key {key})")]
     Committed {
         /// The transaction.
-        start_ts: u64,
+        start_ts: TimeStamp,
         /// Its commit ts.
-        commit_ts: u64,
+        commit_ts: TimeStamp,
         /// The key.
-        key: Vec<u8>,
+        key: Key,
     },
     /// The engine failed; nothing of the command was applied.
     #[error("storage engine error: {0}")]
@@ -120,11 +114,16 @@ impl From<std::io::Error> for TxnError {
 }
 
 impl TxnError {
+    /// `KeyIsLocked` for `lock` found on `key`.
+    pub fn key_is_locked(key: &Key, lock: &Lock) -> TxnError {
+        TxnError::KeyIsLocked(Box::new(lock.to_lock_info(key)))
+    }
+
     /// The `KeyError` TiKV would send for this error (see TiKV's `extract_key_error`).
     pub fn to_key_error(&self) -> kvrpcpb::KeyError {
         let mut e = kvrpcpb::KeyError::default();
         match self {
-            TxnError::KeyIsLocked(info) => e.locked = Some(info.clone()),
+            TxnError::KeyIsLocked(info) => e.locked = Some((**info).clone()),
             TxnError::WriteConflict {
                 start_ts,
                 conflict_start_ts,
@@ -134,16 +133,18 @@ impl TxnError {
                 reason,
             } => {
                 e.conflict = Some(kvrpcpb::WriteConflict {
-                    start_ts: *start_ts,
-                    conflict_ts: *conflict_start_ts,
-                    conflict_commit_ts: *conflict_commit_ts,
-                    key: key.clone(),
-                    primary: primary.clone(),
+                    start_ts: start_ts.into_inner(),
+                    conflict_ts: conflict_start_ts.into_inner(),
+                    conflict_commit_ts: conflict_commit_ts.into_inner(),
+                    key: key.as_raw().to_vec(),
+                    primary: primary.as_raw().to_vec(),
                     reason: *reason as i32,
                 });
             }
             TxnError::AlreadyExist { key } => {
-                e.already_exist = Some(kvrpcpb::AlreadyExist { key: key.clone() })
+                e.already_exist = Some(kvrpcpb::AlreadyExist {
+                    key: key.as_raw().to_vec(),
+                })
             }
             TxnError::CommitTsExpired {
                 start_ts,
@@ -152,16 +153,16 @@ impl TxnError {
                 min_commit_ts,
             } => {
                 e.commit_ts_expired = Some(kvrpcpb::CommitTsExpired {
-                    start_ts: *start_ts,
-                    attempted_commit_ts: *commit_ts,
-                    key: key.clone(),
-                    min_commit_ts: *min_commit_ts,
+                    start_ts: start_ts.into_inner(),
+                    attempted_commit_ts: commit_ts.into_inner(),
+                    key: key.as_raw().to_vec(),
+                    min_commit_ts: min_commit_ts.into_inner(),
                 });
             }
             TxnError::TxnNotFound { start_ts, key } => {
                 e.txn_not_found = Some(kvrpcpb::TxnNotFound {
-                    start_ts: *start_ts,
-                    primary_key: key.clone(),
+                    start_ts: start_ts.into_inner(),
+                    primary_key: key.as_raw().to_vec(),
                 });
             }
             TxnError::TxnLockNotFound { .. } => e.retryable = self.to_string(),
@@ -175,45 +176,45 @@ impl TxnError {
 #[derive(Debug, Clone)]
 pub enum TxnStatus {
     /// Committed at this ts.
-    Committed(u64),
+    Committed(TimeStamp),
     /// Rolled back (possibly just now, by this check).
     RolledBack(kvrpcpb::Action),
     /// Still running: its primary lock, whose TTL has not run out.
     Locked(kvrpcpb::LockInfo, kvrpcpb::Action),
 }
 
+/// A byte-keyed table of the batch's write transaction.
+pub type BatchTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// A reader over the batch's own tables (sees every earlier command of the batch).
+pub type BatchReader<'a, 't> = MvccReader<'a, BatchTable<'t>, BatchTable<'t>>;
+
 /// What a command sees and touches: the batch's write transaction and the commit-ts registry.
 pub struct WriteContext<'t> {
     /// The lock table of the batch's write transaction.
-    pub lock: redb::Table<'t, &'static [u8], &'static [u8]>,
+    pub lock: BatchTable<'t>,
     /// The write table of the batch's write transaction.
-    pub write: redb::Table<'t, &'static [u8], &'static [u8]>,
+    pub write: BatchTable<'t>,
     /// The node's metadata table.
     pub meta: redb::Table<'t, &'static str, &'static [u8]>,
     /// Allocates commit timestamps that readers must wait for.
     pub cm: &'t ConcurrencyManager,
     /// Commit timestamps allocated in this batch, released once it is durable.
-    pub allocated: Vec<u64>,
+    pub allocated: Vec<TimeStamp>,
     /// Whether anything was written (an untouched batch needs no fsync).
     pub dirty: bool,
     /// An engine write failed half-way: the batch must be abandoned, not committed.
     pub failed: bool,
 }
 
-impl WriteContext<'_> {
+impl<'t> WriteContext<'t> {
     /// A reader over the batch's tables (sees every earlier command of the batch).
-    pub fn reader(
-        &self,
-    ) -> MvccReader<
-        '_,
-        redb::Table<'_, &'static [u8], &'static [u8]>,
-        redb::Table<'_, &'static [u8], &'static [u8]>,
-    > {
+    pub fn reader(&self) -> BatchReader<'_, 't> {
         MvccReader::new(&self.lock, &self.write)
     }
 
     /// Allocates a commit ts for `keys` that readers above it will wait for.
-    pub fn allocate_commit_ts(&mut self, keys: Vec<Vec<u8>>) -> Result<u64, TxnError> {
+    pub fn allocate_commit_ts(&mut self, keys: Vec<Key>) -> Result<TimeStamp, TxnError> {
         let ts = self.cm.allocate_commit_ts(keys)?;
         self.allocated.push(ts);
         Ok(ts)

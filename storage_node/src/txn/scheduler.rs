@@ -11,12 +11,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use super::{TxnError, WriteContext};
 use crate::concurrency::ConcurrencyManager;
 use crate::engine::{Engine, LOCK_TABLE, META_TABLE, WRITE_TABLE};
+use crate::txn::{TxnError, WriteContext};
+use crate::txn_types::TimeStamp;
 
 /// Most commands sharing one engine commit; bounds the latency a batch adds to its first member.
 const MAX_BATCH: usize = 256;
+
+/// What a batch leaves behind: its callers' completions, the commit timestamps it allocated
+/// (to release) and whether the engine commit succeeded.
+type BatchResult = (Vec<Completion>, Vec<TimeStamp>, Result<(), String>);
 
 /// Runs once the batch's commit finished, with the commit's outcome.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -81,14 +86,10 @@ fn writer_loop(engine: Arc<Engine>, cm: Arc<ConcurrencyManager>, rx: mpsc::Recei
     }
 }
 
-fn run_batch(
-    engine: &Engine,
-    cm: &ConcurrencyManager,
-    batch: Vec<Task>,
-) -> (Vec<Completion>, Vec<u64>, Result<(), String>) {
+fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> BatchResult {
     // If the engine cannot even start a transaction, the commands are dropped unrun; their
     // callers see their reply channel close and report the engine as unavailable.
-    let fail_all = |msg: String| -> (Vec<Completion>, Vec<u64>, Result<(), String>) {
+    let fail_all = |msg: String| -> BatchResult {
         tracing::error!("storage engine unavailable: {msg}");
         (Vec::new(), Vec::new(), Err(msg))
     };

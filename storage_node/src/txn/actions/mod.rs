@@ -1,5 +1,5 @@
 //! Percolator's transaction actions, one module each as in TiKV's `txn/actions` and
-//! `txn/commands`. Every action reads through the batch's [`MvccReader`](crate::mvcc::MvccReader),
+//! `txn/commands`. Every action reads through the batch's [`MvccReader`],
 //! buffers changes in an [`MvccTxn`] and applies them only when it succeeds.
 //!
 //! | RPC | action |
@@ -11,6 +11,11 @@
 //! | KvResolveLock | [`resolve_lock::resolve_lock`] |
 //! | KvTxnHeartBeat | [`heartbeat::heartbeat`] |
 //! | KvGC, UpdateGCSafePoint, UnsafeDestroyRange | [`gc`] |
+//!
+//! Each module ends with tests of what its action refuses to do (TiKV's `must_err` style),
+//! built on the `test_util` helpers: a temp-dir engine and `must_prewrite_put`, `must_commit`,
+//! `must_rollback`, `must_locked`, `must_get`, … that run one command the way the scheduler
+//! does.
 
 pub mod check_txn_status;
 pub mod cleanup;
@@ -19,37 +24,42 @@ pub mod gc;
 pub mod heartbeat;
 pub mod prewrite;
 pub mod resolve_lock;
+#[cfg(test)]
+pub mod test_util;
 
-use super::{TxnError, WriteContext};
 use crate::mvcc::reader::{ByteTable, MvccReader, TxnCommitRecord};
 use crate::mvcc::{Lock, MvccTxn, Write, WriteType};
+use crate::proto::kvrpcpb::Action;
+use crate::txn::{TxnError, TxnStatus, WriteContext};
+use crate::txn_types::{Key, TimeStamp};
 
 /// Turns `lock` into a write record at `commit_ts` (the heart of Percolator's commit).
 pub fn commit_lock<L: ByteTable, W: ByteTable>(
     reader: &MvccReader<'_, L, W>,
     txn: &mut MvccTxn,
-    key: &[u8],
+    key: &Key,
     lock: &Lock,
-    commit_ts: u64,
+    commit_ts: TimeStamp,
 ) -> Result<(), TxnError> {
     if commit_ts < lock.min_commit_ts {
         return Err(TxnError::CommitTsExpired {
             start_ts: lock.start_ts,
             commit_ts,
-            key: key.to_vec(),
+            key: key.clone(),
             min_commit_ts: lock.min_commit_ts,
         });
     }
     let mut write = Write::new(
-        WriteType::from_lock(lock.lock_type()),
+        WriteType::from_lock(lock.lock_type),
         lock.start_ts,
         lock.value.clone(),
     );
     // If another transaction's rollback sits at exactly this ts, keep its meaning alive.
-    if let Some((ts, existing)) = reader.seek_write(key, commit_ts)? {
-        if ts == commit_ts && existing.write_type() == WriteType::Rollback {
-            write.has_overlapped_rollback = true;
-        }
+    if let Some((ts, existing)) = reader.seek_write(key, commit_ts)?
+        && ts == commit_ts
+        && existing.write_type == WriteType::Rollback
+    {
+        write.has_overlapped_rollback = true;
     }
     txn.unlock(key);
     txn.put_write(key, commit_ts, write);
@@ -61,19 +71,19 @@ pub fn commit_lock<L: ByteTable, W: ByteTable>(
 pub fn write_rollback<L: ByteTable, W: ByteTable>(
     reader: &MvccReader<'_, L, W>,
     txn: &mut MvccTxn,
-    key: &[u8],
-    start_ts: u64,
+    key: &Key,
+    start_ts: TimeStamp,
 ) -> Result<(), TxnError> {
-    if let Some((ts, mut existing)) = reader.seek_write(key, start_ts)? {
-        if ts == start_ts {
-            // Another transaction committed at exactly our start ts: record the rollback as a
-            // flag on its write instead of overwriting it.
-            if existing.write_type() != WriteType::Rollback && !existing.has_overlapped_rollback {
-                existing.has_overlapped_rollback = true;
-                txn.put_write(key, start_ts, existing);
-            }
-            return Ok(());
+    if let Some((ts, mut existing)) = reader.seek_write(key, start_ts)?
+        && ts == start_ts
+    {
+        // Another transaction committed at exactly our start ts: record the rollback as a
+        // flag on its write instead of overwriting it.
+        if existing.write_type != WriteType::Rollback && !existing.has_overlapped_rollback {
+            existing.has_overlapped_rollback = true;
+            txn.put_write(key, start_ts, existing);
         }
+        return Ok(());
     }
     txn.put_write(
         key,
@@ -87,7 +97,7 @@ pub fn write_rollback<L: ByteTable, W: ByteTable>(
 pub fn rollback_lock<L: ByteTable, W: ByteTable>(
     reader: &MvccReader<'_, L, W>,
     txn: &mut MvccTxn,
-    key: &[u8],
+    key: &Key,
     lock: &Lock,
 ) -> Result<(), TxnError> {
     txn.unlock(key);
@@ -105,10 +115,9 @@ pub fn rollback_lock<L: ByteTable, W: ByteTable>(
 /// some of the answers.
 pub fn resolve_async_commit(
     ctx: &mut WriteContext<'_>,
-    primary: &[u8],
+    primary: &Key,
     primary_lock: &Lock,
-) -> Result<super::TxnStatus, TxnError> {
-    use crate::proto::kvrpcpb::Action;
+) -> Result<TxnStatus, TxnError> {
     let start_ts = primary_lock.start_ts;
     let reader = ctx.reader();
     let mut txn = MvccTxn::default();
@@ -138,7 +147,7 @@ pub fn resolve_async_commit(
         for (key, lock) in &locked {
             commit_lock(&reader, &mut txn, key, lock, ts)?;
         }
-        super::TxnStatus::Committed(ts)
+        TxnStatus::Committed(ts)
     } else {
         rollback_lock(&reader, &mut txn, primary, primary_lock)?;
         for (key, lock) in &locked {
@@ -147,9 +156,41 @@ pub fn resolve_async_commit(
         for key in &missing {
             write_rollback(&reader, &mut txn, key, start_ts)?;
         }
-        super::TxnStatus::RolledBack(Action::TtlExpireRollback)
+        TxnStatus::RolledBack(Action::TtlExpireRollback)
     };
-    drop(reader);
     ctx.apply(txn)?;
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::mvcc::WriteType;
+    use crate::proto::kvrpcpb::write_conflict::Reason;
+    use crate::txn::TxnError;
+    use crate::txn::actions::test_util::*;
+
+    #[test]
+    fn commit_onto_another_txns_rollback_at_the_same_ts_keeps_the_rollback() {
+        // Txn 10 holds k; txn 20 is rolled back on k before it got there (record at 20);
+        // txn 10 then commits k at 20. The commit record replaces the rollback record but
+        // must carry it, or txn 20's late prewrite would be accepted.
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k", b"v", b"k", 10);
+        must_rollback(&e, b"k", 20);
+        must_commit(&e, b"k", 10, 20);
+        let write = must_written(&e, b"k", 10, 20, WriteType::Put);
+        assert!(write.has_overlapped_rollback);
+        must_rolled_back(&e, b"k", 20);
+        let err = must_prewrite_put_err(&e, b"k", b"w", b"k", 20);
+        assert!(
+            matches!(
+                err,
+                TxnError::WriteConflict {
+                    reason: Reason::SelfRolledBack,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
 }

@@ -12,9 +12,10 @@
 //!   the secondaries, and the transaction is committed once all locks exist; the client
 //!   commits at the largest `min_commit_ts` without another round trip.
 
-use super::super::{TxnError, WriteContext};
-use crate::mvcc::{Lock, LockType, MvccTxn, Write, WriteType};
+use crate::mvcc::{Lock, LockType, MvccTxn, TxnCommitRecord, Write, WriteType};
 use crate::proto::kvrpcpb::{self, write_conflict::Reason};
+use crate::txn::{TxnError, WriteContext};
+use crate::txn_types::{Key, TimeStamp};
 
 /// One key of a prewrite.
 #[derive(Clone, Debug)]
@@ -22,7 +23,7 @@ pub struct Mutation {
     /// What to do.
     pub op: kvrpcpb::Op,
     /// The key.
-    pub key: Vec<u8>,
+    pub key: Key,
     /// The value for Put/Insert.
     pub value: Vec<u8>,
 }
@@ -33,9 +34,9 @@ pub struct PrewriteArgs {
     /// The keys.
     pub mutations: Vec<Mutation>,
     /// The transaction's primary key.
-    pub primary: Vec<u8>,
+    pub primary: Key,
     /// The transaction's start ts.
-    pub start_ts: u64,
+    pub start_ts: TimeStamp,
     /// Lock TTL in ms.
     pub lock_ttl: u64,
     /// Keys in the whole transaction.
@@ -43,7 +44,7 @@ pub struct PrewriteArgs {
     /// Async commit requested.
     pub use_async_commit: bool,
     /// Async commit: the other keys (sent with the primary).
-    pub secondaries: Vec<Vec<u8>>,
+    pub secondaries: Vec<Key>,
     /// 1PC requested.
     pub try_one_pc: bool,
 }
@@ -53,10 +54,10 @@ pub struct PrewriteArgs {
 pub struct PrewriteOutcome {
     /// `KeyIsLocked` errors (nothing was written when non-empty).
     pub locked: Vec<TxnError>,
-    /// Async commit: the commit ts candidate.
-    pub min_commit_ts: u64,
-    /// 1PC: the commit ts.
-    pub one_pc_commit_ts: u64,
+    /// Async commit: the commit ts candidate (zero otherwise).
+    pub min_commit_ts: TimeStamp,
+    /// 1PC: the commit ts (zero otherwise).
+    pub one_pc_commit_ts: TimeStamp,
 }
 
 /// Runs a prewrite.
@@ -68,18 +69,18 @@ pub fn prewrite(
     let mut locked = Vec::new();
     let mut intents = Vec::new();
     // A retried request may find its own earlier work.
-    let mut own_min_commit_ts = 0;
+    let mut own_min_commit_ts = TimeStamp::zero();
     let mut own_commit_ts = None;
     for m in &args.mutations {
         if let Some(lock) = reader.load_lock(&m.key)? {
             if lock.start_ts != args.start_ts {
-                locked.push(TxnError::KeyIsLocked(lock.to_lock_info(&m.key)));
+                locked.push(TxnError::key_is_locked(&m.key, &lock));
             } else {
                 own_min_commit_ts = own_min_commit_ts.max(lock.min_commit_ts);
             }
             continue;
         }
-        if let Some((commit_ts, write)) = reader.seek_write(&m.key, u64::MAX)? {
+        if let Some((commit_ts, write)) = reader.seek_write(&m.key, TimeStamp::max())? {
             let conflict = |reason| TxnError::WriteConflict {
                 start_ts: args.start_ts,
                 conflict_start_ts: write.start_ts,
@@ -89,32 +90,35 @@ pub fn prewrite(
                 reason,
             };
             let rolled_back_self = commit_ts == args.start_ts
-                && (write.write_type() == WriteType::Rollback || write.has_overlapped_rollback);
+                && (write.write_type == WriteType::Rollback || write.has_overlapped_rollback);
             if rolled_back_self {
                 return Err(conflict(Reason::SelfRolledBack));
             }
             if commit_ts > args.start_ts {
-                if write.start_ts == args.start_ts && write.write_type() != WriteType::Rollback {
-                    // Our own commit: this request is a replay of one that already succeeded.
-                    own_commit_ts = Some(commit_ts);
+                // A record newer than our snapshot: someone else's commit (first committer
+                // wins) — unless this request is a replay of one that already committed
+                // (1PC whose reply was lost, say). Our own commit need not be the newest
+                // record any more, so look it up rather than compare with `write` (TiKV's
+                // `check_committed_record_on_err`).
+                if let TxnCommitRecord::Committed(ts) =
+                    reader.txn_commit_record(&m.key, args.start_ts)?
+                {
+                    own_commit_ts = Some(ts);
                     continue;
                 }
                 return Err(conflict(Reason::Optimistic));
             }
         }
-        let op = kvrpcpb::Op::try_from(m.op).unwrap_or(kvrpcpb::Op::Put);
-        if matches!(op, kvrpcpb::Op::Insert | kvrpcpb::Op::CheckNotExists) {
-            if let Some((_, w)) = reader.latest_data_write(&m.key)? {
-                if w.write_type() == WriteType::Put {
-                    return Err(TxnError::AlreadyExist { key: m.key.clone() });
-                }
-            }
+        if matches!(m.op, kvrpcpb::Op::Insert | kvrpcpb::Op::CheckNotExists)
+            && let Some((_, w)) = reader.latest_data_write(&m.key)?
+            && w.write_type == WriteType::Put
+        {
+            return Err(TxnError::AlreadyExist { key: m.key.clone() });
         }
-        if let Some(lock_type) = LockType::from_op(op) {
+        if let Some(lock_type) = LockType::from_op(m.op) {
             intents.push((m.key.clone(), lock_type, m.value.clone()));
         }
     }
-    drop(reader);
     if !locked.is_empty() {
         return Ok(PrewriteOutcome {
             locked,
@@ -130,14 +134,18 @@ pub fn prewrite(
             }
         } else {
             PrewriteOutcome {
-                min_commit_ts: if args.use_async_commit { ts } else { 0 },
+                min_commit_ts: if args.use_async_commit {
+                    ts
+                } else {
+                    TimeStamp::zero()
+                },
                 ..Default::default()
             }
         });
     }
 
     let mut txn = MvccTxn::default();
-    let keys: Vec<Vec<u8>> = intents.iter().map(|(k, _, _)| k.clone()).collect();
+    let keys: Vec<Key> = intents.iter().map(|(k, _, _)| k.clone()).collect();
     let mut outcome = PrewriteOutcome::default();
     if args.try_one_pc {
         let commit_ts = ctx.allocate_commit_ts(keys)?;
@@ -153,7 +161,7 @@ pub fn prewrite(
         let min_commit_ts = if args.use_async_commit && !intents.is_empty() {
             ctx.allocate_commit_ts(keys)?
         } else {
-            args.start_ts + 1
+            args.start_ts.next()
         };
         for (key, lock_type, value) in intents {
             let mut lock = Lock::new(
@@ -179,4 +187,152 @@ pub fn prewrite(
     }
     ctx.apply(txn)?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::actions::test_util::*;
+    use kvrpcpb::Op;
+
+    #[test]
+    fn prewrite_onto_a_newer_commit_is_a_write_conflict() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k", b"v1", b"k", 10);
+        must_commit(&e, b"k", 10, 20);
+        // Started at 15, before the commit at 20: first committer wins.
+        match must_prewrite_put_err(&e, b"k", b"v2", b"k", 15) {
+            TxnError::WriteConflict {
+                start_ts,
+                conflict_start_ts,
+                conflict_commit_ts,
+                reason,
+                ..
+            } => {
+                assert_eq!(
+                    (start_ts, conflict_start_ts, conflict_commit_ts),
+                    (ts(15), ts(10), ts(20))
+                );
+                assert_eq!(reason, Reason::Optimistic);
+            }
+            other => panic!("expected a write conflict, got {other:?}"),
+        }
+        must_unlocked(&e, b"k");
+        // A transaction that started after the commit is fine.
+        must_prewrite_put(&e, b"k", b"v3", b"k", 25);
+    }
+
+    #[test]
+    fn prewrite_onto_a_newer_rollback_is_a_write_conflict() {
+        // Rollback records count too (as in TiKV): a txn rolled back at 20 "wrote" the key
+        // after our snapshot at 15.
+        let e = TestEngine::new();
+        must_rollback(&e, b"k", 20);
+        let err = must_prewrite_put_err(&e, b"k", b"v", b"k", 15);
+        assert!(
+            matches!(
+                err,
+                TxnError::WriteConflict {
+                    reason: Reason::Optimistic,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        must_unlocked(&e, b"k");
+    }
+
+    #[test]
+    fn prewrite_onto_another_txns_lock_is_key_locked_and_writes_nothing() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k1", b"v", b"k1", 10);
+        let args = prewrite_args(
+            &[(Op::Put, b"k2", b"w"), (Op::Put, b"k1", b"w")],
+            b"k2",
+            20,
+            3000,
+        );
+        match must_err(try_prewrite(&e, args)) {
+            TxnError::KeyIsLocked(info) => {
+                assert_eq!(info.key, b"k1");
+                assert_eq!(info.lock_version, 10);
+                assert_eq!(info.primary_lock, b"k1");
+            }
+            other => panic!("expected KeyIsLocked, got {other:?}"),
+        }
+        // All-or-nothing: the free key was not locked either, and the old lock is intact.
+        must_unlocked(&e, b"k2");
+        must_locked(&e, b"k1", 10);
+    }
+
+    #[test]
+    fn prewrite_after_this_txn_was_rolled_back_is_refused() {
+        // The rollback arrived first (a reader cleaned up, or the client gave up) and left a
+        // protected rollback record; the late prewrite must not resurrect the transaction.
+        let e = TestEngine::new();
+        must_rollback(&e, b"k", 10);
+        let err = must_prewrite_put_err(&e, b"k", b"v", b"k", 10);
+        assert!(
+            matches!(
+                err,
+                TxnError::WriteConflict {
+                    reason: Reason::SelfRolledBack,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        must_unlocked(&e, b"k");
+        must_rolled_back(&e, b"k", 10);
+    }
+
+    #[test]
+    fn insert_onto_a_live_value_already_exists() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k", b"v", b"k", 10);
+        must_commit(&e, b"k", 10, 20);
+        let args = prewrite_args(&[(Op::Insert, b"k", b"w")], b"k", 30, 3000);
+        let err = must_err(try_prewrite(&e, args));
+        assert!(
+            matches!(err, TxnError::AlreadyExist { ref key } if *key == k(b"k")),
+            "{err:?}"
+        );
+        must_unlocked(&e, b"k");
+        // Once deleted, the key may be inserted again.
+        must_prewrite_delete(&e, b"k", b"k", 40);
+        must_commit(&e, b"k", 40, 50);
+        let args = prewrite_args(&[(Op::Insert, b"k", b"w")], b"k", 60, 3000);
+        must_succeed(try_prewrite(&e, args));
+    }
+
+    #[test]
+    fn retried_prewrite_keeps_its_own_lock() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k", b"v", b"k", 10);
+        must_prewrite_put(&e, b"k", b"v", b"k", 10);
+        must_locked(&e, b"k", 10);
+    }
+
+    #[test]
+    fn replayed_one_pc_prewrite_reports_its_commit_even_under_a_newer_one() {
+        // A 1PC prewrite committed, its reply was lost, another txn then wrote the key, and
+        // the client retries the prewrite: it must hear "committed at c", not "conflict"
+        // (which would make SurrealDB run the transaction a second time).
+        let e = TestEngine::new();
+        let one_pc = |start: TimeStamp| {
+            let mut args = prewrite_args(&[(Op::Put, b"k", b"v1")], b"k", start, 3000);
+            args.use_async_commit = true;
+            args.try_one_pc = true;
+            args
+        };
+        let start = e.tso();
+        let committed = must_succeed(try_prewrite(&e, one_pc(start))).one_pc_commit_ts;
+        assert!(committed > start);
+        let later = e.tso();
+        must_prewrite_put(&e, b"k", b"v2", b"k", later);
+        must_commit(&e, b"k", later, e.tso());
+        let replay = must_succeed(try_prewrite(&e, one_pc(start)));
+        assert_eq!(replay.one_pc_commit_ts, committed);
+        must_unlocked(&e, b"k");
+    }
 }

@@ -5,20 +5,22 @@
 
 use std::collections::HashMap;
 
-use super::super::{TxnError, WriteContext};
-use super::{commit_lock, rollback_lock};
-use crate::mvcc::MvccTxn;
+use crate::mvcc::{Lock, MvccTxn};
+use crate::txn::actions::{commit_lock, rollback_lock};
+use crate::txn::{TxnError, WriteContext};
+use crate::txn_types::{Key, TimeStamp};
 
-/// Commits (commit ts > 0) or rolls back (0) the locks of the transactions in `txn_status`;
-/// when `keys` is non-empty only those keys are considered, otherwise every lock.
+/// Commits (non-zero commit ts) or rolls back (zero) the locks of the transactions in
+/// `txn_status` (start ts → commit ts); when `keys` is non-empty only those keys are
+/// considered, otherwise every lock.
 pub fn resolve_lock(
     ctx: &mut WriteContext<'_>,
-    txn_status: &HashMap<u64, u64>,
-    keys: &[Vec<u8>],
+    txn_status: &HashMap<TimeStamp, TimeStamp>,
+    keys: &[Key],
 ) -> Result<usize, TxnError> {
     let reader = ctx.reader();
-    let targets: Vec<(Vec<u8>, crate::mvcc::Lock)> = if keys.is_empty() {
-        reader.scan_locks(&[], &[], u64::MAX, 0)?
+    let targets: Vec<(Key, Lock)> = if keys.is_empty() {
+        reader.scan_locks(&Key::default(), &Key::default(), TimeStamp::max(), 0)?
     } else {
         let mut found = Vec::new();
         for key in keys {
@@ -34,14 +36,77 @@ pub fn resolve_lock(
         let Some(&commit_ts) = txn_status.get(&lock.start_ts) else {
             continue;
         };
-        if commit_ts > 0 {
+        if !commit_ts.is_zero() {
             commit_lock(&reader, &mut txn, &key, &lock, commit_ts)?;
         } else {
             rollback_lock(&reader, &mut txn, &key, &lock)?;
         }
         resolved += 1;
     }
-    drop(reader);
     ctx.apply(txn)?;
     Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::WriteType;
+    use crate::txn::actions::test_util::*;
+
+    fn resolve(e: &TestEngine, status: &[(u64, u64)], keys: &[&[u8]]) -> Result<usize, TxnError> {
+        let status: HashMap<TimeStamp, TimeStamp> =
+            status.iter().map(|(s, c)| (ts(*s), ts(*c))).collect();
+        let keys: Vec<Key> = keys.iter().map(|raw| k(raw)).collect();
+        e.run(|ctx| resolve_lock(ctx, &status, &keys))
+    }
+
+    #[test]
+    fn resolve_commit_finishes_only_the_named_txn() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k1", b"v1", b"k1", 10);
+        must_prewrite_put(&e, b"k2", b"v2", b"k1", 10);
+        must_prewrite_put(&e, b"k3", b"v3", b"k3", 20);
+        assert_eq!(must_succeed(resolve(&e, &[(10, 30)], &[])), 2);
+        must_written(&e, b"k1", 10, 30, WriteType::Put);
+        must_written(&e, b"k2", 10, 30, WriteType::Put);
+        must_locked(&e, b"k3", 20);
+    }
+
+    #[test]
+    fn resolve_rollback_leaves_rollback_records() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k1", b"v1", b"k1", 10);
+        assert_eq!(must_succeed(resolve(&e, &[(10, 0)], &[b"k1"])), 1);
+        must_unlocked(&e, b"k1");
+        must_rolled_back(&e, b"k1", 10);
+        must_prewrite_put_err(&e, b"k1", b"v1", b"k1", 10);
+    }
+
+    #[test]
+    fn resolve_commit_below_min_commit_ts_fails_and_changes_nothing() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k1", b"v1", b"k1", 10);
+        let start = e.tso();
+        let min = must_prewrite_put_async(&e, b"k2", b"v2", b"k2", &[], start, 60_000);
+        let too_early = min.into_inner() - 1;
+        let err = must_err(resolve(
+            &e,
+            &[(10, 30), (start.into_inner(), too_early)],
+            &[],
+        ));
+        assert!(matches!(err, TxnError::CommitTsExpired { .. }), "{err:?}");
+        // One command, one outcome: txn 10's lock was not committed either.
+        must_locked(&e, b"k1", 10);
+        must_locked(&e, b"k2", start);
+    }
+
+    #[test]
+    fn resolve_with_keys_touches_only_those_keys() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k1", b"v1", b"k1", 10);
+        must_prewrite_put(&e, b"k2", b"v2", b"k1", 10);
+        assert_eq!(must_succeed(resolve(&e, &[(10, 30)], &[b"k2", b"nope"])), 1);
+        must_locked(&e, b"k1", 10);
+        must_written(&e, b"k2", 10, 30, WriteType::Put);
+    }
 }
