@@ -19,7 +19,7 @@ impl Cluster {
     /// let report = cluster
     ///     .run_workload(WorkloadPlan::read_after_write().concurrency(100))
     ///     .unwrap();
-    /// report.summary().show();
+    /// report.summary_frame().unwrap().show();
     /// ```
     ///
     /// The run blocks this thread for `warmup + duration` (plus a one-time set-up: opening the

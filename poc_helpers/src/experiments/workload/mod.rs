@@ -11,7 +11,7 @@
 //!     .duration(Duration::from_secs(5));
 //! let report = cluster.run_workload(spec).unwrap();
 //! println!("{report}");                 // one line: ops/s, p50/p95/p99/max, errors
-//! report.summary().show();              // per node and operation, as a table
+//! report.summary_frame().unwrap().show(); // per node and operation, as a table
 //! report.latency_chart().unwrap();      // histogram (an SVG in a notebook)
 //! ```
 //!
