@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_storage;
 use poc_helpers::facade::{Cluster, default_lab_root};
 use poc_helpers::vocab::config::StorageMode;
 use poc_helpers::vocab::error::LabError;
@@ -84,6 +85,13 @@ enum Cmd {
         /// One short repetition of two workloads at 1, 10 and 100 clients, to iterate quickly.
         #[arg(long)]
         quick: bool,
+        /// Only the first part: the disk's fdatasync, the storage node's service times and three
+        /// statements at 1 client over the storage node and on SurrealKV (~20 s).
+        #[arg(long)]
+        storage_only: bool,
+        /// Runs per statement in that first part (0 skips it).
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
         /// Repetitions per point (the table shows their median).
         #[arg(long)]
         reps: Option<usize>,
@@ -249,6 +257,8 @@ fn run(cli: Cli) -> Result<(), LabError> {
         }
         Cmd::Bench {
             quick,
+            storage_only,
+            samples,
             reps,
             duration,
             warmup,
@@ -261,6 +271,8 @@ fn run(cli: Cli) -> Result<(), LabError> {
         } => run_bench(
             quick,
             BenchFlags {
+                storage_only,
+                samples,
                 reps,
                 duration,
                 warmup,
@@ -277,6 +289,8 @@ fn run(cli: Cli) -> Result<(), LabError> {
 
 /// The optional flags of `lab bench`; unset ones keep the full (or `--quick`) defaults.
 struct BenchFlags {
+    storage_only: bool,
+    samples: usize,
     reps: Option<usize>,
     duration: Option<f64>,
     warmup: Option<f64>,
@@ -291,6 +305,8 @@ struct BenchFlags {
 /// `lab bench`: builds the options, runs with a progress bar, prints the table and the verdicts.
 fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
     let BenchFlags {
+        storage_only,
+        samples,
         reps,
         duration,
         warmup,
@@ -342,6 +358,23 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
     }
     // The labs live next to the results, so `target/bench/` holds everything of a run.
     let lab_root = out.join("labs");
+    if samples > 0 {
+        println!("lab bench: where a statement's time goes ({samples} runs per statement)…");
+        let b = bench_storage::run(&lab_root, samples)?;
+        print!("{}", bench_storage::table(&b));
+        std::fs::create_dir_all(&out)
+            .and_then(|_| std::fs::write(out.join("storage.csv"), bench_storage::csv(&b)))
+            .map_err(|e| LabError::Io {
+                action: "writing".into(),
+                path: out.join("storage.csv").display().to_string(),
+                message: e.to_string(),
+                fix: "check that --out is writable".into(),
+            })?;
+        println!();
+    }
+    if storage_only {
+        return Ok(());
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")

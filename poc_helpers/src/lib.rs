@@ -57,6 +57,7 @@ pub mod prelude {
     pub use crate::experiments::bank::{Anomaly, BankPlan, BankReport, Validity, Verdict};
     pub use crate::experiments::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::experiments::consistency::Comparison;
+    pub use crate::experiments::waterfall::Waterfall;
     pub use crate::experiments::workload::{
         ErrorClass, NodePolicy, Op, SWEEP_LEVELS, SweepReport, WorkloadKind, WorkloadPlan,
         WorkloadReport,

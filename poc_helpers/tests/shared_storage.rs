@@ -229,3 +229,55 @@ fn a_storage_crash_loses_nothing_acknowledged_and_nodes_reconnect_by_themselves(
         .expect("writes work again on A");
     cluster.cleanup().unwrap();
 }
+
+#[test]
+fn a_waterfall_shows_the_timestamp_the_definition_reads_and_the_record() {
+    let (_root, builder) = shared_lab("waterfall");
+    let cluster = builder.storage_trace(true).start().unwrap();
+    cluster
+        .sql("a", "CREATE note:1 SET text = 'written on A'")
+        .unwrap();
+    let read = cluster.sql_waterfall("b", "SELECT * FROM note:1").unwrap();
+    println!("{}\n{}", read.explain(), read.steps_frame().unwrap());
+    let groups: Vec<&str> = read.steps.iter().map(|s| s.meaning.group()).collect();
+    // A transaction starts with a timestamp from PD, then reads the definitions, then the record.
+    assert_eq!(groups.first(), Some(&"timestamp (PD)"), "{groups:?}");
+    assert!(
+        read.definition_reads() >= 3,
+        "namespace, database, table: {groups:?}"
+    );
+    assert!(
+        read.steps
+            .iter()
+            .any(|s| s.meaning.to_string() == "record `note:1`" && s.rpc == "KvGet"),
+        "the record itself is read: {groups:?}"
+    );
+    assert!(
+        read.steps
+            .windows(2)
+            .all(|w| w[0].start_ms <= w[1].start_ms)
+    );
+    assert!(
+        read.steps
+            .iter()
+            .all(|s| s.start_ms >= 0.0 && s.start_ms <= read.client_ms + 0.5),
+        "every step is inside the round trip"
+    );
+    let parts: f64 = read.breakdown().iter().map(|p| p.1).sum();
+    assert!(
+        (parts - read.client_ms).abs() < 0.01 || read.server_ms.is_none(),
+        "the parts add up to the round trip: {:?} vs {}",
+        read.breakdown(),
+        read.client_ms
+    );
+    let write = cluster
+        .sql_waterfall("a", "UPDATE note:1 SET edits += 1")
+        .unwrap();
+    assert!(
+        write.steps.iter().any(|s| s.rpc == "KvPrewrite"),
+        "a write is prewritten: {:?}",
+        write.steps
+    );
+    assert!(read.chart().unwrap().svg.contains("note:1"));
+    cluster.cleanup().unwrap();
+}

@@ -22,6 +22,9 @@ const MAX_KEYS_PER_LINE: usize = 32;
 pub struct TraceLine<'a> {
     /// Wall-clock time (ms since the Unix epoch) when the RPC arrived.
     pub at_ms: u64,
+    /// The same instant in µs: RPCs of one statement are a few hundred µs apart, so a latency
+    /// waterfall needs this resolution (the lab compares it with its client's own clock).
+    pub at_us: u64,
     /// The client's address (`ip:port` of its connection).
     pub peer: String,
     /// The RPC name, e.g. `KvPrewrite`.
@@ -70,9 +73,9 @@ impl Tracer {
         self.out.is_some()
     }
 
-    /// Starts timing an RPC.
+    /// Starts timing an RPC: its monotonic start, and its wall-clock arrival in µs.
     pub fn start(&self) -> Option<(Instant, u64)> {
-        self.enabled().then(|| (Instant::now(), now_ms()))
+        self.enabled().then(|| (Instant::now(), now_us()))
     }
 
     /// Records a finished RPC.
@@ -85,11 +88,12 @@ impl Tracer {
         keys: &[&[u8]],
         error: Option<String>,
     ) {
-        let (Some(out), Some((t0, at_ms))) = (&self.out, started) else {
+        let (Some(out), Some((t0, at_us))) = (&self.out, started) else {
             return;
         };
         let line = TraceLine {
-            at_ms,
+            at_ms: at_us / 1000,
+            at_us,
             peer: peer.map(|p| p.to_string()).unwrap_or_default(),
             rpc,
             start_ts,
@@ -111,9 +115,9 @@ impl Tracer {
     }
 }
 
-fn now_ms() -> u64 {
+fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }

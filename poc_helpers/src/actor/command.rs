@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::experiments::bank::{BankPlan, BankReport};
 use crate::experiments::conflicts::{ContentionPlan, ContentionReport};
 use crate::experiments::live::LiveReport;
+use crate::experiments::waterfall::Waterfall;
 use crate::experiments::workload::{WorkloadPlan, WorkloadReport};
 use crate::infra::links::LinkStatus;
 use crate::infra::metrics::Instance;
@@ -61,6 +62,12 @@ pub(crate) enum Command {
     },
     /// Length of the storage trace file now (a mark to read from).
     TraceMark { reply: Reply<Result<u64, LabError>> },
+    /// Run SurrealQL on one node and build its latency waterfall from the storage trace.
+    Waterfall {
+        node: NodeRef,
+        query: String,
+        reply: Reply<(Option<String>, Result<Waterfall, LabError>)>,
+    },
     /// Trace rows written since a mark, attributed to nodes.
     TraceSince {
         mark: u64,

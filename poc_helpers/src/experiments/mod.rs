@@ -12,6 +12,7 @@
 //! - [`live`]: LIVE SELECT across nodes.
 //! - [`membership`]: `INFO FOR ROOT` members and recovery timings.
 //! - [`consistency`]: the same query on every node, compared.
+//! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
 
 pub mod bank;
 pub mod conflicts;
@@ -19,4 +20,5 @@ pub mod consistency;
 pub(crate) mod harness;
 pub mod live;
 pub mod membership;
+pub mod waterfall;
 pub mod workload;

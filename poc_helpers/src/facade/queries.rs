@@ -149,6 +149,27 @@ impl Cluster {
         crate::infra::trace::trace_frame(&rows)
     }
 
+    /// Runs `query` on `node` and returns its latency waterfall: every storage RPC it caused
+    /// (kind, decoded key, start offset, service time) and the time spent outside storage (see
+    /// [`Waterfall`](crate::experiments::waterfall::Waterfall)). Needs `.storage_trace(true)`
+    /// for the storage steps; on isolated storage it shows the client's and SurrealDB's times.
+    pub fn sql_waterfall(
+        &self,
+        node: impl Into<NodeRef>,
+        query: &str,
+    ) -> Result<crate::experiments::waterfall::Waterfall, LabError> {
+        let node = node.into();
+        let (line, result) = self.actor.call(|reply| Command::Waterfall {
+            node,
+            query: query.to_string(),
+            reply,
+        })?;
+        if let Some(line) = line {
+            self.say(&line);
+        }
+        result
+    }
+
     /// Runs `query` on `node` and returns what it did in the storage tier: every PD/TiKV
     /// request it caused, with the keys touched. Needs `.storage_trace(true)`.
     pub fn sql_traced(

@@ -430,6 +430,14 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// Now, in µs since the Unix epoch (the storage trace's clock, on the same machine).
+pub(crate) fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the Unix epoch (wall clock, for uptime and `state.json`).
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 pub struct TraceRow {
     /// Wall-clock ms since the Unix epoch.
     pub at_ms: u64,
+    /// The same instant in µs (0 in traces from before µs were recorded; see [`TraceRow::at_us`]).
+    #[serde(default)]
+    pub at_us: u64,
     /// The client connection, `127.0.0.1:PORT`.
     pub peer: String,
     /// Which lab node owns that connection (`node-a`, …), or `?` when it cannot be told.
@@ -40,6 +43,17 @@ pub struct TraceRow {
     pub error: Option<String>,
     /// Time the storage node spent on it, in µs.
     pub us: u64,
+}
+
+impl TraceRow {
+    /// Arrival in µs since the Unix epoch (from `at_ms` for older trace lines).
+    pub fn at_us(&self) -> u64 {
+        if self.at_us > 0 {
+            self.at_us
+        } else {
+            self.at_ms * 1000
+        }
+    }
 }
 
 /// Current length of the trace file: a mark to read from later.

@@ -87,9 +87,18 @@ pub fn render(
     title: &str,
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
 ) -> Result<Chart, LabError> {
+    render_sized(title, (WIDTH, HEIGHT), draw)
+}
+
+/// [`render`] on a canvas of `size` pixels (charts whose height grows with their rows).
+pub fn render_sized(
+    title: &str,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<Chart, LabError> {
     let mut svg = String::new();
     let drawn = (|| {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         draw(&root)?;
         root.present().map_err(|e| e.to_string())

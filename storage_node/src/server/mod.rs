@@ -63,9 +63,13 @@ pub async fn serve(
     let addr: SocketAddr = listener
         .local_addr()
         .expect("bound listener has an address");
-    let pd = PdServer::new(pd::PdService::new(storage.clone(), addr.to_string()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let pd = PdServer::new(pd::PdService::new(
+        storage.clone(),
+        addr.to_string(),
+        tracer.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let kv = TikvServer::new(kv::KvService::new(storage, tracer))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -17,6 +17,7 @@ use crate::proto::metapb;
 use crate::proto::pdpb::{self, pd_server::Pd};
 use crate::server::DialedAuthority;
 use crate::storage::Storage;
+use crate::trace::Tracer;
 use crate::txn_types::TimeStamp;
 
 /// Our single store's id.
@@ -33,14 +34,18 @@ pub struct PdService {
     storage: Arc<Storage>,
     /// Advertised when a request carries no authority (never seen in practice).
     listen_addr: String,
+    /// Timestamp requests are traced (`PdTso`): every transaction starts with one, and a
+    /// latency waterfall of a statement would be missing its first step without it.
+    tracer: Arc<Tracer>,
 }
 
 impl PdService {
-    /// A PD service for `storage`, listening on `listen_addr`.
-    pub fn new(storage: Arc<Storage>, listen_addr: String) -> Self {
+    /// A PD service for `storage`, listening on `listen_addr`, tracing through `tracer`.
+    pub fn new(storage: Arc<Storage>, listen_addr: String, tracer: Arc<Tracer>) -> Self {
         PdService {
             storage,
             listen_addr,
+            tracer,
         }
     }
 
@@ -149,8 +154,11 @@ impl Pd for PdService {
     ) -> Result<Response<tonic::codegen::BoxStream<pdpb::TsoResponse>>, Status> {
         let storage = self.storage.clone();
         let cluster_id = storage.cluster_id();
+        let tracer = self.tracer.clone();
+        let peer = request.remote_addr();
         let requests = request.into_inner();
         let responses = requests.map(move |req| {
+            let started = tracer.start();
             let req = req?;
             if let Some(h) = &req.header
                 && h.cluster_id != 0
@@ -168,10 +176,10 @@ impl Pd for PdService {
                     req.count
                 )));
             }
-            let last = storage
-                .tso()
-                .allocate(u64::from(req.count))
-                .map_err(|e| Status::unavailable(format!("timestamp oracle: {e}")))?;
+            let last = storage.tso().allocate(u64::from(req.count));
+            let error = last.as_ref().err().map(|e| e.to_string());
+            tracer.record(started, peer, "PdTso", 0, &[], error);
+            let last = last.map_err(|e| Status::unavailable(format!("timestamp oracle: {e}")))?;
             Ok(pdpb::TsoResponse {
                 header: Some(pdpb::ResponseHeader {
                     cluster_id,

@@ -238,6 +238,9 @@ impl Lab {
             Command::TraceMark { reply } => {
                 let _ = reply.send(self.trace_path().map(|p| crate::infra::trace::mark(&p)));
             }
+            Command::Waterfall { node, query, reply } => {
+                let _ = reply.send(self.waterfall(node, query).await);
+            }
             Command::TraceSince { mark, reply } => {
                 let _ = reply.send(self.trace_since(mark));
             }

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use crate::experiments::waterfall::Waterfall;
 use crate::infra::binary::{self};
 use crate::infra::client::{self};
 use crate::infra::links::{self, LinkStatus};
 use crate::infra::metrics::{self, Instance};
 use crate::infra::storage::StorageTier;
 use crate::vocab::error::LabError;
+use crate::vocab::nodes::NodeRef;
 use crate::vocab::nodes::NodeState;
 
 impl Lab {
@@ -139,5 +141,49 @@ impl Lab {
             .collect();
         crate::infra::trace::attribute(&mut rows, &crate::infra::trace::connection_owners(&pids));
         Ok(rows)
+    }
+
+    /// Runs `query` on one node and builds its latency waterfall from the storage trace (see
+    /// `experiments::waterfall`). Without a trace (isolated storage, or no `.storage_trace`),
+    /// the waterfall has no storage steps: only the client's and SurrealDB's times.
+    pub(super) async fn waterfall(
+        &mut self,
+        node: NodeRef,
+        query: String,
+    ) -> (Option<String>, Result<Waterfall, LabError>) {
+        let i = match self.resolve(&node) {
+            Ok(i) => i,
+            Err(e) => return (None, Err(e)),
+        };
+        let mark = self
+            .trace_path()
+            .ok()
+            .map(|p| crate::infra::trace::mark(&p));
+        let sent_us = crate::infra::node::unix_us();
+        let (line, result) = self.sql(node, query.clone(), None).await;
+        let r = match result {
+            Ok(r) => r,
+            Err(e) => return (line, Err(e)),
+        };
+        let rows = match mark.map(|m| self.trace_since(m)) {
+            Some(Ok(rows)) => rows,
+            Some(Err(e)) => return (line, Err(e)),
+            None => Vec::new(),
+        };
+        let server_ms = r
+            .statements
+            .iter()
+            .map(|s| s.server_ms)
+            .sum::<Option<f64>>();
+        let w = Waterfall::build(
+            &self.nodes[i].name,
+            &query,
+            &self.cfg.storage.label(),
+            sent_us,
+            r.ms,
+            server_ms,
+            &rows,
+        );
+        (line, Ok(w))
     }
 }

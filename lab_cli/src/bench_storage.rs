@@ -1,0 +1,254 @@
+//! `lab bench`'s first part: where a single statement's time goes, measured in one invocation
+//! against two baselines, so the storage node's own share is always visible.
+//!
+//! ```text
+//! fdatasync of the data disk   the floor any durable commit pays (append 4 KiB + fdatasync)
+//! storage node service times   KvGet, one-phase KvPrewrite, PdTso (from the storage trace)
+//! client round trips           RETURN 1, a single-record SELECT and UPDATE, 1 client, in turn,
+//!                              on 1 node over the storage node and on 1 node on SurrealKV
+//! ```
+//!
+//! Every statement runs through `Cluster::sql_waterfall`, so each round trip comes with the
+//! storage RPCs it caused; the table prints p50s and ratios (prewrite ÷ fdatasync, shared ÷
+//! SurrealKV), never absolute pass/fail thresholds.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use poc_helpers::experiments::waterfall::Waterfall;
+use poc_helpers::facade::Cluster;
+use poc_helpers::vocab::config::{Engine, StorageMode};
+use poc_helpers::vocab::error::LabError;
+
+use crate::bench::median;
+
+/// The statements timed at one client, on both set-ups.
+pub const STATEMENTS: [&str; 3] = [
+    "RETURN 1",
+    "SELECT * FROM probe:1",
+    "UPDATE probe:1 SET n += 1",
+];
+
+/// One statement on one set-up: p50 of the round trip and of its storage share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementTiming {
+    /// `shared-1` or `surrealkv-1`.
+    pub setup: String,
+    /// The statement.
+    pub statement: String,
+    /// p50 of the client round trip, ms.
+    pub p50_ms: f64,
+    /// Storage RPCs per run (the median count).
+    pub rpcs: f64,
+    /// p50 of the storage node's service time per run, ms.
+    pub storage_p50_ms: f64,
+}
+
+/// Everything the storage part of the benchmark measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageBench {
+    /// Runs per statement and set-up.
+    pub samples: usize,
+    /// p50 of append 4 KiB + fdatasync on the lab's disk, µs.
+    pub fdatasync_p50_us: f64,
+    /// p50 service times inside the storage node, µs, by RPC (`KvGet`, `KvPrewrite`, `PdTso`).
+    pub service_p50_us: Vec<(String, f64)>,
+    /// The statements' round trips.
+    pub statements: Vec<StatementTiming>,
+}
+
+/// p50 of `append 4 KiB + fdatasync` on a file in `dir`, µs: the disk's durable-write floor.
+pub fn fdatasync_p50_us(dir: &Path, samples: usize) -> std::io::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("fdatasync-probe.bin");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let block = [0u8; 4096];
+    let mut us = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(median(&us))
+}
+
+/// Runs the storage part: the fdatasync floor, then [`STATEMENTS`] `samples` times each on a
+/// 1-node lab over the storage node (traced) and on a 1-node SurrealKV lab.
+pub fn run(lab_root: &Path, samples: usize) -> Result<StorageBench, LabError> {
+    let samples = samples.max(1);
+    let fdatasync_p50_us =
+        fdatasync_p50_us(lab_root, samples.max(50)).map_err(|e| LabError::Io {
+            action: "measuring fdatasync in".into(),
+            path: lab_root.display().to_string(),
+            message: e.to_string(),
+            fix: "check that the lab root is writable (--out)".into(),
+        })?;
+    let mut statements = Vec::new();
+    let mut service: Vec<(String, Vec<f64>)> = Vec::new();
+    for (setup, storage) in [
+        ("shared-1", StorageMode::Shared),
+        ("surrealkv-1", StorageMode::Isolated(Engine::SurrealKv)),
+    ] {
+        let cluster = Cluster::builder()
+            .name(&format!("bench-storage-{setup}"))
+            .lab_root(lab_root)
+            .ephemeral_ports()
+            .nodes(1)
+            .storage(storage)
+            .storage_trace(setup == "shared-1")
+            .echo(false)
+            .start()?;
+        cluster.sql("a", "UPSERT probe:1 SET n = 0")?;
+        for statement in STATEMENTS {
+            // One unmeasured run warms the connection and the statement's path.
+            cluster.sql_waterfall("a", statement)?;
+            let runs: Vec<Waterfall> = (0..samples)
+                .map(|_| cluster.sql_waterfall("a", statement))
+                .collect::<Result<_, _>>()?;
+            for w in &runs {
+                for s in &w.steps {
+                    match service.iter_mut().find(|(rpc, _)| *rpc == s.rpc) {
+                        Some((_, v)) => v.push(s.ms * 1000.0),
+                        None => service.push((s.rpc.clone(), vec![s.ms * 1000.0])),
+                    }
+                }
+            }
+            let col =
+                |f: &dyn Fn(&Waterfall) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            statements.push(StatementTiming {
+                setup: setup.to_string(),
+                statement: statement.to_string(),
+                p50_ms: col(&|w| w.client_ms),
+                rpcs: col(&|w| w.steps.len() as f64),
+                storage_p50_ms: col(&|w| w.storage_ms()),
+            });
+        }
+        cluster.cleanup()?;
+    }
+    Ok(StorageBench {
+        samples,
+        fdatasync_p50_us,
+        service_p50_us: service
+            .into_iter()
+            .map(|(rpc, v)| (rpc, median(&v)))
+            .collect(),
+        statements,
+    })
+}
+
+/// The two tables `lab bench` prints: service times against the fdatasync floor, and each
+/// statement on shared storage against the same statement on SurrealKV.
+pub fn table(b: &StorageBench) -> String {
+    let mut s = format!(
+        "where a statement's time goes ({} run(s) per statement, 1 client, p50s)\n",
+        b.samples
+    );
+    s.push_str(&format!(
+        "  {:<28} {:>9.0} µs   1.00× (the disk's durable-write floor)\n",
+        "fdatasync (append 4 KiB)", b.fdatasync_p50_us
+    ));
+    let mut service = b.service_p50_us.clone();
+    service.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (rpc, us) in &service {
+        s.push_str(&format!(
+            "  {:<28} {:>9.0} µs   {:.2}× fdatasync (service time inside the storage node)\n",
+            rpc,
+            us,
+            us / b.fdatasync_p50_us.max(1e-9)
+        ));
+    }
+    s.push_str(&format!(
+        "\n  {:<28} {:>10} {:>6} {:>12} {:>9} {:>12} {:>9}\n",
+        "statement", "shared ms", "RPCs", "storage ms", "storage%", "surrealkv ms", "ratio"
+    ));
+    for t in b.statements.iter().filter(|t| t.setup == "shared-1") {
+        let local = b
+            .statements
+            .iter()
+            .find(|l| l.setup == "surrealkv-1" && l.statement == t.statement);
+        let local_ms = local.map(|l| l.p50_ms).unwrap_or(f64::NAN);
+        s.push_str(&format!(
+            "  {:<28} {:>10.2} {:>6.0} {:>12.3} {:>8.0}% {:>12.2} {:>8.2}×\n",
+            t.statement,
+            t.p50_ms,
+            t.rpcs,
+            t.storage_p50_ms,
+            t.storage_p50_ms / t.p50_ms.max(1e-9) * 100.0,
+            local_ms,
+            t.p50_ms / local_ms
+        ));
+    }
+    s
+}
+
+/// `storage.csv`: one row per (setup, statement), then the service times.
+pub fn csv(b: &StorageBench) -> String {
+    let mut s = String::from("kind,name,setup,p50,unit,rpcs,storage_p50_ms\n");
+    s.push_str(&format!("disk,fdatasync,,{:.1},us,,\n", b.fdatasync_p50_us));
+    for (rpc, us) in &b.service_p50_us {
+        s.push_str(&format!("service,{rpc},shared-1,{us:.1},us,,\n"));
+    }
+    for t in &b.statements {
+        s.push_str(&format!(
+            "statement,\"{}\",{},{:.3},ms,{:.0},{:.3}\n",
+            t.statement, t.setup, t.p50_ms, t.rpcs, t.storage_p50_ms
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StorageBench {
+        let t = |setup: &str, statement: &str, ms: f64, rpcs: f64, st: f64| StatementTiming {
+            setup: setup.into(),
+            statement: statement.into(),
+            p50_ms: ms,
+            rpcs,
+            storage_p50_ms: st,
+        };
+        StorageBench {
+            samples: 5,
+            fdatasync_p50_us: 200.0,
+            service_p50_us: vec![("KvGet".into(), 10.0), ("KvPrewrite".into(), 400.0)],
+            statements: vec![
+                t("shared-1", "SELECT * FROM probe:1", 2.0, 5.0, 0.05),
+                t("surrealkv-1", "SELECT * FROM probe:1", 0.5, 0.0, 0.0),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_prints_ratios_against_the_baselines() {
+        let text = table(&sample());
+        assert!(
+            text.contains("KvPrewrite") && text.contains("2.00× fdatasync"),
+            "{text}"
+        );
+        assert!(text.contains("0.05× fdatasync"), "{text}");
+        // shared 2.0 ms ÷ SurrealKV 0.5 ms; storage 0.05 of 2.0 ms.
+        assert!(text.contains("4.00×") && text.contains("2%"), "{text}");
+        // Slowest service first.
+        assert!(text.find("KvPrewrite") < text.find("KvGet"), "{text}");
+    }
+
+    #[test]
+    fn fdatasync_is_measured_on_the_given_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let us = fdatasync_p50_us(dir.path(), 5).unwrap();
+        assert!(us > 0.0);
+        assert!(
+            !dir.path().join("fdatasync-probe.bin").exists(),
+            "the probe file is removed"
+        );
+    }
+}
