@@ -2,7 +2,8 @@
 //! against two baselines, so the storage node's own share is always visible.
 //!
 //! ```text
-//! fdatasync of the data disk   the floor any durable commit pays (append 4 KiB + fdatasync)
+//! fdatasync of the data disk   the floor any durable commit pays (4 KiB + fdatasync, in place
+//!                              and appended)
 //! storage node service times   KvGet, one-phase KvPrewrite, PdTso (from the storage trace)
 //! client round trips           RETURN 1, a single-record SELECT and UPDATE, 1 client, in turn,
 //!                              on 1 node over the storage node and on 1 node on SurrealKV
@@ -51,6 +52,8 @@ pub struct StorageBench {
     /// Runs per statement and set-up.
     pub samples: usize,
     /// p50 of append 4 KiB + fdatasync on the lab's disk, µs.
+    pub append_sync_p50_us: f64,
+    /// p50 of overwrite 4 KiB in place + fdatasync on the lab's disk, µs: the baseline.
     pub fdatasync_p50_us: f64,
     /// p50 service times inside the storage node, µs, by RPC (`KvGet`, `KvPrewrite`, `PdTso`).
     pub service_p50_us: Vec<(String, f64)>,
@@ -58,18 +61,41 @@ pub struct StorageBench {
     pub statements: Vec<StatementTiming>,
 }
 
-/// p50 of `append 4 KiB + fdatasync` on a file in `dir`, µs: the disk's durable-write floor.
-pub fn fdatasync_p50_us(dir: &Path, samples: usize) -> std::io::Result<f64> {
+/// How a probe writes its 4 KiB block before each `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncProbe {
+    /// At the end of the file: the size changes, so the file system also syncs metadata.
+    Append,
+    /// In place, in a ring over a preallocated 1 MiB file: what a B-tree store mostly does.
+    Overwrite,
+}
+
+/// p50 of `write 4 KiB + fdatasync` on a file in `dir`, µs: the disk's durable-write floor.
+pub fn fdatasync_p50_us(dir: &Path, samples: usize, probe: SyncProbe) -> std::io::Result<f64> {
+    use std::io::{Seek, SeekFrom};
     std::fs::create_dir_all(dir)?;
     let path = dir.join("fdatasync-probe.bin");
+    let _ = std::fs::remove_file(&path);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
         .open(&path)?;
-    let block = [0u8; 4096];
+    const RING: u64 = 256; // 256 × 4 KiB = 1 MiB
+    let block = [7u8; 4096];
+    if probe == SyncProbe::Overwrite {
+        f.write_all(&vec![0u8; (RING * 4096) as usize])?;
+        f.sync_all()?;
+    }
     let mut us = Vec::with_capacity(samples);
-    for _ in 0..samples {
+    for k in 0..samples as u64 {
+        let at = match probe {
+            SyncProbe::Append => SeekFrom::End(0),
+            SyncProbe::Overwrite => SeekFrom::Start((k % RING) * 4096),
+        };
         let t = Instant::now();
+        f.seek(at)?;
         f.write_all(&block)?;
         f.sync_data()?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
@@ -83,13 +109,16 @@ pub fn fdatasync_p50_us(dir: &Path, samples: usize) -> std::io::Result<f64> {
 /// 1-node lab over the storage node (traced) and on a 1-node SurrealKV lab.
 pub fn run(lab_root: &Path, samples: usize) -> Result<StorageBench, LabError> {
     let samples = samples.max(1);
-    let fdatasync_p50_us =
-        fdatasync_p50_us(lab_root, samples.max(50)).map_err(|e| LabError::Io {
+    let sync = |probe| {
+        fdatasync_p50_us(lab_root, samples.max(50), probe).map_err(|e| LabError::Io {
             action: "measuring fdatasync in".into(),
             path: lab_root.display().to_string(),
             message: e.to_string(),
             fix: "check that the lab root is writable (--out)".into(),
-        })?;
+        })
+    };
+    let append_sync_p50_us = sync(SyncProbe::Append)?;
+    let fdatasync_p50_us = sync(SyncProbe::Overwrite)?;
     let mut statements = Vec::new();
     let mut service: Vec<(String, Vec<f64>)> = Vec::new();
     for (setup, storage) in [
@@ -134,6 +163,7 @@ pub fn run(lab_root: &Path, samples: usize) -> Result<StorageBench, LabError> {
     }
     Ok(StorageBench {
         samples,
+        append_sync_p50_us,
         fdatasync_p50_us,
         service_p50_us: service
             .into_iter()
@@ -152,7 +182,13 @@ pub fn table(b: &StorageBench) -> String {
     );
     s.push_str(&format!(
         "  {:<28} {:>9.0} µs   1.00× (the disk's durable-write floor)\n",
-        "fdatasync (append 4 KiB)", b.fdatasync_p50_us
+        "fdatasync (4 KiB in place)", b.fdatasync_p50_us
+    ));
+    s.push_str(&format!(
+        "  {:<28} {:>9.0} µs   {:.2}× fdatasync (the size changes: metadata is synced too)\n",
+        "fdatasync (4 KiB appended)",
+        b.append_sync_p50_us,
+        b.append_sync_p50_us / b.fdatasync_p50_us.max(1e-9)
     ));
     let mut service = b.service_p50_us.clone();
     service.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -166,7 +202,7 @@ pub fn table(b: &StorageBench) -> String {
     }
     s.push_str(&format!(
         "\n  {:<28} {:>10} {:>6} {:>12} {:>9} {:>12} {:>9}\n",
-        "statement", "shared ms", "RPCs", "storage ms", "storage%", "surrealkv ms", "ratio"
+        "statement", "shared ms", "RPCs", "storage ms", "storage%", "surrealkv ms", "shared÷skv"
     ));
     for t in b.statements.iter().filter(|t| t.setup == "shared-1") {
         let local = b
@@ -218,6 +254,7 @@ mod tests {
         };
         StorageBench {
             samples: 5,
+            append_sync_p50_us: 300.0,
             fdatasync_p50_us: 200.0,
             service_p50_us: vec![("KvGet".into(), 10.0), ("KvPrewrite".into(), 400.0)],
             statements: vec![
@@ -244,8 +281,9 @@ mod tests {
     #[test]
     fn fdatasync_is_measured_on_the_given_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let us = fdatasync_p50_us(dir.path(), 5).unwrap();
-        assert!(us > 0.0);
+        for probe in [SyncProbe::Append, SyncProbe::Overwrite] {
+            assert!(fdatasync_p50_us(dir.path(), 5, probe).unwrap() > 0.0);
+        }
         assert!(
             !dir.path().join("fdatasync-probe.bin").exists(),
             "the probe file is removed"
