@@ -13,6 +13,11 @@
 //! `<lab dir>/state.json`. The other commands attach to that lab. Every failure exits non-zero
 //! with the `LabError` message, which names the fix.
 
+// Every fallible function here returns `LabError`, which is large on purpose: it carries the
+// whole explanation (what, where, the fix) to a person reading a terminal, and an error happens
+// at most once per command, so its size costs nothing (same reasoning as poc_helpers' lib.rs).
+#![allow(clippy::result_large_err)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -146,8 +151,6 @@ fn main() -> ExitCode {
     }
 }
 
-// `LabError` is large on purpose (it carries the whole explanation); see poc_helpers' lib.rs.
-#[allow(clippy::result_large_err)]
 fn run(cli: Cli) -> Result<(), LabError> {
     let root = cli.lab_dir.clone().unwrap_or_else(default_lab_root);
     let dir = root.join(&cli.name);
@@ -246,11 +249,11 @@ fn run(cli: Cli) -> Result<(), LabError> {
             // others' processes running; report the first error at the end.
             let mut first_err = None;
             for entry in entries.flatten() {
-                if entry.path().is_dir() {
-                    if let Err(e) = clean(&entry.path()) {
-                        eprintln!("{}: {e}", entry.path().display());
-                        first_err.get_or_insert(e);
-                    }
+                if entry.path().is_dir()
+                    && let Err(e) = clean(&entry.path())
+                {
+                    eprintln!("{}: {e}", entry.path().display());
+                    first_err.get_or_insert(e);
                 }
             }
             first_err.map_or(Ok(()), Err)

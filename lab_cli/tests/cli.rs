@@ -4,6 +4,11 @@
 
 use std::process::{Command, Output};
 
+// The storage node started outside any lab, shared with poc_helpers' tests (one copy).
+#[path = "../../poc_helpers/tests/common/external_storage.rs"]
+mod external_storage;
+use external_storage::ExternalStorage;
+
 fn lab(root: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lab"))
         .args(args)
@@ -39,6 +44,18 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The status table's row of the storage (the only line that starts with `storage`).
+fn storage_line(table: &str) -> String {
+    table
+        .lines()
+        .find(|l| {
+            l.trim_start_matches(|c: char| !c.is_alphanumeric())
+                .starts_with("storage")
+        })
+        .unwrap_or_else(|| panic!("no storage row in:\n{table}"))
+        .to_string()
 }
 
 #[test]
@@ -106,11 +123,16 @@ fn up_status_sql_down_clean() {
     let down = lab(root.path(), &["down", "--name", "cli"]);
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(text(&down).matches("stopped").count(), 3, "{}", text(&down));
-    // The nodes stay listed as stopped (a stopped storage node has no row of its own).
+    // The nodes and the storage node stay listed, as stopped.
     let status = lab(root.path(), &["status", "--name", "cli"]);
     assert_eq!(
         text(&status).matches("stopped").count(),
-        2,
+        3,
+        "{}",
+        text(&status)
+    );
+    assert!(
+        storage_line(&text(&status)).contains("stopped"),
         "{}",
         text(&status)
     );
@@ -165,4 +187,92 @@ fn clean_all_stops_every_lab_under_the_root() {
         );
         assert!(!root.path().join(name).exists());
     }
+}
+
+/// `lab up --storage tikv://…` on a storage node no lab started: both nodes share it, the
+/// status table calls it `external`, and neither `lab down` nor `lab clean` stops it — a new
+/// lab on it still reads the old data.
+#[test]
+fn a_lab_on_external_storage_shares_it_and_never_stops_it() {
+    let mut ext = ExternalStorage::start();
+    let tikv = format!("tikv://{}", ext.endpoint());
+    let root = Root::new();
+    let up = lab(
+        root.path(),
+        &["up", "--ephemeral", "--name", "ext", "--storage", &tikv],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+
+    let write = lab(
+        root.path(),
+        &[
+            "sql",
+            "--name",
+            "ext",
+            "a",
+            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'",
+        ],
+    );
+    assert!(write.status.success(), "{}", text(&write));
+    let read = lab(
+        root.path(),
+        &["sql", "--name", "ext", "b", "SELECT * FROM user"],
+    );
+    assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
+
+    let status = lab(root.path(), &["status", "--name", "ext"]);
+    assert!(status.status.success(), "{}", text(&status));
+    // State `external`, its PD port, no pid. (The `tikv://…` cell may wrap onto the next lines
+    // of the table when the output is not a wide terminal, so only its row's first line is read.)
+    let row = storage_line(&text(&status));
+    let cells: Vec<&str> = row
+        .split(['│', '┆'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        cells[..4],
+        ["storage", &ext.port.to_string(), "null", "external"],
+        "{}",
+        text(&status)
+    );
+
+    let down = lab(root.path(), &["down", "--name", "ext"]);
+    assert!(down.status.success(), "{}", text(&down));
+    ext.assert_untouched("`lab down`");
+    let status = lab(root.path(), &["status", "--name", "ext"]);
+    assert!(
+        storage_line(&text(&status)).contains("external"),
+        "{}",
+        text(&status)
+    );
+
+    let clean = lab(root.path(), &["clean", "--name", "ext"]);
+    assert!(clean.status.success(), "{}", text(&clean));
+    assert!(!root.path().join("ext").exists());
+    ext.assert_untouched("`lab clean`");
+
+    // Still serving: a new lab on it reads what the old one wrote; `clean --all` spares it too.
+    let up = lab(
+        root.path(),
+        &[
+            "up",
+            "--ephemeral",
+            "--nodes",
+            "1",
+            "--name",
+            "ext2",
+            "--storage",
+            &tikv,
+        ],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+    let read = lab(
+        root.path(),
+        &["sql", "--name", "ext2", "a", "SELECT * FROM user"],
+    );
+    assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
+    let clean = lab(root.path(), &["clean", "--all"]);
+    assert!(clean.status.success(), "{}", text(&clean));
+    ext.assert_untouched("`lab clean --all`");
 }

@@ -281,3 +281,67 @@ fn a_waterfall_shows_the_timestamp_the_definition_reads_and_the_record() {
     assert!(read.chart().unwrap().svg.contains("note:1"));
     cluster.cleanup().unwrap();
 }
+
+/// The storage node's row in every state, as this handle sees it and as an attached handle
+/// (what `lab status` uses) rebuilds it from `state.json`: running, paused, stopped, killed,
+/// exited by itself, and stopped after `stop_all()` (`lab down`).
+#[test]
+fn the_storage_row_shows_every_state_here_and_when_attached() {
+    let (_root, builder) = shared_lab("st-states");
+    let cluster = builder.echo(false).start().unwrap();
+    let dir = cluster.lab_dir().to_path_buf();
+    let row = |c: &Cluster| {
+        c.instances()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.node == "storage")
+    };
+    let here = || row(&cluster).map(|i| i.state);
+    let attached = || row(&Cluster::attach_dir(&dir).unwrap()).map(|i| i.state);
+    let both = |want: NodeState, when: &str| {
+        assert_eq!(here(), Some(want.clone()), "{when}: this handle");
+        assert_eq!(attached(), Some(want), "{when}: attached from state.json");
+    };
+
+    both(NodeState::Running, "after start");
+    cluster.pause_storage().unwrap();
+    both(NodeState::Paused, "after pause_storage");
+    cluster.resume_storage().unwrap();
+    both(NodeState::Running, "after resume_storage");
+    cluster.stop_storage().unwrap();
+    both(NodeState::Stopped, "after stop_storage");
+    cluster.restart_storage().unwrap();
+    both(NodeState::Running, "after restart_storage");
+    cluster.kill_storage().unwrap();
+    both(NodeState::Killed, "after kill_storage");
+    cluster.restart_storage().unwrap();
+
+    // It dies without the lab doing it: `exited`, with how when this handle saw it happen.
+    let pid = row(&cluster)
+        .and_then(|i| i.pid)
+        .expect("a running storage pid");
+    poc_helpers::infra::procs::send(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let t = std::time::Instant::now();
+    while here() == Some(NodeState::Running) && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        matches!(here(), Some(NodeState::Exited(how)) if how.contains("signal")),
+        "{:?}",
+        here()
+    );
+    assert!(
+        matches!(attached(), Some(NodeState::Exited(_))),
+        "{:?}",
+        attached()
+    );
+
+    cluster.restart_storage().unwrap();
+    both(
+        NodeState::Running,
+        "after the restart of an exited storage node",
+    );
+    cluster.stop_all().unwrap();
+    both(NodeState::Stopped, "after stop_all (lab down)");
+    cluster.cleanup().unwrap();
+}

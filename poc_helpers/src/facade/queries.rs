@@ -17,8 +17,10 @@ impl Cluster {
         self.actor.call(|reply| Command::Instances { reply })?
     }
 
-    /// Status table: node, port, pid, state, version, rss_mb, uptime_s, storage, ready_ms.
-    /// `.show()` (from the prelude) renders it as HTML in a notebook.
+    /// Status table: node, port, pid, state, version, rss_mb, uptime_s, storage, ready_ms,
+    /// data_mb; one row per node, then the `storage` row in every state of the storage
+    /// (`stopped` after `stop_all()`, `external` for `StorageMode::ExternalTikv`, none for
+    /// isolated nodes). `.show()` (from the prelude) renders it as HTML in a notebook.
     pub fn status(&self) -> Result<DataFrame, LabError> {
         let rows = self.instances()?;
         metrics::instances_frame(&rows)

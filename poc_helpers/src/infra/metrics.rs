@@ -22,6 +22,7 @@ pub struct Instance {
     /// Process id while a process exists.
     pub pid: Option<u32>,
     /// Running, paused, stopped, killed, exited (with how), not started; shown as `running`, …
+    /// External storage, which the lab does not own, is `external` (and has no pid).
     pub state: NodeState,
     /// SurrealDB version (from `GET /version` while running, else the binary's).
     pub version: Option<String>,
@@ -48,7 +49,7 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
 }
 
 /// Status table: node, port, pid, state, version, rss_mb, uptime_s, storage, ready_ms, data_mb
-/// (the storage node's row is last and the only one with data_mb).
+/// (the storage row is last; only the embedded storage node's has data_mb).
 pub fn instances_frame(rows: &[Instance]) -> Result<DataFrame, LabError> {
     frame(vec![
         Column::new(

@@ -97,6 +97,9 @@ pub enum NodeState {
     Killed,
     /// The process ended by itself; the text says how (e.g. `exit code 1`).
     Exited(String),
+    /// A process the lab does not own — external storage (`StorageMode::ExternalTikv`): the lab
+    /// neither started it nor ever stops it, so it has no pid or uptime here, only an address.
+    External,
 }
 
 impl std::fmt::Display for NodeState {
@@ -108,6 +111,7 @@ impl std::fmt::Display for NodeState {
             NodeState::Stopped => f.write_str("stopped"),
             NodeState::Killed => f.write_str("killed"),
             NodeState::Exited(how) => write!(f, "exited({how})"),
+            NodeState::External => f.write_str("external"),
         }
     }
 }

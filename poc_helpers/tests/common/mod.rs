@@ -6,6 +6,8 @@
 
 use poc_helpers::prelude::*;
 
+pub mod external_storage;
+
 /// A temporary lab root plus a builder pointed at it, with isolated in-memory nodes (the
 /// lifecycle and bad-input tests are about the nodes themselves). Keep the `TempDir` alive.
 pub fn lab(name: &str) -> (tempfile::TempDir, ClusterBuilder) {

@@ -340,12 +340,20 @@ impl Lab {
             .filter(|(k, _)| was_up[*k])
             .map(|(k, how)| format!("{} stopped ({})", self.tag(k), describe_stop(how)))
             .collect();
-        if let Some(mut tier) = self.storage.take() {
+        if let Some(tier) = self.storage.as_mut() {
             let was_up = tier.embedded().map(|n| n.is_up()).unwrap_or(false);
+            // Stops only what the lab started: the embedded node, a tiup playground. External
+            // storage is not ours and keeps running.
             tier.stop(grace).await;
             if let Some(node) = tier.embedded().filter(|_| was_up) {
                 lines.push(format!("[storage :{}] stopped", node.addr.port()));
             }
+        }
+        // The embedded node and external storage stay in the lab, so status tables (and
+        // `state.json`, for `lab status` after `lab down`) keep their row: `stopped` or
+        // `external`. A stopped tiup playground has nothing left to show or restart.
+        if matches!(self.storage, Some(StorageTier::Tiup { .. })) {
+            self.storage = None;
         }
         if let Some(pid) = self.adopted_storage_pid.take() {
             procs::terminate_pid(pid, grace).await;

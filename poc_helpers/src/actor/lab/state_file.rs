@@ -11,7 +11,7 @@ use crate::infra::binary::{self, LocatedBinary};
 use crate::infra::procs::{self};
 use crate::infra::storage::StorageTier;
 use crate::infra::storage_node::StorageNode;
-use crate::vocab::config::{LabConfig, StorageMode};
+use crate::vocab::config::{LabConfig, StorageMode, validate_loopback_endpoint};
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeState;
 
@@ -67,6 +67,11 @@ pub struct StateFile {
     /// When the storage process was spawned (Unix ms).
     #[serde(default)]
     pub storage_started_unix_ms: Option<u64>,
+    /// The embedded storage node's state when the file was written (`stopped` after
+    /// `lab down`, `killed` after a storage fault…), so an attached status table can show it
+    /// in every state, not only while its pid lives. Absent in files of older versions.
+    #[serde(default)]
+    pub storage_state: Option<NodeState>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
     /// A random id of the start that wrote this file: a handle whose id differs was taken
@@ -155,10 +160,18 @@ impl Lab {
             if let Some(pid) = ours {
                 node = node.adopt(pid, state.storage_started_unix_ms);
             } else {
-                node.state = NodeState::Exited("unknown status".into());
+                node.state = gone_state(state.storage_state.as_ref());
             }
             lab.storage = Some(StorageTier::Embedded(node));
             lab.adopted_storage_pid = None;
+        }
+        if let StorageMode::ExternalTikv { pd_endpoints } = &state.config.storage
+            && let Some(pd) = pd_endpoints
+                .first()
+                .and_then(|e| validate_loopback_endpoint(e).ok())
+        {
+            // Not ours: remembered only so status shows it (`external`) — never signalled.
+            lab.storage = Some(StorageTier::External { pd });
         }
         for (i, rec) in state.nodes.iter().enumerate() {
             let mut node = lab.make_node(i, rec.port);
@@ -170,12 +183,7 @@ impl Lab {
             node = match ours {
                 Some(pid) => node.adopt(pid, rec.started_unix_ms, rec.ready_ms),
                 None => {
-                    node.state = match &rec.state {
-                        NodeState::Running | NodeState::Paused => {
-                            NodeState::Exited("unknown status".into())
-                        }
-                        other => other.clone(),
-                    };
+                    node.state = gone_state(Some(&rec.state));
                     node.ready_ms = rec.ready_ms;
                     node
                 }
@@ -193,10 +201,13 @@ impl Lab {
             .as_ref()
             .and_then(StorageTier::pid)
             .or(self.adopted_storage_pid);
-        let (storage_port, storage_started_unix_ms) =
+        let (storage_port, storage_started_unix_ms, storage_state) =
             match self.storage.as_mut().and_then(StorageTier::embedded) {
-                Some(node) => (Some(node.addr.port()), node.started_unix_ms),
-                None => (None, None),
+                Some(node) => {
+                    let state = node.refresh().clone();
+                    (Some(node.addr.port()), node.started_unix_ms, Some(state))
+                }
+                None => (None, None, None),
             };
         let nodes = self
             .nodes
@@ -230,6 +241,7 @@ impl Lab {
             storage_pid,
             storage_port,
             storage_started_unix_ms,
+            storage_state,
             nodes,
             run_id: self.run_id,
         }
@@ -251,6 +263,18 @@ impl Lab {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The state to show for a process of `state.json` whose pid is gone (or not ours): what the
+/// file recorded when that was already final (`stopped`, `killed`, …), else — it was running
+/// when the file was written, or the file predates the field — it ended without the lab.
+fn gone_state(recorded: Option<&NodeState>) -> NodeState {
+    match recorded {
+        None | Some(NodeState::Running | NodeState::Paused) => {
+            NodeState::Exited("unknown status".into())
+        }
+        Some(other) => other.clone(),
     }
 }
 
@@ -276,6 +300,7 @@ mod tests {
             storage_pid: None,
             storage_port: None,
             storage_started_unix_ms: None,
+            storage_state: Some(NodeState::Stopped),
             nodes: vec![NodeRecord {
                 name: node.name.clone(),
                 port: node.port,
@@ -293,6 +318,16 @@ mod tests {
         state.write(dir.path()).unwrap();
         assert_eq!(StateFile::read(dir.path()).unwrap(), state);
         assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_gone_process_keeps_a_final_recorded_state() {
+        let exited = NodeState::Exited("unknown status".into());
+        assert_eq!(gone_state(None), exited, "older file without the field");
+        assert_eq!(gone_state(Some(&NodeState::Running)), exited);
+        assert_eq!(gone_state(Some(&NodeState::Paused)), exited);
+        assert_eq!(gone_state(Some(&NodeState::Stopped)), NodeState::Stopped);
+        assert_eq!(gone_state(Some(&NodeState::Killed)), NodeState::Killed);
     }
 
     #[test]

@@ -21,7 +21,7 @@ impl Lab {
         let now = crate::infra::node::unix_ms();
         let binary_version = self.binary.as_ref().map(|b| b.version.clone());
         let storage = self.cfg.storage.label();
-        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut out = Vec::with_capacity(self.nodes.len() + 1);
         for n in &mut self.nodes {
             let state = n.refresh().clone();
             let pid = n.pid();
@@ -59,31 +59,61 @@ impl Lab {
                 data_mb: None,
             });
         }
-        if let Some(s) = self.storage.as_mut().and_then(StorageTier::embedded) {
-            let state = s.refresh().clone();
-            let up = matches!(state, NodeState::Running | NodeState::Paused);
-            let pid = s.pid();
-            out.push(Instance {
-                node: "storage".into(),
-                port: s.addr.port(),
-                pid,
-                state: state.clone(),
-                version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
-                rss_mb: pid.and_then(metrics::rss_mb),
-                uptime_s: if up {
-                    s.started_unix_ms
-                        .map(|t| now.saturating_sub(t) as f64 / 1000.0)
-                } else {
-                    None
-                },
-                storage: "pd+tikv".into(),
-                ready_ms: s.ready_ms,
-                ws_url: String::new(),
-                http_url: format!("grpc://{}", s.addr),
-                data_mb: Some(s.data_bytes() as f64 / (1024.0 * 1024.0)),
-            });
-        }
+        out.extend(self.storage_row(now));
         out
+    }
+
+    /// The storage tier's row, last in the table, in every state of the tier:
+    ///
+    /// - the embedded storage node: its pid, memory and data size while it runs, and `paused`,
+    ///   `stopped`, `killed` or `exited(…)` otherwise — also after `stop_all()` / `lab down`,
+    ///   which stop it but keep it in the lab (a restart starts it on the same data);
+    /// - external storage (`StorageMode::ExternalTikv`): state `external`, its PD address in
+    ///   `port` and `storage` (the same `tikv://…` the nodes' rows show), and no pid, uptime or
+    ///   memory, because the lab does not own that process and never stops it;
+    /// - isolated nodes (each its own store) and tiup have no row.
+    fn storage_row(&mut self, now: u64) -> Option<Instance> {
+        match self.storage.as_mut()? {
+            StorageTier::Embedded(s) => {
+                let state = s.refresh().clone();
+                let up = matches!(state, NodeState::Running | NodeState::Paused);
+                let pid = s.pid();
+                Some(Instance {
+                    node: "storage".into(),
+                    port: s.addr.port(),
+                    pid,
+                    state,
+                    version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
+                    rss_mb: pid.and_then(metrics::rss_mb),
+                    uptime_s: if up {
+                        s.started_unix_ms
+                            .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                    } else {
+                        None
+                    },
+                    storage: "pd+tikv".into(),
+                    ready_ms: s.ready_ms,
+                    ws_url: String::new(),
+                    http_url: format!("grpc://{}", s.addr),
+                    data_mb: Some(s.data_bytes() as f64 / (1024.0 * 1024.0)),
+                })
+            }
+            StorageTier::External { pd } => Some(Instance {
+                node: "storage".into(),
+                port: pd.port(),
+                pid: None,
+                state: NodeState::External,
+                version: None,
+                rss_mb: None,
+                uptime_s: None,
+                storage: format!("tikv://{pd}"),
+                ready_ms: None,
+                ws_url: String::new(),
+                http_url: format!("grpc://{pd}"),
+                data_mb: None,
+            }),
+            StorageTier::Isolated(_) | StorageTier::Tiup { .. } => None,
+        }
     }
 
     /// The state and counters of every link proxy.
