@@ -22,6 +22,7 @@ fn the_storage_part_of_the_benchmark_reports_every_baseline_and_ratio() {
     for expected in [
         "fdatasync (4 KiB in place)",
         "fdatasync (4 KiB appended)",
+        "fdatasync (7 pages in place)",
         "KvPrewrite",
         "KvGet",
         "PdTso",
@@ -34,7 +35,10 @@ fn the_storage_part_of_the_benchmark_reports_every_baseline_and_ratio() {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
     let csv = std::fs::read_to_string(out.path().join("storage.csv")).unwrap();
-    assert!(csv.contains("statement,\"UPDATE probe:1 SET n += 1\",surrealkv-1"), "{csv}");
+    assert!(
+        csv.contains("statement,\"UPDATE probe:1 SET n += 1\",surrealkv-1"),
+        "{csv}"
+    );
     // The labs it started are gone.
     let labs = out.path().join("labs");
     let left: Vec<_> = std::fs::read_dir(&labs)
