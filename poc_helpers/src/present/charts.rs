@@ -198,6 +198,11 @@ pub fn latency_histogram(title: &str, buckets: &[LatencyBucket]) -> Result<Chart
             .configure_mesh()
             .x_desc("latency (ms, log scale)")
             .y_desc("operations")
+            // Few, short tick labels: plotters' default puts one at every integer step of a
+            // log axis, which runs together ("80.090.0100.0") when the range is narrow.
+            .x_labels(6)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
         for (k, op) in ops.iter().enumerate() {
@@ -351,6 +356,25 @@ where
     })
 }
 
+/// A compact tick label: at most three significant digits, no trailing zeros (`0.25`, `80`).
+fn tick(v: f64) -> String {
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else if v >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// Bounds for a logarithmic axis: positive, finite, and at least a factor of 4 wide.
 fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -446,6 +470,31 @@ mod tests {
         );
         // Empty input still renders (an empty run must not break a notebook).
         latency_histogram("nothing", &[]).unwrap();
+    }
+
+    #[test]
+    fn histogram_ticks_stay_few_and_short_on_a_narrow_range() {
+        // 70–110 ms: less than a decade, where one label per integer step ran together.
+        let buckets: Vec<LatencyBucket> = (0..8)
+            .map(|k| LatencyBucket {
+                op: "read".into(),
+                lo_ms: 70.0 + 5.0 * k as f64,
+                hi_ms: 75.0 + 5.0 * k as f64,
+                count: 10 + k,
+            })
+            .collect();
+        let c = latency_histogram("Narrow", &buckets).unwrap();
+        let ticks: Vec<String> = c
+            .svg
+            .split("<text")
+            .filter_map(|t| t.split('>').nth(1))
+            .map(|t| t.split('<').next().unwrap_or("").trim().to_string())
+            .filter(|t| t.parse::<f64>().is_ok())
+            .collect();
+        assert!(!ticks.iter().any(|t| t.ends_with(".0")), "{ticks:?}");
+        assert_eq!(tick(80.0), "80");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(1.5), "1.5");
     }
 
     #[test]
