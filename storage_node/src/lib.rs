@@ -16,17 +16,20 @@
 //! - [`storage`]: the transactional KV API the services call; reads go straight to a
 //!   snapshot, writes to the scheduler.
 //! - [`txn`]: Percolator's actions (prewrite with 1PC and async commit, commit, rollback,
-//!   cleanup, check_txn_status, check_secondary_locks, resolve_lock, heartbeat, GC) and the
+//!   cleanup, check_txn_status, check_secondary_locks, resolve_lock, heartbeat, GC, and the
+//!   pessimistic transactions' acquire_pessimistic_lock and pessimistic_rollback) and the
 //!   [`txn::scheduler`] that runs them on one writer thread with group commit.
 //! - [`mvcc`]: versions, locks and write records — key encoding, records, the reader.
 //! - [`txn_types`]: [`Key`] and [`TimeStamp`], the types every layer below `server` speaks.
 //! - [`concurrency`]: keeps snapshots stable while commit timestamps become durable.
+//! - [`lock_manager`]: lets pessimistic lock requests wait for a conflicting lock to go.
 //! - [`pd::tso`]: the timestamp oracle, persisted so timestamps never go backwards.
 //! - [`engine`]: redb tables standing in for RocksDB's column families.
 //! - [`trace`]: the optional one-line-per-RPC operation trace.
 
 pub mod concurrency;
 pub mod engine;
+pub mod lock_manager;
 pub mod mvcc;
 pub mod pd;
 pub mod proto;

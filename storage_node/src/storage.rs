@@ -8,16 +8,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::concurrency::{ConcurrencyManager, ReadSet};
 use crate::engine::{Engine, EngineError, Identity, META_GC_SAFE_POINT};
+use crate::lock_manager::LockManager;
 use crate::mvcc::reader::{MvccReader, ScanArgs, ScanEntry};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::LockInfo;
+use crate::txn::actions::acquire_pessimistic_lock::{AcquireArgs, LockedValues};
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
 use crate::txn::actions::prewrite::{PrewriteArgs, PrewriteOutcome};
 use crate::txn::actions::{
-    check_txn_status, cleanup, commit, gc, heartbeat, prewrite, resolve_lock,
+    acquire_pessimistic_lock, check_txn_status, cleanup, commit, gc, heartbeat,
+    pessimistic_rollback, prewrite, resolve_lock,
 };
 use crate::txn::scheduler::Scheduler;
 use crate::txn::{TxnError, TxnStatus};
@@ -32,6 +36,7 @@ pub struct Storage {
     tso: Arc<Tso>,
     cm: Arc<ConcurrencyManager>,
     scheduler: Scheduler,
+    lock_manager: Arc<LockManager>,
     identity: Identity,
     // A `TimeStamp` kept as its wire value: atomics need a primitive.
     gc_safe_point: AtomicU64,
@@ -46,12 +51,14 @@ impl Storage {
             Tso::open(dir).map_err(|e| EngineError::Redb(format!("timestamp oracle: {e}")))?,
         );
         let cm = Arc::new(ConcurrencyManager::new(tso.clone()));
-        let scheduler = Scheduler::start(engine.clone(), cm.clone());
+        let lock_manager = Arc::new(LockManager::default());
+        let scheduler = Scheduler::start(engine.clone(), cm.clone(), lock_manager.clone());
         Ok(Arc::new(Storage {
             engine,
             tso,
             cm,
             scheduler,
+            lock_manager,
             gc_safe_point: AtomicU64::new(identity.gc_safe_point.into_inner()),
             identity,
         }))
@@ -132,6 +139,51 @@ impl Storage {
     pub async fn prewrite(&self, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
         self.scheduler
             .run(move |ctx| prewrite::prewrite(ctx, args))
+            .await
+    }
+
+    /// KvPessimisticLock. Another transaction's lock makes the request wait (up to `wait`,
+    /// see [`crate::lock_manager`]) and try again each time a lock is released; at the
+    /// deadline the last `KeyIsLocked` is the answer. `None` fails at once.
+    pub async fn acquire_pessimistic_lock(
+        &self,
+        args: AcquireArgs,
+        wait: Option<Duration>,
+    ) -> Result<LockedValues, TxnError> {
+        let args = Arc::new(args);
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        loop {
+            // Subscribe first: a release between the attempt and the wait must wake us.
+            let mut released = self.lock_manager.subscribe();
+            let attempt = args.clone();
+            let result = self
+                .scheduler
+                .run(move |ctx| acquire_pessimistic_lock::acquire_pessimistic_lock(ctx, &attempt))
+                .await;
+            let Some(deadline) = deadline else {
+                return result;
+            };
+            if !matches!(result, Err(TxnError::KeyIsLocked(_))) {
+                return result;
+            }
+            match tokio::time::timeout_at(deadline, released.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return result,
+            }
+        }
+    }
+
+    /// KvPessimisticRollback: how many locks were removed.
+    pub async fn pessimistic_rollback(
+        &self,
+        keys: Vec<Key>,
+        start_ts: TimeStamp,
+        for_update_ts: TimeStamp,
+    ) -> Result<usize, TxnError> {
+        self.scheduler
+            .run(move |ctx| {
+                pessimistic_rollback::pessimistic_rollback(ctx, &keys, start_ts, for_update_ts)
+            })
             .await
     }
 

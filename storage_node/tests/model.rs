@@ -2,6 +2,13 @@
 //! (1PC, async commit, 2PC, aborted, stale/conflicting), snapshot reads and scans at past
 //! timestamps, and GC, checked against a reference model that is obviously right: a map from
 //! key to its list of (timestamp, value) versions.
+//!
+//! Pessimistic transactions join the histories: lock (reading the values at `for_update_ts`)
+//! then prewrite with the `DoPessimisticCheck` flag and commit; lock then pessimistic
+//! rollback (while an optimistic writer bumps into the locks); locking with a stale
+//! `for_update_ts`, which must conflict exactly when a key changed after it; and a flagged
+//! prewrite without any lock, which must fail and leave nothing behind. Reads run while
+//! pessimistic locks are held and must not be blocked by them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +16,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use storage_node::mvcc::{ScanArgs, ScanEntry};
 use storage_node::proto::kvrpcpb::Op;
+use storage_node::proto::kvrpcpb::prewrite_request::PessimisticAction;
 use storage_node::storage::Storage;
 use storage_node::txn::TxnError;
+use storage_node::txn::actions::acquire_pessimistic_lock::{AcquireArgs, LockKey};
 use storage_node::txn::actions::prewrite::{Mutation, PrewriteArgs};
 use storage_node::{Key, TimeStamp};
 
@@ -52,6 +61,15 @@ enum Action {
     },
     /// GC at a past timestamp.
     Gc(usize),
+    /// A pessimistic transaction: lock, read under the locks, prewrite (flagged), commit.
+    Pessimistic(bool, Vec<(usize, Option<u8>)>),
+    /// Pessimistic locks taken, an optimistic writer blocked by them, then rolled back.
+    PessimisticAbort(Vec<usize>),
+    /// Locking with a `for_update_ts` from the past (start ts below it): conflicts iff a
+    /// key changed after `for_update_ts`; otherwise it commits over what it read.
+    StalePessimistic(usize, usize, Vec<(usize, Option<u8>)>),
+    /// A flagged prewrite whose keys were never locked.
+    UnlockedPessimisticPrewrite(Vec<(usize, Option<u8>)>),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -67,11 +85,17 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => (commit, muts.clone()).prop_map(|(c, m)| Action::Write(c, dedup(m))),
         1 => prop::collection::vec(0..KEYS.len(), 1..3).prop_map(|ks| Action::Abort(dedup_keys(ks))),
-        2 => (any::<usize>(), muts).prop_map(|(at, m)| Action::Stale(at, dedup(m))),
+        2 => (any::<usize>(), muts.clone()).prop_map(|(at, m)| Action::Stale(at, dedup(m))),
         4 => (any::<usize>(), 0..KEYS.len()).prop_map(|(at, k)| Action::Get(at, k)),
         3 => (any::<usize>(), 0..KEYS.len() + 1, 0..KEYS.len() + 1, 1..6usize, any::<bool>())
             .prop_map(|(at, lo, hi, limit, reverse)| Action::Scan { at, lo, hi, limit, reverse }),
         1 => any::<usize>().prop_map(Action::Gc),
+        3 => (any::<bool>(), muts.clone()).prop_map(|(a, m)| Action::Pessimistic(a, dedup(m))),
+        1 => prop::collection::vec(0..KEYS.len(), 1..3)
+            .prop_map(|ks| Action::PessimisticAbort(dedup_keys(ks))),
+        2 => (any::<usize>(), any::<usize>(), muts.clone())
+            .prop_map(|(at, fu, m)| Action::StalePessimistic(at, fu, dedup(m))),
+        1 => muts.prop_map(|m| Action::UnlockedPessimisticPrewrite(dedup(m))),
     ]
 }
 
@@ -139,6 +163,7 @@ fn args(start_ts: TimeStamp, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commi
                 op: if v.is_some() { Op::Put } else { Op::Del },
                 key: Key::from_raw(k),
                 value: v.clone().unwrap_or_default(),
+                pessimistic_action: PessimisticAction::SkipPessimisticCheck,
             })
             .collect(),
         primary: primary.clone(),
@@ -148,7 +173,75 @@ fn args(start_ts: TimeStamp, muts: &[(Vec<u8>, Option<Vec<u8>>)], commit: &Commi
         use_async_commit: matches!(commit, Commit::Async | Commit::OnePc),
         secondaries: keys(muts).into_iter().filter(|k| *k != primary).collect(),
         try_one_pc: matches!(commit, Commit::OnePc),
+        for_update_ts: TimeStamp::zero(),
     }
+}
+
+/// The prewrite of a pessimistic transaction: every key must hold its pessimistic lock.
+fn pessimistic_args(
+    start_ts: TimeStamp,
+    for_update_ts: TimeStamp,
+    muts: &[(Vec<u8>, Option<Vec<u8>>)],
+    commit: &Commit,
+) -> PrewriteArgs {
+    let mut a = args(start_ts, muts, commit);
+    for m in &mut a.mutations {
+        m.pessimistic_action = PessimisticAction::DoPessimisticCheck;
+    }
+    a.for_update_ts = for_update_ts;
+    a
+}
+
+/// KvPessimisticLock on `keys` (no waiting), returning the values at `for_update_ts`.
+async fn lock(
+    s: &Storage,
+    start_ts: TimeStamp,
+    for_update_ts: TimeStamp,
+    keys: &[Key],
+) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+    let args = AcquireArgs {
+        keys: keys
+            .iter()
+            .map(|k| LockKey {
+                key: k.clone(),
+                should_not_exist: false,
+            })
+            .collect(),
+        primary: keys[0].clone(),
+        start_ts,
+        lock_ttl: 20_000,
+        for_update_ts,
+        return_values: true,
+        ..Default::default()
+    };
+    s.acquire_pessimistic_lock(args, None).await
+}
+
+/// Prewrites and commits a pessimistic transaction whose keys are locked.
+async fn commit_pessimistic(
+    s: &Storage,
+    start_ts: TimeStamp,
+    for_update_ts: TimeStamp,
+    muts: &[(Vec<u8>, Option<Vec<u8>>)],
+    commit: &Commit,
+) -> Result<TimeStamp, TxnError> {
+    let out = s
+        .prewrite(pessimistic_args(start_ts, for_update_ts, muts, commit))
+        .await?;
+    if let Some(e) = out.locked.into_iter().next() {
+        return Err(e);
+    }
+    let commit_ts = match commit {
+        Commit::Async => out.min_commit_ts,
+        _ => s.tso().next().unwrap(),
+    };
+    s.commit(keys(muts), start_ts, commit_ts).await?;
+    Ok(commit_ts)
+}
+
+/// The locks left in the store (every action must finish what it starts).
+fn lock_count(s: &Storage) -> u64 {
+    s.engine().counts().unwrap().0
 }
 
 /// Runs one transaction through prewrite and commit; returns its commit ts or the error.
@@ -175,6 +268,12 @@ async fn run_txn(
             Ok(commit_ts)
         }
     }
+}
+
+fn to_muts(muts: &[(usize, Option<u8>)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    muts.iter()
+        .map(|(k, v)| (KEYS[*k].to_vec(), v.map(|b| vec![b])))
+        .collect()
 }
 
 async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
@@ -317,6 +416,123 @@ async fn check_history(actions: Vec<Action>) -> Result<(), TestCaseError> {
                 let sp = pick(&stamps, at, model.safe_point);
                 s.update_gc_safe_point(sp).await.unwrap();
                 model.safe_point = model.safe_point.max(sp);
+            }
+            Action::Pessimistic(use_async, muts) => {
+                let muts = to_muts(&muts);
+                let commit = if use_async {
+                    Commit::Async
+                } else {
+                    Commit::TwoPc
+                };
+                let start_ts = s.tso().next().unwrap();
+                model.used_start_ts.insert(start_ts);
+                let for_update_ts = s.tso().next().unwrap();
+                let ks = keys(&muts);
+                let values = lock(&s, start_ts, for_update_ts, &ks)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("lock failed: {e}")))?;
+                for ((k, _), v) in muts.iter().zip(&values) {
+                    prop_assert_eq!(v, &model.get(k, for_update_ts), "locked value of {:?}", k);
+                }
+                // Snapshot reads are not blocked by pessimistic locks, and see the same.
+                let now = s.tso().next().unwrap();
+                for (k, _) in &muts {
+                    let got = s.get(&Key::from_raw(k), now, &[]).await.unwrap();
+                    prop_assert_eq!(got, Ok(model.get(k, now)), "read under a lock");
+                }
+                let commit_ts = commit_pessimistic(&s, start_ts, for_update_ts, &muts, &commit)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("pessimistic {commit:?}: {e}")))?;
+                prop_assert!(commit_ts > for_update_ts);
+                model.commit(&muts, commit_ts);
+                stamps.push(commit_ts);
+            }
+            Action::PessimisticAbort(ks) => {
+                let ks: Vec<Key> = ks.iter().map(|k| Key::from_raw(KEYS[*k])).collect();
+                let start_ts = s.tso().next().unwrap();
+                model.used_start_ts.insert(start_ts);
+                let for_update_ts = s.tso().next().unwrap();
+                lock(&s, start_ts, for_update_ts, &ks).await.unwrap();
+                // An optimistic writer of one of the keys meets the lock.
+                let other = s.tso().next().unwrap();
+                let muts = vec![(ks[0].as_raw().to_vec(), Some(vec![1]))];
+                let out = s
+                    .prewrite(args(other, &muts, &Commit::TwoPc))
+                    .await
+                    .unwrap();
+                prop_assert!(out.locked.len() == 1, "a pessimistic lock blocks writers");
+                let removed = s
+                    .pessimistic_rollback(ks.clone(), start_ts, for_update_ts)
+                    .await
+                    .unwrap();
+                prop_assert_eq!(removed, ks.len());
+                prop_assert_eq!(lock_count(&s), 0);
+                // No rollback record: the model's history is unchanged.
+            }
+            Action::StalePessimistic(at, fu, muts) => {
+                let muts = to_muts(&muts);
+                let old = pick(&stamps, at, model.safe_point);
+                let start_ts = old.next();
+                if model.used_start_ts.contains(&start_ts)
+                    || model.records.values().flatten().any(|t| *t == start_ts)
+                {
+                    continue;
+                }
+                model.used_start_ts.insert(start_ts);
+                // A later stamp, or the start ts itself when none is later.
+                let later: Vec<TimeStamp> =
+                    stamps.iter().copied().filter(|t| *t >= start_ts).collect();
+                let for_update_ts = later
+                    .get(fu % later.len().max(1))
+                    .copied()
+                    .unwrap_or(start_ts);
+                let should_conflict = muts
+                    .iter()
+                    .any(|(k, _)| model.changed_after(k, for_update_ts));
+                match lock(&s, start_ts, for_update_ts, &keys(&muts)).await {
+                    Ok(values) => {
+                        prop_assert!(
+                            !should_conflict,
+                            "a lock at {for_update_ts} was granted over a newer commit"
+                        );
+                        for ((k, _), v) in muts.iter().zip(&values) {
+                            prop_assert_eq!(v, &model.get(k, for_update_ts));
+                        }
+                        let commit_ts =
+                            commit_pessimistic(&s, start_ts, for_update_ts, &muts, &Commit::TwoPc)
+                                .await
+                                .map_err(|e| {
+                                    TestCaseError::fail(format!("stale pessimistic: {e}"))
+                                })?;
+                        model.commit(&muts, commit_ts);
+                        stamps.push(commit_ts);
+                    }
+                    Err(TxnError::WriteConflict { .. }) => {
+                        prop_assert!(should_conflict, "spurious conflict at {for_update_ts}");
+                        prop_assert_eq!(lock_count(&s), 0, "a refused request locks nothing");
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("unexpected error {e}"))),
+                }
+            }
+            Action::UnlockedPessimisticPrewrite(muts) => {
+                let muts = to_muts(&muts);
+                let start_ts = s.tso().next().unwrap();
+                model.used_start_ts.insert(start_ts);
+                let for_update_ts = s.tso().next().unwrap();
+                let result = s
+                    .prewrite(pessimistic_args(
+                        start_ts,
+                        for_update_ts,
+                        &muts,
+                        &Commit::TwoPc,
+                    ))
+                    .await;
+                prop_assert!(
+                    matches!(result, Err(TxnError::PessimisticLockNotFound { .. })),
+                    "flagged prewrite without locks: {:?}",
+                    result
+                );
+                prop_assert_eq!(lock_count(&s), 0);
             }
         }
     }

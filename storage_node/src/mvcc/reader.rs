@@ -334,6 +334,9 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
 /// A lock does *not* block the read when:
 /// - it belongs to a transaction that started after `ts` (its writes are invisible anyway);
 /// - it is a `Lock`-type lock (it will never change data);
+/// - it is a pessimistic lock: it only reserves the key and holds no value. Its owner has not
+///   prewritten yet, so whatever it writes commits at a timestamp taken after this read,
+///   above `ts` (TiKV readers skip pessimistic locks for the same reason);
 /// - its `min_commit_ts` is above `ts`, so it will commit after `ts` if at all (async commit
 ///   allocates `min_commit_ts` from the TSO at prewrite, so every reader that started before
 ///   the prewrite skips the lock instead of waiting);
@@ -341,6 +344,7 @@ impl<'a, L: ByteTable, W: ByteTable> MvccReader<'a, L, W> {
 pub fn lock_blocks_read(lock: &Lock, ts: TimeStamp, bypass: &[TimeStamp]) -> bool {
     !(lock.start_ts > ts
         || lock.lock_type == LockType::Lock
+        || lock.lock_type == LockType::Pessimistic
         || lock.min_commit_ts > ts
         || bypass.contains(&lock.start_ts))
 }

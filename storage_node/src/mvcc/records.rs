@@ -24,6 +24,11 @@ pub enum LockType {
     Delete,
     /// Write nothing, but conflict with concurrent writers (SELECT … FOR UPDATE style).
     Lock,
+    /// A pessimistic transaction's lock taken *before* prewrite (KvPessimisticLock): it
+    /// reserves the key against other writers but carries no value and never commits as data.
+    /// Prewrite turns it into one of the kinds above; readers ignore it (see
+    /// `reader::lock_blocks_read`).
+    Pessimistic,
 }
 
 impl LockType {
@@ -33,6 +38,7 @@ impl LockType {
             kvrpcpb::Op::Put | kvrpcpb::Op::Insert => Some(LockType::Put),
             kvrpcpb::Op::Del => Some(LockType::Delete),
             kvrpcpb::Op::Lock => Some(LockType::Lock),
+            // Not from prewrite: only KvPessimisticLock creates this kind, on purpose.
             _ => None,
         }
     }
@@ -43,6 +49,7 @@ impl LockType {
             LockType::Put => kvrpcpb::Op::Put,
             LockType::Delete => kvrpcpb::Op::Del,
             LockType::Lock => kvrpcpb::Op::Lock,
+            LockType::Pessimistic => kvrpcpb::Op::PessimisticLock,
         }
     }
 
@@ -51,6 +58,8 @@ impl LockType {
             LockType::Put => 1,
             LockType::Delete => 2,
             LockType::Lock => 3,
+            // Added after format 1: older builds never wrote it, so old data reads the same.
+            LockType::Pessimistic => 4,
         }
     }
 
@@ -59,6 +68,7 @@ impl LockType {
             1 => LockType::Put,
             2 => LockType::Delete,
             3 => LockType::Lock,
+            4 => LockType::Pessimistic,
             _ => return None,
         })
     }
@@ -86,6 +96,10 @@ pub struct Lock {
     pub use_async_commit: bool,
     /// Async commit, primary only: every other key of the transaction.
     pub secondaries: Vec<Key>,
+    /// Pessimistic transactions only (zero otherwise): the timestamp the lock was taken at,
+    /// i.e. the snapshot its owner read the key at. A pessimistic lock's `for_update_ts` is
+    /// what KvPessimisticRollback compares with; a prewritten lock carries it for clients.
+    pub for_update_ts: TimeStamp,
 }
 
 impl Lock {
@@ -109,7 +123,13 @@ impl Lock {
             min_commit_ts: TimeStamp::zero(),
             use_async_commit: false,
             secondaries: Vec::new(),
+            for_update_ts: TimeStamp::zero(),
         }
+    }
+
+    /// Whether this is a pessimistic lock (taken before prewrite, no value).
+    pub fn is_pessimistic(&self) -> bool {
+        self.lock_type == LockType::Pessimistic
     }
 
     /// True when the lock's owner has not refreshed it within its TTL as of `current_ts`.
@@ -135,6 +155,7 @@ impl Lock {
                 .iter()
                 .map(|k| k.as_raw().to_vec())
                 .collect(),
+            lock_for_update_ts: self.for_update_ts.into_inner(),
             ..Default::default()
         }
     }
@@ -151,6 +172,7 @@ impl Lock {
             min_commit_ts: self.min_commit_ts.into_inner(),
             use_async_commit: self.use_async_commit,
             secondaries: self.secondaries.into_iter().map(Key::into_raw).collect(),
+            for_update_ts: self.for_update_ts.into_inner(),
         }
         .encode_to_vec()
     }
@@ -168,6 +190,7 @@ impl Lock {
             min_commit_ts: TimeStamp::new(r.min_commit_ts),
             use_async_commit: r.use_async_commit,
             secondaries: r.secondaries.into_iter().map(Key::from).collect(),
+            for_update_ts: TimeStamp::new(r.for_update_ts),
         })
     }
 }
@@ -210,7 +233,9 @@ impl WriteType {
         match lock {
             LockType::Put => WriteType::Put,
             LockType::Delete => WriteType::Delete,
-            LockType::Lock => WriteType::Lock,
+            // A pessimistic lock is never committed as such (commit removes it, see
+            // `actions::commit_lock`); were it ever, it must not change data.
+            LockType::Lock | LockType::Pessimistic => WriteType::Lock,
         }
     }
 
@@ -293,6 +318,10 @@ mod wire {
         pub use_async_commit: bool,
         #[prost(bytes = "vec", repeated, tag = "9")]
         pub secondaries: Vec<Vec<u8>>,
+        /// Added for pessimistic transactions. Zero (absent) in every lock of an optimistic
+        /// transaction, so those encode exactly as format 1 did and old locks decode as 0.
+        #[prost(uint64, tag = "10")]
+        pub for_update_ts: u64,
     }
 
     /// A stored write record.
@@ -366,6 +395,35 @@ mod tests {
         );
         let rollback = Write::new(WriteType::Rollback, ts(43), vec![]);
         assert_eq!(rollback.into_bytes(), [0x08, 0x04, 0x10, 0x2b]);
+    }
+
+    #[test]
+    fn pessimistic_locks_round_trip_and_old_locks_read_as_optimistic() {
+        let mut lock = Lock::new(
+            LockType::Pessimistic,
+            Key::from_raw(b"p"),
+            ts(10),
+            20_000,
+            vec![],
+        );
+        lock.for_update_ts = ts(12);
+        let bytes = lock.clone().into_bytes();
+        assert_eq!(Lock::from_bytes(&bytes).unwrap(), lock);
+        // Type code 4 and the new field (tag 10) are the only additions.
+        assert_eq!(
+            bytes,
+            [
+                0x08, 0x04, 0x12, 0x01, 0x70, 0x18, 0x0a, 0x20, 0xa0, 0x9c, 0x01, 0x50, 0x0c
+            ]
+        );
+        let info = lock.to_lock_info(&Key::from_raw(b"p"));
+        assert_eq!(info.lock_type, kvrpcpb::Op::PessimisticLock as i32);
+        assert_eq!(info.lock_for_update_ts, 12);
+        // A format-1 lock (no tag 10) is an optimistic lock with for_update_ts zero.
+        let old =
+            Lock::from_bytes(&[0x08, 0x02, 0x12, 0x01, 0x6b, 0x18, 0x0a, 0x20, 0x01]).unwrap();
+        assert_eq!(old.lock_type, LockType::Delete);
+        assert!(old.for_update_ts.is_zero() && !old.is_pessimistic());
     }
 
     #[test]

@@ -80,6 +80,13 @@ impl MvccTxn {
         Ok(())
     }
 
+    /// Whether the command removes any lock (lock waiters want to know).
+    pub fn releases_locks(&self) -> bool {
+        self.modifies
+            .iter()
+            .any(|m| matches!(m, Modify::DeleteLock(_)))
+    }
+
     /// Whether the command changed anything.
     pub fn is_empty(&self) -> bool {
         self.modifies.is_empty()

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::mvcc::{ScanArgs, ScanEntry};
+use crate::proto::kvrpcpb::prewrite_request::PessimisticAction;
 use crate::proto::kvrpcpb::{self, KeyError, KvPair};
 use crate::proto::tikvpb::tikv_server::Tikv;
 use crate::storage::Storage;
@@ -79,8 +80,25 @@ macro_rules! traced {
     }};
 }
 
+// After `traced!`, so the submodule can use it.
+mod pessimistic;
+
 #[tonic::async_trait]
 impl Tikv for KvService {
+    async fn kv_pessimistic_lock(
+        &self,
+        request: Request<kvrpcpb::PessimisticLockRequest>,
+    ) -> Result<Response<kvrpcpb::PessimisticLockResponse>, Status> {
+        pessimistic::lock(self, request).await
+    }
+
+    async fn kv_pessimistic_rollback(
+        &self,
+        request: Request<kvrpcpb::PessimisticRollbackRequest>,
+    ) -> Result<Response<kvrpcpb::PessimisticRollbackResponse>, Status> {
+        pessimistic::rollback(self, request).await
+    }
+
     async fn kv_get(
         &self,
         request: Request<kvrpcpb::GetRequest>,
@@ -238,14 +256,24 @@ impl Tikv for KvService {
             |r: &kvrpcpb::PrewriteRequest| r.start_version,
             |r: &kvrpcpb::PrewriteRequest| r.mutations.iter().map(|m| m.key.clone()).collect(),
             |r: kvrpcpb::PrewriteRequest| async move {
+                // One action per mutation in pessimistic transactions; absent = no check.
+                let action = |i: usize| {
+                    r.pessimistic_actions
+                        .get(i)
+                        .and_then(|a| PessimisticAction::try_from(*a).ok())
+                        .unwrap_or(PessimisticAction::SkipPessimisticCheck)
+                };
+                let actions: Vec<_> = (0..r.mutations.len()).map(action).collect();
                 let args = PrewriteArgs {
                     mutations: r
                         .mutations
                         .into_iter()
-                        .map(|m| Mutation {
+                        .zip(actions)
+                        .map(|(m, pessimistic_action)| Mutation {
                             op: kvrpcpb::Op::try_from(m.op).unwrap_or(kvrpcpb::Op::Put),
                             key: Key::from(m.key),
                             value: m.value,
+                            pessimistic_action,
                         })
                         .collect(),
                     primary: Key::from(r.primary_lock),
@@ -255,6 +283,7 @@ impl Tikv for KvService {
                     use_async_commit: r.use_async_commit,
                     secondaries: keys_from_raw(r.secondaries),
                     try_one_pc: r.try_one_pc,
+                    for_update_ts: TimeStamp::from(r.for_update_ts),
                 };
                 let mut resp = kvrpcpb::PrewriteResponse::default();
                 let result = self.storage.prewrite(args).await;
@@ -379,6 +408,7 @@ impl Tikv for KvService {
                     current_ts: TimeStamp::from(r.current_ts),
                     rollback_if_not_exist: r.rollback_if_not_exist,
                     force_sync_commit: r.force_sync_commit,
+                    resolving_pessimistic_lock: r.resolving_pessimistic_lock,
                 };
                 let mut resp = kvrpcpb::CheckTxnStatusResponse::default();
                 let result = self.storage.check_txn_status(args).await;

@@ -90,6 +90,37 @@ pub enum TxnError {
         /// The key.
         key: Key,
     },
+    /// A pessimistic transaction prewrote a key that should hold its pessimistic lock, and
+    /// the lock is not there (rolled back, resolved, or another transaction's lock is in its
+    /// place). Committing without it could lose an update, so the transaction aborts.
+    #[error("pessimistic lock of txn {start_ts} on key {key} not found: {reason}")]
+    PessimisticLockNotFound {
+        /// The transaction.
+        start_ts: TimeStamp,
+        /// The key.
+        key: Key,
+        /// What was found instead.
+        reason: &'static str,
+    },
+    /// A pessimistic lock was requested by a transaction that is already rolled back here.
+    #[error("txn {start_ts} was rolled back on key {key}; its pessimistic lock is refused")]
+    PessimisticLockRolledBack {
+        /// The transaction.
+        start_ts: TimeStamp,
+        /// The key.
+        key: Key,
+    },
+    /// The transaction's own lock is of the other kind (an optimistic prewrite over its
+    /// pessimistic lock, or a pessimistic lock request over its prewritten lock).
+    #[error("txn {start_ts} on key {key}: lock type mismatch (found pessimistic: {pessimistic})")]
+    LockTypeNotMatch {
+        /// The transaction.
+        start_ts: TimeStamp,
+        /// The key.
+        key: Key,
+        /// Whether the lock found is pessimistic.
+        pessimistic: bool,
+    },
     /// The engine failed; nothing of the command was applied.
     #[error("storage engine error: {0}")]
     Engine(String),
@@ -166,7 +197,12 @@ impl TxnError {
                 });
             }
             TxnError::TxnLockNotFound { .. } => e.retryable = self.to_string(),
-            TxnError::Committed { .. } | TxnError::Engine(_) => e.abort = self.to_string(),
+            // TiKV reports these as `abort` too (its `extract_key_error` default arm).
+            TxnError::Committed { .. }
+            | TxnError::PessimisticLockNotFound { .. }
+            | TxnError::PessimisticLockRolledBack { .. }
+            | TxnError::LockTypeNotMatch { .. }
+            | TxnError::Engine(_) => e.abort = self.to_string(),
         }
         e
     }
@@ -205,6 +241,9 @@ pub struct WriteContext<'t> {
     pub dirty: bool,
     /// An engine write failed half-way: the batch must be abandoned, not committed.
     pub failed: bool,
+    /// A command removed a lock: once the batch is durable, pessimistic lock requests
+    /// waiting for a lock to go away are woken (see [`crate::lock_manager`]).
+    pub released_locks: bool,
 }
 
 impl<'t> WriteContext<'t> {
@@ -224,6 +263,7 @@ impl<'t> WriteContext<'t> {
     pub fn apply(&mut self, txn: MvccTxn) -> Result<(), TxnError> {
         if !txn.is_empty() {
             self.dirty = true;
+            self.released_locks |= txn.releases_locks();
             if let Err(e) = txn.apply(&mut self.lock, &mut self.write) {
                 self.failed = true;
                 return Err(e.into());

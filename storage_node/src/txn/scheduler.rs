@@ -13,6 +13,7 @@ use std::sync::mpsc;
 
 use crate::concurrency::ConcurrencyManager;
 use crate::engine::{Engine, LOCK_TABLE, META_TABLE, WRITE_TABLE};
+use crate::lock_manager::LockManager;
 use crate::txn::{TxnError, WriteContext};
 use crate::txn_types::TimeStamp;
 
@@ -20,8 +21,8 @@ use crate::txn_types::TimeStamp;
 const MAX_BATCH: usize = 256;
 
 /// What a batch leaves behind: its callers' completions, the commit timestamps it allocated
-/// (to release) and whether the engine commit succeeded.
-type BatchResult = (Vec<Completion>, Vec<TimeStamp>, Result<(), String>);
+/// (to release), whether it removed any lock, and whether the engine commit succeeded.
+type BatchResult = (Vec<Completion>, Vec<TimeStamp>, bool, Result<(), String>);
 
 /// Runs once the batch's commit finished, with the commit's outcome.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -36,11 +37,15 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the writer thread.
-    pub fn start(engine: Arc<Engine>, cm: Arc<ConcurrencyManager>) -> Scheduler {
+    pub fn start(
+        engine: Arc<Engine>,
+        cm: Arc<ConcurrencyManager>,
+        lock_manager: Arc<LockManager>,
+    ) -> Scheduler {
         let (tx, rx) = mpsc::channel::<Task>();
         std::thread::Builder::new()
             .name("storage-writer".into())
-            .spawn(move || writer_loop(engine, cm, rx))
+            .spawn(move || writer_loop(engine, cm, lock_manager, rx))
             .expect("spawn writer thread");
         Scheduler { tx }
     }
@@ -67,7 +72,12 @@ impl Scheduler {
     }
 }
 
-fn writer_loop(engine: Arc<Engine>, cm: Arc<ConcurrencyManager>, rx: mpsc::Receiver<Task>) {
+fn writer_loop(
+    engine: Arc<Engine>,
+    cm: Arc<ConcurrencyManager>,
+    lock_manager: Arc<LockManager>,
+    rx: mpsc::Receiver<Task>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -76,10 +86,14 @@ fn writer_loop(engine: Arc<Engine>, cm: Arc<ConcurrencyManager>, rx: mpsc::Recei
                 Err(_) => break,
             }
         }
-        let (completions, allocated, outcome) = run_batch(&engine, &cm, batch);
+        let (completions, allocated, released_locks, outcome) = run_batch(&engine, &cm, batch);
         // Only now may readers above the allocated commit timestamps proceed: the data is
         // visible (or, on failure, will never be).
         cm.release(&allocated);
+        // Likewise lock waiters: a released lock counts once it is durably gone.
+        if released_locks && outcome.is_ok() {
+            lock_manager.wake_up();
+        }
         for done in completions {
             done(outcome.clone());
         }
@@ -91,14 +105,14 @@ fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> Batc
     // callers see their reply channel close and report the engine as unavailable.
     let fail_all = |msg: String| -> BatchResult {
         tracing::error!("storage engine unavailable: {msg}");
-        (Vec::new(), Vec::new(), Err(msg))
+        (Vec::new(), Vec::new(), false, Err(msg))
     };
     let wtxn = match engine.begin_write() {
         Ok(t) => t,
         Err(e) => return fail_all(e.to_string()),
     };
     let mut completions = Vec::with_capacity(batch.len());
-    let (allocated, dirty, poisoned) = {
+    let (allocated, dirty, released_locks, poisoned) = {
         let tables = (
             wtxn.open_table(LOCK_TABLE),
             wtxn.open_table(WRITE_TABLE),
@@ -115,6 +129,7 @@ fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> Batc
             allocated: Vec::new(),
             dirty: false,
             failed: false,
+            released_locks: false,
         };
         let mut poisoned = None;
         for task in batch {
@@ -130,7 +145,12 @@ fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> Batc
         if ctx.failed && poisoned.is_none() {
             poisoned = Some("an engine write failed; the batch was abandoned".to_string());
         }
-        (std::mem::take(&mut ctx.allocated), ctx.dirty, poisoned)
+        (
+            std::mem::take(&mut ctx.allocated),
+            ctx.dirty,
+            ctx.released_locks,
+            poisoned,
+        )
     };
     let outcome = match poisoned {
         Some(msg) => {
@@ -140,5 +160,5 @@ fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> Batc
         None if dirty => wtxn.commit().map_err(|e| e.to_string()),
         None => wtxn.abort().map_err(|e| e.to_string()),
     };
-    (completions, allocated, outcome)
+    (completions, allocated, released_locks, outcome)
 }

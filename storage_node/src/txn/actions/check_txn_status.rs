@@ -6,6 +6,15 @@
 //! commit, whose fate depends on the secondaries (see `resolve_async_commit`). A live 2PC lock
 //! may get its `min_commit_ts` pushed above the caller's start ts, so the caller can read
 //! under it without waiting: the owner will have to commit later than the caller's snapshot.
+//!
+//! A pessimistic primary lock (its transaction has not prewritten yet) is reported like any
+//! live lock, but never pushed (readers ignore it, so nobody needs a push; TiKV pushes only
+//! non-zero `min_commit_ts`). Once expired it is rolled back with a rollback record — or,
+//! when the caller is itself resolving a pessimistic lock (`resolving_pessimistic_lock`),
+//! just removed, as a pessimistic rollback would (action `TtlExpirePessimisticRollback`);
+//! such a caller finding no trace at all gets `LockNotExistDoNothing` and nothing written.
+//! CheckSecondaryLocks treats a pessimistic lock as "this key was never prewritten": it is
+//! rolled back, and so is the transaction.
 
 use crate::mvcc::{MvccTxn, TxnCommitRecord};
 use crate::proto::kvrpcpb::{Action, LockInfo};
@@ -29,6 +38,8 @@ pub struct CheckTxnStatusArgs {
     pub rollback_if_not_exist: bool,
     /// Treat an async-commit lock like a 2PC lock.
     pub force_sync_commit: bool,
+    /// The caller met a *pessimistic* lock of the transaction (it is not reading).
+    pub resolving_pessimistic_lock: bool,
 }
 
 /// Runs KvCheckTxnStatus.
@@ -46,12 +57,19 @@ pub fn check_txn_status(
                 }
                 let reader = ctx.reader();
                 let mut txn = MvccTxn::default();
-                rollback_lock(&reader, &mut txn, key, &lock)?;
+                let action = if lock.is_pessimistic() && args.resolving_pessimistic_lock {
+                    txn.unlock(key);
+                    Action::TtlExpirePessimisticRollback
+                } else {
+                    rollback_lock(&reader, &mut txn, key, &lock)?;
+                    Action::TtlExpireRollback
+                };
                 ctx.apply(txn)?;
-                return Ok(TxnStatus::RolledBack(Action::TtlExpireRollback));
+                return Ok(TxnStatus::RolledBack(action));
             }
             let mut action = Action::NoAction;
-            let pushable = !lock.use_async_commit || args.force_sync_commit;
+            let pushable =
+                (!lock.use_async_commit || args.force_sync_commit) && !lock.min_commit_ts.is_zero();
             if pushable
                 && !args.caller_start_ts.is_zero()
                 && args.caller_start_ts != TimeStamp::max()
@@ -72,6 +90,13 @@ pub fn check_txn_status(
             let status = match record {
                 TxnCommitRecord::Committed(ts) => TxnStatus::Committed(ts),
                 TxnCommitRecord::RolledBack => TxnStatus::RolledBack(Action::NoAction),
+                TxnCommitRecord::None
+                    if args.rollback_if_not_exist && args.resolving_pessimistic_lock =>
+                {
+                    // The pessimistic lock the caller met is gone and nothing was
+                    // committed: nothing to fence (TiKV's `LockNotExistDoNothing`).
+                    TxnStatus::RolledBack(Action::LockNotExistDoNothing)
+                }
                 TxnCommitRecord::None if args.rollback_if_not_exist => {
                     write_rollback(&reader, &mut txn, key, args.lock_ts)?;
                     TxnStatus::RolledBack(Action::LockNotExistRollback)
@@ -104,6 +129,10 @@ pub fn check_secondary_locks(
     let mut rolled_back = false;
     for key in keys {
         match reader.load_lock(key)? {
+            Some(lock) if lock.start_ts == start_ts && lock.is_pessimistic() => {
+                rollback_lock(&reader, &mut txn, key, &lock)?;
+                rolled_back = true;
+            }
             Some(lock) if lock.start_ts == start_ts => locks.push(lock.to_lock_info(key)),
             _ => match reader.txn_commit_record(key, start_ts)? {
                 TxnCommitRecord::Committed(ts) => commit_ts = ts,
@@ -278,6 +307,95 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn pessimistic_primary_is_reported_alive_unpushed_then_rolled_back_on_expiry() {
+        let e = TestEngine::new();
+        let start = TimeStamp::compose(1_000, 0);
+        must_acquire_pessimistic_lock(&e, b"p", b"p", start, start);
+        let caller = TimeStamp::compose(1_100, 0);
+        let s = must_succeed(status(&e, b"p", start, caller, caller, false));
+        match s {
+            TxnStatus::Locked(info, Action::NoAction) => {
+                assert_eq!(info.lock_ttl, PESSIMISTIC_TTL);
+                assert_eq!(info.lock_for_update_ts, start.into_inner());
+            }
+            other => panic!("expected a live, unpushed lock, got {other:?}"),
+        }
+        assert!(
+            must_pessimistic_locked(&e, b"p", start, start)
+                .min_commit_ts
+                .is_zero()
+        );
+        // Expired: rolled back and fenced, so the owner cannot come back and lock again.
+        let later = TimeStamp::compose(1_000 + PESSIMISTIC_TTL + 1, 0);
+        let s = must_succeed(status(&e, b"p", start, later, later, false));
+        assert!(
+            matches!(s, TxnStatus::RolledBack(Action::TtlExpireRollback)),
+            "{s:?}"
+        );
+        must_unlocked(&e, b"p");
+        must_rolled_back(&e, b"p", start);
+        let err = must_acquire_pessimistic_lock_err(&e, b"p", b"p", start, start);
+        assert!(
+            matches!(err, TxnError::PessimisticLockRolledBack { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn resolving_a_pessimistic_lock_only_removes_it() {
+        let e = TestEngine::new();
+        let start = TimeStamp::compose(1_000, 0);
+        must_acquire_pessimistic_lock(&e, b"p", b"p", start, start);
+        let mut args = CheckTxnStatusArgs {
+            primary: k(b"p"),
+            lock_ts: start,
+            caller_start_ts: TimeStamp::max(),
+            current_ts: TimeStamp::max(),
+            rollback_if_not_exist: true,
+            force_sync_commit: false,
+            resolving_pessimistic_lock: true,
+        };
+        let s = must_succeed(e.run(|ctx| super::check_txn_status(ctx, &args)));
+        assert!(
+            matches!(
+                s,
+                TxnStatus::RolledBack(Action::TtlExpirePessimisticRollback)
+            ),
+            "{s:?}"
+        );
+        must_unlocked(&e, b"p");
+        assert_eq!(e.write_count(b"p"), 0, "no rollback record");
+        // Asked again: nothing there, nothing written.
+        let s = must_succeed(e.run(|ctx| super::check_txn_status(ctx, &args)));
+        assert!(
+            matches!(s, TxnStatus::RolledBack(Action::LockNotExistDoNothing)),
+            "{s:?}"
+        );
+        assert_eq!(e.write_count(b"p"), 0);
+        args.resolving_pessimistic_lock = false;
+        let s = must_succeed(e.run(|ctx| super::check_txn_status(ctx, &args)));
+        assert!(
+            matches!(s, TxnStatus::RolledBack(Action::LockNotExistRollback)),
+            "{s:?}"
+        );
+        must_rolled_back(&e, b"p", start);
+    }
+
+    #[test]
+    fn check_secondary_locks_rolls_back_a_pessimistic_lock() {
+        let e = TestEngine::new();
+        let start = e.tso();
+        must_prewrite_put_async(&e, b"s1", b"v", b"p", &[], start, 60_000);
+        must_acquire_pessimistic_lock(&e, b"s2", b"p", start, start);
+        let keys = [k(b"s1"), k(b"s2")];
+        let (locks, commit_ts) =
+            must_succeed(e.run(|ctx| check_secondary_locks(ctx, &keys, start)));
+        assert!(locks.is_empty() && commit_ts.is_zero(), "rolled back");
+        must_unlocked(&e, b"s2");
+        must_rolled_back(&e, b"s2", start);
     }
 
     #[test]

@@ -158,6 +158,21 @@ mod tests {
     }
 
     #[test]
+    fn gc_leaves_pessimistic_locks_and_the_value_they_guard() {
+        let e = TestEngine::new();
+        put(&e, b"k", b"v1", 10, 20);
+        put(&e, b"k", b"v2", 30, 40);
+        must_acquire_pessimistic_lock(&e, b"k", b"k", 50, 50);
+        assert_eq!(gc(&e, 45), 1);
+        must_pessimistic_locked(&e, b"k", 50, 50);
+        must_get(&e, b"k", 45, b"v2");
+        // The lock holder still commits on top of what GC kept.
+        must_pessimistic_prewrite_put(&e, b"k", b"v3", b"k", 50, 50);
+        must_commit(&e, b"k", 50, 60);
+        must_get(&e, b"k", 60, b"v3");
+    }
+
+    #[test]
     fn destroy_range_stays_inside_its_range() {
         let e = TestEngine::new();
         put(&e, b"a", b"v", 10, 20);

@@ -63,6 +63,18 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_extends_a_pessimistic_primary_and_keeps_it_pessimistic() {
+        let e = TestEngine::new();
+        must_acquire_pessimistic_lock(&e, b"p", b"p", 10, 12);
+        assert_eq!(must_succeed(beat(&e, b"p", 10, 60_000)), 60_000);
+        let lock = must_pessimistic_locked(&e, b"p", 10, 12);
+        assert_eq!(lock.ttl, 60_000);
+        // Not on a secondary's lock, only where it is asked: the primary it names.
+        let err = must_err(beat(&e, b"q", 10, 60_000));
+        assert!(matches!(err, TxnError::TxnNotFound { .. }), "{err:?}");
+    }
+
+    #[test]
     fn heartbeat_raises_but_never_lowers_the_ttl() {
         let e = TestEngine::new();
         must_prewrite_put_ttl(&e, b"p", b"v", b"p", 10, 100);

@@ -11,17 +11,21 @@
 //! | KvResolveLock | [`resolve_lock::resolve_lock`] |
 //! | KvTxnHeartBeat | [`heartbeat::heartbeat`] |
 //! | KvGC, UpdateGCSafePoint, UnsafeDestroyRange | [`gc`] |
+//! | KvPessimisticLock | [`acquire_pessimistic_lock::acquire_pessimistic_lock`] |
+//! | KvPessimisticRollback | [`pessimistic_rollback::pessimistic_rollback`] |
 //!
 //! Each module ends with tests of what its action refuses to do (TiKV's `must_err` style),
 //! built on the `test_util` helpers: a temp-dir engine and `must_prewrite_put`, `must_commit`,
 //! `must_rollback`, `must_locked`, `must_get`, … that run one command the way the scheduler
 //! does.
 
+pub mod acquire_pessimistic_lock;
 pub mod check_txn_status;
 pub mod cleanup;
 pub mod commit;
 pub mod gc;
 pub mod heartbeat;
+pub mod pessimistic_rollback;
 pub mod prewrite;
 pub mod resolve_lock;
 #[cfg(test)]
@@ -48,6 +52,13 @@ pub fn commit_lock<L: ByteTable, W: ByteTable>(
             key: key.clone(),
             min_commit_ts: lock.min_commit_ts,
         });
+    }
+    if lock.is_pessimistic() {
+        // A pessimistic lock the transaction never prewrote (it retried the statement and
+        // did not need the key after all, and the pessimistic rollback was lost): it holds
+        // no data, so committing the transaction just removes it (TiKV does the same).
+        txn.unlock(key);
+        return Ok(());
     }
     let mut write = Write::new(
         WriteType::from_lock(lock.lock_type),
@@ -126,8 +137,15 @@ pub fn resolve_async_commit(
     let mut rolled_back = false;
     let mut locked = Vec::new();
     let mut missing = Vec::new();
+    let mut locked_pessimistic = Vec::new();
     for key in &primary_lock.secondaries {
         match reader.load_lock(key)? {
+            // Locked but not prewritten yet: as good as missing (TiKV's CheckSecondaryLocks
+            // rolls a pessimistic lock back too).
+            Some(lock) if lock.start_ts == start_ts && lock.is_pessimistic() => {
+                rolled_back = true;
+                locked_pessimistic.push((key.clone(), lock));
+            }
             Some(lock) if lock.start_ts == start_ts => {
                 commit_ts = commit_ts.max(lock.min_commit_ts);
                 locked.push((key.clone(), lock));
@@ -144,13 +162,13 @@ pub fn resolve_async_commit(
     }
     let status = if let Some(ts) = committed_at.or((!rolled_back).then_some(commit_ts)) {
         commit_lock(&reader, &mut txn, primary, primary_lock, ts)?;
-        for (key, lock) in &locked {
+        for (key, lock) in locked.iter().chain(&locked_pessimistic) {
             commit_lock(&reader, &mut txn, key, lock, ts)?;
         }
         TxnStatus::Committed(ts)
     } else {
         rollback_lock(&reader, &mut txn, primary, primary_lock)?;
-        for (key, lock) in &locked {
+        for (key, lock) in locked.iter().chain(&locked_pessimistic) {
             rollback_lock(&reader, &mut txn, key, lock)?;
         }
         for key in &missing {

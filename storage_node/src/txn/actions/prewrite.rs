@@ -11,8 +11,18 @@
 //! - **Async commit**: every lock records a `min_commit_ts` we allocate now, the primary lists
 //!   the secondaries, and the transaction is committed once all locks exist; the client
 //!   commits at the largest `min_commit_ts` without another round trip.
+//!
+//! A pessimistic transaction (non-zero `for_update_ts`) already holds pessimistic locks on
+//! the keys it writes (see `acquire_pessimistic_lock`), and marks those mutations
+//! `DoPessimisticCheck`. For them the lock *is* the conflict check — nobody committed since
+//! it was taken — so prewrite just turns it into a normal lock carrying the transaction's
+//! `for_update_ts` (and the higher TTL / `min_commit_ts` of the two). If the lock is missing
+//! (rolled back by a reader after it expired, or resolved) the prewrite fails with
+//! `PessimisticLockNotFound`: writing anyway could overwrite a commit the transaction never
+//! saw. Mutations without the flag get the optimistic check against the start ts.
 
 use crate::mvcc::{Lock, LockType, MvccTxn, TxnCommitRecord, Write, WriteType};
+use crate::proto::kvrpcpb::prewrite_request::PessimisticAction;
 use crate::proto::kvrpcpb::{self, write_conflict::Reason};
 use crate::txn::{TxnError, WriteContext};
 use crate::txn_types::{Key, TimeStamp};
@@ -26,6 +36,9 @@ pub struct Mutation {
     pub key: Key,
     /// The value for Put/Insert.
     pub value: Vec<u8>,
+    /// Pessimistic transactions: whether the key must hold the transaction's pessimistic
+    /// lock (`DoPessimisticCheck`) or gets the optimistic conflict check (the others).
+    pub pessimistic_action: PessimisticAction,
 }
 
 /// A prewrite request, decoded.
@@ -47,6 +60,9 @@ pub struct PrewriteArgs {
     pub secondaries: Vec<Key>,
     /// 1PC requested.
     pub try_one_pc: bool,
+    /// Pessimistic transactions: the newest `for_update_ts` of their lock requests; zero for
+    /// optimistic transactions.
+    pub for_update_ts: TimeStamp,
 }
 
 /// The result: per-key lock errors, or the timestamps the client needs.
@@ -72,13 +88,53 @@ pub fn prewrite(
     let mut own_min_commit_ts = TimeStamp::zero();
     let mut own_commit_ts = None;
     for m in &args.mutations {
-        if let Some(lock) = reader.load_lock(&m.key)? {
-            if lock.start_ts != args.start_ts {
+        let must_be_locked = m.pessimistic_action == PessimisticAction::DoPessimisticCheck;
+        let not_found = |reason| TxnError::PessimisticLockNotFound {
+            start_ts: args.start_ts,
+            key: m.key.clone(),
+            reason,
+        };
+        match reader.load_lock(&m.key)? {
+            Some(lock) if lock.start_ts != args.start_ts => {
+                if must_be_locked {
+                    // Our lock was lost and someone else locked the key since.
+                    return Err(not_found("another transaction holds the key"));
+                }
                 locked.push(TxnError::key_is_locked(&m.key, &lock));
-            } else {
-                own_min_commit_ts = own_min_commit_ts.max(lock.min_commit_ts);
+                continue;
             }
-            continue;
+            Some(lock) if lock.is_pessimistic() => {
+                if args.for_update_ts.is_zero() {
+                    return Err(TxnError::LockTypeNotMatch {
+                        start_ts: args.start_ts,
+                        key: m.key.clone(),
+                        pessimistic: true,
+                    });
+                }
+                // Held since `lock.for_update_ts`: no conflict check needed (or possible —
+                // the transaction may legitimately have read a value newer than its start).
+                if let Some(lock_type) = LockType::from_op(m.op) {
+                    intents.push((m.key.clone(), lock_type, m.value.clone(), Some(lock)));
+                }
+                continue;
+            }
+            Some(lock) => {
+                // Our own prewritten lock: a retried request.
+                own_min_commit_ts = own_min_commit_ts.max(lock.min_commit_ts);
+                continue;
+            }
+            None if must_be_locked => {
+                // A replay of a prewrite that already committed (1PC, say) reports that
+                // commit; otherwise the lock was rolled back or resolved away.
+                if let TxnCommitRecord::Committed(ts) =
+                    reader.txn_commit_record(&m.key, args.start_ts)?
+                {
+                    own_commit_ts = Some(ts);
+                    continue;
+                }
+                return Err(not_found("no lock (rolled back or resolved)"));
+            }
+            None => {}
         }
         if let Some((commit_ts, write)) = reader.seek_write(&m.key, TimeStamp::max())? {
             let conflict = |reason| TxnError::WriteConflict {
@@ -106,7 +162,13 @@ pub fn prewrite(
                     own_commit_ts = Some(ts);
                     continue;
                 }
-                return Err(conflict(Reason::Optimistic));
+                return Err(conflict(
+                    if m.pessimistic_action == PessimisticAction::DoConstraintCheck {
+                        Reason::LazyUniquenessCheck
+                    } else {
+                        Reason::Optimistic
+                    },
+                ));
             }
         }
         if matches!(m.op, kvrpcpb::Op::Insert | kvrpcpb::Op::CheckNotExists)
@@ -116,7 +178,7 @@ pub fn prewrite(
             return Err(TxnError::AlreadyExist { key: m.key.clone() });
         }
         if let Some(lock_type) = LockType::from_op(m.op) {
-            intents.push((m.key.clone(), lock_type, m.value.clone()));
+            intents.push((m.key.clone(), lock_type, m.value.clone(), None));
         }
     }
     if !locked.is_empty() {
@@ -145,11 +207,14 @@ pub fn prewrite(
     }
 
     let mut txn = MvccTxn::default();
-    let keys: Vec<Key> = intents.iter().map(|(k, _, _)| k.clone()).collect();
+    let keys: Vec<Key> = intents.iter().map(|(k, _, _, _)| k.clone()).collect();
     let mut outcome = PrewriteOutcome::default();
     if args.try_one_pc {
         let commit_ts = ctx.allocate_commit_ts(keys)?;
-        for (key, lock_type, value) in intents {
+        for (key, lock_type, value, pessimistic) in intents {
+            if pessimistic.is_some() {
+                txn.unlock(&key);
+            }
             txn.put_write(
                 &key,
                 commit_ts,
@@ -163,7 +228,7 @@ pub fn prewrite(
         } else {
             args.start_ts.next()
         };
-        for (key, lock_type, value) in intents {
+        for (key, lock_type, value, pessimistic) in intents {
             let mut lock = Lock::new(
                 lock_type,
                 args.primary.clone(),
@@ -173,6 +238,12 @@ pub fn prewrite(
             );
             lock.txn_size = args.txn_size;
             lock.min_commit_ts = min_commit_ts;
+            lock.for_update_ts = args.for_update_ts;
+            if let Some(p) = pessimistic {
+                // A heartbeat may have raised the TTL, a large transaction set a floor.
+                lock.ttl = lock.ttl.max(p.ttl);
+                lock.min_commit_ts = lock.min_commit_ts.max(p.min_commit_ts);
+            }
             if args.use_async_commit {
                 lock.use_async_commit = true;
                 if key == args.primary {
@@ -311,6 +382,119 @@ mod tests {
         must_prewrite_put(&e, b"k", b"v", b"k", 10);
         must_prewrite_put(&e, b"k", b"v", b"k", 10);
         must_locked(&e, b"k", 10);
+    }
+
+    #[test]
+    fn pessimistic_prewrite_turns_the_lock_into_a_normal_one_despite_a_newer_commit() {
+        // Started at 10, another txn committed at 20, the key was locked at 25: the
+        // transaction read the value of 20 and may write over it (no conflict vs start ts).
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"k", b"v1", b"k", 15);
+        must_commit(&e, b"k", 15, 20);
+        must_acquire_pessimistic_lock(&e, b"k", b"k", 10, 25);
+        must_pessimistic_prewrite_put(&e, b"k", b"v2", b"k", 10, 25);
+        let lock = must_locked(&e, b"k", 10);
+        assert_eq!(lock.lock_type, LockType::Put);
+        assert_eq!(lock.for_update_ts, ts(25));
+        assert_eq!(
+            lock.ttl, 20_000,
+            "the higher TTL of the pessimistic lock is kept"
+        );
+        must_commit(&e, b"k", 10, 30);
+        must_get(&e, b"k", 30, b"v2");
+    }
+
+    #[test]
+    fn pessimistic_prewrite_without_its_lock_fails_and_writes_nothing() {
+        let e = TestEngine::new();
+        // Never locked.
+        let err = must_pessimistic_prewrite_put_err(&e, b"k", b"v", b"k", 10, 12);
+        assert!(
+            matches!(err, TxnError::PessimisticLockNotFound { start_ts, .. } if start_ts == ts(10)),
+            "{err:?}"
+        );
+        must_unlocked(&e, b"k");
+        // Locked, then the lock expired and a reader rolled it back; meanwhile another
+        // transaction committed the key. Prewriting anyway would lose that update.
+        must_acquire_pessimistic_lock(&e, b"k", b"k", 20, 22);
+        must_rollback(&e, b"k", 20);
+        must_prewrite_put(&e, b"k", b"other", b"k", 30);
+        must_commit(&e, b"k", 30, 40);
+        let err = must_pessimistic_prewrite_put_err(&e, b"k", b"v", b"k", 20, 22);
+        assert!(
+            matches!(err, TxnError::PessimisticLockNotFound { .. }),
+            "{err:?}"
+        );
+        must_get(&e, b"k", 45, b"other");
+        // Another transaction's lock in place of ours is not ours either.
+        must_acquire_pessimistic_lock(&e, b"k", b"k", 50, 50);
+        let err = must_pessimistic_prewrite_put_err(&e, b"k", b"v", b"k", 45, 46);
+        assert!(
+            matches!(err, TxnError::PessimisticLockNotFound { .. }),
+            "{err:?}"
+        );
+        must_pessimistic_locked(&e, b"k", 50, 50);
+    }
+
+    #[test]
+    fn unflagged_keys_of_a_pessimistic_txn_get_the_optimistic_check() {
+        let e = TestEngine::new();
+        must_prewrite_put(&e, b"free", b"v1", b"free", 15);
+        must_commit(&e, b"free", 15, 20);
+        must_acquire_pessimistic_lock(&e, b"p", b"p", 10, 25);
+        let mut args = pessimistic_prewrite_args(
+            &[(Op::Put, b"p", b"v"), (Op::Put, b"free", b"v")],
+            b"p",
+            10,
+            25,
+        );
+        args.mutations[1].pessimistic_action = PessimisticAction::SkipPessimisticCheck;
+        let err = must_err(try_prewrite(&e, args));
+        assert!(
+            matches!(
+                err,
+                TxnError::WriteConflict {
+                    reason: Reason::Optimistic,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // All-or-nothing: the pessimistic lock is still a pessimistic lock.
+        must_pessimistic_locked(&e, b"p", 10, 25);
+        must_unlocked(&e, b"free");
+    }
+
+    #[test]
+    fn optimistic_prewrite_over_its_own_pessimistic_lock_is_refused() {
+        let e = TestEngine::new();
+        must_acquire_pessimistic_lock(&e, b"k", b"k", 10, 10);
+        let err = must_prewrite_put_err(&e, b"k", b"v", b"k", 10);
+        assert!(
+            matches!(
+                err,
+                TxnError::LockTypeNotMatch {
+                    pessimistic: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        must_pessimistic_locked(&e, b"k", 10, 10);
+    }
+
+    #[test]
+    fn pessimistic_one_pc_removes_the_pessimistic_locks() {
+        let e = TestEngine::new();
+        let start = e.tso();
+        must_acquire_pessimistic_lock(&e, b"k", b"k", start, start);
+        let mut args = pessimistic_prewrite_args(&[(Op::Put, b"k", b"v")], b"k", start, start);
+        args.use_async_commit = true;
+        args.try_one_pc = true;
+        let commit_ts = must_succeed(try_prewrite(&e, args)).one_pc_commit_ts;
+        must_unlocked(&e, b"k");
+        must_committed(&e, b"k", start, commit_ts);
+        must_get(&e, b"k", commit_ts, b"v");
     }
 
     #[test]

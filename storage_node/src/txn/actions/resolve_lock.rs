@@ -101,6 +101,25 @@ mod tests {
     }
 
     #[test]
+    fn a_pessimistic_lock_is_removed_never_committed_as_data() {
+        // Txn 10 locked k1 and k2 pessimistically, prewrote only k1, and committed at 30
+        // (its pessimistic rollback of k2 was lost); txn 20 was abandoned with a lock.
+        let e = TestEngine::new();
+        must_acquire_pessimistic_lock(&e, b"k1", b"k1", 10, 10);
+        must_acquire_pessimistic_lock(&e, b"k2", b"k1", 10, 10);
+        must_pessimistic_prewrite_put(&e, b"k1", b"v1", b"k1", 10, 10);
+        must_acquire_pessimistic_lock(&e, b"k3", b"k3", 20, 20);
+        assert_eq!(must_succeed(resolve(&e, &[(10, 30), (20, 0)], &[])), 3);
+        must_written(&e, b"k1", 10, 30, WriteType::Put);
+        must_unlocked(&e, b"k2");
+        assert_eq!(e.write_count(b"k2"), 0, "no record of any kind on k2");
+        must_get_none(&e, b"k2", 40);
+        // The rolled-back one is fenced like any rolled-back lock.
+        must_unlocked(&e, b"k3");
+        must_rolled_back(&e, b"k3", 20);
+    }
+
+    #[test]
     fn resolve_with_keys_touches_only_those_keys() {
         let e = TestEngine::new();
         must_prewrite_put(&e, b"k1", b"v1", b"k1", 10);

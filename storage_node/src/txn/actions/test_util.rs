@@ -15,6 +15,10 @@ use crate::mvcc::reader::{MvccReader, TxnCommitRecord};
 use crate::mvcc::{Lock, Write, WriteType, keys};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::Op;
+use crate::proto::kvrpcpb::prewrite_request::PessimisticAction;
+use crate::txn::actions::acquire_pessimistic_lock::{
+    AcquireArgs, LockKey, acquire_pessimistic_lock,
+};
 use crate::txn::actions::check_txn_status::{self, CheckTxnStatusArgs};
 use crate::txn::actions::prewrite::{Mutation, PrewriteArgs, PrewriteOutcome, prewrite};
 use crate::txn::actions::{cleanup, commit};
@@ -23,6 +27,8 @@ use crate::txn_types::{Key, TimeStamp};
 
 /// The lock TTL of the helpers' prewrites (TiKV's client default).
 pub const DEFAULT_TTL: u64 = 3_000;
+/// The lock TTL of the helpers' pessimistic locks (the TiKV client's `MAX_TTL`).
+pub const PESSIMISTIC_TTL: u64 = 20_000;
 
 /// A table of a read snapshot.
 type SnapTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -69,6 +75,7 @@ impl TestEngine {
                 allocated: Vec::new(),
                 dirty: false,
                 failed: false,
+                released_locks: false,
             };
             let result = command(&mut ctx);
             assert!(!ctx.failed, "an engine write failed half-way");
@@ -139,6 +146,7 @@ pub fn prewrite_args(
                 op: *op,
                 key: k(key),
                 value: value.to_vec(),
+                pessimistic_action: PessimisticAction::SkipPessimisticCheck,
             })
             .collect(),
         primary: k(primary),
@@ -283,6 +291,7 @@ pub fn check_txn_status(
         current_ts: current_ts.into(),
         rollback_if_not_exist,
         force_sync_commit: false,
+        resolving_pessimistic_lock: false,
     };
     e.run(|ctx| check_txn_status::check_txn_status(ctx, &args))
 }
@@ -364,4 +373,108 @@ pub fn must_committed(
         commit_record(e, key, start_ts),
         TxnCommitRecord::Committed(commit_ts.into())
     );
+}
+
+/// A pessimistic lock request for `keys` that asks for the values.
+pub fn acquire_args(
+    keys: &[&[u8]],
+    primary: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) -> AcquireArgs {
+    AcquireArgs {
+        keys: keys
+            .iter()
+            .map(|key| LockKey {
+                key: k(key),
+                should_not_exist: false,
+            })
+            .collect(),
+        primary: k(primary),
+        start_ts: start_ts.into(),
+        lock_ttl: PESSIMISTIC_TTL,
+        for_update_ts: for_update_ts.into(),
+        return_values: true,
+        ..Default::default()
+    }
+}
+
+/// Locks `key` pessimistically and expects success; returns its value at `for_update_ts`.
+pub fn must_acquire_pessimistic_lock(
+    e: &TestEngine,
+    key: &[u8],
+    primary: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) -> Option<Vec<u8>> {
+    let args = acquire_args(&[key], primary, start_ts, for_update_ts);
+    must_succeed(e.run(|ctx| acquire_pessimistic_lock(ctx, &args))).swap_remove(0)
+}
+
+/// Locks `key` pessimistically and expects an error, which it returns.
+pub fn must_acquire_pessimistic_lock_err(
+    e: &TestEngine,
+    key: &[u8],
+    primary: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) -> TxnError {
+    let args = acquire_args(&[key], primary, start_ts, for_update_ts);
+    must_err(e.run(|ctx| acquire_pessimistic_lock(ctx, &args)))
+}
+
+/// Asserts `key` holds a pessimistic lock of `start_ts` at `for_update_ts`; returns it.
+pub fn must_pessimistic_locked(
+    e: &TestEngine,
+    key: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) -> Lock {
+    let lock = must_locked(e, key, start_ts);
+    assert!(lock.is_pessimistic(), "{} holds {lock:?}", k(key));
+    assert_eq!(lock.for_update_ts, for_update_ts.into(), "for_update_ts");
+    lock
+}
+
+/// A pessimistic transaction's prewrite: every mutation must hold its pessimistic lock.
+pub fn pessimistic_prewrite_args(
+    mutations: &[(Op, &[u8], &[u8])],
+    primary: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) -> PrewriteArgs {
+    let mut args = prewrite_args(mutations, primary, start_ts, DEFAULT_TTL);
+    for m in &mut args.mutations {
+        m.pessimistic_action = PessimisticAction::DoPessimisticCheck;
+    }
+    args.for_update_ts = for_update_ts.into();
+    args
+}
+
+/// Prewrites `key = value` in a pessimistic transaction (2PC) and expects success.
+pub fn must_pessimistic_prewrite_put(
+    e: &TestEngine,
+    key: &[u8],
+    value: &[u8],
+    primary: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) {
+    let args =
+        pessimistic_prewrite_args(&[(Op::Put, key, value)], primary, start_ts, for_update_ts);
+    must_succeed(try_prewrite(e, args));
+}
+
+/// Prewrites `key = value` in a pessimistic transaction and expects an error.
+pub fn must_pessimistic_prewrite_put_err(
+    e: &TestEngine,
+    key: &[u8],
+    value: &[u8],
+    primary: &[u8],
+    start_ts: impl Into<TimeStamp>,
+    for_update_ts: impl Into<TimeStamp>,
+) -> TxnError {
+    let args =
+        pessimistic_prewrite_args(&[(Op::Put, key, value)], primary, start_ts, for_update_ts);
+    must_err(try_prewrite(e, args))
 }
