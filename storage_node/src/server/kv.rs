@@ -257,23 +257,20 @@ impl Tikv for KvService {
             |r: &kvrpcpb::PrewriteRequest| r.mutations.iter().map(|m| m.key.clone()).collect(),
             |r: kvrpcpb::PrewriteRequest| async move {
                 // One action per mutation in pessimistic transactions; absent = no check.
-                let action = |i: usize| {
-                    r.pessimistic_actions
-                        .get(i)
-                        .and_then(|a| PessimisticAction::try_from(*a).ok())
-                        .unwrap_or(PessimisticAction::SkipPessimisticCheck)
-                };
-                let actions: Vec<_> = (0..r.mutations.len()).map(action).collect();
+                let actions = r.pessimistic_actions;
                 let args = PrewriteArgs {
                     mutations: r
                         .mutations
                         .into_iter()
-                        .zip(actions)
-                        .map(|(m, pessimistic_action)| Mutation {
+                        .enumerate()
+                        .map(|(i, m)| Mutation {
                             op: kvrpcpb::Op::try_from(m.op).unwrap_or(kvrpcpb::Op::Put),
                             key: Key::from(m.key),
                             value: m.value,
-                            pessimistic_action,
+                            pessimistic_action: actions
+                                .get(i)
+                                .and_then(|a| PessimisticAction::try_from(*a).ok())
+                                .unwrap_or(PessimisticAction::SkipPessimisticCheck),
                         })
                         .collect(),
                     primary: Key::from(r.primary_lock),
