@@ -87,6 +87,9 @@ pub fn prewrite(
     // A retried request may find its own earlier work.
     let mut own_min_commit_ts = TimeStamp::zero();
     let mut own_commit_ts = None;
+    // Pessimistically locked keys whose mutation writes nothing (`CheckNotExists`): their
+    // lock stays until commit removes it — or, with 1PC, which has no commit, right now.
+    let mut unwritten_pessimistic = Vec::new();
     for m in &args.mutations {
         let must_be_locked = m.pessimistic_action == PessimisticAction::DoPessimisticCheck;
         let not_found = |reason| TxnError::PessimisticLockNotFound {
@@ -115,6 +118,8 @@ pub fn prewrite(
                 // the transaction may legitimately have read a value newer than its start).
                 if let Some(lock_type) = LockType::from_op(m.op) {
                     intents.push((m.key.clone(), lock_type, m.value.clone(), Some(lock)));
+                } else {
+                    unwritten_pessimistic.push(m.key.clone());
                 }
                 continue;
             }
@@ -211,6 +216,9 @@ pub fn prewrite(
     let mut outcome = PrewriteOutcome::default();
     if args.try_one_pc {
         let commit_ts = ctx.allocate_commit_ts(keys)?;
+        for key in &unwritten_pessimistic {
+            txn.unlock(key);
+        }
         for (key, lock_type, value, pessimistic) in intents {
             if pessimistic.is_some() {
                 txn.unlock(&key);
@@ -488,11 +496,19 @@ mod tests {
         let e = TestEngine::new();
         let start = e.tso();
         must_acquire_pessimistic_lock(&e, b"k", b"k", start, start);
-        let mut args = pessimistic_prewrite_args(&[(Op::Put, b"k", b"v")], b"k", start, start);
+        must_acquire_pessimistic_lock(&e, b"checked", b"k", start, start);
+        let mut args = pessimistic_prewrite_args(
+            &[(Op::Put, b"k", b"v"), (Op::CheckNotExists, b"checked", b"")],
+            b"k",
+            start,
+            start,
+        );
         args.use_async_commit = true;
         args.try_one_pc = true;
         let commit_ts = must_succeed(try_prewrite(&e, args)).one_pc_commit_ts;
         must_unlocked(&e, b"k");
+        // 1PC has no commit RPC to clean up after: the lock of the checked key goes too.
+        must_unlocked(&e, b"checked");
         must_committed(&e, b"k", start, commit_ts);
         must_get(&e, b"k", commit_ts, b"v");
     }
