@@ -124,18 +124,16 @@ pub fn acquire_pessimistic_lock(
                 });
             }
             // A rollback of this very transaction (a reader cleaned it up after its lock
-            // expired, say): it must not take locks again.
-            let rolled_back = |ts: TimeStamp, w: &crate::mvcc::Write| {
-                ts == args.start_ts
-                    && (w.write_type == WriteType::Rollback || w.has_overlapped_rollback)
-            };
-            let older = if commit_ts > args.start_ts {
+            // expired, say): it must not take locks again. The record sits at the start ts,
+            // possibly below newer commits.
+            let at_start = if commit_ts > args.start_ts {
                 reader.seek_write(key, args.start_ts)?
             } else {
                 Some((commit_ts, write))
             };
-            if let Some((ts, w)) = older
-                && rolled_back(ts, &w)
+            if let Some((ts, w)) = at_start
+                && ts == args.start_ts
+                && (w.write_type == WriteType::Rollback || w.has_overlapped_rollback)
             {
                 return Err(TxnError::PessimisticLockRolledBack {
                     start_ts: args.start_ts,
