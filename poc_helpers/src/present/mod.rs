@@ -1,4 +1,4 @@
-//! Showing results: charts as SVG ([`charts`], [`gantt`]) and tables as HTML ([`display`]).
+//! Showing results: charts as SVG ([`charts`], [`gantt`], [`timeline`]) and tables as HTML ([`display`]).
 //!
 //! Imports only [`crate::vocab`]; chart inputs are plain slices and numbers, so a notebook, a
 //! test and `lab bench` draw exactly the same pictures from whatever produced the numbers.
@@ -6,3 +6,4 @@
 pub mod charts;
 pub mod display;
 pub mod gantt;
+pub mod timeline;

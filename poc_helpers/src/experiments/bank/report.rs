@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checker::Verdict;
 use super::{BankOp, OpKind, Outcome};
-use crate::present::charts::{self, Chart};
+use crate::present::charts::Chart;
+use crate::present::timeline;
 use crate::vocab::error::LabError;
 use crate::vocab::faults::FaultRecord;
 use crate::vocab::frames::frame;
@@ -233,7 +234,7 @@ impl BankReport {
                 (s <= (end - self.started_at_ms) / 1000.0).then(|| (f.label(), s, e))
             })
             .collect();
-        charts::timeline(
+        timeline::timeline(
             "Bank transfers under faults",
             "seconds since the load started",
             "operations per second",
