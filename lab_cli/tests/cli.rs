@@ -46,6 +46,24 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `lab sql` writes a user on node-a and reads it back on node-b of lab `name`: the two nodes
+/// share one store.
+fn write_on_a_read_on_b(root: &std::path::Path, name: &str) {
+    let write = lab(
+        root,
+        &[
+            "sql",
+            "--name",
+            name,
+            "a",
+            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'",
+        ],
+    );
+    assert!(write.status.success(), "{}", text(&write));
+    let read = lab(root, &["sql", "--name", name, "b", "SELECT * FROM user"]);
+    assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
+}
+
 /// The status table's row of the storage (the only line that starts with `storage`).
 fn storage_line(table: &str) -> String {
     table
@@ -91,22 +109,7 @@ fn up_status_sql_down_clean() {
     );
 
     // Written on A, read on B: the README's first example.
-    let write = lab(
-        root.path(),
-        &[
-            "sql",
-            "--name",
-            "cli",
-            "a",
-            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'",
-        ],
-    );
-    assert!(write.status.success(), "{}", text(&write));
-    let read = lab(
-        root.path(),
-        &["sql", "--name", "cli", "b", "SELECT * FROM user"],
-    );
-    assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
+    write_on_a_read_on_b(root.path(), "cli");
 
     let again = lab(root.path(), &["up", "--ephemeral", "--name", "cli"]);
     assert!(!again.status.success());
@@ -203,22 +206,7 @@ fn a_lab_on_external_storage_shares_it_and_never_stops_it() {
     );
     assert!(up.status.success(), "{}", text(&up));
 
-    let write = lab(
-        root.path(),
-        &[
-            "sql",
-            "--name",
-            "ext",
-            "a",
-            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'",
-        ],
-    );
-    assert!(write.status.success(), "{}", text(&write));
-    let read = lab(
-        root.path(),
-        &["sql", "--name", "ext", "b", "SELECT * FROM user"],
-    );
-    assert!(text(&read).contains("ada@example.com"), "{}", text(&read));
+    write_on_a_read_on_b(root.path(), "ext");
 
     let status = lab(root.path(), &["status", "--name", "ext"]);
     assert!(status.status.success(), "{}", text(&status));

@@ -240,16 +240,7 @@ mod tests {
         );
         // The rollback record fences the transaction's late prewrite.
         let err = must_prewrite_put_err(&e, b"p", b"v", b"p", 10);
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::SelfRolledBack,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::SelfRolledBack);
     }
 
     #[test]
@@ -297,16 +288,7 @@ mod tests {
         );
         args.use_async_commit = true;
         let err = must_err(try_prewrite(&e, args));
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::SelfRolledBack,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::SelfRolledBack);
     }
 
     #[test]

@@ -160,16 +160,7 @@ mod tests {
         must_written(&e, b"k", 10, 10, WriteType::Rollback);
         // The late prewrite is refused, so the transaction cannot come back to life.
         let err = must_prewrite_put_err(&e, b"k", b"v", b"k", 10);
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::SelfRolledBack,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::SelfRolledBack);
         must_unlocked(&e, b"k");
     }
 
@@ -186,16 +177,7 @@ mod tests {
         must_get(&e, b"k", 10, b"v5");
         must_rolled_back(&e, b"k", 10);
         let err = must_prewrite_put_err(&e, b"k", b"v10", b"k", 10);
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::SelfRolledBack,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::SelfRolledBack);
     }
 
     #[test]

@@ -184,7 +184,6 @@ pub fn resolve_async_commit(
 mod tests {
     use crate::mvcc::WriteType;
     use crate::proto::kvrpcpb::write_conflict::Reason;
-    use crate::txn::TxnError;
     use crate::txn::actions::test_util::*;
 
     #[test]
@@ -200,15 +199,6 @@ mod tests {
         assert!(write.has_overlapped_rollback);
         must_rolled_back(&e, b"k", 20);
         let err = must_prewrite_put_err(&e, b"k", b"w", b"k", 20);
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::SelfRolledBack,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::SelfRolledBack);
     }
 }

@@ -308,16 +308,7 @@ mod tests {
         let e = TestEngine::new();
         must_rollback(&e, b"k", 20);
         let err = must_prewrite_put_err(&e, b"k", b"v", b"k", 15);
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::Optimistic,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::Optimistic);
         must_unlocked(&e, b"k");
     }
 
@@ -351,16 +342,7 @@ mod tests {
         let e = TestEngine::new();
         must_rollback(&e, b"k", 10);
         let err = must_prewrite_put_err(&e, b"k", b"v", b"k", 10);
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::SelfRolledBack,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::SelfRolledBack);
         must_unlocked(&e, b"k");
         must_rolled_back(&e, b"k", 10);
     }
@@ -458,16 +440,7 @@ mod tests {
         );
         args.mutations[1].pessimistic_action = PessimisticAction::SkipPessimisticCheck;
         let err = must_err(try_prewrite(&e, args));
-        assert!(
-            matches!(
-                err,
-                TxnError::WriteConflict {
-                    reason: Reason::Optimistic,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        must_conflict(&err, Reason::Optimistic);
         // All-or-nothing: the pessimistic lock is still a pessimistic lock.
         must_pessimistic_locked(&e, b"p", 10, 25);
         must_unlocked(&e, b"free");

@@ -16,6 +16,7 @@ use crate::mvcc::{Lock, Write, WriteType, keys};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::Op;
 use crate::proto::kvrpcpb::prewrite_request::PessimisticAction;
+use crate::proto::kvrpcpb::write_conflict::Reason;
 use crate::txn::actions::acquire_pessimistic_lock::{
     AcquireArgs, LockKey, acquire_pessimistic_lock,
 };
@@ -130,6 +131,16 @@ pub fn must_err<R: std::fmt::Debug>(r: Result<R, TxnError>) -> TxnError {
         Ok(v) => panic!("expected an error, got Ok({v:?})"),
         Err(e) => e,
     }
+}
+
+/// Panics unless `err` is a write conflict for `reason`: the check most failure-path tests end
+/// with, in one place so each test says only which reason it expects.
+#[track_caller]
+pub fn must_conflict(err: &TxnError, reason: Reason) {
+    assert!(
+        matches!(err, TxnError::WriteConflict { reason: r, .. } if *r == reason),
+        "expected a {reason:?} write conflict, got {err:?}"
+    );
 }
 
 /// A 2PC prewrite request of `(op, key, value)` mutations.
