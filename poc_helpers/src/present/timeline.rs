@@ -1,6 +1,7 @@
 //! A timeline with fault windows: throughput (or any series) over time, with every fault's
-//! window shaded behind the lines, the way Jepsen draws its nemesis activity. The bank
-//! checker's chart uses it; inputs are plain series and `(label, start, end)` windows.
+//! window shaded behind the lines, the way Jepsen draws its nemesis activity, and optionally
+//! operations drawn as intervals (start → end). The bank checker's chart uses it; inputs are
+//! plain series, `(label, start, end)` windows and `(start, end)` intervals.
 
 use plotters::prelude::*;
 
@@ -19,6 +20,21 @@ pub fn timeline(
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
     windows: &[(String, f64, f64)],
+) -> Result<Chart, LabError> {
+    timeline_with_intervals(title, x_label, y_label, series, windows, ("", &[]))
+}
+
+/// [`timeline`] plus `intervals.1`, each `(start, end)` drawn as a short horizontal segment in a
+/// band near the top (staggered so overlapping ones stay apart), with one legend entry
+/// `intervals.0`. Jepsen draws operations of unknown outcome this way: they were in flight over
+/// the whole segment, and may have taken effect anywhere in it.
+pub fn timeline_with_intervals(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    windows: &[(String, f64, f64)],
+    intervals: (&str, &[(f64, f64)]),
 ) -> Result<Chart, LabError> {
     let xs = series
         .iter()
@@ -70,6 +86,21 @@ pub fn timeline(
         for (k, (name, points)) in series.iter().enumerate() {
             draw_line(&mut chart, k, name, points)?;
         }
+        let (label, spans) = intervals;
+        if !spans.is_empty() {
+            let color = RGBColor(200, 120, 0);
+            chart
+                .draw_series(spans.iter().enumerate().map(|(k, (a, b))| {
+                    // Ten rows between 64% and 82% of the height, under the window labels.
+                    let y = y_top * (0.64 + 0.02 * (k % 10) as f64);
+                    PathElement::new(vec![(*a, y), (b.max(a + 0.02), y)], color.stroke_width(3))
+                }))
+                .map_err(|e| e.to_string())?
+                .label(label.to_string())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(3))
+                });
+        }
         let (w, h) = chart.plotting_area().dim_in_pixel();
         chart
             .configure_series_labels()
@@ -110,5 +141,19 @@ mod tests {
             assert!(c.svg.contains(text), "missing {text}");
         }
         assert!(c.svg.contains("<rect"), "a shaded band");
+    }
+
+    #[test]
+    fn intervals_get_their_own_legend_entry() {
+        let c = timeline_with_intervals(
+            "Bank",
+            "seconds",
+            "ops/s",
+            &[("acknowledged".into(), vec![(0.0, 40.0), (1.0, 42.0)])],
+            &[],
+            ("unknown: sent, no answer", &[(0.2, 0.7), (0.3, 0.9)]),
+        )
+        .unwrap();
+        assert!(c.svg.contains("unknown: sent, no answer"));
     }
 }

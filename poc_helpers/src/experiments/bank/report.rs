@@ -7,6 +7,63 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::checker::Verdict;
+
+/// The outcome columns of the timeline, in order: a transfer that failed is split by cause
+/// (see [`failure_cause`]); one of unknown outcome is counted apart, like reads.
+pub const SLOTS: [&str; 8] = [
+    "acknowledged",
+    "failed_conflict",
+    "failed_node_down",
+    "failed_storage_down",
+    "failed_other",
+    "unknown",
+    "reads",
+    "read_errors",
+];
+
+/// Why a transfer certainly failed: `conflict` (lost a race; normal under contention),
+/// `node down` (no connection to its node), `storage down` (the node answered, but storage did
+/// not), or `other` (e.g. insufficient funds).
+pub fn failure_cause(op: &BankOp) -> &'static str {
+    let reason = op.reason.as_deref().unwrap_or("");
+    let detail = op.detail.as_deref().unwrap_or("").to_ascii_lowercase();
+    if reason == "conflict" {
+        "conflict"
+    } else if reason.contains("no connection") || reason.contains("connection lost") {
+        "node down"
+    } else if [
+        "tikv",
+        "pd ",
+        "region",
+        "grpc",
+        "transport",
+        "storage",
+        "timestamp",
+    ]
+    .iter()
+    .any(|w| detail.contains(w))
+    {
+        "storage down"
+    } else {
+        "other"
+    }
+}
+
+/// The [`SLOTS`] column an operation counts in.
+fn slot(op: &BankOp) -> usize {
+    match (op.kind, op.outcome) {
+        (OpKind::Transfer, Outcome::Ok) => 0,
+        (OpKind::Transfer, Outcome::Failed) => match failure_cause(op) {
+            "conflict" => 1,
+            "node down" => 2,
+            "storage down" => 3,
+            _ => 4,
+        },
+        (OpKind::Transfer, Outcome::Unknown) => 5,
+        (_, Outcome::Ok) => 6,
+        _ => 7,
+    }
+}
 use super::{BankOp, OpKind, Outcome};
 use crate::present::charts::Chart;
 use crate::present::timeline;
@@ -155,66 +212,57 @@ impl BankReport {
         ])
     }
 
-    /// Per `bucket_ms` (e.g. 500) from the start of the load: t_s, acknowledged, failed,
-    /// unknown, reads, read_errors — throughput and errors over time.
+    /// Per `bucket_ms` (e.g. 500) from the start of the load, each operation counted when it
+    /// **ended** (that is when its client learned the outcome): t_s, acknowledged, then one
+    /// `failed_<cause>` column per cause (conflict, node down, storage down, other), unknown,
+    /// reads, read_errors.
     pub fn timeline_frame(&self, bucket_ms: f64) -> Result<DataFrame, LabError> {
         let buckets = self.buckets(bucket_ms);
-        let col = |name: &str, k: usize| {
-            Column::new(
-                name.into(),
+        let mut cols = vec![Column::new(
+            "t_s".into(),
+            buckets.iter().map(|b| b.0).collect::<Vec<f64>>(),
+        )];
+        for (k, name) in SLOTS.iter().enumerate() {
+            cols.push(Column::new(
+                (*name).into(),
                 buckets.iter().map(|b| b.1[k]).collect::<Vec<u64>>(),
-            )
-        };
-        frame(vec![
-            Column::new(
-                "t_s".into(),
-                buckets.iter().map(|b| b.0).collect::<Vec<f64>>(),
-            ),
-            col("acknowledged", 0),
-            col("failed", 1),
-            col("unknown", 2),
-            col("reads", 3),
-            col("read_errors", 4),
-        ])
+            ));
+        }
+        frame(cols)
     }
 
-    /// `(t_s, [acknowledged, failed, unknown, reads, read_errors])` per bucket.
-    fn buckets(&self, bucket_ms: f64) -> Vec<(f64, [u64; 5])> {
+    /// Counts per bucket of completion time, in the order of [`SLOTS`].
+    fn buckets(&self, bucket_ms: f64) -> Vec<(f64, [u64; SLOTS.len()])> {
         let span = (self.ended_at_ms - self.started_at_ms).max(bucket_ms);
         let n = (span / bucket_ms).ceil() as usize;
-        let mut out: Vec<(f64, [u64; 5])> = (0..n)
-            .map(|k| (k as f64 * bucket_ms / 1000.0, [0; 5]))
+        let mut out: Vec<(f64, [u64; SLOTS.len()])> = (0..n)
+            .map(|k| (k as f64 * bucket_ms / 1000.0, [0; SLOTS.len()]))
             .collect();
         for op in &self.ops {
-            let k = ((op.started_at_ms - self.started_at_ms) / bucket_ms).floor();
+            let ended = op.started_at_ms + op.ms;
+            let k = ((ended - self.started_at_ms) / bucket_ms).floor();
             if k < 0.0 || k as usize >= n {
                 continue;
             }
-            let slot = match (op.kind, op.outcome) {
-                (OpKind::Transfer, Outcome::Ok) => 0,
-                (OpKind::Transfer, Outcome::Failed) => 1,
-                (OpKind::Transfer, Outcome::Unknown) => 2,
-                (_, Outcome::Ok) => 3,
-                _ => 4,
-            };
-            out[k as usize].1[slot] += 1;
+            out[k as usize].1[slot(op)] += 1;
         }
         out
     }
 
-    /// Throughput and errors per 500 ms, with every fault's window shaded and labelled.
-    pub fn chart(&self) -> Result<Chart, LabError> {
-        let bucket = 500.0;
-        let per_s = 1000.0 / bucket;
-        let b = self.buckets(bucket);
-        let series = |name: &str, f: &dyn Fn(&[u64; 5]) -> u64| {
-            (
-                name.to_string(),
-                b.iter()
-                    .map(|(t, c)| (*t, f(c) as f64 * per_s))
-                    .collect::<Vec<_>>(),
-            )
-        };
+    /// Transfers whose outcome is unknown, as `(start_s, end_s)` from the start of the load.
+    pub fn unknown_intervals(&self) -> Vec<(f64, f64)> {
+        self.ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Transfer && o.outcome == Outcome::Unknown)
+            .map(|o| {
+                let s = (o.started_at_ms - self.started_at_ms) / 1000.0;
+                (s, s + o.ms / 1000.0)
+            })
+            .collect()
+    }
+
+    /// The fault windows to shade, `(label, start_s, end_s)` from the start of the load.
+    pub fn fault_windows(&self) -> Vec<(String, f64, f64)> {
         let end = self.ended_at_ms;
         // Shade what was broken; a repair call gets its own band only when it repaired
         // nothing (e.g. a restart of a running node), else the broken window covers it.
@@ -223,8 +271,7 @@ impl BankReport {
                 b.is_breaking() && b.ok && b.target == f.target && b.ended_at_ms == f.ended_at_ms
             })
         };
-        let windows: Vec<(String, f64, f64)> = self
-            .faults
+        self.faults
             .iter()
             .filter(|f| f.is_breaking() || !(closes_a_window(f) || f.call_ms < 100.0))
             .filter_map(|f| {
@@ -233,19 +280,198 @@ impl BankReport {
                 let e = ((e - self.started_at_ms) / 1000.0).max(s + 0.1);
                 (s <= (end - self.started_at_ms) / 1000.0).then(|| (f.label(), s, e))
             })
+            .collect()
+    }
+
+    /// Throughput per 500 ms by outcome and cause, counted at completion, with every fault's
+    /// window shaded and every unknown-outcome transfer drawn as its start → end interval.
+    pub fn chart(&self) -> Result<Chart, LabError> {
+        let bucket = 500.0;
+        let per_s = 1000.0 / bucket;
+        let b = self.buckets(bucket);
+        let series: Vec<(String, Vec<(f64, f64)>)> = SLOTS
+            .iter()
+            .enumerate()
+            .filter(|(k, name)| **name != "unknown" && b.iter().any(|(_, c)| c[*k] > 0))
+            .map(|(k, name)| {
+                (
+                    name.replace('_', " "),
+                    b.iter().map(|(t, c)| (*t, c[k] as f64 * per_s)).collect(),
+                )
+            })
             .collect();
-        timeline::timeline(
-            "Bank transfers under faults",
+        timeline::timeline_with_intervals(
+            "Bank transfers under faults (counted when each ended)",
             "seconds since the load started",
             "operations per second",
-            &[
-                series("transfers acknowledged", &|c| c[0]),
-                series("transfers failed", &|c| c[1]),
-                series("transfers unknown", &|c| c[2]),
-                series("reads", &|c| c[3]),
-                series("read errors", &|c| c[4]),
-            ],
-            &windows,
+            &series,
+            &self.fault_windows(),
+            ("unknown: sent → no clear answer", &self.unknown_intervals()),
         )
+    }
+
+    /// What the chart shows, in sentences computed from this run: each series' rate before the
+    /// first fault and inside each fault window, and what became of the unknown transfers.
+    pub fn explain(&self) -> String {
+        let rate = |from_s: f64, to_s: f64, k: usize| -> f64 {
+            let n = self
+                .ops
+                .iter()
+                .filter(|o| {
+                    let t = (o.started_at_ms + o.ms - self.started_at_ms) / 1000.0;
+                    t >= from_s && t < to_s && slot(o) == k
+                })
+                .count();
+            n as f64 / (to_s - from_s).max(1e-9)
+        };
+        let describe = |from_s: f64, to_s: f64| -> String {
+            let parts = SLOTS
+                .iter()
+                .enumerate()
+                .map(|(k, name)| (name, rate(from_s, to_s, k)))
+                .filter(|(_, r)| *r > 0.0)
+                // Small rates keep a decimal, so a rare event never reads as "0/s".
+                .map(|(name, r)| match r < 10.0 {
+                    true => format!("{} {r:.1}/s", name.replace('_', " ")),
+                    false => format!("{} {r:.0}/s", name.replace('_', " ")),
+                })
+                .collect::<Vec<_>>();
+            match parts.is_empty() {
+                true => "no operation completed at all".to_string(),
+                false => parts.join(", "),
+            }
+        };
+        let windows = self.fault_windows();
+        let first = windows.iter().map(|w| w.1).fold(f64::INFINITY, f64::min);
+        let mut s = String::new();
+        if first.is_finite() && first > 0.0 {
+            s.push_str(&format!(
+                "Before any fault (0–{first:.1} s): {}.",
+                describe(0.0, first)
+            ));
+        }
+        for (label, a, b) in &windows {
+            s.push_str(&format!(
+                "\nDuring `{label}` ({a:.1}–{b:.1} s): {}.",
+                describe(*a, *b)
+            ));
+        }
+        let unknown = self.unknown_intervals().len();
+        s.push_str(&format!(
+            "\n{unknown} transfer(s) got no clear answer (unknown); the final read found {} of them applied and {} not — both are correct outcomes for an unknown transfer.",
+            self.verdict.unknown_applied,
+            unknown as u64 - self.verdict.unknown_applied.min(unknown as u64)
+        ));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::experiments::bank::checker::{FinalState, History, check};
+
+    fn op(kind: OpKind, start: f64, ms: f64, outcome: Outcome, reason: Option<&str>) -> BankOp {
+        BankOp {
+            node: "node-a".into(),
+            kind,
+            started_at_ms: start,
+            ms,
+            outcome,
+            id: (kind == OpKind::Transfer).then_some(start as u64),
+            reason: reason.map(str::to_string),
+            detail: None,
+            balances: None,
+            applied: None,
+        }
+    }
+
+    fn report(ops: Vec<BankOp>) -> BankReport {
+        let verdict = check(&History {
+            accounts: 2,
+            initial_balance: 100,
+            ops: ops.clone(),
+            final_state: Ok(FinalState {
+                balances: BTreeMap::from([(0, 100), (1, 100)]),
+                ledger: Vec::new(),
+            }),
+        });
+        BankReport {
+            expected_total: 200,
+            started_at_ms: 0.0,
+            ended_at_ms: 2000.0,
+            ops,
+            faults: vec![FaultRecord {
+                target: "node-b".into(),
+                action: "kill".into(),
+                started_at_ms: 1000.0,
+                ended_at_ms: Some(1500.0),
+                call_ms: 5.0,
+                ok: true,
+                detail: String::new(),
+            }],
+            verdict,
+            interrupted: None,
+            final_read_wait_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn outcomes_are_counted_when_they_end_and_failures_by_cause() {
+        let r = report(vec![
+            // Started at 0.1 s, answered at 1.2 s: it belongs to the second bucket, not the first.
+            op(
+                OpKind::Transfer,
+                100.0,
+                1100.0,
+                Outcome::Unknown,
+                Some("no answer (timeout)"),
+            ),
+            op(
+                OpKind::Transfer,
+                200.0,
+                10.0,
+                Outcome::Failed,
+                Some("conflict"),
+            ),
+            op(
+                OpKind::Transfer,
+                1100.0,
+                5.0,
+                Outcome::Failed,
+                Some("not sent: no connection"),
+            ),
+        ]);
+        let b = r.buckets(1000.0);
+        assert_eq!(
+            b[0].1[5], 0,
+            "the unknown transfer is not counted where it started"
+        );
+        assert_eq!(b[1].1[5], 1, "it is counted where it ended");
+        assert_eq!((b[0].1[1], b[1].1[2]), (1, 1), "conflict, then node down");
+        assert_eq!(r.unknown_intervals(), vec![(0.1, 1.2000000000000002)]);
+        let text = r.explain();
+        assert!(
+            text.contains("Before any fault (0–1.0 s): failed conflict 1.0/s"),
+            "{text}"
+        );
+        assert!(text.contains("During `kill node-b` (1.0–1.5 s)"), "{text}");
+        assert!(text.contains("failed node down 2.0/s"), "{text}");
+        let mut quiet = r.clone();
+        quiet.faults[0].started_at_ms = 1800.0;
+        quiet.faults[0].ended_at_ms = Some(1900.0);
+        assert!(
+            quiet
+                .explain()
+                .contains("(1.8–1.9 s): no operation completed at all"),
+            "{}",
+            quiet.explain()
+        );
+        let svg = r.chart().unwrap().svg;
+        assert!(
+            svg.contains("unknown: sent → no clear answer") && svg.contains("failed node down")
+        );
     }
 }
