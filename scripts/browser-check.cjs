@@ -99,10 +99,23 @@ async function main() {
     }
     const tables = await page.locator(TABLES).count();
     const svgs = await page.locator(SVGS).count();
-    // A rendered <img> of an SVG must have decoded to a real size (not a broken image).
-    const broken = await page.$$eval(SVGS, (els) =>
-      els.filter((e) => e.tagName === "IMG" && !(e.naturalWidth > 0)).length,
-    );
+    // A rendered <img> of an SVG must decode to a real size (not a broken image). Each is
+    // scrolled into view and decoded first: JupyterLab loads images far down a long notebook
+    // lazily, and an image not loaded yet also has naturalWidth 0. decode() rejects on a truly
+    // broken image; 5 s without an answer counts by the size it has by then.
+    const broken = await page.$$eval(SVGS, async (els) => {
+      let bad = 0;
+      for (const e of els) {
+        if (e.tagName !== "IMG") continue;
+        e.scrollIntoView();
+        const ok = await Promise.race([
+          e.decode().then(() => e.naturalWidth > 0, () => false),
+          new Promise((r) => setTimeout(() => r(e.naturalWidth > 0), 5000)),
+        ]);
+        if (!ok) bad++;
+      }
+      return bad;
+    });
     const executedBroken = await brokenMarkdown(page);
     const mdBroken = [
       ...learnerBroken.bad.map((b) => `notebooks/${nb}: broken ${b}`),
