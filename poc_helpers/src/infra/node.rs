@@ -339,32 +339,7 @@ impl Node {
                     Stopped::Killed
                 }
             },
-            Some(NodeProc::Child(mut child)) => {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    Stopped::AlreadyGone
-                } else {
-                    let pid = child.id();
-                    let mut how = Stopped::Killed;
-                    if let Some(g) = grace {
-                        let _ = procs::send(pid, Signal::SIGTERM);
-                        // A paused process cannot act on SIGTERM until it is continued.
-                        let _ = procs::send(pid, Signal::SIGCONT);
-                        let deadline = Instant::now() + g;
-                        while Instant::now() < deadline {
-                            if matches!(child.try_wait(), Ok(Some(_))) {
-                                how = Stopped::Graceful;
-                                break;
-                            }
-                            tokio::time::sleep(procs::POLL).await;
-                        }
-                    }
-                    if how == Stopped::Killed {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                    }
-                    how
-                }
-            }
+            Some(NodeProc::Child(mut child)) => procs::end_child(&mut child, grace).await,
         };
         procs::remove_pidfile_if(&self.pidfile, own_pid);
         how

@@ -119,6 +119,33 @@ pub async fn terminate_pid(pid: u32, grace: Duration) -> Stopped {
     Stopped::Killed
 }
 
+/// Stops a child we spawned (so can `wait` for, which also reaps it): with `grace`, SIGTERM and
+/// up to `grace` to exit, then SIGKILL; without, SIGKILL at once. Both the `surreal` nodes and
+/// the storage node end this way.
+///
+/// A paused (SIGSTOPped) process cannot act on SIGTERM until it is continued, so it also gets
+/// SIGCONT.
+pub async fn end_child(child: &mut std::process::Child, grace: Option<Duration>) -> Stopped {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return Stopped::AlreadyGone;
+    }
+    if let Some(g) = grace {
+        let pid = child.id();
+        let _ = send(pid, Signal::SIGTERM);
+        let _ = send(pid, Signal::SIGCONT);
+        let deadline = Instant::now() + g;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return Stopped::Graceful;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Stopped::Killed
+}
+
 /// Polls until `pid` is gone or `limit` passes; true if it is gone.
 pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

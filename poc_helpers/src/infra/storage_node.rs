@@ -273,29 +273,7 @@ impl StorageNode {
     async fn end(&mut self, grace: Option<Duration>) -> Stopped {
         let own_pid = self.pid();
         let how = if let Some(mut child) = self.child.take() {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                Stopped::AlreadyGone
-            } else {
-                let pid = child.id();
-                let mut how = Stopped::Killed;
-                if let Some(g) = grace {
-                    let _ = procs::send(pid, Signal::SIGTERM);
-                    let _ = procs::send(pid, Signal::SIGCONT);
-                    let deadline = Instant::now() + g;
-                    while Instant::now() < deadline {
-                        if matches!(child.try_wait(), Ok(Some(_))) {
-                            how = Stopped::Graceful;
-                            break;
-                        }
-                        tokio::time::sleep(procs::POLL).await;
-                    }
-                }
-                if how == Stopped::Killed {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                how
-            }
+            procs::end_child(&mut child, grace).await
         } else if let Some(pid) = self.adopted.take() {
             match grace {
                 Some(g) => procs::terminate_pid(pid, g).await,

@@ -52,12 +52,19 @@ impl Lab {
             ok: result.is_ok(),
             error: result.as_ref().err().map(short_error),
         };
+        let line = self.log_op(record);
+        (Some(line), result)
+    }
+
+    /// Appends one operation to the log (dropping the oldest at [`OPLOG_CAPACITY`]) and returns
+    /// its printed line.
+    fn log_op(&mut self, record: OpRecord) -> String {
         let line = record.line();
         if self.oplog.len() == OPLOG_CAPACITY {
             self.oplog.pop_front();
         }
         self.oplog.push_back(record);
-        (Some(line), result)
+        line
     }
 
     /// Runs the queries concurrently (one per node session) and logs each like `sql` does.
@@ -137,11 +144,7 @@ impl Lab {
                 ok: result.is_ok(),
                 error: result.as_ref().err().map(short_error),
             };
-            let line = record.line();
-            if self.oplog.len() == OPLOG_CAPACITY {
-                self.oplog.pop_front();
-            }
-            self.oplog.push_back(record);
+            let line = self.log_op(record);
             out.push((Some(line), result));
         }
         out
