@@ -3,8 +3,16 @@
 
 Each notebook runs top to bottom in a fresh kernel (nbclient); any cell error — a compile error,
 a failed `assert!`, a panic, a timeout — fails the run. The executed copies (with outputs) go to
-target/notebooks/ for inspection and for the README screenshots; the committed notebooks must stay
-output-free, which this script also checks. One summary line per notebook: cells, passed, time.
+target/notebooks/ for inspection, for the README screenshots and for docs/executed/
+(scripts/publish-executed.py); the committed notebooks must stay output-free, which this script
+also checks. One summary line per notebook: cells, passed, time.
+
+Exercises ("Try it yourself"): a cell with metadata `"exercise": "<id>"` is the one a learner
+edits; it runs unedited, and its check cell (metadata `"exercise_check": "<id>"`) must then say
+"✏️ Not yet". Right after that check, in the same kernel, the reference solution
+`notebooks/solutions/<id>.rs` runs in place of the edited cell and the check cell runs again; it
+must say "✅ Solved". Those extra runs are not saved in the executed copy, which shows what a
+learner sees before editing. Every exercise needs a solution file, and every solution an exercise.
 
 Usage: scripts/run-notebooks.py [NOTEBOOK ...] [--timeout SECONDS]
 (scripts/test.sh calls it with the lab's environment from scripts/env.sh.)
@@ -21,9 +29,12 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+SOLUTIONS = NOTEBOOKS / "solutions"
+SOLVED, NOT_YET = "✅ Solved", "✏️ Not yet"  # poc_helpers::present::exercise's markers
 
 
 def committed_outputs(nb) -> list[int]:
@@ -52,6 +63,68 @@ def failing_output(nb) -> str:
     return ""
 
 
+def output_text(cell) -> str:
+    """Everything a cell printed or displayed, as one string."""
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            parts.append(o.get("text", ""))
+        elif o.output_type in ("display_data", "execute_result"):
+            parts.extend(str(v) for v in o.get("data", {}).values())
+        elif o.output_type == "error":
+            parts.append("\n".join(o.get("traceback") or [f"{o.ename}: {o.evalue}"]))
+    return ANSI.sub("", "\n".join(parts))
+
+
+def exercise_ids(nb) -> tuple[list[str], list[str]]:
+    """The ids of the notebook's exercise cells and of its check cells, in order."""
+    edit = [c.metadata["exercise"] for c in nb.cells if "exercise" in c.get("metadata", {})]
+    chk = [c.metadata["exercise_check"] for c in nb.cells if "exercise_check" in c.get("metadata", {})]
+    return edit, chk
+
+
+class ExerciseError(Exception):
+    pass
+
+
+class LabNotebookClient(NotebookClient):
+    """nbclient's client, plus one step: after each exercise's check cell, the solution run."""
+
+    async def async_execute(self, reset_kc: bool = False, **kwargs):
+        self.reset_execution_trackers()
+        async with self.async_setup_kernel(**kwargs):
+            info = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
+            if info is not None and "language_info" in info["content"]:
+                self.nb.metadata["language_info"] = info["content"]["language_info"]
+            for index, cell in enumerate(self.nb.cells):
+                await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1)
+                ex = cell.get("metadata", {}).get("exercise_check")
+                if ex:
+                    await self.solve(ex, cell, index)
+            self.set_widgets_metadata()
+        return self.nb
+
+    async def solve(self, ex: str, check_cell, index: int) -> None:
+        before = output_text(check_cell)
+        if NOT_YET not in before:
+            raise ExerciseError(f"exercise {ex}: unedited, its check must say '{NOT_YET}', got:\n{before}")
+        solution = SOLUTIONS / f"{ex}.rs"
+        for label, source in (("solution", solution.read_text()), ("check", check_cell.source)):
+            cell = nbformat.v4.new_code_cell(source)
+            cell.metadata["lab_injected"] = label
+            try:
+                await self.async_execute_cell(cell, index)
+            except CellExecutionError as e:
+                raise ExerciseError(f"exercise {ex}: the reference {label} cell failed:\n{e}") from None
+            finally:
+                # nbclient stores an executed cell at its index; the saved copy keeps the original.
+                self.nb.cells[index] = check_cell
+        after = output_text(cell)
+        if SOLVED not in after:
+            raise ExerciseError(f"exercise {ex}: with {solution.relative_to(ROOT)}, its check must say '{SOLVED}', got:\n{after}")
+        print(f"    exercise {ex}: unedited → not yet; reference solution → solved", flush=True)
+
+
 # Every executed cell: (seconds, notebook, cell number, first line), for the timing summary.
 CELL_TIMES: list[tuple[float, str, int, str]] = []
 
@@ -64,6 +137,13 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
             f"{path.name}: cells {dirty} have saved outputs; clear them before committing "
             "(JupyterLab: Edit → Clear Outputs of All Cells, then save)"
         )
+    edit, chk = exercise_ids(nb)
+    missing = [e for e in edit if not (SOLUTIONS / f"{e}.rs").exists()]
+    if sorted(edit) != sorted(chk) or missing:
+        return False, (
+            f"{path.name}: exercises {edit} and check cells {chk} must pair up, each with a "
+            f"solution in notebooks/solutions/ (missing: {missing})"
+        )
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     times: list[float] = []
     started = [0.0]
@@ -72,6 +152,9 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
         started[0] = time.monotonic()
 
     def after(cell, cell_index, **_):
+        if cell.get("metadata", {}).get("lab_injected"):
+            print(f"           {time.monotonic() - started[0]:6.1f} s  (exercise {cell.metadata.lab_injected})", flush=True)
+            return
         times.append(time.monotonic() - started[0])
         CELL_TIMES.append((times[-1], path.name, len(times), cell.source.splitlines()[0][:60] if cell.source else ""))
         print(
@@ -80,7 +163,7 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
             flush=True,
         )
 
-    client = NotebookClient(
+    client = LabNotebookClient(
         nb,
         kernel_name="rust",
         # evcxr cannot be interrupted (issue #422); a per-cell timeout is the only way out of a
@@ -100,6 +183,8 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
         error = f"the kernel died (a panic aborts it in test runs): {e}"
     except CellExecutionError as e:
         error = failing_output(nb) or str(e)
+    except ExerciseError as e:
+        error = str(e)
     total = time.monotonic() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
@@ -135,6 +220,11 @@ def main() -> int:
     paths = args.notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not paths:
         print("no notebooks found under notebooks/", file=sys.stderr)
+        return 1
+    all_ids = {e for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) for e in exercise_ids(nbformat.read(p, as_version=4))[0]}
+    orphans = sorted(s.stem for s in SOLUTIONS.glob("*.rs") if s.stem not in all_ids)
+    if orphans:
+        print(f"notebooks/solutions/ has solutions for no exercise: {orphans}; remove them or add the exercise", file=sys.stderr)
         return 1
     results = []
     for p in paths:

@@ -67,6 +67,7 @@ pub mod prelude {
     pub use crate::infra::trace::TraceRow;
     pub use crate::present::charts::Chart;
     pub use crate::present::display::{ShowExt, Table};
+    pub use crate::present::exercise::{Check, check};
     pub use crate::vocab::config::{Engine, LiveQueryEngine, MembershipIntervals, StorageMode};
     pub use crate::vocab::entities::{Post, User};
     pub use crate::vocab::error::LabError;

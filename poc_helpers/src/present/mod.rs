@@ -5,5 +5,6 @@
 
 pub mod charts;
 pub mod display;
+pub mod exercise;
 pub mod gantt;
 pub mod timeline;
