@@ -2,8 +2,9 @@
 # Browser check (part of the test command): starts JupyterLab exactly as start-lab.sh does
 # (scripts/jupyter-lab.sh: the repository as the served root), on an ephemeral loopback port with a
 # clean profile, and lets browser-check.cjs verify in headless Chromium that the learner's notebooks'
-# markdown images and links load, and that the executed copies (target/notebooks, written by
-# run-notebooks.py) render their tables and charts; it takes the README's screenshots.
+# markdown images and links load, and that the published executed copies (docs/executed, written
+# by publish-executed.py from run-notebooks.py's run) render their tables and charts; it takes the
+# README's screenshots.
 #   --update-docs  also copy the screenshots to docs/img/ (for the README)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -11,7 +12,7 @@ cd "$LAB_ROOT"
 
 update_docs=0
 [ "${1:-}" = "--update-docs" ] && update_docs=1
-[ -d target/notebooks ] || { echo "error: no executed notebooks in target/notebooks; run scripts/run-notebooks.py first" >&2; exit 1; }
+ls docs/executed/*.ipynb >/dev/null 2>&1 || { echo "error: no executed notebooks in docs/executed; run scripts/run-notebooks.py, then scripts/publish-executed.py" >&2; exit 1; }
 command -v chromium >/dev/null || { echo "error: chromium is missing; run scripts/setup.sh --for-tests" >&2; exit 1; }
 
 # playwright-core drives the system Chromium; installed once into the cache (no browser download).
@@ -25,13 +26,10 @@ fi
 
 # A clean JupyterLab profile: no news pop-up, no restored workspace, nothing from the user's own.
 tmp=$(mktemp -d)
-# The executed copies sit at target/notebooks/, one level below the root like notebooks/; a docs
-# link beside them lets their ../docs/ images resolve as the learner's do.
-ln -sfn ../docs target/docs
 # Outputs produced outside JupyterLab are untrusted, and JupyterLab does not render untrusted SVG;
 # sign them as a user who ran them would (the signature store lives in this temporary profile).
 export JUPYTER_DATA_DIR="$tmp/data"
-"$LAB_VENV/bin/jupyter" trust target/notebooks/*.ipynb >/dev/null
+"$LAB_VENV/bin/jupyter" trust docs/executed/*.ipynb >/dev/null
 mkdir -p "$tmp/settings/@jupyterlab/apputils-extension"
 echo '{"fetchNews": "false", "checkForUpdates": false}' > "$tmp/settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
 port=$("$LAB_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -13,6 +13,15 @@ Four checks, one summary line each; the exit status is non-zero when any fails:
              lab this script starts with the `lab` CLI (2 nodes over the embedded storage
              node, ephemeral ports, its own LAB_DIR under target/), and exits 0.
 4. rustdoc   `cargo doc -p poc_helpers --no-deps` passes with -D warnings -D missing_docs.
+5. notebooks what can be checked mechanically of the notebooks' text and published outputs:
+             - docs/executed/ holds an executed copy of every notebook (scripts/publish-executed.py,
+               run by test.sh), with the notebook's exact code and an output of every code cell;
+             - every reference line a chart draws (the spec's limits, the PR-003 bound: charts
+               record their labels in the SVG) is named in that notebook's markdown, and every
+               bold `**spec PR-…**` / `**PR-… bound**` a markdown cell names is drawn by a chart;
+             - markdown states no measured-looking number (ms, MB, ops/s, ×, % …) other than the
+               spec's limits and the lab's own settings listed in STATED: a number that depends
+               on the machine is printed by a cell from the run instead.
 
 Marking a block runnable — an HTML comment on the line right before the fence:
 
@@ -80,6 +89,31 @@ MD_LINK_RE = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+
 REF_DEF_RE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 HTML_REF_RE = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']+)[\"']", re.I)
 SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+EXECUTED = ROOT / "docs" / "executed"
+REF_LINES_RE = re.compile(r'<metadata data-lab="reference-lines">(.*?)</metadata>', re.S)
+BOLD_REF_RE = re.compile(r"\*\*((?:spec )?PR-\d{3}[^*]*)\*\*")
+# A number with a unit of measurement, as prose would state a measurement.
+MEASURE_RE = re.compile(r"(?<![\w.-])(\d+(?:[.,]\d+)?)\s?(ms|µs|us|s|min|MB|GB|KiB|ops/s|×|x|%)(?![\w])")
+# Numbers that hold on every machine, and why. Anything else measured-looking in markdown fails.
+STATED = {
+    "30 s": "PR-001's limit",
+    "100 ms": "PR-002's limit",
+    "200 MB": "PR-004's limit",
+    "5 ×": "PR-003's k, a stated definition",
+    "80 %": "the utilisation that k = 5 means (1 − 1/5)",
+    "90 %": "the workload's read share, a setting",
+    "10 %": "the knee's definition (within 10 % of peak throughput)",
+    "250 ms": "the sampler's interval, a setting",
+    "3 s": "a run's length, a setting",
+    "6 s": "a run's length, a setting",
+    "1 ms": "a prediction choice offered to the reader (04)",
+    "10 ms": "a prediction choice offered to the reader (04)",
+    "6 s|8 s|12 s|14 s|15 s": "BankPlan::short()'s fault schedule (05), a setting",
+    "300 ms": "the conflict race's pause (05), a setting",
+}
+STATED = {k: why for keys, why in STATED.items() for k in keys.split("|")}
+# "about 40 s" in a section heading or intro is a time hint for the reader, approximate by design.
+TIME_HINT_RE = re.compile(r"about \d+(?:[.,]\d+)?\s?(?:s|min)\b", re.I)
 SVG_SOURCE_RE = re.compile(r"<!-- source: docs/architecture\.dot sha256:([0-9a-f]+) -->")
 
 
@@ -159,7 +193,7 @@ def check_links() -> tuple[bool, str]:
     for f in doc_files():
         if f.exists():
             sources.append((rel(f), f.parent, f.read_text(encoding="utf-8")))
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(EXECUTED.glob("*.ipynb")):
         cells = json.loads(nb.read_text(encoding="utf-8")).get("cells", [])
         for i, cell in enumerate(cells):
             if cell.get("cell_type") == "markdown":
@@ -486,9 +520,85 @@ def check_rustdoc(env: dict[str, str]) -> tuple[bool, str]:
     return True, "cargo doc -p poc_helpers --no-deps is clean with -D warnings -D missing_docs"
 
 
+# ----- 5. notebooks --------------------------------------------------------------------------
+
+def cell_text(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def svg_outputs(cell) -> list[str]:
+    out = []
+    for o in cell.get("outputs", []):
+        v = o.get("data", {}).get("image/svg+xml")
+        if v:
+            out.append("".join(v) if isinstance(v, list) else v)
+    return out
+
+
+def check_notebooks() -> tuple[bool, str]:
+    problems: list[str] = []
+    sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    lines_checked = numbers_checked = 0
+    for src_path in sources:
+        src = json.loads(src_path.read_text(encoding="utf-8"))
+        name = src_path.name
+        markdown = "\n".join(cell_text(c) for c in src["cells"] if c["cell_type"] == "markdown")
+        # Measured-looking numbers in the learner's markdown.
+        for i, c in enumerate(src["cells"]):
+            if c["cell_type"] != "markdown":
+                continue
+            text = INLINE_CODE_RE.sub("", TIME_HINT_RE.sub("", cell_text(c)))
+            for m in MEASURE_RE.finditer(text):
+                numbers_checked += 1
+                stated = f"{m.group(1)} {m.group(2)}"
+                if stated not in STATED:
+                    problems.append(
+                        f"  notebooks/{name} cell {i}: states \"{m.group(0)}\": print it from the run, "
+                        f"or, if it holds on every machine, add it to STATED in scripts/check-docs.py with why")
+        # The executed copy.
+        ex_path = EXECUTED / name
+        if not ex_path.exists():
+            problems.append(f"  docs/executed/{name} is missing: run scripts/test.sh (or run-notebooks.py, then publish-executed.py)")
+            continue
+        ex = json.loads(ex_path.read_text(encoding="utf-8"))
+        code = lambda nb: [cell_text(c) for c in nb["cells"] if c["cell_type"] == "code"]  # noqa: E731
+        if code(ex) != code(src):
+            problems.append(f"  docs/executed/{name}: its code differs from notebooks/{name}; regenerate it (scripts/test.sh)")
+            continue
+        silent = [i for i, c in enumerate(ex["cells"]) if c["cell_type"] == "code" and c.get("execution_count") is None]
+        if silent:
+            problems.append(f"  docs/executed/{name}: code cells {silent} never ran")
+        drawn: set[str] = set()
+        for i, c in enumerate(ex["cells"]):
+            for svg in svg_outputs(c):
+                for m in REF_LINES_RE.finditer(svg):
+                    for label in m.group(1).splitlines():
+                        label = label.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+                        drawn.add(label)
+                        lines_checked += 1
+                        # The label's name: "spec PR-002" of "spec PR-002: 100 ms".
+                        stem = re.split(r"[:=]", label)[0].strip()
+                        if stem not in markdown:
+                            problems.append(
+                                f"  docs/executed/{name} cell {i}: the chart draws \"{label}\", but no markdown "
+                                f"cell of notebooks/{name} names \"{stem}\"; explain the line in the text")
+        for m in BOLD_REF_RE.finditer(markdown):
+            ref = m.group(1).strip()
+            if not any(label.startswith(ref) or ref.startswith(label.split(":")[0]) for label in drawn):
+                problems.append(
+                    f"  notebooks/{name}: the text names the line **{ref}**, but no chart of the executed copy "
+                    f"draws it (drawn: {sorted(drawn) or 'none'})")
+    if problems:
+        print("\n".join(problems))
+        return False, f"{len(problems)} problem(s) in the notebooks' text or published copies"
+    return True, (f"{len(sources)} executed copies match their notebooks; {lines_checked} chart reference "
+                  f"lines named in the text; {numbers_checked} stated numbers are limits or settings")
+
+
 # ----- main ----------------------------------------------------------------------------------
 
-CHECKS = ("links", "diagram", "runnable", "rustdoc")
+CHECKS = ("links", "diagram", "runnable", "rustdoc", "notebooks")
 
 
 def interrupted(*_):
@@ -510,7 +620,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
     results = []
     runners = {"links": check_links, "diagram": check_diagram,
-               "runnable": lambda: check_runnable(env, args.verbose), "rustdoc": lambda: check_rustdoc(env)}
+               "runnable": lambda: check_runnable(env, args.verbose), "rustdoc": lambda: check_rustdoc(env), "notebooks": check_notebooks}
     for name in CHECKS:
         if name not in only:
             continue

@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-from nbclient.util import ensure_async
+from nbclient.util import ensure_async, run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -123,6 +123,9 @@ class LabNotebookClient(NotebookClient):
         if SOLVED not in after:
             raise ExerciseError(f"exercise {ex}: with {solution.relative_to(ROOT)}, its check must say '{SOLVED}', got:\n{after}")
         print(f"    exercise {ex}: unedited → not yet; reference solution → solved", flush=True)
+
+    # nbclient binds `execute` to the base class's coroutine; bind it to the one above.
+    execute = run_sync(async_execute)
 
 
 # Every executed cell: (seconds, notebook, cell number, first line), for the timing summary.

@@ -4,7 +4,9 @@
 #   2. Rust tests of the whole workspace (real `surreal` and `storage-node` processes), then
 #      clippy on it with warnings as errors,
 #   3. setup's server step against a local download site (test_setup.py),
-#   4. the five notebooks executed headless in the real evcxr kernel (any cell error fails),
+#   4. the five notebooks executed headless in the real evcxr kernel (any cell error fails), each
+#      exercise's reference solution with them; their executed copies are then published to
+#      docs/executed/ (so every test run regenerates them),
 #   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py),
 #   6. the browser check: JupyterLab started as start-lab.sh starts it, in headless Chromium,
 #   7. the documentation tests (links, runnable examples against a live lab, rustdoc).
@@ -40,6 +42,7 @@ lab_step "setup's server step (local download site)"
 
 lab_step "notebooks, headless in the evcxr kernel"
 "$LAB_VENV/bin/python" scripts/run-notebooks.py
+"$LAB_VENV/bin/python" scripts/publish-executed.py
 
 lab_step "kernel restart (no rebuild of an unchanged poc_helpers)"
 "$LAB_VENV/bin/python" scripts/test_kernel.py

@@ -638,6 +638,7 @@ pub fn run(
         charts_out.push(charts::percentiles_vs_concurrency(
             &format!("{what} vs concurrency — {wname}"),
             series,
+            &[(charts::SPEC_LATENCY_LABEL.into(), charts::SPEC_LATENCY_MS)],
         )?);
     }
     let mut files = Vec::new();

@@ -249,31 +249,8 @@ impl ClusterBuilder {
             ));
         }
         self.storage.validate()?;
-        let (base_port, ephemeral) = match (self.base_port, self.ephemeral) {
-            (_, true) => (config::DEFAULT_BASE_PORT, true),
-            (Some(p), false) => (p, false),
-            (None, false) => match std::env::var(ENV_BASE_PORT)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-            {
-                Some(v) if v.trim().eq_ignore_ascii_case("ephemeral") => {
-                    (config::DEFAULT_BASE_PORT, true)
-                }
-                Some(v) => {
-                    let p = v.trim().parse::<u16>().map_err(|_| {
-                        LabError::config(
-                            "base_port",
-                            format!(
-                                "{ENV_BASE_PORT}=`{v}` is neither a port number nor `ephemeral`"
-                            ),
-                            format!("set {ENV_BASE_PORT} to e.g. 8000 or `ephemeral`, or unset it"),
-                        )
-                    })?;
-                    (p, false)
-                }
-                None => (config::DEFAULT_BASE_PORT, false),
-            },
-        };
+        let env = std::env::var(ENV_BASE_PORT).ok();
+        let (base_port, ephemeral) = resolve_base_port(self.base_port, self.ephemeral, env)?;
         if !ephemeral {
             validate_base_port(base_port, self.nodes)?;
         }
@@ -356,9 +333,53 @@ fn check_word(setting: &str, value: &str) -> Result<(), LabError> {
     }
 }
 
+/// Node-a's port and whether ports are ephemeral: an explicit `.base_port()` or
+/// `.ephemeral_ports()` wins, then `$LAB_BASE_PORT` (`env`, a number or `ephemeral`), then the
+/// spec's 8000. A function of its inputs, so the default is tested without touching the
+/// process environment (the test run itself sets `LAB_BASE_PORT=ephemeral`).
+fn resolve_base_port(
+    explicit: Option<u16>,
+    ephemeral: bool,
+    env: Option<String>,
+) -> Result<(u16, bool), LabError> {
+Ok(match (explicit, ephemeral) {
+        (_, true) => (config::DEFAULT_BASE_PORT, true),
+        (Some(p), false) => (p, false),
+        (None, false) => match env.filter(|v| !v.trim().is_empty()) {
+            Some(v) if v.trim().eq_ignore_ascii_case("ephemeral") => {
+                (config::DEFAULT_BASE_PORT, true)
+            }
+            Some(v) => {
+                let p = v.trim().parse::<u16>().map_err(|_| {
+                    LabError::config(
+                        "base_port",
+                        format!(
+                            "{ENV_BASE_PORT}=`{v}` is neither a port number nor `ephemeral`"
+                        ),
+                        format!("set {ENV_BASE_PORT} to e.g. 8000 or `ephemeral`, or unset it"),
+                    )
+                })?;
+                (p, false)
+            }
+            None => (config::DEFAULT_BASE_PORT, false),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_settings_node_a_is_on_8000_and_the_environment_can_move_it() {
+        assert_eq!(resolve_base_port(None, false, None).unwrap(), (8000, false));
+        assert_eq!(resolve_base_port(None, false, Some(" ".into())).unwrap(), (8000, false));
+        assert_eq!(resolve_base_port(None, false, Some("9100".into())).unwrap(), (9100, false));
+        assert!(resolve_base_port(None, false, Some("ephemeral".into())).unwrap().1);
+        assert_eq!(resolve_base_port(Some(7000), false, Some("9100".into())).unwrap(), (7000, false));
+        let e = resolve_base_port(None, false, Some("eighty".into())).unwrap_err();
+        assert!(e.to_string().contains("ephemeral"), "{e}");
+    }
 
     #[test]
     fn defaults_match_the_spec() {

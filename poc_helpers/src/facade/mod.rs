@@ -31,6 +31,7 @@ use crate::vocab::config::LabConfig;
 use crate::vocab::error::LabError;
 
 pub mod builder;
+mod exercises;
 mod experiments;
 mod faults;
 mod load;

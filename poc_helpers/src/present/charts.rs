@@ -11,10 +11,14 @@
 //!
 //! - [`latency_histogram`]: how latencies are distributed, log-scaled so the tail is visible;
 //! - [`percentiles_vs_concurrency`]: p50/p95/p99 as clients are added (log–log), with the
-//!   spec's 100 ms line (PR-002) and the lab's 10 ms goal;
+//!   reference lines the caller names (the spec's 100 ms line, PR-002, and the PR-003 bound);
 //! - [`throughput_vs_concurrency`]: operations per second as clients are added;
 //! - [`rss_over_time`]: memory of every process during a run, with the spec's 200 MB line
-//!   (PR-004) and the lab's 100 MB goal.
+//!   (PR-004).
+//!
+//! Every reference line is passed in by the caller with its legend label, so a chart never
+//! draws a line its reader was not told about: the notebook that shows the chart explains each
+//! label it passes.
 
 use std::path::Path;
 
@@ -27,12 +31,12 @@ use crate::vocab::error::LabError;
 
 /// Spec PR-004: memory per instance under 200 MB.
 pub const SPEC_RSS_MB: f64 = 200.0;
-/// The lab's own goal: a `surreal` node under 100 MB.
-pub const GOAL_RSS_MB: f64 = 100.0;
 /// Spec PR-002: a query across instances under 100 ms.
 pub const SPEC_LATENCY_MS: f64 = 100.0;
-/// The lab's own goal: cross-node read-after-write p99 under 10 ms.
-pub const GOAL_LATENCY_MS: f64 = 10.0;
+/// The legend label of the PR-002 line.
+pub const SPEC_LATENCY_LABEL: &str = "spec PR-002: 100 ms";
+/// The legend label of the PR-004 line.
+pub const SPEC_RSS_LABEL: &str = "spec PR-004: 200 MB";
 
 /// Default size in pixels: fits a JupyterLab output area without scrolling.
 pub const WIDTH: u32 = 860;
@@ -55,6 +59,34 @@ impl Chart {
             "EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT",
             self.svg
         );
+    }
+
+    /// Records the legend labels of the chart's reference lines inside the SVG, as a
+    /// `<metadata data-lab="reference-lines">` element (browsers ignore it), one label per line.
+    /// The docs check reads it from the executed notebooks: every line drawn must be named in
+    /// the notebook's text.
+    pub(crate) fn with_reference_lines(mut self, lines: &[(String, f64)]) -> Chart {
+        if lines.is_empty() {
+            return self;
+        }
+        let labels: Vec<String> = lines.iter().map(|(l, _)| super::display::escape(l)).collect();
+        if let Some(end) = self.svg.find("<svg").and_then(|i| self.svg[i..].find('>').map(|j| i + j + 1)) {
+            self.svg.insert_str(
+                end,
+                &format!("\n<metadata data-lab=\"reference-lines\">{}</metadata>", labels.join("\n")),
+            );
+        }
+        self
+    }
+
+    /// The legend labels of the chart's reference lines (see `with_reference_lines`).
+    pub fn reference_lines(&self) -> Vec<String> {
+        let open = "<metadata data-lab=\"reference-lines\">";
+        let Some(start) = self.svg.find(open).map(|i| i + open.len()) else {
+            return Vec::new();
+        };
+        let end = self.svg[start..].find("</metadata>").map_or(start, |j| start + j);
+        self.svg[start..end].lines().map(|l| l.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")).collect()
     }
 
     /// Writes the SVG to `path` (creating parent directories).
@@ -230,22 +262,20 @@ pub fn latency_histogram(title: &str, buckets: &[LatencyBucket]) -> Result<Chart
 }
 
 /// Latency percentiles against the number of concurrent clients, both axes logarithmic, with
-/// the spec's 100 ms line and the lab's 10 ms goal. `series` is `(name, [(clients, ms)])`.
+/// dashed reference lines `refs` (`(legend label, ms)`, e.g. the spec's 100 ms line).
+/// `series` is `(name, [(clients, ms)])`.
 pub fn percentiles_vs_concurrency(
     title: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    refs: &[(String, f64)],
 ) -> Result<Chart, LabError> {
     let (x0, x1) = log_bounds(series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)));
     let (y0, y1) = log_bounds(
         series
             .iter()
             .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
-            .chain([SPEC_LATENCY_MS, GOAL_LATENCY_MS]),
+            .chain(refs.iter().map(|(_, ms)| *ms)),
     );
-    let hlines = [
-        ("spec PR-002: 100 ms".to_string(), SPEC_LATENCY_MS),
-        ("goal: p99 < 10 ms".to_string(), GOAL_LATENCY_MS),
-    ];
     xy_chart(
         title,
         "concurrent clients (log scale)",
@@ -253,7 +283,7 @@ pub fn percentiles_vs_concurrency(
         ((x0..x1).log_scale(), (y0..y1 * 1.5).log_scale()),
         (x0, x1),
         series,
-        &hlines,
+        refs,
         true,
     )
 }
@@ -279,17 +309,15 @@ pub fn throughput_vs_concurrency(
 }
 
 /// Resident memory of every process over time (one line each), with the spec's 200 MB limit
-/// (PR-004) and the lab's 100 MB goal per node. `series` is `(process, [(seconds, MB)])`.
+/// (PR-004), the only line a reader of the memory chart is told about.
+/// `series` is `(process, [(seconds, MB)])`.
 pub fn rss_over_time(title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<Chart, LabError> {
     lines(
         title,
         "time since start (s)",
         "RSS (MB)",
         series,
-        &[
-            ("spec PR-004: 200 MB".into(), SPEC_RSS_MB),
-            ("goal: 100 MB per node".into(), GOAL_RSS_MB),
-        ],
+        &[(SPEC_RSS_LABEL.into(), SPEC_RSS_MB)],
     )
 }
 
@@ -354,6 +382,7 @@ where
             .draw()
             .map_err(|e| e.to_string())
     })
+    .map(|c| c.with_reference_lines(hlines))
 }
 
 /// A compact tick label: at most three significant digits, no trailing zeros (`0.25`, `80`).
@@ -503,6 +532,10 @@ mod tests {
         let c = percentiles_vs_concurrency(
             "Percentiles vs clients",
             &[("p50".into(), pts.clone()), ("p99".into(), pts.clone())],
+            &[
+                (SPEC_LATENCY_LABEL.into(), SPEC_LATENCY_MS),
+                ("PR-003 bound: 5 × 1-client p99 < 4 ms".into(), 4.0),
+            ],
         )
         .unwrap();
         assert_has(
@@ -514,8 +547,12 @@ mod tests {
                 "p50",
                 "p99",
                 "spec PR-002: 100 ms",
-                "goal: p99 &lt; 10 ms",
+                "PR-003 bound: 5 × 1-client p99 &lt; 4 ms",
             ],
+        );
+        assert_eq!(
+            c.reference_lines(),
+            ["spec PR-002: 100 ms", "PR-003 bound: 5 × 1-client p99 < 4 ms"]
         );
         let c = throughput_vs_concurrency(
             "Throughput vs clients",
@@ -537,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn rss_chart_has_one_line_per_process_and_both_limits() {
+    fn rss_chart_has_one_line_per_process_and_only_the_spec_limit() {
         let c = rss_over_time(
             "Memory during the run",
             &[
@@ -555,8 +592,9 @@ mod tests {
                 "node-a",
                 "storage",
                 "spec PR-004: 200 MB",
-                "goal: 100 MB per node",
             ],
         );
+        assert!(!c.svg.contains("goal"), "a line nobody explains: {}", c.svg.len());
+        assert_eq!(c.reference_lines(), ["spec PR-004: 200 MB"]);
     }
 }

@@ -65,10 +65,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::vocab::error::LabError;
 
+pub mod explain;
 pub mod report;
+pub mod spec_check;
 pub(crate) mod run;
 
 pub use report::{OpSample, OpSummary, RawCheck, SweepReport, WorkloadReport, summary_frame};
+pub use spec_check::{DEGRADATION_K, Requirement, SpecCheck};
 
 /// The concurrency levels of a default sweep: one client up to twice the spec's 100 (PR-003).
 pub const SWEEP_LEVELS: [usize; 6] = [1, 10, 50, 100, 150, 200];

@@ -177,7 +177,7 @@ impl WorkloadReport {
         )
     }
 
-    /// RSS of every process over the run, with the spec's 200 MB line and the 100 MB goal.
+    /// RSS of every process over the run, with the spec's 200 MB line (PR-004).
     pub fn rss_chart(&self) -> Result<Chart, LabError> {
         charts::rss_over_time(
             &format!(
@@ -367,8 +367,20 @@ impl SweepReport {
             .unwrap_or_default()
     }
 
-    /// p50, p95 and p99 against concurrency, with the spec's 100 ms line (PR-002).
+    /// p50, p95 and p99 against concurrency, with the spec's 100 ms line (PR-002) and, when the
+    /// sweep ran 1 client, the PR-003 bound: [`DEGRADATION_K`](super::DEGRADATION_K) × the
+    /// 1-client p99 (see [`super::spec_check`]).
     pub fn percentiles_chart(&self) -> Result<Chart, LabError> {
+        let mut refs = vec![(charts::SPEC_LATENCY_LABEL.to_string(), charts::SPEC_LATENCY_MS)];
+        if let Some(one) = self.runs.iter().find(|r| r.spec.concurrency == 1) {
+            let bound = super::DEGRADATION_K * one.total().p99_ms;
+            if bound.is_finite() && bound > 0.0 {
+                refs.push((
+                    format!("PR-003 bound: {:.0} × 1-client p99 = {bound:.1} ms", super::DEGRADATION_K),
+                    bound,
+                ));
+            }
+        }
         let pick = |g: fn(&OpSummary) -> f64| {
             self.runs
                 .iter()
@@ -382,6 +394,7 @@ impl SweepReport {
                 ("p95".into(), pick(|t| t.p95_ms)),
                 ("p99".into(), pick(|t| t.p99_ms)),
             ],
+            &refs,
         )
     }
 
