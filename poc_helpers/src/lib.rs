@@ -58,8 +58,8 @@ pub mod prelude {
     pub use crate::experiments::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::experiments::consistency::Comparison;
     pub use crate::experiments::waterfall::Waterfall;
-    pub use crate::experiments::workload::spec_check::{DEGRADATION_K, SpecCheck};
     pub use crate::experiments::workload::explain::compare_throughput;
+    pub use crate::experiments::workload::spec_check::{DEGRADATION_K, SpecCheck};
     pub use crate::experiments::workload::{
         ErrorClass, NodePolicy, Op, SWEEP_LEVELS, SweepReport, WorkloadKind, WorkloadPlan,
         WorkloadReport,

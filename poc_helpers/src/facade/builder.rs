@@ -342,7 +342,7 @@ fn resolve_base_port(
     ephemeral: bool,
     env: Option<String>,
 ) -> Result<(u16, bool), LabError> {
-Ok(match (explicit, ephemeral) {
+    Ok(match (explicit, ephemeral) {
         (_, true) => (config::DEFAULT_BASE_PORT, true),
         (Some(p), false) => (p, false),
         (None, false) => match env.filter(|v| !v.trim().is_empty()) {
@@ -353,9 +353,7 @@ Ok(match (explicit, ephemeral) {
                 let p = v.trim().parse::<u16>().map_err(|_| {
                     LabError::config(
                         "base_port",
-                        format!(
-                            "{ENV_BASE_PORT}=`{v}` is neither a port number nor `ephemeral`"
-                        ),
+                        format!("{ENV_BASE_PORT}=`{v}` is neither a port number nor `ephemeral`"),
                         format!("set {ENV_BASE_PORT} to e.g. 8000 or `ephemeral`, or unset it"),
                     )
                 })?;
@@ -373,10 +371,23 @@ mod tests {
     #[test]
     fn without_settings_node_a_is_on_8000_and_the_environment_can_move_it() {
         assert_eq!(resolve_base_port(None, false, None).unwrap(), (8000, false));
-        assert_eq!(resolve_base_port(None, false, Some(" ".into())).unwrap(), (8000, false));
-        assert_eq!(resolve_base_port(None, false, Some("9100".into())).unwrap(), (9100, false));
-        assert!(resolve_base_port(None, false, Some("ephemeral".into())).unwrap().1);
-        assert_eq!(resolve_base_port(Some(7000), false, Some("9100".into())).unwrap(), (7000, false));
+        assert_eq!(
+            resolve_base_port(None, false, Some(" ".into())).unwrap(),
+            (8000, false)
+        );
+        assert_eq!(
+            resolve_base_port(None, false, Some("9100".into())).unwrap(),
+            (9100, false)
+        );
+        assert!(
+            resolve_base_port(None, false, Some("ephemeral".into()))
+                .unwrap()
+                .1
+        );
+        assert_eq!(
+            resolve_base_port(Some(7000), false, Some("9100".into())).unwrap(),
+            (7000, false)
+        );
         let e = resolve_base_port(None, false, Some("eighty".into())).unwrap_err();
         assert!(e.to_string().contains("ephemeral"), "{e}");
     }

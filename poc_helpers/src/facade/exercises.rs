@@ -24,7 +24,10 @@ impl Cluster {
             return Ok(check(
                 false,
                 "",
-                format!("put {}'s pid in the cell above: it is in the status table's pid column", e.node),
+                format!(
+                    "put {}'s pid in the cell above: it is in the status table's pid column",
+                    e.node
+                ),
             ));
         }
         let cmd = procs::inspect(pid).map(|p| p.cmd.join(" "));
@@ -41,7 +44,10 @@ impl Cluster {
             (_, None) => check(
                 false,
                 "",
-                format!("no process has pid {pid}; copy {}'s pid from the status table", e.node),
+                format!(
+                    "no process has pid {pid}; copy {}'s pid from the status table",
+                    e.node
+                ),
             ),
             (false, Some(cmd)) => check(
                 false,

@@ -69,11 +69,21 @@ impl Chart {
         if lines.is_empty() {
             return self;
         }
-        let labels: Vec<String> = lines.iter().map(|(l, _)| super::display::escape(l)).collect();
-        if let Some(end) = self.svg.find("<svg").and_then(|i| self.svg[i..].find('>').map(|j| i + j + 1)) {
+        let labels: Vec<String> = lines
+            .iter()
+            .map(|(l, _)| super::display::escape(l))
+            .collect();
+        if let Some(end) = self
+            .svg
+            .find("<svg")
+            .and_then(|i| self.svg[i..].find('>').map(|j| i + j + 1))
+        {
             self.svg.insert_str(
                 end,
-                &format!("\n<metadata data-lab=\"reference-lines\">{}</metadata>", labels.join("\n")),
+                &format!(
+                    "\n<metadata data-lab=\"reference-lines\">{}</metadata>",
+                    labels.join("\n")
+                ),
             );
         }
         self
@@ -85,8 +95,17 @@ impl Chart {
         let Some(start) = self.svg.find(open).map(|i| i + open.len()) else {
             return Vec::new();
         };
-        let end = self.svg[start..].find("</metadata>").map_or(start, |j| start + j);
-        self.svg[start..end].lines().map(|l| l.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")).collect()
+        let end = self.svg[start..]
+            .find("</metadata>")
+            .map_or(start, |j| start + j);
+        self.svg[start..end]
+            .lines()
+            .map(|l| {
+                l.replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&")
+            })
+            .collect()
     }
 
     /// Writes the SVG to `path` (creating parent directories).
@@ -552,7 +571,10 @@ mod tests {
         );
         assert_eq!(
             c.reference_lines(),
-            ["spec PR-002: 100 ms", "PR-003 bound: 5 × 1-client p99 < 4 ms"]
+            [
+                "spec PR-002: 100 ms",
+                "PR-003 bound: 5 × 1-client p99 < 4 ms"
+            ]
         );
         let c = throughput_vs_concurrency(
             "Throughput vs clients",
@@ -594,7 +616,11 @@ mod tests {
                 "spec PR-004: 200 MB",
             ],
         );
-        assert!(!c.svg.contains("goal"), "a line nobody explains: {}", c.svg.len());
+        assert!(
+            !c.svg.contains("goal"),
+            "a line nobody explains: {}",
+            c.svg.len()
+        );
         assert_eq!(c.reference_lines(), ["spec PR-004: 200 MB"]);
     }
 }

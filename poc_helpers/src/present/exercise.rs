@@ -35,7 +35,11 @@ pub struct Check {
 pub fn check(solved: bool, when_solved: impl Into<String>, hint: impl Into<String>) -> Check {
     Check {
         solved,
-        why: if solved { when_solved.into() } else { hint.into() },
+        why: if solved {
+            when_solved.into()
+        } else {
+            hint.into()
+        },
     }
 }
 
@@ -70,6 +74,9 @@ mod tests {
 
     #[test]
     fn a_solved_check_starts_with_the_marker_the_runner_looks_for() {
-        assert_eq!(check(true, "node-c served it", "x").to_string(), "✅ Solved: node-c served it");
+        assert_eq!(
+            check(true, "node-c served it", "x").to_string(),
+            "✅ Solved: node-c served it"
+        );
     }
 }

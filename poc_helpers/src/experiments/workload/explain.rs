@@ -16,7 +16,11 @@ pub const P99_CHOICES_MS: [f64; 3] = [1.0, 10.0, 100.0];
 pub fn nearest_choice(ms: f64) -> f64 {
     P99_CHOICES_MS
         .into_iter()
-        .min_by(|a, b| (ms.ln() - a.ln()).abs().total_cmp(&(ms.ln() - b.ln()).abs()))
+        .min_by(|a, b| {
+            (ms.ln() - a.ln())
+                .abs()
+                .total_cmp(&(ms.ln() - b.ln()).abs())
+        })
         .expect("three choices")
 }
 
@@ -60,7 +64,8 @@ impl WorkloadReport {
     /// Where reads and writes lie in the latency histogram, and whether they overlap.
     pub fn explain_histogram(&self) -> String {
         let (Some(r), Some(w)) = (self.row("all", "read"), self.row("all", "write")) else {
-            return "This run has only one kind of operation, so there is nothing to compare.".into();
+            return "This run has only one kind of operation, so there is nothing to compare."
+                .into();
         };
         let overlap = if r.p99_ms > w.p50_ms {
             format!(
@@ -86,7 +91,11 @@ impl WorkloadReport {
             w.p99_ms,
             w.ops,
             times(w.p50_ms, r.p50_ms),
-            if w.p50_ms >= r.p50_ms { "to the right" } else { "to the left" },
+            if w.p50_ms >= r.p50_ms {
+                "to the right"
+            } else {
+                "to the left"
+            },
         )
     }
 
@@ -125,13 +134,19 @@ impl WorkloadReport {
         let reads = self.row("all", "read").map_or(0, |r| r.ops);
         let writes = self.row("all", "write").map_or(0, |r| r.ops);
         let Some(predicted) = predicted_slower else {
-            return check(false, "", "first write down your prediction: set `i_predict_slower` to Some(true) or Some(false)");
+            return check(
+                false,
+                "",
+                "first write down your prediction: set `i_predict_slower` to Some(true) or Some(false)",
+            );
         };
         if reads > 0 || writes == 0 {
             return check(
                 false,
                 "",
-                format!("your run did {reads} reads and {writes} writes; make it write-only: WorkloadPlan::write_only()"),
+                format!(
+                    "your run did {reads} reads and {writes} writes; make it write-only: WorkloadPlan::write_only()"
+                ),
             );
         }
         if self.spec.concurrency != base.spec.concurrency {
@@ -155,7 +170,11 @@ impl WorkloadReport {
                 self.spec.concurrency,
                 times(mine, theirs),
                 if predicted { "slower" } else { "not slower" },
-                if predicted == slower { "right" } else { "the run says otherwise" },
+                if predicted == slower {
+                    "right"
+                } else {
+                    "the run says otherwise"
+                },
             ),
             "",
         )
@@ -168,7 +187,10 @@ impl SweepReport {
     /// `None` for an empty sweep.
     pub fn knee(&self) -> Option<(usize, usize)> {
         let tp = |r: &WorkloadReport| r.total().ops_per_s;
-        let peak = self.runs.iter().reduce(|a, b| if tp(b) > tp(a) { b } else { a })?;
+        let peak = self
+            .runs
+            .iter()
+            .reduce(|a, b| if tp(b) > tp(a) { b } else { a })?;
         let knee = self.runs.iter().find(|r| tp(r) >= 0.9 * tp(peak))?;
         Some((peak.spec.concurrency, knee.spec.concurrency))
     }
@@ -183,7 +205,8 @@ impl SweepReport {
                 (r.spec.concurrency, t.ops_per_s, t.p99_ms, t.mean_ms)
             })
             .collect();
-        let (Some(first), Some(last), Some((peak, knee))) = (pts.first(), pts.last(), self.knee()) else {
+        let (Some(first), Some(last), Some((peak, knee))) = (pts.first(), pts.last(), self.knee())
+        else {
             return "The sweep ran no levels.".into();
         };
         let at = |n: usize| pts.iter().find(|p| p.0 == n).expect("a level of the sweep");
@@ -215,20 +238,19 @@ impl SweepReport {
 
 /// Which setup was faster at each concurrency level, from two `(clients, ops/s)` series.
 pub fn compare_throughput(a: (&str, &[(f64, f64)]), b: (&str, &[(f64, f64)])) -> String {
-    let ratios: Vec<(f64, f64)> = a
-        .1
-        .iter()
-        .zip(b.1)
-        .filter(|(x, y)| x.0 == y.0 && y.1 > 0.0)
-        .map(|(x, y)| (x.0, x.1 / y.1))
-        .collect();
+    let ratios: Vec<(f64, f64)> =
+        a.1.iter()
+            .zip(b.1)
+            .filter(|(x, y)| x.0 == y.0 && y.1 > 0.0)
+            .map(|(x, y)| (x.0, x.1 / y.1))
+            .collect();
     if ratios.is_empty() {
         return "No common concurrency levels to compare.".into();
     }
     let a_wins = ratios.iter().filter(|r| r.1 > 1.0).count();
-    let (lo, hi) = ratios
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r.1), hi.max(r.1)));
+    let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+        (lo.min(r.1), hi.max(r.1))
+    });
     let winner = if a_wins * 2 > ratios.len() { a.0 } else { b.0 };
     format!(
         "{} had more throughput at {a_wins} of {} levels, {} at the other {}; the ratio {} ÷ {} \
@@ -245,9 +267,9 @@ pub fn compare_throughput(a: (&str, &[(f64, f64)]), b: (&str, &[(f64, f64)])) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiments::workload::WorkloadPlan;
     use crate::experiments::workload::report::OpSummary;
     use crate::experiments::workload::spec_check::tests::{report, summary};
-    use crate::experiments::workload::WorkloadPlan;
 
     #[test]
     fn nearest_choice_is_on_a_log_scale() {
@@ -278,7 +300,10 @@ mod tests {
             ],
         );
         let s = r.explain_histogram();
-        assert!(s.contains("2.0× slower than") && s.contains("to the right") && s.contains("overlap:"), "{s}");
+        assert!(
+            s.contains("2.0× slower than") && s.contains("to the right") && s.contains("overlap:"),
+            "{s}"
+        );
         // Reversed data, reversed sentence.
         let r = report(
             100,
@@ -288,16 +313,24 @@ mod tests {
             ],
         );
         let s = r.explain_histogram();
-        assert!(s.contains("2.0× faster than") && s.contains("to the left"), "{s}");
+        assert!(
+            s.contains("2.0× faster than") && s.contains("to the left"),
+            "{s}"
+        );
     }
 
     #[test]
     fn the_sweep_sentence_finds_the_knee() {
         let s = SweepReport {
-            runs: [(1, 400.0, 2.0), (10, 1800.0, 8.0), (50, 2000.0, 40.0), (100, 2000.0, 90.0)]
-                .into_iter()
-                .map(|(n, tp, p99)| report(n, vec![summary("all", "all", p99 / 2.0, p99, tp)]))
-                .collect(),
+            runs: [
+                (1, 400.0, 2.0),
+                (10, 1800.0, 8.0),
+                (50, 2000.0, 40.0),
+                (100, 2000.0, 90.0),
+            ]
+            .into_iter()
+            .map(|(n, tp, p99)| report(n, vec![summary("all", "all", p99 / 2.0, p99, tp)]))
+            .collect(),
         };
         let e = s.explain();
         assert!(e.contains("peak of 2000 ops/s at 50"), "{e}");
@@ -310,25 +343,56 @@ mod tests {
         let two = [(1.0, 100.0), (10.0, 300.0)];
         let one = [(1.0, 200.0), (10.0, 600.0)];
         let s = compare_throughput(("2 nodes", &two), ("1 node", &one));
-        assert!(s.contains("at 0 of 2 levels") && s.ends_with("1 node was faster on this machine."), "{s}");
+        assert!(
+            s.contains("at 0 of 2 levels") && s.ends_with("1 node was faster on this machine."),
+            "{s}"
+        );
         let s = compare_throughput(("2 nodes", &one), ("1 node", &two));
         assert!(s.ends_with("2 nodes was faster on this machine."), "{s}");
     }
 
     #[test]
     fn the_write_only_exercise_needs_a_prediction_a_write_only_plan_and_the_same_clients() {
-        let base = report(50, vec![summary("all", "read", 2.0, 9.0, 900.0), summary("all", "all", 2.5, 9.0, 1000.0)]);
-        let mut mine = report(50, vec![summary("all", "write", 6.0, 20.0, 300.0), summary("all", "all", 6.0, 20.0, 300.0)]);
+        let base = report(
+            50,
+            vec![
+                summary("all", "read", 2.0, 9.0, 900.0),
+                summary("all", "all", 2.5, 9.0, 1000.0),
+            ],
+        );
+        let mut mine = report(
+            50,
+            vec![
+                summary("all", "write", 6.0, 20.0, 300.0),
+                summary("all", "all", 6.0, 20.0, 300.0),
+            ],
+        );
         mine.spec = WorkloadPlan::write_only().concurrency(50);
         assert!(!mine.check_write_only(&base, None).solved);
         let c = mine.check_write_only(&base, Some(true));
         assert!(c.solved, "{c}");
-        assert!(c.why.contains("2.4× slower than") && c.why.contains("right"), "{c}");
-        assert!(mine.check_write_only(&base, Some(false)).why.contains("the run says otherwise"));
+        assert!(
+            c.why.contains("2.4× slower than") && c.why.contains("right"),
+            "{c}"
+        );
+        assert!(
+            mine.check_write_only(&base, Some(false))
+                .why
+                .contains("the run says otherwise")
+        );
         // Still mixed: not solved, and the hint says how to fix it.
         let mixed = base.clone();
-        assert!(mixed.check_write_only(&base, Some(true)).why.contains("write_only"));
+        assert!(
+            mixed
+                .check_write_only(&base, Some(true))
+                .why
+                .contains("write_only")
+        );
         mine.spec = WorkloadPlan::write_only().concurrency(10);
-        assert!(mine.check_write_only(&base, Some(true)).why.contains(".concurrency(50)"));
+        assert!(
+            mine.check_write_only(&base, Some(true))
+                .why
+                .contains(".concurrency(50)")
+        );
     }
 }

@@ -67,8 +67,8 @@ use crate::vocab::error::LabError;
 
 pub mod explain;
 pub mod report;
-pub mod spec_check;
 pub(crate) mod run;
+pub mod spec_check;
 
 pub use report::{OpSample, OpSummary, RawCheck, SweepReport, WorkloadReport, summary_frame};
 pub use spec_check::{DEGRADATION_K, Requirement, SpecCheck};

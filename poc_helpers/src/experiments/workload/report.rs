@@ -371,12 +371,18 @@ impl SweepReport {
     /// sweep ran 1 client, the PR-003 bound: [`DEGRADATION_K`](super::DEGRADATION_K) × the
     /// 1-client p99 (see [`super::spec_check`]).
     pub fn percentiles_chart(&self) -> Result<Chart, LabError> {
-        let mut refs = vec![(charts::SPEC_LATENCY_LABEL.to_string(), charts::SPEC_LATENCY_MS)];
+        let mut refs = vec![(
+            charts::SPEC_LATENCY_LABEL.to_string(),
+            charts::SPEC_LATENCY_MS,
+        )];
         if let Some(one) = self.runs.iter().find(|r| r.spec.concurrency == 1) {
             let bound = super::DEGRADATION_K * one.total().p99_ms;
             if bound.is_finite() && bound > 0.0 {
                 refs.push((
-                    format!("PR-003 bound: {:.0} × 1-client p99 = {bound:.1} ms", super::DEGRADATION_K),
+                    format!(
+                        "PR-003 bound: {:.0} × 1-client p99 = {bound:.1} ms",
+                        super::DEGRADATION_K
+                    ),
                     bound,
                 ));
             }

@@ -88,12 +88,7 @@ impl SpecCheck {
             .chain([paced])
             .collect();
         SpecCheck {
-            rows: vec![
-                pr001(instances),
-                pr002(paced),
-                pr003(sweep),
-                pr004(&runs),
-            ],
+            rows: vec![pr001(instances), pr002(paced), pr003(sweep), pr004(&runs)],
         }
     }
 
@@ -328,8 +323,8 @@ fn pr004(runs: &[&WorkloadReport]) -> Requirement {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::experiments::workload::report::OpSummary;
     use crate::experiments::workload::WorkloadPlan;
+    use crate::experiments::workload::report::OpSummary;
 
     pub(crate) fn summary(node: &str, op: &str, p50: f64, p99: f64, ops_per_s: f64) -> OpSummary {
         OpSummary {
@@ -399,7 +394,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_missing_level_is_not_measured_rather_than_met() {
-        let s = SweepReport { runs: vec![report(1, vec![summary("all", "all", 1.0, 2.0, 500.0)])] };
+        let s = SweepReport {
+            runs: vec![report(1, vec![summary("all", "all", 1.0, 2.0, 500.0)])],
+        };
         let r = pr003(&s);
         assert_eq!(r.met, None);
         assert_eq!(r.verdict(), "not measured");
