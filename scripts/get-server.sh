@@ -9,9 +9,11 @@
 # The lab's scripts and poc_helpers start whatever $LAB_CACHE/bin/surreal points at, so the notebooks,
 # the CLI and the tests all run the server that setup chose.
 #
-# Usage: get-server.sh [--resolve-only | --with-lab-binaries]
+# Usage: get-server.sh [--resolve-only | --with-lab-binaries | --with-storage-node]
 #   --resolve-only       try 1-3 only; exit 10 when the source build would be needed.
 #   --with-lab-binaries  also build the storage node and the `lab` CLI (setup and build-server.sh).
+#   --with-storage-node  also build the storage node only, the one binary the notebooks start
+#                        (start-lab.sh builds the `lab` CLI after JupyterLab opens).
 # The source build always compiles the server together with the lab's binaries, in one cargo
 # invocation: cargo unifies dependency features over the packages it builds, so building the
 # server alone would recompile much of the shared tree with other features.
@@ -19,17 +21,20 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
 
-resolve_only=0 lab_binaries=0
+resolve_only=0 lab_binaries=0 storage_only=0
 case "${1:-}" in
     --resolve-only) resolve_only=1 ;;
     --with-lab-binaries) lab_binaries=1 ;;
+    --with-storage-node) lab_binaries=1 storage_only=1 ;;
     "") ;;
-    *) echo "usage: $0 [--resolve-only | --with-lab-binaries]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--resolve-only | --with-lab-binaries | --with-storage-node]" >&2; exit 2 ;;
 esac
 
 # The lab's own binaries, when asked for, after the server was found elsewhere.
 found() {
-    if [ "$lab_binaries" = 1 ]; then
+    if [ "$storage_only" = 1 ]; then
+        cargo build --locked --release -p storage_node
+    elif [ "$lab_binaries" = 1 ]; then
         cargo build --locked --release -p storage_node -p lab_cli
     fi
     exit 0

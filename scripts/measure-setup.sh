@@ -19,6 +19,8 @@ work=$(mktemp -d /tmp/lab-first-run.XXXXXX)
 site_pid=""
 cleanup() {
     [ -z "$site_pid" ] || kill "$site_pid" 2>/dev/null || true
+    # The CLI's background build (setup --defer-cli), if it is still compiling.
+    [ ! -f "$work/cache/setup/lab-cli.pid" ] || kill -- -"$(cat "$work/cache/setup/lab-cli.pid")" 2>/dev/null || true
     "$work/cache/target/release/lab" --lab-dir "$work/clone/target/lab" clean --all >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -53,7 +55,8 @@ run_env=(env -u SURREAL_BIN -u LAB_USER_SURREAL_BIN -u CARGO_TARGET_DIR -u STORA
 
 echo "first run, $path_name: setup in a fresh clone ($work/clone)"
 t0=$SECONDS
-"${run_env[@]}" "$work/clone/scripts/setup.sh" 2>&1 | tee "$work/setup.log" | sed 's/^/  | /'
+# As start-lab.sh runs it: the `lab` CLI builds in the background after setup (--defer-cli).
+"${run_env[@]}" "$work/clone/scripts/setup.sh" --defer-cli 2>&1 | tee "$work/setup.log" | sed 's/^/  | /'
 setup_s=$((SECONDS - t0))
 
 # JupyterLab, started as start-lab.sh starts it, until it answers.

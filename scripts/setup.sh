@@ -3,7 +3,10 @@
 # depend on each other run at the same time, each in the background with its own log:
 #   server         the official SurrealDB 3.3.5 `surreal` (get-server.sh: SURREAL_BIN, PATH, the
 #                  official archive, else the source build together with the lab's binaries),
-#   lab binaries   the storage node and the `lab` CLI (release build, cached),
+#   lab binaries   the storage node and the `lab` CLI (release build, cached); with --defer-cli
+#                  only the storage node (the one binary the notebooks start), and the `lab` CLI
+#                  is built afterwards in the background at low priority (log: lab-cli.log),
+#                  so JupyterLab opens without waiting for it,
 #   python         a project-local virtualenv (.venv) with JupyterLab and the notebook runner,
 #   evcxr          the evcxr Jupyter kernel for Rust (pinned), registered inside .venv only,
 #   packages       mold, which evcxr uses by itself when it is on PATH, and with --for-tests the test
@@ -14,15 +17,18 @@
 # timeline (also kept in $LAB_CACHE/setup/timeline.txt). Logs: $LAB_CACHE/setup/<step>.log.
 # Options: --for-tests also installs what only the test command needs: Chromium (browser check),
 # Graphviz (the architecture diagram's source) and Node.js with npm.
+#          --defer-cli builds the `lab` CLI after setup, in the background (start-lab.sh uses it;
+#          it matters where the server comes ready-made: the source build compiles the CLI with it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
 
-for_tests=0
+for_tests=0 defer_cli=0
 for arg in "$@"; do
     case "$arg" in
         --for-tests) for_tests=1 ;;
-        *) echo "usage: $0 [--for-tests]" >&2; exit 2 ;;
+        --defer-cli) defer_cli=1 ;;
+        *) echo "usage: $0 [--for-tests] [--defer-cli]" >&2; exit 2 ;;
     esac
 done
 
@@ -40,7 +46,7 @@ mkdir -p "$SETUP_DIR/timings"
 # Expected durations (seconds) of a step that has real work to do, measured on a 2-core machine.
 # A step that ran before on this machine expects its own last measured time instead.
 declare -A EXPECT=(
-    [server]=1560 [lab-binaries]=420 [python]=60 [evcxr]=360 [packages]=120 [warm-kernel]=300
+    [server]=1560 [lab-binaries]=420 [storage-node]=240 [python]=60 [evcxr]=360 [packages]=120 [warm-kernel]=300
 )
 declare -A PID START LOGF
 ORDER=()
@@ -132,9 +138,14 @@ if scripts/get-server.sh --resolve-only > "$SETUP_DIR/server.log" 2>&1; then
     sed 's/^/    /' "$SETUP_DIR/server.log"
     printf '%-13s start %6s  took %6s  ok (%s)\n' server "$(fmt $resolve_start)" "$(fmt $((SECONDS - resolve_start)))" \
         "$(cat "$LAB_CACHE/bin/surreal.source")" >> "$SETUP_DIR/timeline.txt"
-    start_step lab-binaries scripts/get-server.sh --with-lab-binaries
+    if [ "$defer_cli" = 1 ]; then
+        start_step storage-node scripts/get-server.sh --with-storage-node
+    else
+        start_step lab-binaries scripts/get-server.sh --with-lab-binaries
+    fi
 else
     rc=$?
+    defer_cli=0  # the source build compiles the CLI in the same cargo run as the server
     [ $rc = 10 ] || { cat "$SETUP_DIR/server.log" >&2; exit $rc; }
     sed 's/^/    /' "$SETUP_DIR/server.log"
     # The source build, with the lab's binaries in the same cargo invocation (get-server.sh says why).
@@ -201,3 +212,11 @@ echo
 echo "setup timeline (also in $SETUP_DIR/timeline.txt):"
 sed 's/^/    /' "$SETUP_DIR/timeline.txt"
 echo "setup done in $(fmt $SECONDS); server: $(cat "$LAB_CACHE/bin/surreal.source")"
+if [ "$defer_cli" = 1 ]; then
+    # The `lab` CLI is for the terminal, not the notebooks: it compiles now, at the lowest CPU
+    # priority so a notebook's cells come first, in its own session so it outlives this script
+    # (a no-op in seconds when it is up to date). Its pid is kept for whoever must stop it.
+    setsid nice -n 19 cargo build --locked --release -p lab_cli >"$SETUP_DIR/lab-cli.log" 2>&1 &
+    echo $! > "$SETUP_DIR/lab-cli.pid"
+    echo "the lab CLI ($CARGO_TARGET_DIR/release/lab) is being built in the background; log: $SETUP_DIR/lab-cli.log"
+fi
