@@ -15,7 +15,8 @@ Four checks, one summary line each; the exit status is non-zero when any fails:
 4. rustdoc   `cargo doc -p poc_helpers --no-deps` passes with -D warnings -D missing_docs.
 5. notebooks what can be checked mechanically of the notebooks' text and published outputs:
              - docs/executed/ holds an executed copy of every notebook (scripts/publish-executed.py,
-               run by test.sh), with the notebook's exact code and an output of every code cell;
+               run by test.sh), with the notebook's exact code, every code cell run, and no path
+               of the machine that ran it;
              - every reference line a chart draws (the spec's limits, the PR-003 bound: charts
                record their labels in the SVG) is named in that notebook's markdown, and every
                bold `**spec PR-…**` / `**PR-… bound**` a markdown cell names is drawn by a chart;
@@ -561,7 +562,11 @@ def check_notebooks() -> tuple[bool, str]:
         if not ex_path.exists():
             problems.append(f"  docs/executed/{name} is missing: run scripts/test.sh (or run-notebooks.py, then publish-executed.py)")
             continue
-        ex = json.loads(ex_path.read_text(encoding="utf-8"))
+        raw = ex_path.read_text(encoding="utf-8")
+        for private in {str(ROOT), os.path.expanduser("~")} - {"/"}:
+            if private in raw:
+                problems.append(f"  docs/executed/{name} contains the machine path {private}: publish it with scripts/publish-executed.py")
+        ex = json.loads(raw)
         code = lambda nb: [cell_text(c) for c in nb["cells"] if c["cell_type"] == "code"]  # noqa: E731
         if code(ex) != code(src):
             problems.append(f"  docs/executed/{name}: its code differs from notebooks/{name}; regenerate it (scripts/test.sh)")

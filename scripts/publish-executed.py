@@ -62,7 +62,8 @@ def scrub(text: str) -> str:
     ):
         if path and path != "/":
             text = text.replace(path, name)
-    return text
+    # Cargo names its registry folders after the registry's host (panic locations show them).
+    return re.sub(r"registry/src/[^/\s]+/", "registry/src/<registry>/", text)
 
 
 def scrub_outputs(cell) -> None:
