@@ -34,6 +34,16 @@ pub(crate) enum Command {
     Start {
         reply: Reply<Result<(Vec<String>, LabConfig), LabError>>,
     },
+    /// Start one more node on the lab's storage (see `actor::lab::scale`). Replies with its
+    /// name and a log line.
+    AddNode {
+        reply: Reply<Result<(String, String), LabError>>,
+    },
+    /// Stop the newest node and forget it. Replies with a log line.
+    RemoveNode {
+        node: NodeRef,
+        reply: Reply<Result<String, LabError>>,
+    },
     /// The status of every node.
     Instances {
         reply: Reply<Result<Vec<Instance>, LabError>>,

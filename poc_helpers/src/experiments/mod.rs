@@ -12,11 +12,13 @@
 //! - [`live`]: LIVE SELECT across nodes.
 //! - [`membership`]: `INFO FOR ROOT` members and recovery timings.
 //! - [`consistency`]: the same query on every node, compared.
+//! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
 
 pub mod bank;
 pub mod conflicts;
 pub mod consistency;
+pub mod handoff;
 pub(crate) mod harness;
 pub mod live;
 pub mod membership;

@@ -18,7 +18,7 @@ use crate::vocab::error::LabError;
 /// The spec's two nodes.
 pub const DEFAULT_NODES: usize = 2;
 /// At most 9 nodes, named node-a … node-i: more would not fit a 2-core laptop anyway.
-pub const MAX_NODES: usize = 9;
+pub const MAX_NODES: usize = crate::vocab::nodes::MAX_NODES;
 /// Spec PR-001: each instance must start in under 30 s.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace period between SIGTERM and SIGKILL. SurrealDB on TiKV can need 20–30 s to exit when

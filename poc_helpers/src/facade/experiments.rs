@@ -104,7 +104,7 @@ impl Cluster {
     /// conflict — and nobody is on call. Guarded, both also write `shift:today`, so one of them
     /// gets a conflict and one doctor stays on call.
     pub fn write_skew(&self, guarded: bool) -> Result<WriteSkewReport, LabError> {
-        let n = self.config().nodes;
+        let n = self.node_names().len();
         let (a, b) = (0usize, 1 % n);
         self.sql(
             a,

@@ -1,7 +1,9 @@
-//! Membership and recovery, as the facade offers them: `INFO FOR ROOT` members labelled with
-//! lab node names, and the recovery drill, which is a timed sequence of ordinary facade calls
-//! (kill, poll, restart) made on the caller's thread.
+//! Membership and recovery, as the facade offers them: adding a node to a running lab and
+//! removing it, `INFO FOR ROOT` members labelled with lab node names, and the recovery drill,
+//! which is a timed sequence of ordinary facade calls (kill, poll, restart) made on the
+//! caller's thread.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use polars::prelude::DataFrame;
@@ -15,6 +17,42 @@ use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeRef;
 
 impl Cluster {
+    /// Starts one more node on the lab's storage and returns its name (`"node-c"` after a and
+    /// b), like `cockroach demo`'s `\demo add`. It gets the next free port (a free ephemeral
+    /// one with `.ephemeral_ports()`), the lab's settings and, with `.fault_links(true)`, its
+    /// own link proxies; it registers in the membership (`INFO FOR ROOT` on any node lists it)
+    /// and, over shared storage, serves every existing record at once: nothing is copied,
+    /// because no node holds data. `lab status`, `lab down` and `lab clean` see it.
+    ///
+    /// ```no_run
+    /// # use poc_helpers::prelude::*;
+    /// let cluster = Cluster::builder().ephemeral_ports().start().unwrap();
+    /// cluster.sql("a", "CREATE note:1 SET text = 'before c existed'").unwrap();
+    /// let c = cluster.add_node().unwrap();                       // "node-c"
+    /// assert_eq!(cluster.sql(c.as_str(), "SELECT * FROM note:1").unwrap().row_count(), 1);
+    /// cluster.remove_node(c.as_str()).unwrap();
+    /// ```
+    pub fn add_node(&self) -> Result<String, LabError> {
+        let (name, line) = self.actor.call(|reply| Command::AddNode { reply })??;
+        self.node_count.fetch_add(1, Ordering::Relaxed);
+        self.say(&line);
+        Ok(name)
+    }
+
+    /// Stops `node` gracefully (SIGTERM, then SIGKILL after the stop timeout) and forgets it:
+    /// it leaves the status table and `state.json`. Only the newest node can be removed (names
+    /// stay a, b, c …), and never the last one. Its entry in `INFO FOR ROOT` stays until its
+    /// heartbeat expires, as for any node that went away.
+    pub fn remove_node(&self, node: impl Into<NodeRef>) -> Result<(), LabError> {
+        let node = node.into();
+        let line = self
+            .actor
+            .call(|reply| Command::RemoveNode { node, reply })??;
+        self.node_count.fetch_sub(1, Ordering::Relaxed);
+        self.say(&line);
+        Ok(())
+    }
+
     /// `INFO FOR ROOT`'s node list as `observer` sees it, each id labelled with the lab node
     /// it belongs to where the lab saw that start.
     pub fn members(&self, observer: impl Into<NodeRef>) -> Result<Vec<Member>, LabError> {

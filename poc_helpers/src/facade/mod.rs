@@ -21,7 +21,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::actor::command::Command;
@@ -69,6 +69,9 @@ pub struct Cluster {
     stop_on_drop: AtomicBool,
     finished: AtomicBool,
     start_lines: Vec<String>,
+    /// How many nodes the lab has now: `cfg.nodes` at start, then moved by `add_node` and
+    /// `remove_node` (nodes are added and removed at the end, so names stay a, b, c …).
+    node_count: AtomicUsize,
     /// Shared with the actor: set to make a long-running command (a bank run) finish early.
     cancel: Arc<AtomicBool>,
 }
@@ -91,6 +94,7 @@ impl Cluster {
     fn new(actor: Actor, cfg: LabConfig, echo: bool, stop_on_drop: bool) -> Self {
         Cluster {
             actor,
+            node_count: AtomicUsize::new(cfg.nodes),
             cfg,
             echo: AtomicBool::new(echo),
             stop_on_drop: AtomicBool::new(stop_on_drop),
@@ -145,14 +149,15 @@ impl Cluster {
         &self.cfg.lab_dir
     }
 
-    /// The resolved settings (ports are final after `start`).
+    /// The resolved settings (ports are final after `start`). `nodes` is the count the lab
+    /// started with; [`node_names`](Self::node_names) follows `add_node` and `remove_node`.
     pub fn config(&self) -> &LabConfig {
         &self.cfg
     }
 
-    /// Node names: `node-a`, `node-b`, …
+    /// Node names: `node-a`, `node-b`, … (including nodes added since the start).
     pub fn node_names(&self) -> Vec<String> {
-        (0..self.cfg.nodes)
+        (0..self.node_count.load(Ordering::Relaxed))
             .map(crate::vocab::nodes::node_name)
             .collect()
     }

@@ -6,6 +6,7 @@ use polars::prelude::DataFrame;
 use super::{Cluster, Endpoint};
 use crate::actor::command::Command;
 use crate::infra::metrics::{self, Instance};
+use crate::infra::trace::TraceRow;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeRef;
 use crate::vocab::oplog::OpRecord;
@@ -179,8 +180,22 @@ impl Cluster {
         node: impl Into<NodeRef>,
         query: &str,
     ) -> Result<(QueryResult, DataFrame), LabError> {
+        let (result, rows) = self.sql_traced_rows(node, query)?;
+        Ok((result, crate::infra::trace::trace_frame(&rows)?))
+    }
+
+    /// [`sql_traced`](Self::sql_traced) with the requests as [`TraceRow`]s, to compute with:
+    /// `Handoff::new(&write_rows, &read_rows)` puts one node's write beside another's read.
+    pub fn sql_traced_rows(
+        &self,
+        node: impl Into<NodeRef>,
+        query: &str,
+    ) -> Result<(QueryResult, Vec<TraceRow>), LabError> {
         let mark = self.storage_trace_mark()?;
         let result = self.sql(node, query)?;
-        Ok((result, self.storage_trace_since(mark)?))
+        let rows = self
+            .actor
+            .call(|reply| Command::TraceSince { mark, reply })??;
+        Ok((result, rows))
     }
 }

@@ -56,6 +56,13 @@ impl TraceRow {
     }
 }
 
+impl TraceRow {
+    /// Rows as the table [`trace_frame`] builds (what `sql_traced` returns).
+    pub fn frame(rows: &[TraceRow]) -> Result<DataFrame, LabError> {
+        trace_frame(rows)
+    }
+}
+
 /// Current length of the trace file: a mark to read from later.
 pub fn mark(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)

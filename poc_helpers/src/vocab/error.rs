@@ -130,6 +130,20 @@ pub enum LabError {
         state: String,
     },
 
+    /// An action that the target's current state does not allow (resuming a node that is not
+    /// paused, removing a node that is not the newest, adding a node while storage is down).
+    #[error("cannot {action} {target}: {reason}.\nFix: {fix}")]
+    WrongState {
+        /// What was asked, e.g. `resume`.
+        action: String,
+        /// The node (`node-b`), `storage` or the lab.
+        target: String,
+        /// Why not, with the state it is in.
+        reason: String,
+        /// What to do instead.
+        fix: String,
+    },
+
     /// A node name or index that this lab does not have.
     #[error(
         "this lab has no node `{given}`; its nodes are: {known}.\nFix: use one of those names, a letter (\"a\") or a 0-based index."

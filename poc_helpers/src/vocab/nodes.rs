@@ -77,7 +77,10 @@ impl NodeAction {
     }
 }
 
-/// The node's name for index `i`: node-a, node-b, … (the lab allows at most 9 nodes: a–i).
+/// The most nodes a lab runs, started or added later: node-a … node-i.
+pub const MAX_NODES: usize = 9;
+
+/// The node's name for index `i`: node-a, node-b, … (the lab allows at most [`MAX_NODES`]: a–i).
 pub fn node_name(i: usize) -> String {
     format!("node-{}", (b'a' + i as u8) as char)
 }

@@ -11,7 +11,7 @@ use crate::infra::procs::Stopped;
 use crate::infra::storage::{StorageTier, TierPlan};
 use crate::vocab::error::LabError;
 use crate::vocab::faults::{Fault, Link, LinkFault};
-use crate::vocab::nodes::{NodeAction, NodeRef};
+use crate::vocab::nodes::{NodeAction, NodeRef, NodeState};
 
 impl Lab {
     /// The one fault path: carries out `fault` and appends it to the fault log with its target,
@@ -84,7 +84,10 @@ impl Lab {
                     (_, Some(pid)) => format!("{} killed with SIGKILL (pid {pid})", self.tag(i)),
                 }
             }
-            NodeAction::Restart => self.restart(i).await?,
+            NodeAction::Restart => {
+                self.check_not_held_elsewhere("restart a node of")?;
+                self.restart(i).await?
+            }
             NodeAction::Pause => {
                 self.nodes[i].signal(nix::sys::signal::Signal::SIGSTOP)?;
                 format!(
@@ -93,6 +96,9 @@ impl Lab {
                 )
             }
             NodeAction::Resume => {
+                let name = self.nodes[i].name.clone();
+                let state = self.nodes[i].refresh().clone();
+                not_paused(&name, &state, &format!("restart_node(\"{name}\")"))?;
                 self.nodes[i].signal(nix::sys::signal::Signal::SIGCONT)?;
                 format!("{} resumed with SIGCONT", self.tag(i))
             }
@@ -154,6 +160,9 @@ impl Lab {
     /// left alone: they retry PD and TiKV and carry on once storage is back.
     async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
         self.check_owner()?;
+        if action == NodeAction::Restart {
+            self.check_not_held_elsewhere("restart the storage node of")?;
+        }
         let grace = self.cfg.stop_timeout;
         let timeout = self.cfg.start_timeout;
         let label = self.cfg.storage.label();
@@ -196,6 +205,8 @@ impl Lab {
                 format!("{tag} paused with SIGSTOP")
             }
             NodeAction::Resume => {
+                let state = node.refresh().clone();
+                not_paused("storage", &state, "restart_storage()")?;
                 node.signal(nix::sys::signal::Signal::SIGCONT)?;
                 format!("{tag} resumed with SIGCONT")
             }
@@ -254,4 +265,20 @@ impl Lab {
             ready.as_secs_f64() * 1000.0
         ))
     }
+}
+
+/// Resuming only makes sense for a paused process: anything else is refused with what to do
+/// (`restart` names the call that brings a stopped one back).
+fn not_paused(target: &str, state: &NodeState, restart: &str) -> Result<(), LabError> {
+    let fix = match state {
+        NodeState::Paused => return Ok(()),
+        NodeState::Running => "nothing to do: it is running (pause it first to freeze it)".to_string(),
+        _ => format!("start it again with `cluster.{restart}` (CLI: `lab restart {target}`)"),
+    };
+    Err(LabError::WrongState {
+        action: "resume".into(),
+        target: target.into(),
+        reason: format!("it is {state}, not paused"),
+        fix,
+    })
 }

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | this file | the state, the command dispatch, naming nodes, the clock |
 //! | `start` | start (reap, ports, storage, nodes, proxies, schema), stop, clean up, detach |
+//! | `scale` | adding a node to a running lab, removing the newest one |
 //! | `query` | queries on one node, races on several, HTTP |
 //! | `load` | the load generator's session pools, preparation, sampling |
 //! | `status` | node and storage status, link counters, the storage trace |
@@ -38,6 +39,7 @@ mod faults;
 mod harness;
 mod load;
 mod query;
+mod scale;
 mod start;
 pub mod state_file;
 mod status;
@@ -66,6 +68,9 @@ pub(crate) struct Lab {
     live: bool,
     /// Every fault injected so far (see `faults`).
     pub(crate) faults: FaultLog,
+    /// The process holding the lab (see [`StateFile::owner_pid`]): this one after a start,
+    /// the file's after an attach, none after a detach.
+    owner_pid: Option<u32>,
     /// This start's id, written to `state.json` (see [`StateFile::run_id`]).
     run_id: u64,
     /// True once this handle has written `state.json` (a start) or read it (an attach): from
@@ -112,6 +117,7 @@ impl Lab {
             faults: FaultLog::default(),
             member_ids: HashMap::new(),
             run_id: fastrand::u64(1..),
+            owner_pid: Some(std::process::id()),
             claimed: false,
             links: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
@@ -183,6 +189,12 @@ impl Lab {
             Command::Start { reply } => {
                 let result = self.start().await.map(|lines| (lines, self.cfg.clone()));
                 let _ = reply.send(result);
+            }
+            Command::AddNode { reply } => {
+                let _ = reply.send(self.add_node().await);
+            }
+            Command::RemoveNode { node, reply } => {
+                let _ = reply.send(self.remove_node(node).await);
             }
             Command::Instances { reply } => {
                 let _ = reply.send(Ok(self.instances().await));

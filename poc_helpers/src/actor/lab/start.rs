@@ -263,38 +263,10 @@ impl Lab {
         &mut self,
         paths: &mut [String],
     ) -> Result<(), LabError> {
-        let io_err = |e: std::io::Error| {
-            LabError::config(
-                "fault_links",
-                format!("could not start a fault proxy: {e}"),
-                "free some ports or file descriptors, or start without `.fault_links(true)`",
-            )
-        };
         self.links.clear();
         for (i, path) in paths.iter_mut().enumerate() {
-            let mut l = NodeLinks {
-                client: Some(
-                    crate::infra::proxy::Proxy::start(self.nodes[i].addr())
-                        .await
-                        .map_err(io_err)?,
-                ),
-                storage: None,
-            };
-            if let Some(addr) = path.strip_prefix("tikv://") {
-                let upstream: std::net::SocketAddr = addr.parse().map_err(|_| {
-                    LabError::config(
-                        "fault_links",
-                        format!("storage address `{addr}` is not IP:PORT"),
-                        "use 127.0.0.1:PORT storage endpoints",
-                    )
-                })?;
-                let proxy = crate::infra::proxy::Proxy::start(upstream)
-                    .await
-                    .map_err(io_err)?;
-                *path = format!("tikv://{}", proxy.listen_addr());
-                l.storage = Some(proxy);
-            }
-            self.links.push(l);
+            let links = node_links(self.nodes[i].addr(), path).await?;
+            self.links.push(links);
         }
         Ok(())
     }
@@ -390,6 +362,10 @@ impl Lab {
 
     /// Leaves the processes running and forgets them (`detach`), recording them in `state.json`.
     pub(super) fn detach(&mut self) {
+        // Nobody holds the lab any more: the CLI may now manage all of it.
+        if self.owner_pid == Some(std::process::id()) {
+            self.owner_pid = None;
+        }
         let _ = self.save_state();
         self.nodes.iter_mut().for_each(Node::forget);
         self.clients.iter_mut().for_each(|c| *c = None);
@@ -419,4 +395,42 @@ pub(super) fn describe_stop(how: Stopped) -> &'static str {
         Stopped::Graceful => "SIGTERM",
         Stopped::Killed => "SIGTERM ignored, SIGKILL",
     }
+}
+
+/// The fault proxies of one node: one on its client link, and for a `tikv://` path one on its
+/// storage link, with `path` rewritten to dial that proxy (used at start and by `add_node`).
+pub(super) async fn node_links(
+    node_addr: std::net::SocketAddr,
+    path: &mut String,
+) -> Result<NodeLinks, LabError> {
+    let io_err = |e: std::io::Error| {
+        LabError::config(
+            "fault_links",
+            format!("could not start a fault proxy: {e}"),
+            "free some ports or file descriptors, or start without `.fault_links(true)`",
+        )
+    };
+    let mut links = NodeLinks {
+        client: Some(
+            crate::infra::proxy::Proxy::start(node_addr)
+                .await
+                .map_err(io_err)?,
+        ),
+        storage: None,
+    };
+    if let Some(addr) = path.strip_prefix("tikv://") {
+        let upstream: std::net::SocketAddr = addr.parse().map_err(|_| {
+            LabError::config(
+                "fault_links",
+                format!("storage address `{addr}` is not IP:PORT"),
+                "use 127.0.0.1:PORT storage endpoints",
+            )
+        })?;
+        let proxy = crate::infra::proxy::Proxy::start(upstream)
+            .await
+            .map_err(io_err)?;
+        *path = format!("tikv://{}", proxy.listen_addr());
+        links.storage = Some(proxy);
+    }
+    Ok(links)
 }

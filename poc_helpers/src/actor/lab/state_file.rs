@@ -74,6 +74,12 @@ pub struct StateFile {
     pub storage_state: Option<NodeState>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
+    /// Pid of the process that started the lab and still holds it (a notebook kernel, a
+    /// test); `None` once it detached (`lab up`). Another process must not add, remove or
+    /// restart processes behind that holder's back: it would not know them (see
+    /// [`Lab::check_not_held_elsewhere`]).
+    #[serde(default)]
+    pub owner_pid: Option<u32>,
     /// A random id of the start that wrote this file: a handle whose id differs was taken
     /// over by a newer start of the same lab and must not touch the directory any more.
     #[serde(default)]
@@ -142,6 +148,7 @@ impl Lab {
         lab.created_unix_ms = state.created_unix_ms;
         // An attached handle acts for the run that wrote the file.
         lab.run_id = state.run_id;
+        lab.owner_pid = state.owner_pid;
         lab.claimed = true;
         lab.live = true;
         lab.binary = state.binary.clone();
@@ -243,9 +250,35 @@ impl Lab {
             storage_started_unix_ms,
             storage_state,
             nodes,
+            owner_pid: self.owner_pid,
             run_id: self.run_id,
         }
         .write(&self.cfg.lab_dir)
+    }
+
+    /// `Err(WrongState)` when another live process started this lab and still holds it (a
+    /// notebook kernel, a test) and this handle attached to it (the `lab` CLI): a process
+    /// started here (`add`, `restart`) would be unknown to the holder, which rewrites
+    /// `state.json` without it — an orphan — and a node removed here would still be in its
+    /// tables. Stopping, killing, pausing and resuming are fine: the holder notices those.
+    pub(crate) fn check_not_held_elsewhere(&self, action: &str) -> Result<(), LabError> {
+        let Some(pid) = self.owner_pid.filter(|p| *p != std::process::id()) else {
+            return Ok(());
+        };
+        let Some(holder) = procs::inspect(pid).filter(|p| !p.zombie) else {
+            return Ok(()); // the holder is gone: whatever it started is ours to manage now
+        };
+        Err(LabError::WrongState {
+            action: action.into(),
+            target: format!("lab `{}`", self.cfg.name),
+            reason: format!(
+                "it was started by process {pid} (`{}`), which still holds it and would not know about the change",
+                crate::vocab::oplog::shorten(&holder.cmd.join(" "), 60)
+            ),
+            fix: "do it from that process (in its notebook: `cluster.add_node()`, `cluster.restart_node(..)`, …), \
+                  or end it there (`cluster.cleanup()`) and start a lab you can manage from here with `lab up`"
+                .into(),
+        })
     }
 
     /// `Err(TakenOver)` when `state.json` was written by another start of this lab: that start
@@ -313,6 +346,7 @@ mod tests {
                 log: node.log.clone(),
                 pidfile: node.pidfile.clone(),
             }],
+            owner_pid: Some(42),
             run_id: 7,
         };
         state.write(dir.path()).unwrap();
