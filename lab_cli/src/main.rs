@@ -4,6 +4,9 @@
 //! lab up [--nodes 2] [--base-port 8000] [--storage shared] [--name lab]   start and leave running
 //! lab status                                                             the status table
 //! lab sql b "SELECT * FROM user"                                         run SurrealQL on a node
+//! lab add                                                                one more node on the same storage
+//! lab remove c                                                           stop the newest node and forget it
+//! lab kill|stop|pause|resume|restart NODE                                NODE: a, b, node-c, … or storage
 //! lab down                                                               stop every node
 //! lab clean                                                              stop, then delete data and logs
 //! lab bench [--quick]                                                    benchmark 3 set-ups → target/bench/
@@ -26,10 +29,11 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_storage;
+mod nodes;
 use poc_helpers::facade::{Cluster, default_lab_root};
 use poc_helpers::vocab::config::StorageMode;
 use poc_helpers::vocab::error::LabError;
-use poc_helpers::vocab::nodes::NodeState;
+use poc_helpers::vocab::nodes::{NodeAction, NodeState};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,6 +78,39 @@ enum Cmd {
         node: String,
         /// The query.
         query: String,
+    },
+    /// Start one more node on the lab's storage (node-c after a and b): it joins the
+    /// membership and serves the existing data at once, nothing copied.
+    Add,
+    /// Stop the newest node gracefully and forget it (the reverse of `add`).
+    Remove {
+        /// The newest node (c, node-c, …).
+        node: String,
+    },
+    /// SIGKILL a node, like a crash. NODE: a, b, node-c, … or `storage`.
+    Kill {
+        /// The node, or `storage`.
+        node: String,
+    },
+    /// Stop a node gracefully (SIGTERM, then SIGKILL after the grace period).
+    Stop {
+        /// The node, or `storage`.
+        node: String,
+    },
+    /// Freeze a node with SIGSTOP: it keeps its sockets but answers nothing.
+    Pause {
+        /// The node, or `storage`.
+        node: String,
+    },
+    /// Unfreeze a paused node with SIGCONT.
+    Resume {
+        /// The node, or `storage`.
+        node: String,
+    },
+    /// Start a node again on the same port and data (after a stop or kill, or while running).
+    Restart {
+        /// The node, or `storage`.
+        node: String,
     },
     /// Stop every node (data of surrealkv nodes is kept).
     Down,
@@ -231,6 +268,13 @@ fn run(cli: Cli) -> Result<(), LabError> {
             }
             Ok(())
         }
+        Cmd::Add => nodes::add(&dir),
+        Cmd::Remove { node } => nodes::remove(&dir, &node),
+        Cmd::Kill { node } => nodes::act(&dir, NodeAction::Kill, &node),
+        Cmd::Stop { node } => nodes::act(&dir, NodeAction::Stop, &node),
+        Cmd::Pause { node } => nodes::act(&dir, NodeAction::Pause, &node),
+        Cmd::Resume { node } => nodes::act(&dir, NodeAction::Resume, &node),
+        Cmd::Restart { node } => nodes::act(&dir, NodeAction::Restart, &node),
         Cmd::Down => {
             let cluster = Cluster::attach_dir(&dir)?;
             cluster.stop_all()?;

@@ -264,3 +264,206 @@ fn a_lab_on_external_storage_shares_it_and_never_stops_it() {
     assert!(clean.status.success(), "{}", text(&clean));
     ext.assert_untouched("`lab clean --all`");
 }
+
+/// The pid `state.json` records for `node` of lab `name`.
+fn recorded_pid(root: &std::path::Path, name: &str, node: &str) -> Option<u32> {
+    let state = std::fs::read_to_string(root.join(name).join("state.json")).ok()?;
+    let v: poc_helpers::serde_json::Value = poc_helpers::serde_json::from_str(&state).ok()?;
+    v["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["pid"].as_u64())
+        .map(|p| p as u32)
+}
+
+/// The status table's row of `node` (its first line), for reading its state.
+fn row(table: &str, node: &str) -> String {
+    table
+        .lines()
+        .find(|l| l.contains(node))
+        .unwrap_or_else(|| panic!("no {node} row in:\n{table}"))
+        .to_string()
+}
+
+/// Runs `lab` and asserts it succeeded; returns its output.
+fn ok(root: &std::path::Path, args: &[&str]) -> String {
+    let o = lab(root, args);
+    assert!(o.status.success(), "lab {args:?} failed:\n{}", text(&o));
+    text(&o)
+}
+
+/// Runs `lab` and asserts it failed with every needle in its message.
+fn fails(root: &std::path::Path, args: &[&str], needles: &[&str]) {
+    let o = lab(root, args);
+    assert!(
+        !o.status.success(),
+        "lab {args:?} should fail:\n{}",
+        text(&o)
+    );
+    for n in needles {
+        assert!(
+            text(&o).contains(n),
+            "expected `{n}` from lab {args:?}:\n{}",
+            text(&o)
+        );
+    }
+}
+
+/// `lab add` and `lab remove`, and `kill | stop | pause | resume | restart` on a node and on the
+/// storage node, each followed by the state `lab status` shows; bad input names the fix; and
+/// `lab down` / `lab clean` stop an added node too.
+#[test]
+fn add_remove_and_the_node_verbs() {
+    let root = Root::new();
+    let r = root.path();
+    let n = ["--name", "verbs"];
+    let with = |args: &[&'static str]| -> Vec<&'static str> { [args, &n].concat() };
+    ok(r, &with(&["up", "--ephemeral"]));
+    write_on_a_read_on_b(r, "verbs");
+
+    // add: node-c serves what node-a wrote before it existed.
+    let out = ok(r, &with(&["add"]));
+    assert!(
+        out.contains("[node-c :") && out.contains("nothing copied"),
+        "{out}"
+    );
+    let read = ok(r, &with(&["sql", "c", "SELECT * FROM user"]));
+    assert!(read.contains("ada@example.com"), "{read}");
+    let status = ok(r, &with(&["status"]));
+    assert!(row(&status, "node-c").contains("running"), "{status}");
+    assert_eq!(
+        status.matches("running").count(),
+        4,
+        "3 nodes and storage:\n{status}"
+    );
+    let c_pid = recorded_pid(r, "verbs", "node-c").expect("node-c in state.json");
+
+    // pause / resume, and a resume of a node that is not paused.
+    ok(r, &with(&["pause", "c"]));
+    assert!(row(&ok(r, &with(&["status"])), "node-c").contains("paused"));
+    ok(r, &with(&["resume", "node-c"]));
+    assert!(row(&ok(r, &with(&["status"])), "node-c").contains("running"));
+    fails(
+        r,
+        &with(&["resume", "c"]),
+        &["cannot resume node-c", "not paused"],
+    );
+
+    // kill / restart / stop.
+    ok(r, &with(&["kill", "b"]));
+    assert!(row(&ok(r, &with(&["status"])), "node-b").contains("killed"));
+    fails(
+        r,
+        &with(&["resume", "b"]),
+        &["killed, not paused", "lab restart node-b"],
+    );
+    ok(r, &with(&["restart", "b"]));
+    assert!(row(&ok(r, &with(&["status"])), "node-b").contains("running"));
+    assert!(ok(r, &with(&["sql", "b", "SELECT * FROM user"])).contains("ada@example.com"));
+    ok(r, &with(&["stop", "a"]));
+    assert!(row(&ok(r, &with(&["status"])), "node-a").contains("stopped"));
+    ok(r, &with(&["restart", "a"]));
+
+    // The storage node: pause, resume, stop, restart.
+    ok(r, &with(&["pause", "storage"]));
+    assert!(storage_line(&ok(r, &with(&["status"]))).contains("paused"));
+    ok(r, &with(&["resume", "storage"]));
+    fails(
+        r,
+        &with(&["resume", "storage"]),
+        &["cannot resume storage", "not paused"],
+    );
+    ok(r, &with(&["stop", "storage"]));
+    assert!(storage_line(&ok(r, &with(&["status"]))).contains("stopped"));
+    ok(r, &with(&["restart", "storage"]));
+    assert!(storage_line(&ok(r, &with(&["status"]))).contains("running"));
+    // The nodes reconnect by themselves (the TiKV client retries); give them a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = lab(r, &with(&["sql", "c", "SELECT * FROM user"]));
+        if text(&o).contains("ada@example.com") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", text(&o));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    // Bad input names the fix.
+    fails(
+        r,
+        &with(&["kill", "z"]),
+        &["no node `z`", "node-a, node-b, node-c", "storage"],
+    );
+    fails(
+        r,
+        &with(&["remove", "b"]),
+        &["node-c is newer", "remove node-c first"],
+    );
+    fails(
+        r,
+        &["kill", "a", "--name", "nolab"],
+        &["no running lab `nolab`", "lab up --name nolab"],
+    );
+    fails(r, &["add", "--name", "nolab"], &["no running lab `nolab`"]);
+
+    // remove: the process is gone and status forgot it.
+    let c_pid = recorded_pid(r, "verbs", "node-c").unwrap_or(c_pid);
+    let out = ok(r, &with(&["remove", "c"]));
+    assert!(out.contains("removed"), "{out}");
+    assert!(
+        !poc_helpers::infra::procs::is_alive(c_pid),
+        "node-c (pid {c_pid}) still runs"
+    );
+    assert!(!ok(r, &with(&["status"])).contains("node-c"));
+
+    // An added node is stopped by `lab down` and `lab clean` like the others.
+    ok(r, &with(&["add"]));
+    let c_pid = recorded_pid(r, "verbs", "node-c").expect("node-c again");
+    let down = ok(r, &with(&["down"]));
+    assert!(
+        down.contains("[node-c :") && down.contains("stopped"),
+        "{down}"
+    );
+    assert!(!poc_helpers::infra::procs::is_alive(c_pid));
+    assert!(row(&ok(r, &with(&["status"])), "node-c").contains("stopped"));
+    fails(
+        r,
+        &with(&["add"]),
+        &["storage node is stopped", "lab restart storage"],
+    );
+    ok(r, &with(&["clean"]));
+    assert!(!r.join("verbs").exists());
+}
+
+/// A lab a notebook (here: this test process) started and still holds: the CLI may look and
+/// signal, but must not start or forget processes behind its back.
+#[test]
+fn a_lab_held_by_another_process_refuses_add_remove_and_restart_from_the_cli() {
+    let root = Root::new();
+    let cluster = poc_helpers::facade::Cluster::builder()
+        .name("held")
+        .lab_root(root.path())
+        .ephemeral_ports()
+        .nodes(1)
+        .echo(false)
+        .start()
+        .unwrap();
+    let n = ["--name", "held"];
+    for verb in [
+        &["add"][..],
+        &["restart", "a"],
+        &["restart", "storage"],
+        &["remove", "a"],
+    ] {
+        let args: Vec<&str> = [verb, &n].concat();
+        fails(
+            root.path(),
+            &args,
+            &["still holds it", "cluster.cleanup()", "lab up"],
+        );
+    }
+    assert!(ok(root.path(), &["status", "--name", "held"]).contains("node-a"));
+    assert_eq!(cluster.node_names(), ["node-a"]);
+    cluster.cleanup().unwrap();
+}

@@ -42,11 +42,18 @@ fn an_added_node_serves_existing_data_joins_the_membership_and_leaves_nothing_wh
 
     // The status table and state.json (what `lab status` reads) list it.
     let inst = cluster.instances().unwrap();
-    let row = inst.iter().find(|i| i.node == "node-c").expect("node-c row");
+    let row = inst
+        .iter()
+        .find(|i| i.node == "node-c")
+        .expect("node-c row");
     assert_eq!(row.state, NodeState::Running);
     let (pid, port) = (row.pid.expect("a pid"), row.port);
     let state = StateFile::read(cluster.lab_dir()).unwrap();
-    let rec = state.nodes.iter().find(|n| n.name == "node-c").expect("in state.json");
+    let rec = state
+        .nodes
+        .iter()
+        .find(|n| n.name == "node-c")
+        .expect("in state.json");
     assert_eq!((rec.pid, rec.port), (Some(pid), port));
     assert_eq!(state.config.nodes, 3);
     let attached = Cluster::attach_dir(cluster.lab_dir()).unwrap();
@@ -62,7 +69,13 @@ fn an_added_node_serves_existing_data_joins_the_membership_and_leaves_nothing_wh
     assert!(!procs::is_alive(pid), "pid {pid} must be gone");
     assert!(!surreal_on_port(port), "nothing may listen on {port}");
     assert_eq!(cluster.node_names(), ["node-a", "node-b"]);
-    assert!(cluster.instances().unwrap().iter().all(|i| i.node != "node-c"));
+    assert!(
+        cluster
+            .instances()
+            .unwrap()
+            .iter()
+            .all(|i| i.node != "node-c")
+    );
     let state = StateFile::read(cluster.lab_dir()).unwrap();
     assert!(state.nodes.iter().all(|n| n.name != "node-c"), "{state:?}");
     assert!(!cluster.lab_dir().join("run/node-c.pid").exists());
@@ -72,7 +85,13 @@ fn an_added_node_serves_existing_data_joins_the_membership_and_leaves_nothing_wh
     // A node added again gets the same name and serves as well.
     let again = cluster.add_node().unwrap();
     assert_eq!(again, "node-c");
-    assert_eq!(cluster.sql("c", "SELECT * FROM note:1").unwrap().row_count(), 1);
+    assert_eq!(
+        cluster
+            .sql("c", "SELECT * FROM note:1")
+            .unwrap()
+            .row_count(),
+        1
+    );
     cluster.cleanup().unwrap();
 }
 
@@ -96,7 +115,10 @@ fn a_node_added_to_a_lab_with_fault_links_gets_its_own_links() {
     assert!(cluster.sql("a", "SELECT * FROM note:1").is_ok());
     cluster.heal_link(Link::client_to(b.as_str())).unwrap();
     assert_eq!(
-        cluster.sql(b.as_str(), "SELECT * FROM note:1").unwrap().row_count(),
+        cluster
+            .sql(b.as_str(), "SELECT * FROM note:1")
+            .unwrap()
+            .row_count(),
         1
     );
     let pid = cluster
@@ -124,7 +146,11 @@ fn a_node_cannot_join_while_storage_is_down_and_the_error_names_the_fix() {
     assert_mentions(&e, &["cannot resume storage", "not paused"]);
     let e = cluster.resume_node("a").unwrap_err().to_string();
     assert_mentions(&e, &["cannot resume node-a", "running, not paused"]);
-    assert_eq!(cluster.node_names(), ["node-a"], "a refused add changes nothing");
+    assert_eq!(
+        cluster.node_names(),
+        ["node-a"],
+        "a refused add changes nothing"
+    );
     let e = cluster.remove_node("a").unwrap_err().to_string();
     assert_mentions(&e, &["only node", "cleanup()"]);
     cluster.cleanup().unwrap();

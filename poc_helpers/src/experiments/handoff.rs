@@ -230,7 +230,11 @@ impl Handoff {
              ➜ {r} then read that same key ({rrpc}) in a transaction with start_ts {rts}: {cmp} the write's, {order}; {arrival}.\n\
              ➜ {r} never heard from {w}: it found the record because its snapshot timestamp came \
              from the same oracle {}, and the key was already committed in storage.",
-            if later { "after the write's" } else { "but NOT after the write's" },
+            if later {
+                "after the write's"
+            } else {
+                "but NOT after the write's"
+            },
             w = self.write.node,
             r = self.read.node,
             rec = self.record,
@@ -239,7 +243,11 @@ impl Handoff {
             wts = self.write.start_ts,
             rts = self.read.start_ts,
             key = self.key,
-            cmp = if later { "larger than" } else { "not larger than" },
+            cmp = if later {
+                "larger than"
+            } else {
+                "not larger than"
+            },
         )
     }
 }
@@ -249,8 +257,10 @@ mod tests {
     use super::*;
 
     /// A record key as the storage node prints it: `/*` ns id `*` db id `*note\0*` + id 2.
-    const NOTE_2: &str = r"/*\x00\x00\x00\x00*\x00\x00\x00\x00*note\x00*\x02\x80\x00\x00\x00\x00\x00\x00\x02";
-    const NOTE_3: &str = r"/*\x00\x00\x00\x00*\x00\x00\x00\x00*note\x00*\x02\x80\x00\x00\x00\x00\x00\x00\x03";
+    const NOTE_2: &str =
+        r"/*\x00\x00\x00\x00*\x00\x00\x00\x00*note\x00*\x02\x80\x00\x00\x00\x00\x00\x00\x02";
+    const NOTE_3: &str =
+        r"/*\x00\x00\x00\x00*\x00\x00\x00\x00*note\x00*\x02\x80\x00\x00\x00\x00\x00\x00\x03";
     const TABLE: &str = r"/*\x00\x00\x00\x00*\x00\x00\x00\x00!tbnote";
 
     fn row(node: &str, rpc: &str, ts_ms: u64, at_us: u64, keys: &[&str]) -> TraceRow {
@@ -287,15 +297,28 @@ mod tests {
         assert_eq!(h.record, "note:2");
         assert_eq!((h.writer(), h.reader()), ("node-a", "node-b"));
         assert_eq!(h.write.rpc, "KvPrewrite");
-        assert_eq!(h.read.at_us, 9_500, "the read of the record, not of the table");
+        assert_eq!(
+            h.read.at_us, 9_500,
+            "the read of the record, not of the table"
+        );
         assert_eq!(h.ts_gap_ms(), 4);
         assert!((h.read_after_write_ms() - 7.3).abs() < 1e-9);
         let text = h.explain();
-        assert!(text.contains("larger than the write's, 4 ms later"), "{text}");
+        assert!(
+            text.contains("larger than the write's, 4 ms later"),
+            "{text}"
+        );
         assert!(text.contains("7.3 ms after node-a's KvPrewrite"), "{text}");
         let f = h.frame().unwrap();
         assert_eq!(f.height(), 5);
-        let shared: Vec<bool> = f.column("shared").unwrap().bool().unwrap().iter().flatten().collect();
+        let shared: Vec<bool> = f
+            .column("shared")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .flatten()
+            .collect();
         assert_eq!(shared, [false, false, true, false, true]);
     }
 
@@ -305,7 +328,10 @@ mod tests {
         let h = Handoff::new(&write(), &read).unwrap();
         assert_eq!(h.ts_gap_ms(), -10);
         let text = h.explain();
-        assert!(text.contains("not larger than") && text.contains("10 ms *earlier*"), "{text}");
+        assert!(
+            text.contains("not larger than") && text.contains("10 ms *earlier*"),
+            "{text}"
+        );
         assert!(text.contains("*before*"), "{text}");
     }
 
@@ -313,7 +339,10 @@ mod tests {
     fn a_read_of_another_record_or_no_write_is_a_clear_error() {
         let other = vec![row("node-b", "KvGet", 1_004, 9_000, &[NOTE_3])];
         let e = Handoff::new(&write(), &other).unwrap_err().to_string();
-        assert!(e.contains("never fetches what the write wrote (note:2)"), "{e}");
+        assert!(
+            e.contains("never fetches what the write wrote (note:2)"),
+            "{e}"
+        );
         assert!(e.contains("storage_trace(true)"), "{e}");
         let e = Handoff::new(&write()[..2], &other).unwrap_err().to_string();
         assert!(e.contains("no request that writes a record"), "{e}");

@@ -272,7 +272,9 @@ impl Lab {
 fn not_paused(target: &str, state: &NodeState, restart: &str) -> Result<(), LabError> {
     let fix = match state {
         NodeState::Paused => return Ok(()),
-        NodeState::Running => "nothing to do: it is running (pause it first to freeze it)".to_string(),
+        NodeState::Running => {
+            "nothing to do: it is running (pause it first to freeze it)".to_string()
+        }
         _ => format!("start it again with `cluster.{restart}` (CLI: `lab restart {target}`)"),
     };
     Err(LabError::WrongState {

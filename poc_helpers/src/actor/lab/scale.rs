@@ -177,8 +177,9 @@ impl Lab {
                 action: "add".into(),
                 target: name.into(),
                 reason: format!("the storage node is {other}, so a new node could not register"),
-                fix: "start it again first: `cluster.restart_storage()` (CLI: `lab restart storage`)"
-                    .into(),
+                fix:
+                    "start it again first: `cluster.restart_storage()` (CLI: `lab restart storage`)"
+                        .into(),
             }),
         }
     }
