@@ -58,6 +58,7 @@ pub mod prelude {
     pub use crate::experiments::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::experiments::consistency::Comparison;
     pub use crate::experiments::handoff::Handoff;
+    pub use crate::experiments::scale_out::NodeJoin;
     pub use crate::experiments::waterfall::Waterfall;
     pub use crate::experiments::workload::explain::compare_throughput;
     pub use crate::experiments::workload::spec_check::{DEGRADATION_K, SpecCheck};

@@ -155,3 +155,38 @@ fn a_node_cannot_join_while_storage_is_down_and_the_error_names_the_fix() {
     assert_mentions(&e, &["only node", "cleanup()"]);
     cluster.cleanup().unwrap();
 }
+
+/// Notebook 02's two traced claims, with real processes: node-b's read of a record node-a
+/// wrote carries the same key at a later start timestamp, and a node joining copies nothing
+/// (no record is written while it joins).
+#[test]
+fn the_read_on_another_node_hits_the_written_key_later_and_a_join_copies_nothing() {
+    let (_root, builder) = shared_lab("scale-trace");
+    let cluster = builder.storage_trace(true).start().unwrap();
+    let (_, write) = cluster
+        .sql_traced_rows("a", "CREATE note:2 SET text = 'traced'")
+        .unwrap();
+    let (_, read) = cluster
+        .sql_traced_rows("b", "SELECT * FROM note:2")
+        .unwrap();
+    let h = Handoff::new(&write, &read).unwrap();
+    println!("{}\n{}", h.frame().unwrap(), h.explain());
+    assert_eq!(
+        (h.writer(), h.reader(), h.record.as_str()),
+        ("node-a", "node-b", "note:2")
+    );
+    assert!(h.read.start_ts > h.write.start_ts, "{h:?}");
+    assert!(
+        h.explain().contains("larger than the write's"),
+        "{}",
+        h.explain()
+    );
+
+    let mark = cluster.storage_trace_mark().unwrap();
+    let c = cluster.add_node().unwrap();
+    let join = NodeJoin::from_trace(&c, &cluster.storage_trace_rows_since(mark).unwrap());
+    println!("{}", join.explain());
+    assert_eq!(join.record_writes, 0, "{join:?}");
+    assert!(join.by_new_node > 0 && join.new_node_writes > 0, "{join:?}");
+    cluster.cleanup().unwrap();
+}

@@ -11,6 +11,7 @@
 //! - [`conflicts`]: contention and the conflict rate.
 //! - [`live`]: LIVE SELECT across nodes.
 //! - [`membership`]: `INFO FOR ROOT` members and recovery timings.
+//! - [`scale_out`]: what storage did while a node joined; notebook 02's exercise check.
 //! - [`consistency`]: the same query on every node, compared.
 //! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
@@ -22,5 +23,6 @@ pub mod handoff;
 pub(crate) mod harness;
 pub mod live;
 pub mod membership;
+pub mod scale_out;
 pub mod waterfall;
 pub mod workload;

@@ -152,6 +152,13 @@ impl Cluster {
         crate::infra::trace::trace_frame(&rows)
     }
 
+    /// [`storage_trace_since`](Self::storage_trace_since) as [`TraceRow`]s, to compute with
+    /// (e.g. `NodeJoin::from_trace` around an `add_node`).
+    pub fn storage_trace_rows_since(&self, mark: u64) -> Result<Vec<TraceRow>, LabError> {
+        self.actor
+            .call(|reply| Command::TraceSince { mark, reply })?
+    }
+
     /// Runs `query` on `node` and returns its latency waterfall: every storage RPC it caused
     /// (kind, decoded key, start offset, service time) and the time spent outside storage (see
     /// [`Waterfall`](crate::experiments::waterfall::Waterfall)). Needs `.storage_trace(true)`
@@ -193,9 +200,6 @@ impl Cluster {
     ) -> Result<(QueryResult, Vec<TraceRow>), LabError> {
         let mark = self.storage_trace_mark()?;
         let result = self.sql(node, query)?;
-        let rows = self
-            .actor
-            .call(|reply| Command::TraceSince { mark, reply })??;
-        Ok((result, rows))
+        Ok((result, self.storage_trace_rows_since(mark)?))
     }
 }
