@@ -196,7 +196,7 @@ impl Handoff {
             Column::new(
                 "shared".into(),
                 rows.iter()
-                    .map(|(_, r)| r.keys.iter().any(|k| *k == self.key))
+                    .map(|(_, r)| r.keys.contains(&self.key))
                     .collect::<Vec<_>>(),
             ),
         ])
