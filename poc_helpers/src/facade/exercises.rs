@@ -61,4 +61,22 @@ impl Cluster {
             ),
         })
     }
+
+    /// Notebook 02, exercise 02-1: was `record` written on `new_node` (a node added to the
+    /// running lab) and then read on node-a, which returned `rows_on_a` rows? Reads the
+    /// operation log, which names the node that served every query, so the verdict knows where
+    /// each step ran (see `experiments::scale_out::write_on_new_node_read_on_a`).
+    pub fn check_write_on_new_node(
+        &self,
+        new_node: Option<&str>,
+        record: &str,
+        rows_on_a: usize,
+    ) -> Result<Check, LabError> {
+        Ok(crate::experiments::scale_out::write_on_new_node_read_on_a(
+            new_node,
+            &self.op_log()?,
+            record,
+            rows_on_a,
+        ))
+    }
 }
