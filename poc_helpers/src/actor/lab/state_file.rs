@@ -77,7 +77,7 @@ pub struct StateFile {
     /// Pid of the process that started the lab and still holds it (a notebook kernel, a
     /// test); `None` once it detached (`lab up`). Another process must not add, remove or
     /// restart processes behind that holder's back: it would not know them (see
-    /// [`Lab::check_not_held_elsewhere`]).
+    /// `Lab::check_not_held_elsewhere` in the lab actor).
     #[serde(default)]
     pub owner_pid: Option<u32>,
     /// A random id of the start that wrote this file: a handle whose id differs was taken
