@@ -190,3 +190,28 @@ fn the_read_on_another_node_hits_the_written_key_later_and_a_join_copies_nothing
     assert!(join.by_new_node > 0 && join.new_node_writes > 0, "{join:?}");
     cluster.cleanup().unwrap();
 }
+
+/// In a lab of isolated nodes (each its own store), an added node starts empty, with the
+/// schema, also when the lab was attached from `state.json` (as `lab add` does).
+#[test]
+fn a_node_added_to_isolated_nodes_gets_its_own_empty_store() {
+    let (_root, builder) = common::lab("scale-isolated");
+    let cluster = builder.start().unwrap();
+    cluster.create_user("a", "Ada", "ada@example.com").unwrap();
+    let attached = Cluster::attach_dir(cluster.lab_dir()).unwrap();
+    let c = attached.add_node().unwrap();
+    assert_eq!(
+        attached
+            .sql(c.as_str(), "SELECT * FROM user")
+            .unwrap()
+            .row_count(),
+        0
+    );
+    assert_eq!(
+        cluster.sql("a", "SELECT * FROM user").unwrap().row_count(),
+        1
+    );
+    attached.remove_node(c.as_str()).unwrap();
+    drop(attached);
+    cluster.cleanup().unwrap();
+}

@@ -13,6 +13,7 @@ use super::*;
 use crate::infra::binary::{self};
 use crate::infra::ports;
 use crate::infra::storage::StorageTier;
+use crate::vocab::config::StorageMode;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::{MAX_NODES, NodeRef, NodeState, node_name};
 
@@ -27,7 +28,6 @@ impl Lab {
         self.check_owner()?;
         self.check_not_held_elsewhere("add a node to")?;
         let i = self.nodes.len();
-        let name = node_name(i.min(MAX_NODES));
         if i >= MAX_NODES {
             return Err(LabError::WrongState {
                 action: "add".into(),
@@ -36,10 +36,16 @@ impl Lab {
                 fix: "remove a node first (`cluster.remove_node(..)`, `lab remove NODE`), or start a new lab".into(),
             });
         }
+        let name = node_name(i);
         self.ensure_storage_serves(&name)?;
-        let path = match &self.storage {
-            Some(tier) => tier.node_path(&self.make_node(i, 0).data_dir),
-            None => {
+        let data_dir = self.make_node(i, 0).data_dir;
+        let path = match (&self.storage, &self.cfg.storage) {
+            (Some(tier), _) => tier.node_path(&data_dir),
+            // An attached lab of isolated nodes keeps no tier value: there is no process to own.
+            (None, StorageMode::Isolated(engine)) => {
+                StorageTier::Isolated(*engine).node_path(&data_dir)
+            }
+            (None, _) => {
                 return Err(LabError::WrongState {
                     action: "add".into(),
                     target: name,
