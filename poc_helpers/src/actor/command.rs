@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::experiments::bank::{BankPlan, BankReport};
 use crate::experiments::conflicts::{ContentionPlan, ContentionReport};
 use crate::experiments::live::LiveReport;
+use crate::experiments::partitions::drops::{DropPlan, DropReport};
 use crate::experiments::waterfall::Waterfall;
 use crate::experiments::workload::{WorkloadPlan, WorkloadReport};
 use crate::infra::links::LinkStatus;
@@ -124,6 +125,11 @@ pub(crate) enum Command {
         writes: Vec<(NodeRef, String)>,
         wait: Duration,
         reply: Reply<(Vec<String>, Result<LiveReport, LabError>)>,
+    },
+    /// Runs the dropped-connections drill (see `partitions::drops`).
+    Drops {
+        plan: DropPlan,
+        reply: Reply<Result<DropReport, LabError>>,
     },
     /// A copy of the fault log.
     Faults { reply: Reply<Vec<FaultRecord>> },

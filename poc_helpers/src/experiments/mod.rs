@@ -15,6 +15,8 @@
 //! - [`consistency`]: the same query on every node, compared.
 //! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
+//! - [`partitions`]: a client cut from its node, a slow link, dropped connections.
+//! - [`unique`]: two nodes racing to create the same email under a UNIQUE index.
 
 pub mod bank;
 pub mod conflicts;
@@ -24,5 +26,7 @@ pub(crate) mod harness;
 pub mod live;
 pub mod membership;
 pub mod scale_out;
+pub mod partitions;
+pub mod unique;
 pub mod waterfall;
 pub mod workload;

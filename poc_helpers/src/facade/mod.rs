@@ -36,6 +36,7 @@ mod experiments;
 mod faults;
 mod load;
 mod membership;
+mod partitions;
 mod queries;
 
 pub use builder::{

@@ -241,6 +241,9 @@ impl Lab {
             } => {
                 let _ = reply.send(live::watch(self, listen, table, writes, wait).await);
             }
+            Command::Drops { plan, reply } => {
+                let _ = reply.send(crate::experiments::partitions::drops::run(plan, self).await);
+            }
             Command::Faults { reply } => {
                 let _ = reply.send(self.faults.records());
             }

@@ -249,6 +249,18 @@ impl BankReport {
         out
     }
 
+    /// The distinct faults that took effect, first injected first: `kill node-b`, …
+    /// (breaking calls that succeeded, each action on a target once).
+    pub fn injected_faults(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for f in self.faults.iter().filter(|f| f.ok && f.is_breaking()) {
+            if !out.contains(&f.label()) {
+                out.push(f.label());
+            }
+        }
+        out
+    }
+
     /// Transfers whose outcome is unknown, as `(start_s, end_s)` from the start of the load.
     pub fn unknown_intervals(&self) -> Vec<(f64, f64)> {
         self.ops
@@ -473,5 +485,22 @@ mod tests {
         assert!(
             svg.contains("unknown: sent → no clear answer") && svg.contains("failed node down")
         );
+    }
+
+    #[test]
+    fn injected_faults_counts_breaking_calls_that_took_effect_once_each() {
+        let mut r = report(Vec::new());
+        let kill = r.faults[0].clone();
+        let call = |target: &str, action: &str, ok: bool| {
+            let (target, action) = (target.into(), action.into());
+            FaultRecord { target, action, ok, ..kill.clone() }
+        };
+        r.faults.extend([
+            call("node-b", "restart", true),
+            call("node-b", "kill", true),
+            call("client→node-a", "cut", true),
+            call("node-z", "kill", false),
+        ]);
+        assert_eq!(r.injected_faults(), vec!["kill node-b", "cut client→node-a"]);
     }
 }
