@@ -52,6 +52,16 @@ pub fn is_duplicate(o: &TxnOutcome) -> bool {
     !o.committed() && !o.conflicted() && (m.contains("already contains") || m.contains("already exists"))
 }
 
+/// SurrealDB's own words in an outcome's message: the part after the lab's "node-b (port …)
+/// rejected `…`:" prefix, when there is one.
+pub fn said(o: &TxnOutcome) -> String {
+    let m = o.message.as_deref().unwrap_or("");
+    match m.find("`: ") {
+        Some(k) => m[k + 3..].to_string(),
+        None => m.to_string(),
+    }
+}
+
 /// What one failed outcome was.
 pub fn classify(o: &TxnOutcome) -> LoserSaw {
     if o.conflicted() {
@@ -136,14 +146,14 @@ impl UniqueRaceReport {
                  the index, so its snapshot already held the entry. The two were not close enough \
                  in time to overlap; a tighter race ends in TransactionConflict instead.",
                 loser.node,
-                loser.message.as_deref().unwrap_or(""),
+                said(loser),
                 winner,
                 loser.node
             ),
             _ => format!(
                 "{} failed for another reason: \"{}\".",
                 loser.node,
-                loser.message.as_deref().unwrap_or("")
+                said(loser)
             ),
         };
         let retry = match (&self.retry, self.retry_saw()) {
@@ -152,7 +162,7 @@ impl UniqueRaceReport {
                  number of retries fixes. A conflict means \"run it again\"; a unique-index error \
                  means \"tell the user\".",
                 r.node,
-                r.message.as_deref().unwrap_or("")
+                said(r)
             ),
             (Some(r), Some(other)) => format!(" Its retry on {} ended as {other:?}.", r.node),
             _ => String::new(),
@@ -221,6 +231,8 @@ mod tests {
         );
         assert_eq!(dup.loser_saw(), LoserSaw::Duplicate);
         assert!(dup.explain().contains("unique index's own error"), "{}", dup.explain());
+        let wrapped = outcome("node-b", "failed", Some("node-b rejected `CREATE …`: Database index x"));
+        assert_eq!(said(&wrapped), "Database index x");
         assert!(dup.claim_holds());
         let two = report(outcome("node-b", "committed", None), 2);
         assert_eq!(two.winners(), 2);

@@ -208,8 +208,8 @@ impl DropReport {
             "{} of the {} connections the {n} clients opened through {} were reset by the link \
              ({:.0}% set). A client sees this while connecting, e.g. \"{example}\": the reset \
              came before any query was sent, so nothing was written and retrying with a new \
-             connection is safe. With up to {} tries each, {acked} of {n} clients got their write \
-             acknowledged. {open} {durable}{extra}",
+             connection is safe. Retrying that way (the unluckiest client needed {} connection(s)), \
+             {acked} of {n} clients got their write acknowledged. {open} {durable}{extra}",
             self.refused(),
             self.connects(),
             self.link,
