@@ -67,9 +67,9 @@ impl ClientCutReport {
     /// One paragraph from this run's numbers.
     pub fn explain(&self) -> String {
         let seen = match self.error_class.as_str() {
-            "connection" => "its connection was reset: the session broke at once",
-            "timeout" => "no answer came back before the query timeout",
-            _ => "an error",
+            "connection" => "learned that its connection had been reset (the session broke at once)",
+            "timeout" => "gave up: no answer came back before the query timeout",
+            _ => "got an error",
         };
         let health = match self.health_status {
             Some(200) => format!(
@@ -93,8 +93,8 @@ impl ClientCutReport {
             )
         };
         format!(
-            "Through the cut link, the client asked {} for {} and after {:.0} ms got {seen} \
-             (\"{}\"). {health} {other} After healing, {} served the client again within {:.2} s \
+            "Through the cut link, the client asked {} for {} and after {:.0} ms {seen}: \
+             \"{}\". {health} {other} After healing, {} served the client again within {:.2} s \
              ({} failed attempt(s) while its session reconnected).",
             self.cut,
             self.record,
@@ -277,8 +277,9 @@ pub fn explain_shift(s: &Shift) -> String {
     let tail = if s99 > s50 {
         format!(
             "The p99 moved further (+{s99:.1} ms against +{s50:.1} ms): the tail collects the \
-             unlucky draws, requests that drew close to +{j:.0} ms on both crossings or waited \
-             behind such a request."
+             unlucky draws, requests that drew close to {:.0} ms on both crossings or waited \
+             behind such a request.",
+            l + j
         )
     } else {
         format!(
@@ -368,7 +369,7 @@ mod tests {
         let r = cut("connection", 1);
         assert!(r.claim_holds());
         let e = r.explain();
-        assert!(e.contains("reset") && e.contains("answered 200"), "{e}");
+        assert!(e.contains("had been reset") && e.contains("answered 200"), "{e}");
         assert!(e.contains("any node can serve it"), "{e}");
         let t = cut("timeout", 0);
         assert!(!t.claim_holds());
@@ -393,7 +394,7 @@ mod tests {
         let e = explain_shift(&shift(52.0, 96.0));
         assert!(e.contains("between 20 and 80 ms"), "{e}");
         assert!(e.contains("about that average (+50.0 ms)"), "{e}");
-        assert!(e.contains("p99 moved further (+90.0 ms"), "{e}");
+        assert!(e.contains("p99 moved further (+90.0 ms") && e.contains("close to 40 ms"), "{e}");
         assert!(e.contains("from 900 to 70 ops/s"), "{e}");
         // A median far above the average and a p99 that moved less: other sentences.
         let e = explain_shift(&shift(90.0, 60.0));
