@@ -13,7 +13,7 @@
 //! * **Dropped connections** ([`drops::DropReport`]): a fraction of *new* connections is reset
 //!   on accept, like a flaky load balancer. Clients that open a connection per job see the
 //!   reset, retry, and every write that was acknowledged is there afterwards. (Run inside the
-//!   actor by [`drops::run`], because it opens connections of its own.)
+//!   actor by `drops::run`, because it opens connections of its own.)
 //!
 //! Every `explain()` builds its sentences from the report's numbers, so a notebook never prints
 //! a direction its own run contradicts.
@@ -311,7 +311,7 @@ fn samples(r: &WorkloadReport) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The `q` quantile of each [`BUCKET_MS`] bucket of `(t_ms, ms)` samples, as `(t_s, ms)` points
+/// The `q` quantile of each 500 ms bucket of `(t_ms, ms)` samples, as `(t_s, ms)` points
 /// at each bucket's middle, shifted by `offset_s`. Empty buckets are left out.
 pub fn bucket_percentiles(samples: &[(f64, f64)], q: f64, offset_s: f64) -> Vec<(f64, f64)> {
     let mut buckets: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
