@@ -260,32 +260,37 @@ pub fn explain_shift(s: &Shift) -> String {
     let (s50, s99) = (d50 - b50, d99 - b99);
     let mean_added = 2.0 * l;
     let median = if (s50 - mean_added).abs() <= j {
-        format!("The median moved by about that average (+{s50:.1} ms).")
+        format!("The median moved by about that average ({s50:+.1} ms).")
     } else if s50 > mean_added {
         format!(
-            "The median moved by +{s50:.1} ms, more than that average: {} clients share a few \
+            "The median moved by {s50:+.1} ms, more than that average: {} clients share a few \
              WebSocket sessions, and a chunk never overtakes the one in front of it, so requests \
              queue behind delayed ones.",
             s.clients
         )
     } else {
         format!(
-            "The median moved by +{s50:.1} ms, less than that average (each crossing draws its \
+            "The median moved by {s50:+.1} ms, less than that average (each crossing draws its \
              delay afresh, and replies that arrive together share one delayed chunk)."
         )
     };
     let tail = if s99 > s50 {
         format!(
-            "The p99 moved further (+{s99:.1} ms against +{s50:.1} ms): the tail collects the \
+            "The p99 moved further ({s99:+.1} ms against {s50:+.1} ms): the tail collects the \
              unlucky draws, requests that drew close to {:.0} ms on both crossings or waited \
              behind such a request.",
             l + j
         )
-    } else {
+    } else if b99 > 2.0 * b50 {
         format!(
-            "The p99 moved by +{s99:.1} ms, no more than the median: before the latency the tail \
+            "The p99 moved by {s99:+.1} ms, no more than the median: before the latency the tail \
              ({b99:.1} ms) was already far above the median ({b50:.1} ms), so this machine's own \
              hiccups mattered more than the jitter."
+        )
+    } else {
+        format!(
+            "The p99 moved by {s99:+.1} ms, no more than the median: in this run the jitter's \
+             spread did not reach the tail."
         )
     };
     format!(
@@ -399,6 +404,10 @@ mod tests {
         // A median far above the average and a p99 that moved less: other sentences.
         let e = explain_shift(&shift(90.0, 60.0));
         assert!(e.contains("more than that average") && e.contains("queue"), "{e}");
-        assert!(e.contains("no more than the median"), "{e}");
+        assert!(e.contains("no more than the median") && e.contains("far above"), "{e}");
+        let mut calm = shift(90.0, 60.0);
+        calm.before = (40.0, 48.0, 100.0);
+        let e = explain_shift(&calm);
+        assert!(e.contains("did not reach the tail") && e.contains("+12.0 ms"), "{e}");
     }
 }
