@@ -31,10 +31,17 @@ fn a_client_cut_from_its_node_is_served_by_the_other_node() {
     );
     assert_eq!(r.health_status, Some(200), "node-a itself stays healthy");
     assert!(r.back_after_s < 30.0);
-    assert!(r.explain().contains("any node can serve it"), "{}", r.explain());
+    assert!(
+        r.explain().contains("any node can serve it"),
+        "{}",
+        r.explain()
+    );
     // The cut and its heal are in the fault log, and the link is healthy again.
     let log = cluster.fault_records().unwrap();
-    assert!(log.iter().any(|f| f.target == "client→node-a" && f.action == "cut" && f.ended_at_ms.is_some()));
+    assert!(
+        log.iter()
+            .any(|f| f.target == "client→node-a" && f.action == "cut" && f.ended_at_ms.is_some())
+    );
     let links = cluster.link_statuses().unwrap();
     assert!(links.iter().all(|l| l.settings.is_healthy()), "{links:?}");
     cluster.cleanup().unwrap();
@@ -53,12 +60,20 @@ fn latency_with_jitter_moves_the_median_and_the_tail() {
     assert!(r.p50_shift_ms() >= r.min_added_ms(), "{}", r.explain());
     assert!(!r.before.samples.is_empty() && !r.during.samples.is_empty());
     let svg = r.chart().unwrap().svg;
-    for label in ["p50 per 0.5 s", "p99 per 0.5 s", "latency 25 ± 15 ms on client→node-a"] {
+    for label in [
+        "p50 per 0.5 s",
+        "p99 per 0.5 s",
+        "latency 25 ± 15 ms on client→node-a",
+    ] {
         assert!(svg.contains(label), "missing {label}");
     }
     assert_eq!(r.summary_frame().unwrap().height(), 2);
     assert!(
-        cluster.link_statuses().unwrap().iter().all(|l| l.settings.is_healthy()),
+        cluster
+            .link_statuses()
+            .unwrap()
+            .iter()
+            .all(|l| l.settings.is_healthy()),
         "the link is healed afterwards"
     );
     cluster.cleanup().unwrap();
@@ -69,9 +84,15 @@ fn dropped_connections_are_retried_and_no_acknowledged_write_is_lost() {
     let (_root, cluster) = start("p-drops");
     let r = cluster.drop_drill(DropPlan::default()).expect("drill");
     eprintln!("{}", r.explain());
-    assert!(r.refused() > 0, "half the new connections are dropped: {r:#?}");
+    assert!(
+        r.refused() > 0,
+        "half the new connections are dropped: {r:#?}"
+    );
     assert!(r.lost().is_empty(), "{r:#?}");
-    assert!(r.open_session_ok, "the session opened before the fault is not dropped");
+    assert!(
+        r.open_session_ok,
+        "the session opened before the fault is not dropped"
+    );
     assert!(r.claim_holds());
     // A dropped connection never reached the node: nothing unacknowledged was written.
     assert!(r.unacknowledged_found().is_empty(), "{r:#?}");
@@ -98,14 +119,23 @@ fn two_nodes_racing_one_email_leave_exactly_one_user() {
         matches!(r.loser_saw(), LoserSaw::Conflict | LoserSaw::Duplicate),
         "{r:#?}"
     );
-    assert_eq!(r.retry_saw(), Some(LoserSaw::Duplicate), "a retry meets the index: {r:#?}");
+    assert_eq!(
+        r.retry_saw(),
+        Some(LoserSaw::Duplicate),
+        "a retry meets the index: {r:#?}"
+    );
     assert!(r.claim_holds(), "{r:#?}");
     // It starts from a clean slate (deletes the email first), so a rerun ends the same way.
     let again = cluster
         .duplicate_email_race(["b", "a"], "ada@example.com")
         .expect("race again");
-    assert_eq!(again.rows_per_node, vec![("node-b".into(), 1), ("node-a".into(), 1)]);
-    let e = cluster.duplicate_email_race(["a", "b"], "x' OR true").unwrap_err();
+    assert_eq!(
+        again.rows_per_node,
+        vec![("node-b".into(), 1), ("node-a".into(), 1)]
+    );
+    let e = cluster
+        .duplicate_email_race(["a", "b"], "x' OR true")
+        .unwrap_err();
     assert!(e.to_string().contains("plain email"), "{e}");
     cluster.cleanup().unwrap();
 }

@@ -49,7 +49,9 @@ pub struct UniqueRaceReport {
 /// True when the error is the unique index refusing a value already present.
 pub fn is_duplicate(o: &TxnOutcome) -> bool {
     let m = o.message.as_deref().unwrap_or("").to_ascii_lowercase();
-    !o.committed() && !o.conflicted() && (m.contains("already contains") || m.contains("already exists"))
+    !o.committed()
+        && !o.conflicted()
+        && (m.contains("already contains") || m.contains("already exists"))
 }
 
 /// SurrealDB's own words in an outcome's message: the part after the lab's "node-b (port …)
@@ -106,7 +108,9 @@ impl UniqueRaceReport {
     }
 
     /// The outcomes as a table (node, outcome, code, kind, ms, message), the retry last.
-    pub fn outcomes_frame(&self) -> Result<polars::prelude::DataFrame, crate::vocab::error::LabError> {
+    pub fn outcomes_frame(
+        &self,
+    ) -> Result<polars::prelude::DataFrame, crate::vocab::error::LabError> {
         let mut rows = self.outcomes.clone();
         if let Some(r) = &self.retry {
             let mut r = r.clone();
@@ -212,13 +216,23 @@ mod tests {
 
     #[test]
     fn a_conflicted_loser_is_explained_as_a_race_on_the_index_key() {
-        let r = report(outcome("node-b", "conflict", Some("Transaction conflict: can be retried")), 1);
+        let r = report(
+            outcome(
+                "node-b",
+                "conflict",
+                Some("Transaction conflict: can be retried"),
+            ),
+            1,
+        );
         assert_eq!(r.loser_saw(), LoserSaw::Conflict);
         assert_eq!(r.retry_saw(), Some(LoserSaw::Duplicate));
         assert!(r.claim_holds());
         let e = r.explain();
         assert!(e.starts_with("node-a won"), "{e}");
-        assert!(e.contains("got TransactionConflict, not an index error"), "{e}");
+        assert!(
+            e.contains("got TransactionConflict, not an index error"),
+            "{e}"
+        );
         assert!(e.contains("no number of retries"), "{e}");
         assert_eq!(r.outcomes_frame().unwrap().height(), 3);
     }
@@ -226,12 +240,24 @@ mod tests {
     #[test]
     fn a_duplicate_loser_and_a_broken_index_read_differently() {
         let dup = report(
-            outcome("node-b", "failed", Some("Database index `user_email` already contains 'x'")),
+            outcome(
+                "node-b",
+                "failed",
+                Some("Database index `user_email` already contains 'x'"),
+            ),
             1,
         );
         assert_eq!(dup.loser_saw(), LoserSaw::Duplicate);
-        assert!(dup.explain().contains("unique index's own error"), "{}", dup.explain());
-        let wrapped = outcome("node-b", "failed", Some("node-b rejected `CREATE …`: Database index x"));
+        assert!(
+            dup.explain().contains("unique index's own error"),
+            "{}",
+            dup.explain()
+        );
+        let wrapped = outcome(
+            "node-b",
+            "failed",
+            Some("node-b rejected `CREATE …`: Database index x"),
+        );
         assert_eq!(said(&wrapped), "Database index x");
         assert!(dup.claim_holds());
         let two = report(outcome("node-b", "committed", None), 2);

@@ -493,7 +493,12 @@ mod tests {
         let kill = r.faults[0].clone();
         let call = |target: &str, action: &str, ok: bool| {
             let (target, action) = (target.into(), action.into());
-            FaultRecord { target, action, ok, ..kill.clone() }
+            FaultRecord {
+                target,
+                action,
+                ok,
+                ..kill.clone()
+            }
         };
         r.faults.extend([
             call("node-b", "restart", true),
@@ -501,6 +506,9 @@ mod tests {
             call("client→node-a", "cut", true),
             call("node-z", "kill", false),
         ]);
-        assert_eq!(r.injected_faults(), vec!["kill node-b", "cut client→node-a"]);
+        assert_eq!(
+            r.injected_faults(),
+            vec!["kill node-b", "cut client→node-a"]
+        );
     }
 }

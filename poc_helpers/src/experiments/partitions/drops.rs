@@ -238,9 +238,12 @@ pub fn validate(plan: &DropPlan) -> Result<(), LabError> {
             "start from DropPlan::default() and change one field",
         ));
     }
-    Fault::Link(Link::ClientToNode(plan.node.clone()), LinkFault::Drop {
-        fraction: plan.fraction,
-    })
+    Fault::Link(
+        Link::ClientToNode(plan.node.clone()),
+        LinkFault::Drop {
+            fraction: plan.fraction,
+        },
+    )
     .validate()
 }
 
@@ -369,14 +372,20 @@ mod tests {
         assert_eq!(ok.connects(), 7);
         assert!(ok.lost().is_empty() && ok.claim_holds());
         let e = ok.explain();
-        assert!(e.contains("5 of the 7") && e.contains("all 2 acknowledged"), "{e}");
+        assert!(
+            e.contains("5 of the 7") && e.contains("all 2 acknowledged"),
+            "{e}"
+        );
         assert!(e.contains("connection reset"), "{e}");
         let lost = report(&["drop_probe:0"]);
         assert_eq!(lost.lost(), vec!["drop_probe:1".to_string()]);
         assert!(!lost.claim_holds());
         assert!(lost.explain().contains("missing 1"), "{}", lost.explain());
         let extra = report(&["drop_probe:0", "drop_probe:1", "drop_probe:2"]);
-        assert_eq!(extra.unacknowledged_found(), vec!["drop_probe:2".to_string()]);
+        assert_eq!(
+            extra.unacknowledged_found(),
+            vec!["drop_probe:2".to_string()]
+        );
         assert_eq!(extra.clients_frame().unwrap().height(), 3);
     }
 
@@ -392,6 +401,11 @@ mod tests {
             fraction: 2.0,
             ..DropPlan::default()
         };
-        assert!(validate(&bad).unwrap_err().to_string().contains("between 0.0"));
+        assert!(
+            validate(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("between 0.0")
+        );
     }
 }

@@ -67,7 +67,9 @@ impl ClientCutReport {
     /// One paragraph from this run's numbers.
     pub fn explain(&self) -> String {
         let seen = match self.error_class.as_str() {
-            "connection" => "learned that its connection had been reset (the session broke at once)",
+            "connection" => {
+                "learned that its connection had been reset (the session broke at once)"
+            }
             "timeout" => "gave up: no answer came back before the query timeout",
             _ => "got an error",
         };
@@ -78,7 +80,10 @@ impl ClientCutReport {
                 self.cut
             ),
             Some(s) => format!("Asked directly, its /health answered {s}."),
-            None => format!("Its /health did not answer either, so {} itself was in trouble.", self.cut),
+            None => format!(
+                "Its /health did not answer either, so {} itself was in trouble.",
+                self.cut
+            ),
         };
         let other = if self.other_rows == 1 {
             format!(
@@ -172,11 +177,17 @@ impl LatencyReport {
         frame(vec![
             Column::new(
                 "phase".into(),
-                phases.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>(),
+                phases
+                    .iter()
+                    .map(|(p, _)| p.to_string())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "ops".into(),
-                phases.iter().map(|(_, r)| r.total().ops).collect::<Vec<_>>(),
+                phases
+                    .iter()
+                    .map(|(_, r)| r.total().ops)
+                    .collect::<Vec<_>>(),
             ),
             col("ops_per_s", &|r| r.total().ops_per_s),
             col("p50_ms", &|r| r.total().p50_ms),
@@ -185,7 +196,10 @@ impl LatencyReport {
             col("max_ms", &|r| r.total().max_ms),
             Column::new(
                 "errors".into(),
-                phases.iter().map(|(_, r)| r.total().errors).collect::<Vec<_>>(),
+                phases
+                    .iter()
+                    .map(|(_, r)| r.total().errors)
+                    .collect::<Vec<_>>(),
             ),
         ])
     }
@@ -214,11 +228,7 @@ impl LatencyReport {
                 ("p50 per 0.5 s".to_string(), p50),
                 ("p99 per 0.5 s".to_string(), p99),
             ],
-            &[(
-                self.window_label(),
-                offset,
-                offset + self.during.measured_s,
-            )],
+            &[(self.window_label(), offset, offset + self.during.measured_s)],
         )
     }
 
@@ -374,12 +384,18 @@ mod tests {
         let r = cut("connection", 1);
         assert!(r.claim_holds());
         let e = r.explain();
-        assert!(e.contains("had been reset") && e.contains("answered 200"), "{e}");
+        assert!(
+            e.contains("had been reset") && e.contains("answered 200"),
+            "{e}"
+        );
         assert!(e.contains("any node can serve it"), "{e}");
         let t = cut("timeout", 0);
         assert!(!t.claim_holds());
         let e = t.explain();
-        assert!(e.contains("no answer") && !e.contains("any node can serve it"), "{e}");
+        assert!(
+            e.contains("no answer") && !e.contains("any node can serve it"),
+            "{e}"
+        );
     }
 
     fn shift(d50: f64, d99: f64) -> Shift {
@@ -399,15 +415,27 @@ mod tests {
         let e = explain_shift(&shift(52.0, 96.0));
         assert!(e.contains("between 20 and 80 ms"), "{e}");
         assert!(e.contains("about that average (+50.0 ms)"), "{e}");
-        assert!(e.contains("p99 moved further (+90.0 ms") && e.contains("close to 40 ms"), "{e}");
+        assert!(
+            e.contains("p99 moved further (+90.0 ms") && e.contains("close to 40 ms"),
+            "{e}"
+        );
         assert!(e.contains("from 900 to 70 ops/s"), "{e}");
         // A median far above the average and a p99 that moved less: other sentences.
         let e = explain_shift(&shift(90.0, 60.0));
-        assert!(e.contains("more than that average") && e.contains("queue"), "{e}");
-        assert!(e.contains("no more than the median") && e.contains("far above"), "{e}");
+        assert!(
+            e.contains("more than that average") && e.contains("queue"),
+            "{e}"
+        );
+        assert!(
+            e.contains("no more than the median") && e.contains("far above"),
+            "{e}"
+        );
         let mut calm = shift(90.0, 60.0);
         calm.before = (40.0, 48.0, 100.0);
         let e = explain_shift(&calm);
-        assert!(e.contains("did not reach the tail") && e.contains("+12.0 ms"), "{e}");
+        assert!(
+            e.contains("did not reach the tail") && e.contains("+12.0 ms"),
+            "{e}"
+        );
     }
 }
