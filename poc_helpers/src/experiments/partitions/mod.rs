@@ -70,7 +70,10 @@ impl ClientCutReport {
             "connection" => {
                 "learned that its connection had been reset (the session broke at once)"
             }
-            "timeout" => "gave up: no answer came back before the query timeout",
+            "timeout" => {
+                "gave up: no answer came back before the query timeout (its client library kept \
+                 trying to reconnect through the cut link)"
+            }
             _ => "got an error",
         };
         let health = match self.health_status {
