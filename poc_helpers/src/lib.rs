@@ -58,9 +58,9 @@ pub mod prelude {
     pub use crate::experiments::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::experiments::consistency::Comparison;
     pub use crate::experiments::handoff::Handoff;
-    pub use crate::experiments::scale_out::NodeJoin;
     pub use crate::experiments::partitions::drops::{DropPlan, DropReport};
     pub use crate::experiments::partitions::{ClientCutReport, LatencyReport};
+    pub use crate::experiments::scale_out::NodeJoin;
     pub use crate::experiments::unique::{LoserSaw, UniqueRaceReport};
     pub use crate::experiments::waterfall::Waterfall;
     pub use crate::experiments::workload::explain::compare_throughput;
