@@ -19,10 +19,10 @@ const [base, outDir] = process.argv.slice(2);
 // The screenshots: which rendered output to scroll to (the n-th table or chart) and its file name.
 const EXPECT = {
   "01_setup.ipynb": { tables: 2, svgs: 0, shots: [["table", 0, "01-status.png"]] },
-  "02_distribution.ipynb": { tables: 4, svgs: 1, shots: [["table", 2, "02-storage-trace.png"]] },
+  "02_distribution.ipynb": { tables: 8, svgs: 3, shots: [["table", 2, "02-storage-trace.png"]] },
   "03_crud.ipynb": { tables: 6, svgs: 0, shots: [["table", 1, "03-crud-compare.png"]] },
   "04_load_test.ipynb": { tables: 4, svgs: 4, shots: [["svg", 0, "04-latency-histogram.png"], ["svg", 2, "04-percentiles.png"]] },
-  "05_failure_modes.ipynb": { tables: 8, svgs: 1, shots: [["svg", 0, "05-bank-timeline.png"]] },
+  "05_failure_modes.ipynb": { tables: 12, svgs: 2, shots: [["svg", 0, "05-bank-timeline.png"]] },
 };
 
 // Only the notebook on screen: JupyterLab keeps other documents' panels in the DOM, hidden.

@@ -104,8 +104,27 @@ class LabNotebookClient(NotebookClient):
             self.set_widgets_metadata()
         return self.nb
 
+    async def rerun_if_silent(self, cell, index: int, ex: str, original) -> str:
+        """The check's output; re-runs the check once when it printed nothing at all.
+
+        evcxr can report a cell finished before its last output reaches the notebook (seen once
+        in several runs of 05: a cell's printout went missing). A check is a pure read, so
+        running it again is safe; a check that answers says Solved or Not yet, never nothing.
+        """
+        text = output_text(cell)
+        if SOLVED in text or NOT_YET in text:
+            return text
+        print(f"    exercise {ex}: the check printed nothing; running it once more", flush=True)
+        again = nbformat.v4.new_code_cell(cell.source)
+        again.metadata["lab_injected"] = "check, again"
+        try:
+            await self.async_execute_cell(again, index)
+        finally:
+            self.nb.cells[index] = original  # nbclient stored the re-run at the check's index
+        return output_text(again)
+
     async def solve(self, ex: str, check_cell, index: int) -> None:
-        before = output_text(check_cell)
+        before = await self.rerun_if_silent(check_cell, index, ex, check_cell)
         if NOT_YET not in before:
             raise ExerciseError(f"exercise {ex}: unedited, its check must say '{NOT_YET}', got:\n{before}")
         solution = SOLUTIONS / f"{ex}.rs"
@@ -119,7 +138,7 @@ class LabNotebookClient(NotebookClient):
             finally:
                 # nbclient stores an executed cell at its index; the saved copy keeps the original.
                 self.nb.cells[index] = check_cell
-        after = output_text(cell)
+        after = await self.rerun_if_silent(cell, index, ex, check_cell)
         if SOLVED not in after:
             raise ExerciseError(f"exercise {ex}: with {solution.relative_to(ROOT)}, its check must say '{SOLVED}', got:\n{after}")
         print(f"    exercise {ex}: unedited → not yet; reference solution → solved", flush=True)
