@@ -104,9 +104,15 @@ wait_for() {
     local last_report=$SECONDS
     while :; do
         local running=0
-        for n in "$@"; do
+        # Every step that ended is finished now, not only the awaited ones: its time is then the
+        # time it took (a step that ended early was once recorded only when the wait reached it),
+        # and a failure anywhere stops setup at once.
+        for n in "${ORDER[@]}"; do
             [ -n "${PID[$n]:-}" ] || continue
-            if kill -0 "${PID[$n]}" 2>/dev/null; then running=1; else finish_step "$n"; fi
+            kill -0 "${PID[$n]}" 2>/dev/null || finish_step "$n"
+        done
+        for n in "$@"; do
+            [ -z "${PID[$n]:-}" ] || running=1
         done
         [ $running = 1 ] || return 0
         if [ $((SECONDS - last_report)) -ge 20 ]; then
