@@ -68,11 +68,33 @@ pub fn is_alive(pid: u32) -> bool {
 }
 
 /// Sends `sig` to `pid`. A pid that is already gone is not an error (it is what we wanted).
+///
+/// SIGSTOP and SIGCONT take effect asynchronously: right after `kill` returns, the kernel may
+/// still show the old state. For those two, this waits (at most 1 s) until the process shows the
+/// new one, so a caller that reads the state back at once — the status table, `add_node`'s
+/// "is storage paused?" check — sees what it just did. (A test once added a node to a storage
+/// node paused a moment earlier and found it still "running".)
 pub fn send(pid: u32, sig: Signal) -> Result<(), String> {
     match signal::kill(Pid::from_raw(pid as i32), sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(format!("sending {sig} to pid {pid} failed: {e}")),
+        Ok(()) => {}
+        Err(nix::errno::Errno::ESRCH) => return Ok(()),
+        Err(e) => return Err(format!("sending {sig} to pid {pid} failed: {e}")),
     }
+    let want_stopped = match sig {
+        Signal::SIGSTOP => true,
+        Signal::SIGCONT => false,
+        _ => return Ok(()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match inspect(pid) {
+            Some(p) if !p.zombie && p.stopped != want_stopped => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// True if `cmd` is a `surreal start` bound to `127.0.0.1:<port>`: the only processes the lab will
@@ -286,6 +308,38 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(!is_alive(pid));
+    }
+
+    #[test]
+    fn a_pause_or_resume_is_visible_as_soon_as_send_returns() {
+        // A busy process: a stop reaches a running process later than a sleeping one.
+        struct Busy(std::process::Child);
+        impl Drop for Busy {
+            // Killed even when an assert fails: a stopped orphan would hold the test's output.
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let busy = Busy(
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap(),
+        );
+        let pid = busy.0.id();
+        for _ in 0..200 {
+            send(pid, Signal::SIGSTOP).unwrap();
+            assert!(
+                inspect(pid).unwrap().stopped,
+                "paused, so the kernel must say stopped"
+            );
+            send(pid, Signal::SIGCONT).unwrap();
+            assert!(
+                !inspect(pid).unwrap().stopped,
+                "resumed, so no longer stopped"
+            );
+        }
     }
 
     #[tokio::test]
