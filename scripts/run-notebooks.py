@@ -104,6 +104,19 @@ class LabNotebookClient(NotebookClient):
             self.set_widgets_metadata()
         return self.nb
 
+    async def run_injected(self, source: str, label: str, index: int, original):
+        """Runs `source` as an extra cell at `index`, not saved in the notebook; returns it.
+
+        nbclient stores an executed cell at its index, so the original cell is put back after.
+        """
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["lab_injected"] = label
+        try:
+            await self.async_execute_cell(cell, index)
+        finally:
+            self.nb.cells[index] = original
+        return cell
+
     async def rerun_if_silent(self, cell, index: int, ex: str, original) -> str:
         """The check's output; re-runs the check once when it printed nothing at all.
 
@@ -115,13 +128,7 @@ class LabNotebookClient(NotebookClient):
         if SOLVED in text or NOT_YET in text:
             return text
         print(f"    exercise {ex}: the check printed nothing; running it once more", flush=True)
-        again = nbformat.v4.new_code_cell(cell.source)
-        again.metadata["lab_injected"] = "check, again"
-        try:
-            await self.async_execute_cell(again, index)
-        finally:
-            self.nb.cells[index] = original  # nbclient stored the re-run at the check's index
-        return output_text(again)
+        return output_text(await self.run_injected(cell.source, "check, again", index, original))
 
     async def solve(self, ex: str, check_cell, index: int) -> None:
         before = await self.rerun_if_silent(check_cell, index, ex, check_cell)
@@ -129,15 +136,10 @@ class LabNotebookClient(NotebookClient):
             raise ExerciseError(f"exercise {ex}: unedited, its check must say '{NOT_YET}', got:\n{before}")
         solution = SOLUTIONS / f"{ex}.rs"
         for label, source in (("solution", solution.read_text()), ("check", check_cell.source)):
-            cell = nbformat.v4.new_code_cell(source)
-            cell.metadata["lab_injected"] = label
             try:
-                await self.async_execute_cell(cell, index)
+                cell = await self.run_injected(source, label, index, check_cell)
             except CellExecutionError as e:
                 raise ExerciseError(f"exercise {ex}: the reference {label} cell failed:\n{e}") from None
-            finally:
-                # nbclient stores an executed cell at its index; the saved copy keeps the original.
-                self.nb.cells[index] = check_cell
         after = await self.rerun_if_silent(cell, index, ex, check_cell)
         if SOLVED not in after:
             raise ExerciseError(f"exercise {ex}: with {solution.relative_to(ROOT)}, its check must say '{SOLVED}', got:\n{after}")

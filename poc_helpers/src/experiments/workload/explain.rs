@@ -5,7 +5,7 @@
 //! reasoning instead — Little's law for a closed loop, where the two latency distributions lie,
 //! where throughput stops growing — so the notebook prints an answer that is true where it ran.
 
-use super::report::{SweepReport, WorkloadReport};
+use super::report::{SweepReport, WorkloadReport, is_instance};
 use crate::present::charts::SPEC_RSS_MB;
 use crate::present::exercise::{Check, check};
 
@@ -105,7 +105,7 @@ impl WorkloadReport {
         let anon = self.peak_anon();
         let Some((p, mb)) = peaks
             .iter()
-            .filter(|(p, _)| p.starts_with("node-") || p == "storage")
+            .filter(|(p, _)| is_instance(p))
             .max_by(|a, b| a.1.total_cmp(&b.1))
         else {
             return "No memory samples of lab processes in this run.".into();

@@ -107,6 +107,12 @@ pub struct WorkloadReport {
     pub resources: Vec<ResourceSample>,
 }
 
+/// True for the processes the spec's "per instance" limits apply to: the SurrealDB nodes and the
+/// storage node (not the load generator's own `client` row).
+pub(crate) fn is_instance(process: &str) -> bool {
+    process.starts_with("node-") || process == "storage"
+}
+
 impl WorkloadReport {
     /// The all-nodes, all-operations row.
     pub fn total(&self) -> &OpSummary {

@@ -20,7 +20,7 @@
 
 use polars::prelude::{Column, DataFrame};
 
-use super::report::{SweepReport, WorkloadReport};
+use super::report::{SweepReport, WorkloadReport, is_instance};
 use crate::infra::metrics::Instance;
 use crate::present::charts::{SPEC_LATENCY_MS, SPEC_RSS_MB};
 use crate::present::display::{escape, print_html};
@@ -278,8 +278,7 @@ fn pr003(sweep: &SweepReport) -> Requirement {
 fn pr004(runs: &[&WorkloadReport]) -> Requirement {
     let mut peak: Option<(String, f64)> = None;
     for (p, mb) in runs.iter().flat_map(|r| r.peak_rss()) {
-        let counts = p.starts_with("node-") || p == "storage";
-        if counts && peak.as_ref().is_none_or(|(_, m)| mb > *m) {
+        if is_instance(&p) && peak.as_ref().is_none_or(|(_, m)| mb > *m) {
             peak = Some((p, mb));
         }
     }
