@@ -4,16 +4,25 @@
 # then times JupyterLab's start and the first two cells of notebook 01 in the warmed kernel.
 # Prints setup's timeline and the totals that the README's first-run table quotes.
 #
-# Usage: scripts/measure-setup.sh [--archive]
+# Usage: scripts/measure-setup.sh [--archive [--compile-evcxr]]
 #   --archive  the official-archive path: a local HTTP server serves a tarball of the `surreal`
-#              that setup already chose, with its SHA-256 file, standing in for SurrealDB's site.
-#   default    the offline path: the download site is unreachable, so the server is built from source.
+#              that setup already chose, with its SHA-256 file, standing in for SurrealDB's site,
+#              and a tarball of the evcxr_jupyter setup installed, with a release JSON carrying its
+#              digest, standing in for evcxr's GitHub release (get-evcxr.sh).
+#   --compile-evcxr  with --archive: evcxr's release is unreachable, so evcxr_jupyter is compiled.
+#   default    the offline path: neither site is reachable, so the server and evcxr are compiled.
 # Takes as long as a first run (the offline path: about half an hour on 2 cores).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-archive=0
-[ "${1:-}" = "--archive" ] && archive=1
+archive=0 evcxr_site=0
+for arg in "$@"; do
+    case "$arg" in
+        --archive) archive=1 evcxr_site=1 ;;
+        --compile-evcxr) evcxr_site=0 ;;
+        *) echo "usage: $0 [--archive [--compile-evcxr]]" >&2; exit 2 ;;
+    esac
+done
 
 work=$(mktemp -d /tmp/lab-first-run.XXXXXX)
 site_pid=""
@@ -47,10 +56,35 @@ else
     path_name="offline (source build)"
 fi
 
+# evcxr's release, as GitHub's API describes it, on the same local site; else nowhere.
+evcxr_api="http://127.0.0.1:$(free_port)"
+if [ "$evcxr_site" = 1 ]; then
+    [ "$archive" = 1 ] || { echo "error: --compile-evcxr goes with --archive" >&2; exit 2; }
+    case "$(uname -s)-$(uname -m)" in
+        Linux-x86_64) target=x86_64-unknown-linux-gnu ;;
+        Darwin-arm64) target=aarch64-apple-darwin ;;
+        *) echo "error: evcxr publishes no prebuilt binary for this OS and CPU; add --compile-evcxr" >&2; exit 2 ;;
+    esac
+    ename="evcxr_jupyter-v$EVCXR_VERSION-$target"
+    mkdir -p "$work/site/evcxr/$ename" "$work/site/evcxr-api"
+    cp "$LAB_TOOLS/bin/evcxr_jupyter" "$work/site/evcxr/$ename/"
+    tar -czf "$work/site/evcxr/$ename.tar.gz" -C "$work/site/evcxr" "$ename"
+    python3 - "$work/site/evcxr-api/v$EVCXR_VERSION" "$ename.tar.gz" "$base/evcxr/$ename.tar.gz" \
+        "$(sha256sum "$work/site/evcxr/$ename.tar.gz" | cut -d' ' -f1)" <<'PY'
+import json, sys
+out, name, url, digest = sys.argv[1:]
+json.dump({"assets": [{"name": name, "browser_download_url": url, "digest": f"sha256:{digest}"}]}, open(out, "w"))
+PY
+    evcxr_api="$base/evcxr-api"
+    path_name="$path_name, evcxr's release binary (served locally)"
+elif [ "$archive" = 1 ]; then
+    path_name="$path_name, evcxr compiled"
+fi
+
 # A new user's environment: no SURREAL_BIN, no surreal on PATH, nothing cached.
 run_env=(env -u SURREAL_BIN -u LAB_USER_SURREAL_BIN -u CARGO_TARGET_DIR -u STORAGE_NODE_BIN
     -u JUPYTER_PATH -u EVCXR_CONFIG_DIR
-    LAB_CACHE="$work/cache" CARGO_HOME="$work/cargo-home" LAB_KERNEL_SLOTS="$work/kernel-slots" LAB_SERVER_BASE_URL="$base"
+    LAB_CACHE="$work/cache" CARGO_HOME="$work/cargo-home" LAB_KERNEL_SLOTS="$work/kernel-slots" LAB_SERVER_BASE_URL="$base" LAB_EVCXR_RELEASE_API="$evcxr_api"
     PATH="$(echo "$PATH" | tr ':' '\n' | grep -v "$LAB_CACHE" | while read -r d; do [ -e "$d/surreal" ] || echo "$d"; done | paste -sd: -)")
 
 echo "first run, $path_name: setup in a fresh clone ($work/clone)"

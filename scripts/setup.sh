@@ -8,7 +8,8 @@
 #                  is built afterwards in the background at low priority (log: lab-cli.log),
 #                  so JupyterLab opens without waiting for it,
 #   python         a project-local virtualenv (.venv) with JupyterLab and the notebook runner,
-#   evcxr          the evcxr Jupyter kernel for Rust (pinned), registered inside .venv only,
+#   evcxr          the evcxr Jupyter kernel for Rust (pinned; get-evcxr.sh: evcxr's prebuilt release
+#                  binary, SHA-256 checked, else compiled), registered inside .venv only,
 #   packages       mold, which evcxr uses by itself when it is on PATH, and with --for-tests the test
 #                  tools (only where apt-get may run: as root or with password-less sudo),
 #   warm kernel    once python and evcxr are ready: compiles the notebooks' dependencies into
@@ -170,12 +171,8 @@ start_step python bash -c '
     fi
     echo "JupyterLab $("$LAB_VENV/bin/jupyter-lab" --version) in .venv"'
 
-start_step evcxr bash -c '
-    if ! "$LAB_TOOLS/bin/evcxr_jupyter" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
-        echo "installing evcxr_jupyter $EVCXR_VERSION from the Rust package registry"
-        CARGO_TARGET_DIR="$LAB_CACHE/target-tools" cargo install --locked --root "$LAB_TOOLS" evcxr_jupyter --version "$EVCXR_VERSION"
-    fi
-    echo "evcxr_jupyter $EVCXR_VERSION"'
+# evcxr's prebuilt release binary when it can be had (seconds), else `cargo install` (get-evcxr.sh).
+start_step evcxr scripts/get-evcxr.sh
 
 # System packages, in one apt step (apt allows one at a time): mold, which links each notebook
 # cell faster and which evcxr picks up by itself, and for tests Chromium, Graphviz and Node.js.

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tests of setup's server step (scripts/get-server.sh) against real files and a real HTTP server.
+"""Tests of setup's server and evcxr steps (get-server.sh, get-evcxr.sh) against real files and a
+real HTTP server.
 
 A local HTTP server on 127.0.0.1 stands in for SurrealDB's download site: it serves a tarball of the
 `surreal` binary that setup already has, plus its SHA-256 digest file, named as the official ones.
@@ -9,10 +10,18 @@ Each test runs get-server.sh with an empty LAB_CACHE of its own and a PATH witho
   - an unreachable or silent download site falls back within seconds;
   - a `surreal` on PATH that reports another version is not used, and the message says why;
   - SURREAL_BIN wins when right and stops setup with the fix when wrong.
+For the evcxr step, the same site stands in for evcxr's GitHub release: a release JSON as GitHub's
+API gives it (assets with their download address and SHA-256 digest) and a tarball of the
+evcxr_jupyter that setup already has, named and laid out as evcxr's release workflow makes them:
+  - the prebuilt binary is downloaded, verified, installed, and a second run keeps it;
+  - a wrong digest, or no recorded digest, is refused and setup falls back to compiling;
+  - a binary that does not run here is not installed, and the message says why;
+  - an unreachable release falls back within seconds.
 Run by scripts/test.sh (after setup, which provides the binary to serve).
 """
 import hashlib
 import http.server
+import json
 import os
 import platform
 import shutil
@@ -29,6 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GET_SERVER = ROOT / "scripts" / "get-server.sh"
 VERSION = "3.3.5"
 CACHE = Path(os.environ["LAB_CACHE"])
+GET_EVCXR = ROOT / "scripts" / "get-evcxr.sh"
+EVCXR_VERSION = os.environ["EVCXR_VERSION"]
+REAL_EVCXR = Path(os.environ["LAB_TOOLS"]) / "bin" / "evcxr_jupyter"
+EVCXR_TARGET = {("Linux", "x86_64"): "x86_64-unknown-linux-gnu", ("Darwin", "arm64"): "aarch64-apple-darwin"}.get(
+    (platform.system(), platform.machine()))
 REAL_SURREAL = (CACHE / "bin" / "surreal").resolve()
 LAB = Path(os.environ["CARGO_TARGET_DIR"]) / "release" / "lab"
 OS = {"Linux": "linux", "Darwin": "darwin"}[platform.system()]
@@ -184,6 +198,112 @@ class ServerStep(unittest.TestCase):
         rc, out, _ = self.run_step(self.site.url, extra_env={"SURREAL_BIN": str(wrong)})
         self.assertEqual(rc, 1, out)
         self.assertIn("Point SURREAL_BIN at a surreal 3.3.5 binary, or unset it", out)
+
+
+class EvcxrStep(unittest.TestCase):
+    """get-evcxr.sh against a local stand-in for evcxr's GitHub release."""
+
+    NAME = f"evcxr_jupyter-v{EVCXR_VERSION}-{EVCXR_TARGET}"
+
+    @classmethod
+    def setUpClass(cls):
+        if EVCXR_TARGET is None:
+            raise unittest.SkipTest("evcxr publishes no prebuilt binary for this OS and CPU")
+        if not REAL_EVCXR.is_file():
+            raise unittest.SkipTest(f"no evcxr_jupyter at {REAL_EVCXR}: run scripts/setup.sh first")
+        cls.site_dir = Path(tempfile.mkdtemp(prefix="lab-evcxr-site-"))
+        cls.good = cls.tarball("good", REAL_EVCXR)
+        # A binary that cannot run here, as evcxr's build would be on a system with an older C library.
+        broken = cls.site_dir / "broken-bin"
+        broken.write_text("#!/bin/sh\necho \"evcxr_jupyter: /lib/libc.so.6: version 'GLIBC_2.99' not found\" >&2\nexit 1\n")
+        broken.chmod(0o755)
+        cls.broken = cls.tarball("broken", broken)
+        cls.site = Site(cls.site_dir)
+
+    @classmethod
+    def tarball(cls, folder: str, binary: Path) -> str:
+        """<folder>/<NAME>.tar.gz holding <NAME>/evcxr_jupyter, as evcxr's release workflow packs it."""
+        (cls.site_dir / folder).mkdir()
+        tgz = cls.site_dir / folder / f"{cls.NAME}.tar.gz"
+        with tarfile.open(tgz, "w:gz", compresslevel=1) as tar:
+            tar.add(binary, arcname=f"{cls.NAME}/evcxr_jupyter")
+        return hashlib.sha256(tgz.read_bytes()).hexdigest()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+        shutil.rmtree(cls.site_dir, ignore_errors=True)
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="lab-evcxr-test-"))
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def release(self, folder: str, digest: str | None) -> str:
+        """Writes a release JSON (GitHub API's shape) for <folder>'s tarball; returns the API base URL."""
+        api = self.tmp / "site" / "api"
+        api.mkdir(parents=True, exist_ok=True)
+        asset = {"name": f"{self.NAME}.tar.gz", "browser_download_url": f"{self.site.url}/{folder}/{self.NAME}.tar.gz"}
+        if digest is not None:
+            asset["digest"] = f"sha256:{digest}"
+        other = {"name": f"evcxr-v{EVCXR_VERSION}-{EVCXR_TARGET}.tar.gz", "digest": "sha256:" + "1" * 64,
+                 "browser_download_url": f"{self.site.url}/nowhere.tar.gz"}
+        (api / f"v{EVCXR_VERSION}").write_text(json.dumps({"tag_name": f"v{EVCXR_VERSION}", "assets": [other, asset]}))
+        self.api_site = Site(self.tmp / "site")
+        self.addCleanup(self.api_site.close)
+        return f"{self.api_site.url}/api"
+
+    def run_step(self, api: str, *args: str) -> tuple[int, str, float]:
+        """get-evcxr.sh with an empty lab cache (so nothing is installed yet)."""
+        env = dict(os.environ, LAB_CACHE=str(self.tmp / "cache"), LAB_EVCXR_RELEASE_API=api)
+        t0 = time.monotonic()
+        p = subprocess.run([str(GET_EVCXR), *args], env=env, capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout + p.stderr, time.monotonic() - t0
+
+    def installed(self) -> Path:
+        return self.tmp / "cache" / "tools" / "bin" / "evcxr_jupyter"
+
+    def test_the_prebuilt_binary_is_downloaded_verified_and_installed(self):
+        api = self.release("good", self.good)
+        rc, out, _ = self.run_step(api, "--resolve-only")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("prebuilt release binary (SHA-256 verified)", out)
+        self.assertEqual(self.installed().read_bytes(), REAL_EVCXR.read_bytes())
+        # It runs: without arguments evcxr_jupyter prints how to install the kernel spec.
+        hello = subprocess.run([str(self.installed())], capture_output=True, text=True, timeout=30)
+        self.assertIn("--install", hello.stdout + hello.stderr)
+        # A second run keeps it, with nothing reachable.
+        rc, out, _ = self.run_step(f"http://127.0.0.1:{free_port()}", "--resolve-only")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("prebuilt release binary (SHA-256 verified)", out)
+        self.assertNotIn("looking up", out)
+
+    def test_a_wrong_digest_is_refused_deleted_and_setup_falls_back(self):
+        rc, out, _ = self.run_step(self.release("good", "0" * 64), "--resolve-only")
+        self.assertEqual(rc, 10, out)  # 10: the next option, compiling it, is needed
+        self.assertIn("SHA-256 mismatch", out)
+        self.assertIn("deleted", out)
+        self.assertFalse(self.installed().exists())
+
+    def test_an_asset_without_a_recorded_digest_is_not_used(self):
+        rc, out, _ = self.run_step(self.release("good", None), "--resolve-only")
+        self.assertEqual(rc, 10, out)
+        self.assertIn("no SHA-256 digest", out)
+        self.assertFalse(self.installed().exists())
+
+    def test_a_binary_that_does_not_run_here_is_not_installed_and_the_reason_is_shown(self):
+        rc, out, _ = self.run_step(self.release("broken", self.broken), "--resolve-only")
+        self.assertEqual(rc, 10, out)
+        self.assertIn("does not run here", out)
+        self.assertIn("GLIBC_2.99", out)
+        self.assertFalse(self.installed().exists())
+
+    def test_an_unreachable_release_falls_back_within_seconds(self):
+        rc, out, took = self.run_step(f"http://127.0.0.1:{free_port()}", "--resolve-only")
+        self.assertEqual(rc, 10, out)
+        self.assertIn("not reachable", out)
+        self.assertLess(took, 5, "a refused connection should fall back at once")
 
 
 if __name__ == "__main__":
