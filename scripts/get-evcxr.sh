@@ -46,6 +46,20 @@ installed() {
     exit 0
 }
 
+# evcxr infers the type of each notebook variable with rust-analyzer, which reads the standard
+# library's source: without rustup's rust-src component (not in rustup's default profile) even
+# `let v = vec![1, 2, 3];` fails with "Couldn't automatically determine type of variable `v`".
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/src/rust/library" ]; then
+    if command -v rustup >/dev/null 2>&1; then
+        echo "evcxr: adding the standard library's source (rustup component add rust-src), which evcxr needs"
+        rustup component add rust-src
+    else
+        echo "error: evcxr needs the Rust standard library's source, and this Rust has none." >&2
+        echo "       Fix: install it with your Rust (rustup: 'rustup component add rust-src')." >&2
+        exit 1
+    fi
+fi
+
 # 1. Already installed.
 if [ -x "$BIN" ] && [ "$(installed_version)" = "$EVCXR_VERSION" ] && runs "$BIN"; then
     installed "$(cat "$SOURCE_FILE" 2>/dev/null || echo "installed earlier")"

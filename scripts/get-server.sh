@@ -14,9 +14,10 @@
 #   --with-lab-binaries  also build the storage node and the `lab` CLI (setup and build-server.sh).
 #   --with-storage-node  also build the storage node only, the one binary the notebooks start
 #                        (start-lab.sh builds the `lab` CLI after JupyterLab opens).
-# The source build always compiles the server together with the lab's binaries, in one cargo
-# invocation: cargo unifies dependency features over the packages it builds, so building the
-# server alone would recompile much of the shared tree with other features.
+# The source build compiles the server together with the lab's binaries that were asked for, in one
+# cargo invocation: cargo unifies dependency features over the packages it builds, so building the
+# server alone would recompile much of the shared tree with other features. (--with-storage-node
+# leaves the CLI out: its polars and SDK are not on the way to JupyterLab; it builds afterwards.)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
@@ -132,5 +133,9 @@ if [ -x "$CARGO_TARGET_DIR/release/surreal" ]; then
 else
     echo "server: building SurrealDB $WANT from source (the offline path): ~26 min on 2 cores, cached afterwards."
 fi
-cargo build --locked --release -p surreal-server -p storage_node -p lab_cli
+if [ "$storage_only" = 1 ]; then
+    cargo build --locked --release -p surreal-server -p storage_node
+else
+    cargo build --locked --release -p surreal-server -p storage_node -p lab_cli
+fi
 use_server "$CARGO_TARGET_DIR/release/surreal" "source build"

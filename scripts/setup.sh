@@ -18,8 +18,8 @@
 # timeline (also kept in $LAB_CACHE/setup/timeline.txt). Logs: $LAB_CACHE/setup/<step>.log.
 # Options: --for-tests also installs what only the test command needs: Chromium (browser check),
 # Graphviz (the architecture diagram's source) and Node.js with npm.
-#          --defer-cli builds the `lab` CLI after setup, in the background (start-lab.sh uses it;
-#          it matters where the server comes ready-made: the source build compiles the CLI with it).
+#          --defer-cli builds the `lab` CLI after setup, in the background (start-lab.sh uses it):
+#          JupyterLab then waits only for what the notebooks start, the server and the storage node.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
@@ -140,11 +140,13 @@ export -f apt_install
 echo "Setting up the lab (cache: $LAB_CACHE). Steps run in parallel; logs in $SETUP_DIR/."
 
 # The server choice itself takes seconds; only the source build is long.
-resolve_start=$SECONDS
+resolve_start=$SECONDS server_source=""
 if scripts/get-server.sh --resolve-only > "$SETUP_DIR/server.log" 2>&1; then
     sed 's/^/    /' "$SETUP_DIR/server.log"
+    # Kept now: the lab-binaries step runs get-server.sh again, which then finds the server cached.
+    server_source=$(cat "$LAB_CACHE/bin/surreal.source")
     printf '%-13s start %6s  took %6s  ok (%s)\n' server "$(fmt $resolve_start)" "$(fmt $((SECONDS - resolve_start)))" \
-        "$(cat "$LAB_CACHE/bin/surreal.source")" >> "$SETUP_DIR/timeline.txt"
+        "$server_source" >> "$SETUP_DIR/timeline.txt"
     if [ "$defer_cli" = 1 ]; then
         start_step storage-node scripts/get-server.sh --with-storage-node
     else
@@ -152,11 +154,14 @@ if scripts/get-server.sh --resolve-only > "$SETUP_DIR/server.log" 2>&1; then
     fi
 else
     rc=$?
-    defer_cli=0  # the source build compiles the CLI in the same cargo run as the server
     [ $rc = 10 ] || { cat "$SETUP_DIR/server.log" >&2; exit $rc; }
     sed 's/^/    /' "$SETUP_DIR/server.log"
     # The source build, with the lab's binaries in the same cargo invocation (get-server.sh says why).
-    start_step server scripts/get-server.sh --with-lab-binaries
+    if [ "$defer_cli" = 1 ]; then
+        start_step server scripts/get-server.sh --with-storage-node
+    else
+        start_step server scripts/get-server.sh --with-lab-binaries
+    fi
 fi
 
 start_step python bash -c '
@@ -214,7 +219,7 @@ wait_for "${ORDER[@]}"
 echo
 echo "setup timeline (also in $SETUP_DIR/timeline.txt):"
 sed 's/^/    /' "$SETUP_DIR/timeline.txt"
-echo "setup done in $(fmt $SECONDS); server: $(cat "$LAB_CACHE/bin/surreal.source")"
+echo "setup done in $(fmt $SECONDS); server: ${server_source:-$(cat "$LAB_CACHE/bin/surreal.source")}; evcxr: $(cat "$LAB_TOOLS/evcxr.source")"
 if [ "$defer_cli" = 1 ]; then
     # The `lab` CLI is for the terminal, not the notebooks: it compiles now, at the lowest CPU
     # priority so a notebook's cells come first, in its own session so it outlives this script

@@ -16,7 +16,9 @@ evcxr_jupyter that setup already has, named and laid out as evcxr's release work
   - the prebuilt binary is downloaded, verified, installed, and a second run keeps it;
   - a wrong digest, or no recorded digest, is refused and setup falls back to compiling;
   - a binary that does not run here is not installed, and the message says why;
-  - an unreachable release falls back within seconds.
+  - an unreachable release falls back within seconds;
+  - a Rust without the standard library's source (which evcxr's type inference reads) gets it
+    from rustup, or setup stops with the fix.
 Run by scripts/test.sh (after setup, which provides the binary to serve).
 """
 import hashlib
@@ -304,6 +306,36 @@ class EvcxrStep(unittest.TestCase):
         self.assertEqual(rc, 10, out)
         self.assertIn("not reachable", out)
         self.assertLess(took, 5, "a refused connection should fall back at once")
+
+    def run_with_toolchain(self, with_rustup: bool) -> tuple[int, str, Path]:
+        """get-evcxr.sh over a Rust whose sysroot has no library source (a fake rustc), with or
+        without a rustup, which here only records what it was asked and adds the source."""
+        sysroot = self.tmp / "sysroot"
+        fake = self.tmp / "fake-bin"
+        fake.mkdir()
+        (fake / "rustc").write_text(f"#!/bin/sh\necho {sysroot}\n")
+        asked = self.tmp / "rustup-args"
+        if with_rustup:
+            (fake / "rustup").write_text(
+                f"#!/bin/sh\necho \"$@\" > {asked}\nmkdir -p {sysroot}/lib/rustlib/src/rust/library\n")
+        for f in fake.iterdir():
+            f.chmod(0o755)
+        # HOME elsewhere, so env.sh puts no real ~/.cargo/bin (rustc, rustup) before the fakes.
+        env = dict(os.environ, HOME=str(self.tmp), LAB_CACHE=str(self.tmp / "cache"),
+                   LAB_EVCXR_RELEASE_API=f"http://127.0.0.1:{free_port()}", PATH=f"{fake}:/usr/bin:/bin")
+        p = subprocess.run([str(GET_EVCXR), "--resolve-only"], env=env, capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout + p.stderr, asked
+
+    def test_a_missing_standard_library_source_is_added_with_rustup(self):
+        rc, out, asked = self.run_with_toolchain(with_rustup=True)
+        self.assertTrue(asked.exists(), out)
+        self.assertEqual(asked.read_text().split(), ["component", "add", "rust-src"])
+        self.assertEqual(rc, 10, out)  # then on to the binary, here unreachable
+
+    def test_a_missing_standard_library_source_without_rustup_names_the_fix(self):
+        rc, out, _ = self.run_with_toolchain(with_rustup=False)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("rustup component add rust-src", out)
 
 
 if __name__ == "__main__":
