@@ -37,7 +37,9 @@ installed_version() {
         sed -n 's/^"evcxr_jupyter \([^ ]*\) .*/\1/p' "$LAB_TOOLS/.crates.toml" 2>/dev/null || true
 }
 runs() {
-    timeout 10 "$1" 2>&1 | grep -q "To install, run"
+    # Not `grep -q`: it would stop reading at the match, and with pipefail the binary's SIGPIPE on
+    # its next line of output would count as a failure (it did, in one test run of three).
+    timeout 10 "$1" 2>&1 | grep "To install, run" >/dev/null
 }
 installed() {
     echo "$EVCXR_VERSION" > "$VERSION_FILE"

@@ -11,13 +11,16 @@
 #
 # Usage: get-server.sh [--resolve-only | --with-lab-binaries | --with-storage-node]
 #   --resolve-only       try 1-3 only; exit 10 when the source build would be needed.
-#   --with-lab-binaries  also build the storage node and the `lab` CLI (setup and build-server.sh).
+#   --with-lab-binaries  also build the storage node, then the `lab` CLI (setup and build-server.sh).
 #   --with-storage-node  also build the storage node only, the one binary the notebooks start
 #                        (start-lab.sh builds the `lab` CLI after JupyterLab opens).
-# The source build compiles the server together with the lab's binaries that were asked for, in one
-# cargo invocation: cargo unifies dependency features over the packages it builds, so building the
-# server alone would recompile much of the shared tree with other features. (--with-storage-node
-# leaves the CLI out: its polars and SDK are not on the way to JupyterLab; it builds afterwards.)
+# Each release binary is always built by the same cargo invocation, whichever command asks for it
+# (start-lab.sh, test.sh, build-server.sh): the server with the storage node (the source build), or
+# the storage node alone, and the `lab` CLI always alone, afterwards. Cargo unifies dependency
+# features over the packages of one invocation: adding the CLI to the server's invocation changes
+# the features of crates the server also uses (hashbrown, rustix, the SDK, …), so a command that
+# built them together and another that built them apart would each recompile the server's tree.
+# Apart, the CLI also stays off the way to JupyterLab (start-lab.sh builds it in the background).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LAB_ROOT"
@@ -31,13 +34,19 @@ case "${1:-}" in
     *) echo "usage: $0 [--resolve-only | --with-lab-binaries | --with-storage-node]" >&2; exit 2 ;;
 esac
 
+# The `lab` CLI, when asked for: always in a cargo invocation of its own (see the top).
+build_cli() {
+    if [ "$lab_binaries" = 1 ] && [ "$storage_only" = 0 ]; then
+        cargo build --locked --release -p lab_cli
+    fi
+}
+
 # The lab's own binaries, when asked for, after the server was found elsewhere.
 found() {
-    if [ "$storage_only" = 1 ]; then
+    if [ "$lab_binaries" = 1 ]; then
         cargo build --locked --release -p storage_node
-    elif [ "$lab_binaries" = 1 ]; then
-        cargo build --locked --release -p storage_node -p lab_cli
     fi
+    build_cli
     exit 0
 }
 
@@ -133,9 +142,6 @@ if [ -x "$CARGO_TARGET_DIR/release/surreal" ]; then
 else
     echo "server: building SurrealDB $WANT from source (the offline path): ~26 min on 2 cores, cached afterwards."
 fi
-if [ "$storage_only" = 1 ]; then
-    cargo build --locked --release -p surreal-server -p storage_node
-else
-    cargo build --locked --release -p surreal-server -p storage_node -p lab_cli
-fi
+cargo build --locked --release -p surreal-server -p storage_node
 use_server "$CARGO_TARGET_DIR/release/surreal" "source build"
+build_cli

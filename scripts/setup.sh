@@ -3,7 +3,7 @@
 # depend on each other run at the same time, each in the background with its own log:
 #   server         the official SurrealDB 3.3.5 `surreal` (get-server.sh: SURREAL_BIN, PATH, the
 #                  official archive, else the source build together with the lab's binaries),
-#   lab binaries   the storage node and the `lab` CLI (release build, cached); with --defer-cli
+#   lab binaries   the storage node, then the `lab` CLI (release builds, cached); with --defer-cli
 #                  only the storage node (the one binary the notebooks start), and the `lab` CLI
 #                  is built afterwards in the background at low priority (log: lab-cli.log),
 #                  so JupyterLab opens without waiting for it,
@@ -156,7 +156,8 @@ else
     rc=$?
     [ $rc = 10 ] || { cat "$SETUP_DIR/server.log" >&2; exit $rc; }
     sed 's/^/    /' "$SETUP_DIR/server.log"
-    # The source build, with the lab's binaries in the same cargo invocation (get-server.sh says why).
+    # The source build, with the storage node in the same cargo invocation, then the CLI unless it
+    # is deferred (get-server.sh says why each binary always builds in the same invocation).
     if [ "$defer_cli" = 1 ]; then
         start_step server scripts/get-server.sh --with-storage-node
     else
