@@ -15,6 +15,11 @@ export EVCXR_CONFIG_DIR="${EVCXR_CONFIG_DIR:-$LAB_ROOT/scripts/evcxr/lab}"
 # evcxr keeps its compile cache (`:cache`) under the XDG cache folder: keep it in the lab's cache,
 # so one folder holds (and one `rm -rf` clears) everything the lab compiled.
 export XDG_CACHE_HOME="$LAB_CACHE/kernel-cache"
+# evcxr's allocator (mimalloc) may back its heap with transparent huge pages. Its rust-analyzer
+# builds ~1.7 GB of short-lived syntax trees per kernel, and with huge pages the kernel spent ~2.5 s
+# of system time zeroing and splitting them in the `:dep` cell alone. Without: ~0.8 s, and ~100 MB
+# less memory per kernel (scripts/measure-kernel-start.py compares both in one run).
+export MIMALLOC_ALLOW_THP="${MIMALLOC_ALLOW_THP:-0}"
 
 # Where the slots live. Not under $HOME: evcxr loads each cell's library from target/<triple>/debug,
 # while rustc wrote its RUNPATH (to the Rust standard library, e.g. ~/.rustup/…) relative to
