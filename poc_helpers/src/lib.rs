@@ -167,7 +167,14 @@ mod layering {
 
     #[test]
     fn rooms_only_use_rooms_below_them_and_modules_form_no_circle() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // The folder `cargo test` runs this from, read at run time: the compile-time
+        // `env!("CARGO_MANIFEST_DIR")` names the clone that first compiled this test, and a clone
+        // elsewhere sharing the lab's cache target folder reuses that binary (cargo tracks the
+        // sources by relative path). A CI run once failed here on a clone that no longer existed.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let src = manifest.join("src");
         let mut all = Vec::new();
         files(&src, &mut all);
         let mut wrong = Vec::new();
