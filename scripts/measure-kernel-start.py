@@ -10,7 +10,10 @@ medians as ratios to the baseline's:
   lab       what scripts/evcxr-kernel.sh sets (MIMALLOC_ALLOW_THP=0).
 Nothing here asserts a time. Needs a warm kernel build folder (scripts/setup.sh) and a quiet machine.
 
-Usage: scripts/measure-kernel-start.py [--runs N]   (default 3 runs of each setting)
+With --try NAME=VALUE (repeatable), the baseline is the lab's settings and the candidate is the
+lab's settings plus those variables: how the lab's kernel settings were chosen and can be revisited.
+
+Usage: scripts/measure-kernel-start.py [--runs N] [--try NAME=VALUE ...]   (default 3 runs of each)
 """
 import argparse
 import os
@@ -65,7 +68,16 @@ def one_run(env: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--try", dest="tries", action="append", default=[], metavar="NAME=VALUE",
+                    help="compare the lab's settings (baseline) with the lab's plus these variables")
     args = ap.parse_args()
+    if args.tries:
+        bad = [t for t in args.tries if "=" not in t]
+        if bad:
+            ap.error(f"--try takes NAME=VALUE, got {bad[0]!r}")
+        SETTINGS["baseline"] = {}
+        SETTINGS["lab"] = dict(t.split("=", 1) for t in args.tries)
+        print(f"baseline: the lab's settings; candidate ('lab' below): plus {SETTINGS['lab']}")
     os.environ.setdefault("EVCXR_CONFIG_DIR", str(Path(__file__).resolve().parent / "evcxr" / "lab"))
     results = {name: [] for name in SETTINGS}
     for i in range(args.runs):

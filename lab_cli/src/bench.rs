@@ -128,7 +128,8 @@ pub const PACED_THINK_TIME: Duration = Duration::from_millis(500);
 /// The set-up whose numbers the others are divided by.
 pub const BASELINE: &str = "surrealkv-1";
 
-fn workload(name: &str) -> Result<WorkloadPlan, LabError> {
+/// The workload called `name` (as `--workloads` spells it).
+pub fn workload_plan(name: &str) -> Result<WorkloadPlan, LabError> {
     Ok(match name {
         "mixed" => WorkloadPlan::mixed(90),
         "raw" => WorkloadPlan::read_after_write(),
@@ -558,7 +559,7 @@ pub fn run(
             }
         }
         for wname in &opts.workloads {
-            let base = workload(wname)?
+            let base = workload_plan(wname)?
                 .records(opts.records)
                 .sessions_per_node(opts.sessions)
                 .duration(opts.duration)
@@ -720,7 +721,7 @@ mod tests {
 
     #[test]
     fn workload_names_include_other_read_shares() {
-        let kind = |n: &str| workload(n).map(|w| w.kind);
+        let kind = |n: &str| workload_plan(n).map(|w| w.kind);
         assert_eq!(kind("mixed").unwrap(), WorkloadPlan::mixed(90).kind);
         assert_eq!(kind("mixed80").unwrap(), WorkloadPlan::mixed(80).kind);
         assert!(kind("mixed101").is_err());

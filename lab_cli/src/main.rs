@@ -10,6 +10,7 @@
 //! lab down                                                               stop every node
 //! lab clean                                                              stop, then delete data and logs
 //! lab bench [--quick]                                                    benchmark 3 set-ups → target/bench/
+//! lab bench --compare-server PATH                                        the lab's surreal against another build
 //! ```
 //!
 //! `up` starts the nodes and *detaches*: they keep running after the command exits, described by
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_servers;
 mod bench_storage;
 mod nodes;
 use poc_helpers::facade::{Cluster, default_lab_root};
@@ -162,6 +164,12 @@ enum Cmd {
         /// Output directory [default: <workspace>/target/bench].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Instead of the set-ups: the lab's `surreal` against this one (e.g. built with the
+        /// official binary's jemalloc), 2 nodes over the storage node each, alternated, --reps
+        /// times [default 3]: idle, peak and after-load memory, throughput and p99, as ratios.
+        /// Uses the first --workloads [mixed] and --concurrency [100].
+        #[arg(long, value_name = "PATH")]
+        compare_server: Option<PathBuf>,
     },
 }
 
@@ -303,6 +311,36 @@ fn run(cli: Cli) -> Result<(), LabError> {
             first_err.map_or(Ok(()), Err)
         }
         Cmd::Bench {
+            quick: _,
+            storage_only,
+            samples,
+            reps,
+            duration,
+            warmup,
+            concurrency,
+            workloads,
+            setups,
+            records,
+            sessions,
+            out,
+            compare_server: Some(other),
+        } => run_compare_servers(
+            &other,
+            BenchFlags {
+                storage_only,
+                samples,
+                reps,
+                duration,
+                warmup,
+                concurrency,
+                workloads,
+                setups,
+                records,
+                sessions,
+                out,
+            },
+        ),
+        Cmd::Bench {
             quick,
             storage_only,
             samples,
@@ -315,6 +353,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
             records,
             sessions,
             out,
+            compare_server: None,
         } => run_bench(
             quick,
             BenchFlags {
@@ -474,6 +513,57 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
     for f in files {
         println!("  wrote {}", f.display());
     }
+    Ok(())
+}
+
+/// `lab bench --compare-server PATH`: the lab's server against another, in one invocation.
+fn run_compare_servers(other: &std::path::Path, flags: BenchFlags) -> Result<(), LabError> {
+    if flags.storage_only || flags.setups.is_some() {
+        return Err(LabError::InvalidConfig {
+            setting: "compare-server".into(),
+            reason: "--compare-server runs its own set-up (2 nodes over the storage node)".into(),
+            fix: "leave out --storage-only and --setups".into(),
+        });
+    }
+    let servers = bench_servers::Servers::locate(other)?;
+    let full = bench::BenchOptions::full(PathBuf::new());
+    let clients = flags
+        .concurrency
+        .as_ref()
+        .and_then(|c| c.first().copied())
+        .unwrap_or(100);
+    let name = flags
+        .workloads
+        .as_ref()
+        .and_then(|w| w.first().cloned())
+        .unwrap_or("mixed".into());
+    let plan = bench::workload_plan(&name)?
+        .records(flags.records.unwrap_or(full.records).max(1))
+        .sessions_per_node(flags.sessions.unwrap_or(0))
+        .duration(
+            flags
+                .duration
+                .map_or(full.duration, |s| Duration::from_secs_f64(s.max(0.1))),
+        )
+        .warmup(
+            flags
+                .warmup
+                .map_or(full.warmup, |s| Duration::from_secs_f64(s.max(0.0))),
+        )
+        .concurrency(clients);
+    let reps = flags.reps.unwrap_or(3).max(1);
+    let out = flags
+        .out
+        .unwrap_or_else(|| poc_helpers::infra::binary::workspace_root().join("target/bench"));
+    let t = Instant::now();
+    println!(
+        "lab bench --compare-server: {name} at {clients} clients, {reps} repetition(s) per binary, alternated…"
+    );
+    let runs = bench_servers::run(&servers, &plan, reps, &out.join("labs"), &|step| {
+        println!("  {:>4.0} s  {step}", t.elapsed().as_secs_f64())
+    })?;
+    println!();
+    print!("{}", bench_servers::table(&servers, &runs));
     Ok(())
 }
 

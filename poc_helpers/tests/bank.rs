@@ -89,8 +89,7 @@ fn the_bank_survives_a_kill_a_pause_and_a_storage_crash_with_nothing_lost() {
     assert!(chart.svg.contains("kill storage"));
     chart.save(root.path().join("bank.svg")).unwrap();
     // Kept for people (and the docs) to look at: target/ is git-ignored.
-    let _ = chart
-        .save(manifest_dir().join("../target/bank-short.svg"));
+    let _ = chart.save(manifest_dir().join("../target/bank-short.svg"));
     // The lab is healthy again afterwards.
     assert!(
         cluster

@@ -15,7 +15,8 @@
 //! Every candidate is checked by running `<bin> version` and requiring major version 3, because a
 //! SurrealDB 1.x/2.x binary on PATH speaks a different protocol and would fail in confusing ways.
 //! The official binary and the source build differ only in their allocator (jemalloc against
-//! glibc's malloc); the lab treats them alike.
+//! glibc's malloc); the lab treats them alike. `lab bench --compare-server` measures what that
+//! difference costs (README, "Which allocator").
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
