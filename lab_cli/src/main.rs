@@ -311,36 +311,6 @@ fn run(cli: Cli) -> Result<(), LabError> {
             first_err.map_or(Ok(()), Err)
         }
         Cmd::Bench {
-            quick: _,
-            storage_only,
-            samples,
-            reps,
-            duration,
-            warmup,
-            concurrency,
-            workloads,
-            setups,
-            records,
-            sessions,
-            out,
-            compare_server: Some(other),
-        } => run_compare_servers(
-            &other,
-            BenchFlags {
-                storage_only,
-                samples,
-                reps,
-                duration,
-                warmup,
-                concurrency,
-                workloads,
-                setups,
-                records,
-                sessions,
-                out,
-            },
-        ),
-        Cmd::Bench {
             quick,
             storage_only,
             samples,
@@ -353,10 +323,9 @@ fn run(cli: Cli) -> Result<(), LabError> {
             records,
             sessions,
             out,
-            compare_server: None,
-        } => run_bench(
-            quick,
-            BenchFlags {
+            compare_server,
+        } => {
+            let flags = BenchFlags {
                 storage_only,
                 samples,
                 reps,
@@ -368,8 +337,12 @@ fn run(cli: Cli) -> Result<(), LabError> {
                 records,
                 sessions,
                 out,
-            },
-        ),
+            };
+            match compare_server {
+                Some(other) => run_compare_servers(&other, quick, flags),
+                None => run_bench(quick, flags),
+            }
+        }
     }
 }
 
@@ -517,12 +490,18 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
 }
 
 /// `lab bench --compare-server PATH`: the lab's server against another, in one invocation.
-fn run_compare_servers(other: &std::path::Path, flags: BenchFlags) -> Result<(), LabError> {
-    if flags.storage_only || flags.setups.is_some() {
+fn run_compare_servers(
+    other: &std::path::Path,
+    quick: bool,
+    flags: BenchFlags,
+) -> Result<(), LabError> {
+    if quick || flags.storage_only || flags.setups.is_some() {
         return Err(LabError::InvalidConfig {
             setting: "compare-server".into(),
             reason: "--compare-server runs its own set-up (2 nodes over the storage node)".into(),
-            fix: "leave out --storage-only and --setups".into(),
+            fix:
+                "leave out --quick, --storage-only and --setups (--reps and --duration shorten it)"
+                    .into(),
         });
     }
     let servers = bench_servers::Servers::locate(other)?;

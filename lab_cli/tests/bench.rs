@@ -1,24 +1,38 @@
-//! `lab bench --storage-only` against real processes: the disk's fdatasync, the storage node's
-//! service times and three statements on two set-ups, printed with ratios to their baselines.
-//! A few samples only: this checks that the measurement runs and reports, not how fast it is.
+//! `lab bench` against real processes: `--storage-only` (the disk's fdatasync, the storage node's
+//! service times and three statements on two set-ups) and `--compare-server` (two `surreal`
+//! binaries side by side), each printed with ratios to its baseline. A few samples only: this
+//! checks that the measurements run and report, not how fast anything is.
 
 use std::process::Command;
 
-#[test]
-fn the_storage_part_of_the_benchmark_reports_every_baseline_and_ratio() {
-    let out = tempfile::tempdir().unwrap();
+/// Runs `lab` with `args` (and no fixed base port), returning its exit status and all it printed.
+fn lab(args: &[&str]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .args(["bench", "--storage-only", "--samples", "3", "--out"])
-        .arg(out.path())
+        .args(args)
         .env_remove("LAB_BASE_PORT")
         .output()
-        .expect("run lab bench");
+        .expect("run lab");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(o.status.success(), "{text}");
+    (o.status.success(), text)
+}
+
+/// The labs a benchmark left under `<out>/labs` (it must leave none).
+fn labs_left(out: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(out.join("labs"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_storage_part_of_the_benchmark_reports_every_baseline_and_ratio() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let (ok, text) = lab(&["bench", "--storage-only", "--samples", "3", "--out", dir]);
+    assert!(ok, "{text}");
     for expected in [
         "fdatasync (4 KiB in place)",
         "fdatasync (4 KiB appended)",
@@ -40,10 +54,7 @@ fn the_storage_part_of_the_benchmark_reports_every_baseline_and_ratio() {
         "{csv}"
     );
     // The labs it started are gone.
-    let labs = out.path().join("labs");
-    let left: Vec<_> = std::fs::read_dir(&labs)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = labs_left(out.path());
     assert!(left.is_empty(), "labs left behind: {left:?}");
 }
 
@@ -54,21 +65,24 @@ fn the_storage_part_of_the_benchmark_reports_every_baseline_and_ratio() {
 fn comparing_two_servers_prints_every_measure_as_a_ratio_and_leaves_nothing_running() {
     let out = tempfile::tempdir().unwrap();
     let same = poc_helpers::infra::binary::locate_surreal(None).expect("the lab's surreal");
-    let o = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .args(["bench", "--compare-server"])
-        .arg(&same.path)
-        .args(["--reps", "1", "--duration", "0.5", "--warmup", "0.2"])
-        .args(["--concurrency", "4", "--records", "100", "--out"])
-        .arg(out.path())
-        .env_remove("LAB_BASE_PORT")
-        .output()
-        .expect("run lab bench --compare-server");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{text}");
+    let (ok, text) = lab(&[
+        "bench",
+        "--compare-server",
+        same.path.to_str().unwrap(),
+        "--reps",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--concurrency",
+        "4",
+        "--records",
+        "100",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
     for expected in [
         "rep 1/1 · lab server",
         "rep 1/1 · other server",
@@ -88,21 +102,14 @@ fn comparing_two_servers_prints_every_measure_as_a_ratio_and_leaves_nothing_runn
     }
     // Every measure has a number for both binaries (no NaN from an empty sample).
     assert!(!text.contains("NaN"), "{text}");
-    let labs = out.path().join("labs");
-    let left: Vec<_> = std::fs::read_dir(&labs)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = labs_left(out.path());
     assert!(left.is_empty(), "labs left behind: {left:?}");
 }
 
 #[test]
 fn comparing_with_a_server_that_is_not_there_names_the_fix() {
-    let o = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .args(["bench", "--compare-server", "/nonexistent/surreal"])
-        .output()
-        .expect("run lab bench --compare-server");
-    let text = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{text}");
+    let (ok, text) = lab(&["bench", "--compare-server", "/nonexistent/surreal"]);
+    assert!(!ok, "{text}");
     for expected in [
         "/nonexistent/surreal",
         "set by --compare-server",
