@@ -160,7 +160,8 @@ pub struct RecoveryReport {
     pub before: Vec<Member>,
     /// Right after the kill: the dead node is still ACTIVE (its heartbeat is merely old).
     pub after_kill: Vec<Member>,
-    /// Once the dead node was archived (or the limit passed).
+    /// Once the dead node left ACTIVE: ARCHIVED, or already removed by the cleanup task that
+    /// follows archiving (or when the limit passed, with the dead node still ACTIVE).
     pub after_archive: Vec<Member>,
     /// After the restart: a new id for the restarted node, the old one archived or gone.
     pub after_restart: Vec<Member>,
