@@ -6,8 +6,10 @@
 //! from an engine: atomic multi-table write transactions, crash safety with an fsync on
 //! commit, and consistent read snapshots that never block the writer.
 //!
-//! Every write transaction is committed with [`redb::Durability::Immediate`]: when a commit
-//! returns, the data is on disk. The transaction layer only answers a client after that.
+//! The same file holds each region's Raft log (see [`crate::raftstore`]). A log write is
+//! committed with [`redb::Durability::Immediate`] (an fsync) before an entry counts as
+//! persisted; applying committed entries to `lock` and `write` skips the fsync, because the
+//! next log commit makes it durable and a crash before that replays it from the log.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use redb::{
     TableDefinition,
 };
 
+use crate::raftstore::peer_storage::{RAFT_LOG_TABLE, RAFT_STATE_TABLE};
 use crate::txn_types::TimeStamp;
 
 /// Locks of in-flight transactions, by raw user key.
@@ -27,7 +30,11 @@ pub const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta"
 
 /// Bumped whenever the on-disk layout changes meaning. A data directory written with another
 /// format is refused instead of being misread or silently reset.
-pub const FORMAT_VERSION: u64 = 1;
+///
+/// Format 2 adds the Raft log and state (`raft_log`, `raft_state`, see
+/// [`crate::raftstore::peer_storage`]) and the applied index. A format-1 directory is upgraded
+/// in place: its data is exactly the state of a region whose log is empty at index 0.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "storage.redb";
@@ -137,6 +144,8 @@ impl Engine {
             // Creating the tables up front lets read snapshots open them unconditionally.
             txn.open_table(LOCK_TABLE)?;
             txn.open_table(WRITE_TABLE)?;
+            txn.open_table(RAFT_LOG_TABLE)?;
+            txn.open_table(RAFT_STATE_TABLE)?;
             let mut meta = txn.open_table(META_TABLE)?;
             let read_u64 =
                 |meta: &redb::Table<&str, &[u8]>, k: &str| -> Result<Option<u64>, EngineError> {
@@ -145,6 +154,10 @@ impl Engine {
                         .map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or([0; 8]))))
                 };
             match read_u64(&meta, META_FORMAT)? {
+                Some(1) => {
+                    tracing::info!("upgrading data directory format 1 to {FORMAT_VERSION}");
+                    meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
+                }
                 Some(found) if found != FORMAT_VERSION => {
                     return Err(EngineError::IncompatibleFormat {
                         dir: self.dir.clone(),
@@ -199,9 +212,14 @@ impl Engine {
         })
     }
 
-    /// Starts the single write transaction of a batch (see `txn::scheduler`).
+    /// Starts a write transaction (a batch's scratch view, see `txn::scheduler`).
     pub fn begin_write(&self) -> Result<redb::WriteTransaction, EngineError> {
         Ok(self.db.begin_write()?)
+    }
+
+    /// The database, for the raftstore's log writes and applies.
+    pub fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Bytes used on disk by the database file (for the lab's status table).

@@ -4,8 +4,9 @@
 //! key-value store, TiKV (PD servers for placement and timestamps + TiKV servers for data).
 //! This crate is that store shrunk to one process, one port and one file, faithful enough
 //! that the unmodified `surreal start tikv://127.0.0.1:2379` works against it — so a laptop
-//! can run the real distributed architecture without a TiKV cluster. What it leaves out:
-//! replication (Raft), regions splitting across stores, and everything SurrealDB does not use.
+//! can run the real distributed architecture without a TiKV cluster. Writes go through a Raft
+//! group as in TiKV; today that group has one peer (one store holding one region), and the
+//! next steps add PD as its own process, more stores and region splits.
 //!
 //! # Layout
 //!
@@ -13,12 +14,14 @@
 //!
 //! - [`server`]: the gRPC front — [`server::pd`] (PD: members, TSO, the one region and store)
 //!   and [`server::kv`] (TiKV: the transactional KV RPCs), on one port.
-//! - [`storage`]: the transactional KV API the services call; reads go straight to a
-//!   snapshot, writes to the scheduler.
+//! - [`storage`]: the transactional KV API the services call; reads check with Raft that this
+//!   store may serve them, writes go to the scheduler.
 //! - [`txn`]: Percolator's actions (prewrite with 1PC and async commit, commit, rollback,
 //!   cleanup, check_txn_status, check_secondary_locks, resolve_lock, heartbeat, GC, and the
 //!   pessimistic transactions' acquire_pessimistic_lock and pessimistic_rollback) and the
-//!   [`txn::scheduler`] that runs them on one writer thread with group commit.
+//!   [`txn::scheduler`] that runs them in batches on the region's leader (group commit).
+//! - [`raftstore`]: every batch's writes are proposed to the region's Raft group (raft-rs,
+//!   as in TiKV), made durable in its log, and applied once committed; reads use ReadIndex.
 //! - [`mvcc`]: versions, locks and write records — key encoding, records, the reader.
 //! - [`txn_types`]: [`Key`] and [`TimeStamp`], the types every layer below `server` speaks.
 //! - [`concurrency`]: keeps snapshots stable while commit timestamps become durable.
@@ -33,6 +36,7 @@ pub mod lock_manager;
 pub mod mvcc;
 pub mod pd;
 pub mod proto;
+pub mod raftstore;
 pub mod server;
 pub mod storage;
 pub mod trace;

@@ -1,8 +1,10 @@
 //! `Storage`: the transactional KV API the gRPC service calls (TiKV's `Storage`).
 //!
-//! Reads run directly on an engine snapshot, concurrently with everything else, after
-//! waiting for any in-flight commit they must see (see [`crate::concurrency`]). Writes are
-//! commands for the [`Scheduler`]'s single writer thread. The API speaks [`Key`] and
+//! Reads ask the region's Raft group for a read index (is this store still the leader, and is
+//! everything committed before the read applied here?), wait for any in-flight commit they must
+//! see (see [`crate::concurrency`]), then run on an engine snapshot, concurrently with
+//! everything else. Writes are commands for the [`Scheduler`], which runs them on the region's
+//! leader and replicates their writes through Raft (see [`crate::raftstore`]). The API speaks [`Key`] and
 //! [`TimeStamp`]; `server::kv` converts the protobuf fields once on the way in.
 
 use std::collections::HashMap;
@@ -16,6 +18,8 @@ use crate::lock_manager::LockManager;
 use crate::mvcc::reader::{MvccReader, ScanArgs, ScanEntry};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::LockInfo;
+use crate::raftstore::store::FIRST_REGION_ID as REGION_ID;
+use crate::raftstore::{RaftConfig, RaftStore};
 use crate::txn::actions::acquire_pessimistic_lock::{AcquireArgs, LockedValues};
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
 use crate::txn::actions::prewrite::{PrewriteArgs, PrewriteOutcome};
@@ -36,6 +40,7 @@ pub struct Storage {
     tso: Arc<Tso>,
     cm: Arc<ConcurrencyManager>,
     scheduler: Scheduler,
+    raft: Arc<RaftStore>,
     lock_manager: Arc<LockManager>,
     identity: Identity,
     // A `TimeStamp` kept as its wire value: atomics need a primitive.
@@ -43,8 +48,17 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens the data directory.
+    /// Opens the data directory with the default Raft timing.
     pub fn open(dir: &std::path::Path) -> Result<Arc<Storage>, EngineError> {
+        Self::open_with(dir, RaftConfig::default())
+    }
+
+    /// Opens the data directory, starts the store's Raft groups and waits until this store
+    /// leads its region with the log replayed (so the first request is served at once).
+    pub fn open_with(
+        dir: &std::path::Path,
+        raft_config: RaftConfig,
+    ) -> Result<Arc<Storage>, EngineError> {
         let (engine, identity) = Engine::open(dir)?;
         let engine = Arc::new(engine);
         let tso = Arc::new(
@@ -52,12 +66,24 @@ impl Storage {
         );
         let cm = Arc::new(ConcurrencyManager::new(tso.clone()));
         let lock_manager = Arc::new(LockManager::default());
-        let scheduler = Scheduler::start(engine.clone(), cm.clone(), lock_manager.clone());
+        let raft = RaftStore::start(
+            engine.clone(),
+            cm.clone(),
+            lock_manager.clone(),
+            raft_config,
+        )?;
+        if !raft.wait_ready(REGION_ID, Duration::from_secs(30)) {
+            return Err(EngineError::Redb(
+                "the region did not elect a leader within 30 s (see the storage-node log)".into(),
+            ));
+        }
+        let scheduler = Scheduler::new(raft.clone());
         Ok(Arc::new(Storage {
             engine,
             tso,
             cm,
             scheduler,
+            raft,
             lock_manager,
             gc_safe_point: AtomicU64::new(identity.gc_safe_point.into_inner()),
             identity,
@@ -90,6 +116,7 @@ impl Storage {
         ts: TimeStamp,
         bypass: &[TimeStamp],
     ) -> Result<PointRead, TxnError> {
+        self.raft.read_index(REGION_ID).await?;
         self.cm
             .wait_readable(ts, ReadSet::Keys(std::slice::from_ref(key)))
             .await;
@@ -104,6 +131,7 @@ impl Storage {
         ts: TimeStamp,
         bypass: &[TimeStamp],
     ) -> Result<Vec<PointRead>, TxnError> {
+        self.raft.read_index(REGION_ID).await?;
         self.cm.wait_readable(ts, ReadSet::Keys(keys)).await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
         let reader = MvccReader::new(&snap.lock, &snap.write);
@@ -114,6 +142,7 @@ impl Storage {
 
     /// KvScan over `[args.lower, args.upper)`.
     pub async fn scan(&self, args: &ScanArgs) -> Result<Vec<ScanEntry>, TxnError> {
+        self.raft.read_index(REGION_ID).await?;
         self.cm
             .wait_readable(args.ts, ReadSet::Range(&args.lower, &args.upper))
             .await;
@@ -138,7 +167,7 @@ impl Storage {
     /// KvPrewrite.
     pub async fn prewrite(&self, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
         self.scheduler
-            .run(move |ctx| prewrite::prewrite(ctx, args))
+            .run(REGION_ID, move |ctx| prewrite::prewrite(ctx, args))
             .await
     }
 
@@ -158,7 +187,9 @@ impl Storage {
             let attempt = args.clone();
             let result = self
                 .scheduler
-                .run(move |ctx| acquire_pessimistic_lock::acquire_pessimistic_lock(ctx, &attempt))
+                .run(REGION_ID, move |ctx| {
+                    acquire_pessimistic_lock::acquire_pessimistic_lock(ctx, &attempt)
+                })
                 .await;
             let Some(deadline) = deadline else {
                 return result;
@@ -181,7 +212,7 @@ impl Storage {
         for_update_ts: TimeStamp,
     ) -> Result<usize, TxnError> {
         self.scheduler
-            .run(move |ctx| {
+            .run(REGION_ID, move |ctx| {
                 pessimistic_rollback::pessimistic_rollback(ctx, &keys, start_ts, for_update_ts)
             })
             .await
@@ -195,14 +226,18 @@ impl Storage {
         commit_ts: TimeStamp,
     ) -> Result<(), TxnError> {
         self.scheduler
-            .run(move |ctx| commit::commit(ctx, &keys, start_ts, commit_ts))
+            .run(REGION_ID, move |ctx| {
+                commit::commit(ctx, &keys, start_ts, commit_ts)
+            })
             .await
     }
 
     /// KvBatchRollback.
     pub async fn rollback(&self, keys: Vec<Key>, start_ts: TimeStamp) -> Result<(), TxnError> {
         self.scheduler
-            .run(move |ctx| cleanup::rollback(ctx, &keys, start_ts))
+            .run(REGION_ID, move |ctx| {
+                cleanup::rollback(ctx, &keys, start_ts)
+            })
             .await
     }
 
@@ -214,14 +249,18 @@ impl Storage {
         current_ts: TimeStamp,
     ) -> Result<TimeStamp, TxnError> {
         self.scheduler
-            .run(move |ctx| cleanup::cleanup(ctx, &key, start_ts, current_ts))
+            .run(REGION_ID, move |ctx| {
+                cleanup::cleanup(ctx, &key, start_ts, current_ts)
+            })
             .await
     }
 
     /// KvCheckTxnStatus.
     pub async fn check_txn_status(&self, args: CheckTxnStatusArgs) -> Result<TxnStatus, TxnError> {
         self.scheduler
-            .run(move |ctx| check_txn_status::check_txn_status(ctx, &args))
+            .run(REGION_ID, move |ctx| {
+                check_txn_status::check_txn_status(ctx, &args)
+            })
             .await
     }
 
@@ -232,7 +271,9 @@ impl Storage {
         start_ts: TimeStamp,
     ) -> Result<(Vec<LockInfo>, TimeStamp), TxnError> {
         self.scheduler
-            .run(move |ctx| check_txn_status::check_secondary_locks(ctx, &keys, start_ts))
+            .run(REGION_ID, move |ctx| {
+                check_txn_status::check_secondary_locks(ctx, &keys, start_ts)
+            })
             .await
     }
 
@@ -243,7 +284,9 @@ impl Storage {
         keys: Vec<Key>,
     ) -> Result<usize, TxnError> {
         self.scheduler
-            .run(move |ctx| resolve_lock::resolve_lock(ctx, &txn_status, &keys))
+            .run(REGION_ID, move |ctx| {
+                resolve_lock::resolve_lock(ctx, &txn_status, &keys)
+            })
             .await
     }
 
@@ -255,14 +298,16 @@ impl Storage {
         advise_ttl: u64,
     ) -> Result<u64, TxnError> {
         self.scheduler
-            .run(move |ctx| heartbeat::heartbeat(ctx, &primary, start_ts, advise_ttl))
+            .run(REGION_ID, move |ctx| {
+                heartbeat::heartbeat(ctx, &primary, start_ts, advise_ttl)
+            })
             .await
     }
 
     /// UnsafeDestroyRange.
     pub async fn destroy_range(&self, start: Key, end: Key) -> Result<usize, TxnError> {
         self.scheduler
-            .run(move |ctx| gc::destroy_range(ctx, &start, &end))
+            .run(REGION_ID, move |ctx| gc::destroy_range(ctx, &start, &end))
             .await
     }
 
@@ -281,13 +326,8 @@ impl Storage {
         let now = previous.max(requested);
         if now > previous {
             self.scheduler
-                .run(move |ctx| {
-                    ctx.meta.insert(
-                        META_GC_SAFE_POINT,
-                        now.into_inner().to_be_bytes().as_slice(),
-                    )?;
-                    ctx.dirty = true;
-                    Ok(())
+                .run(REGION_ID, move |ctx| {
+                    ctx.put_meta(META_GC_SAFE_POINT, &now.into_inner().to_be_bytes())
                 })
                 .await?;
             self.run_gc(now).await?;
@@ -303,7 +343,7 @@ impl Storage {
             let start = std::mem::take(&mut from);
             let (next, n) = self
                 .scheduler
-                .run(move |ctx| gc::gc_batch(ctx, safe_point, &start))
+                .run(REGION_ID, move |ctx| gc::gc_batch(ctx, safe_point, &start))
                 .await?;
             removed += n;
             match next {

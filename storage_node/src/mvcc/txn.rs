@@ -4,7 +4,6 @@
 //! applied when the whole command succeeded. That is what makes a prewrite all-or-nothing: if
 //! the tenth key conflicts, the first nine locks were never written.
 
-use crate::mvcc::keys;
 use crate::mvcc::records::{Lock, Write};
 use crate::txn_types::{Key, TimeStamp};
 
@@ -49,35 +48,6 @@ impl MvccTxn {
     pub fn delete_write(&mut self, key: &Key, commit_ts: TimeStamp) {
         self.modifies
             .push(Modify::DeleteWrite(key.clone(), commit_ts));
-    }
-
-    /// Applies the buffer to the write transaction's tables. The lock table is keyed by the
-    /// raw key, the write table by the versioned engine key (see [`keys`]).
-    pub fn apply(
-        self,
-        lock: &mut redb::Table<&'static [u8], &'static [u8]>,
-        write: &mut redb::Table<&'static [u8], &'static [u8]>,
-    ) -> Result<(), redb::StorageError> {
-        for m in self.modifies {
-            match m {
-                Modify::PutLock(k, l) => {
-                    lock.insert(k.as_raw(), l.into_bytes().as_slice())?;
-                }
-                Modify::DeleteLock(k) => {
-                    lock.remove(k.as_raw())?;
-                }
-                Modify::PutWrite(k, ts, w) => {
-                    write.insert(
-                        keys::versioned(&k, ts).as_slice(),
-                        w.into_bytes().as_slice(),
-                    )?;
-                }
-                Modify::DeleteWrite(k, ts) => {
-                    write.remove(keys::versioned(&k, ts).as_slice())?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Whether the command removes any lock (lock waiters want to know).

@@ -51,6 +51,52 @@ fn bypass(ctx: &Option<kvrpcpb::Context>) -> Vec<TimeStamp> {
         .unwrap_or_default()
 }
 
+/// Responses that carry a `region_error`: every TiKV response does.
+pub(crate) trait RegionErrorSlot {
+    fn region_error_mut(&mut self) -> &mut Option<crate::proto::errorpb::Error>;
+}
+
+macro_rules! region_error_slot {
+    ($($t:ident),*) => {$(
+        impl RegionErrorSlot for kvrpcpb::$t {
+            fn region_error_mut(&mut self) -> &mut Option<crate::proto::errorpb::Error> {
+                &mut self.region_error
+            }
+        }
+    )*};
+}
+region_error_slot!(
+    BatchGetResponse,
+    BatchRollbackResponse,
+    CheckSecondaryLocksResponse,
+    CheckTxnStatusResponse,
+    CleanupResponse,
+    CommitResponse,
+    GcResponse,
+    GetResponse,
+    PessimisticLockResponse,
+    PessimisticRollbackResponse,
+    PrewriteResponse,
+    ResolveLockResponse,
+    ScanLockResponse,
+    ScanResponse,
+    TxnHeartBeatResponse,
+    UnsafeDestroyRangeResponse
+);
+
+/// Puts a region error (not the leader, not committed in time …) in the response's
+/// `region_error`, where the client looks for it to re-route and retry; returns whether `e`
+/// was one. Everything else is a key error, in the field each response has for it.
+pub(crate) fn region_error(resp: &mut impl RegionErrorSlot, e: &TxnError) -> bool {
+    match e {
+        TxnError::Region(r) => {
+            *resp.region_error_mut() = Some(r.to_pb());
+            true
+        }
+        _ => false,
+    }
+}
+
 fn key_error(e: &TxnError) -> Option<KeyError> {
     Some(e.to_key_error())
 }
@@ -129,6 +175,7 @@ impl Tikv for KvService {
                             ..Default::default()
                         })
                     }
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -176,6 +223,7 @@ impl Tikv for KvService {
                             }
                         }
                     }
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -234,6 +282,7 @@ impl Tikv for KvService {
                         }
                     }
                     // The client only reads errors from pairs; an engine failure becomes one.
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.pairs.push(KvPair {
                         key: args.lower.into_raw(),
                         value: Vec::new(),
@@ -294,6 +343,7 @@ impl Tikv for KvService {
                         resp.min_commit_ts = outcome.min_commit_ts.into_inner();
                         resp.one_pc_commit_ts = outcome.one_pc_commit_ts.into_inner();
                     }
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.errors = vec![e.to_key_error()],
                 }
                 (resp, error)
@@ -324,6 +374,7 @@ impl Tikv for KvService {
                 let error = err_text(&result);
                 match result {
                     Ok(()) => resp.commit_version = r.commit_version,
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -348,7 +399,9 @@ impl Tikv for KvService {
                     .rollback(keys_from_raw(r.keys), TimeStamp::from(r.start_version))
                     .await;
                 let error = err_text(&result);
-                if let Err(e) = result {
+                if let Err(e) = result
+                    && !region_error(&mut resp, &e)
+                {
                     resp.error = key_error(&e);
                 }
                 (resp, error)
@@ -380,6 +433,7 @@ impl Tikv for KvService {
                 match result {
                     // TiKV reports "already committed" as a commit version, not as an error.
                     Ok(commit_ts) => resp.commit_version = commit_ts.into_inner(),
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -419,6 +473,7 @@ impl Tikv for KvService {
                         resp.lock_info = Some(info);
                         resp.action = action as i32;
                     }
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -448,6 +503,7 @@ impl Tikv for KvService {
                         resp.locks = locks;
                         resp.commit_ts = commit_ts.into_inner();
                     }
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -476,6 +532,7 @@ impl Tikv for KvService {
                 let error = err_text(&result);
                 match result {
                     Ok(locks) => resp.locks = locks,
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -511,7 +568,9 @@ impl Tikv for KvService {
                     .resolve_lock(txn_status, keys_from_raw(r.keys))
                     .await;
                 let error = err_text(&result);
-                if let Err(e) = result {
+                if let Err(e) = result
+                    && !region_error(&mut resp, &e)
+                {
                     resp.error = key_error(&e);
                 }
                 (resp, error)
@@ -542,6 +601,7 @@ impl Tikv for KvService {
                 let error = err_text(&result);
                 match result {
                     Ok(ttl) => resp.lock_ttl = ttl,
+                    Err(e) if region_error(&mut resp, &e) => {}
                     Err(e) => resp.error = key_error(&e),
                 }
                 (resp, error)
@@ -566,7 +626,9 @@ impl Tikv for KvService {
                     .update_gc_safe_point(TimeStamp::from(r.safe_point))
                     .await;
                 let error = err_text(&result);
-                if let Err(e) = result {
+                if let Err(e) = result
+                    && !region_error(&mut resp, &e)
+                {
                     resp.error = key_error(&e);
                 }
                 (resp, error)
@@ -591,7 +653,9 @@ impl Tikv for KvService {
                     .destroy_range(Key::from(r.start_key), Key::from(r.end_key))
                     .await;
                 let error = err_text(&result);
-                if let Err(e) = result {
+                if let Err(e) = result
+                    && !region_error(&mut resp, &e)
+                {
                     resp.error = e.to_string();
                 }
                 (resp, error)

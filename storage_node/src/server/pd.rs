@@ -20,12 +20,10 @@ use crate::storage::Storage;
 use crate::trace::Tracer;
 use crate::txn_types::TimeStamp;
 
-/// Our single store's id.
-pub const STORE_ID: u64 = 1;
-/// The single region's id.
-pub const REGION_ID: u64 = 2;
-/// The single region's only peer (the leader).
-pub const PEER_ID: u64 = 3;
+/// Our single store, its region and the region's peer (the leader): the raftstore's ids.
+pub use crate::raftstore::store::{
+    FIRST_PEER_ID as PEER_ID, FIRST_REGION_ID as REGION_ID, STORE_ID,
+};
 /// Our PD member id.
 const MEMBER_ID: u64 = 4;
 

@@ -2,9 +2,9 @@
 //!
 //! This mirrors TiKV's `src/storage/txn`: each RPC that changes state becomes a command
 //! ([`actions`]) that reads through an [`MvccReader`] and buffers its changes in an
-//! [`MvccTxn`]; the [`scheduler`] runs commands one after another on a single writer thread
-//! and commits them to the engine in batches (group commit), answering each client only after
-//! its batch is on disk.
+//! [`MvccTxn`]; the [`scheduler`] runs a region's commands in batches on its leader and hands
+//! the writes they decided on to Raft (group commit), answering each client only after its
+//! batch is committed and applied.
 
 pub mod actions;
 pub mod scheduler;
@@ -13,6 +13,8 @@ use crate::concurrency::ConcurrencyManager;
 use crate::mvcc::reader::{MvccReader, ReadError};
 use crate::mvcc::{Lock, MvccTxn};
 use crate::proto::kvrpcpb;
+use crate::raftstore::RegionError;
+use crate::raftstore::command::{EngineTables, WriteBatch};
 use crate::txn_types::{Key, TimeStamp};
 
 /// Why a transactional command failed. The variants are TiKV's, and [`TxnError::to_key_error`]
@@ -124,6 +126,10 @@ pub enum TxnError {
     /// The engine failed; nothing of the command was applied.
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// The region cannot serve the command here (not its leader, not committed in time): the
+    /// gRPC layer sends it as the response's `region_error`, which the client retries.
+    #[error(transparent)]
+    Region(#[from] RegionError),
 }
 
 impl From<ReadError> for TxnError {
@@ -202,7 +208,8 @@ impl TxnError {
             | TxnError::PessimisticLockNotFound { .. }
             | TxnError::PessimisticLockRolledBack { .. }
             | TxnError::LockTypeNotMatch { .. }
-            | TxnError::Engine(_) => e.abort = self.to_string(),
+            | TxnError::Engine(_)
+            | TxnError::Region(_) => e.abort = self.to_string(),
         }
         e
     }
@@ -225,31 +232,25 @@ pub type BatchTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 /// A reader over the batch's own tables (sees every earlier command of the batch).
 pub type BatchReader<'a, 't> = MvccReader<'a, BatchTable<'t>, BatchTable<'t>>;
 
-/// What a command sees and touches: the batch's write transaction and the commit-ts registry.
+/// What a command sees and touches: a scratch view of the engine (its applied state plus the
+/// batch's earlier commands), the commit-ts registry, and the writes to replicate.
 pub struct WriteContext<'t> {
-    /// The lock table of the batch's write transaction.
-    pub lock: BatchTable<'t>,
-    /// The write table of the batch's write transaction.
-    pub write: BatchTable<'t>,
-    /// The node's metadata table.
-    pub meta: redb::Table<'t, &'static str, &'static [u8]>,
+    /// The scratch view's tables; `tables.write` may be read directly (GC scans it).
+    pub tables: EngineTables<'t>,
     /// Allocates commit timestamps that readers must wait for.
     pub cm: &'t ConcurrencyManager,
-    /// Commit timestamps allocated in this batch, released once it is durable.
+    /// Commit timestamps allocated in this batch, released once it is applied.
     pub allocated: Vec<TimeStamp>,
-    /// Whether anything was written (an untouched batch needs no fsync).
-    pub dirty: bool,
-    /// An engine write failed half-way: the batch must be abandoned, not committed.
+    /// The engine writes of the batch so far, proposed to Raft as one entry.
+    pub batch: WriteBatch,
+    /// An engine write failed half-way: the batch must be abandoned, not proposed.
     pub failed: bool,
-    /// A command removed a lock: once the batch is durable, pessimistic lock requests
-    /// waiting for a lock to go away are woken (see [`crate::lock_manager`]).
-    pub released_locks: bool,
 }
 
 impl<'t> WriteContext<'t> {
     /// A reader over the batch's tables (sees every earlier command of the batch).
     pub fn reader(&self) -> BatchReader<'_, 't> {
-        MvccReader::new(&self.lock, &self.write)
+        MvccReader::new(&self.tables.lock, &self.tables.write)
     }
 
     /// Allocates a commit ts for `keys` that readers above it will wait for.
@@ -259,16 +260,28 @@ impl<'t> WriteContext<'t> {
         Ok(ts)
     }
 
-    /// Applies a command's buffered changes (call only when the command succeeded).
+    /// Records a command's buffered changes (call only when the command succeeded): into the
+    /// scratch view, so later commands of the batch see them, and into the batch to replicate.
     pub fn apply(&mut self, txn: MvccTxn) -> Result<(), TxnError> {
         if !txn.is_empty() {
-            self.dirty = true;
-            self.released_locks |= txn.releases_locks();
-            if let Err(e) = txn.apply(&mut self.lock, &mut self.write) {
-                self.failed = true;
-                return Err(e.into());
-            }
+            self.record(WriteBatch::from_modifies(txn.modifies))?;
         }
+        Ok(())
+    }
+
+    /// Records a metadata write (e.g. the GC safe point), replicated in order with the rest.
+    pub fn put_meta(&mut self, name: &str, value: &[u8]) -> Result<(), TxnError> {
+        let mut b = WriteBatch::default();
+        b.put_meta(name, value);
+        self.record(b)
+    }
+
+    fn record(&mut self, writes: WriteBatch) -> Result<(), TxnError> {
+        if let Err(e) = writes.apply_to(&mut self.tables) {
+            self.failed = true;
+            return Err(e.into());
+        }
+        self.batch.extend(writes);
         Ok(())
     }
 }

@@ -1,139 +1,161 @@
-//! The scheduler: one writer thread, commands in arrival order, group commit.
+//! The scheduler: write commands become tasks of their region's leader, run in batches.
 //!
-//! TiKV schedules write commands behind per-key latches and lets Raft make them durable. One
-//! process with one engine can do something simpler and just as correct: a single thread
-//! executes commands one at a time (so no two commands ever race on a key) and commits them
-//! to redb in batches — every command that arrived while the previous fsync was running
-//! shares the next one. Throughput grows with concurrency while each client still gets its
-//! answer only after its changes are on disk.
+//! TiKV schedules write commands behind per-key latches, runs each against a snapshot, and
+//! hands the writes it decided on to Raft. We keep the same split with a simpler rule: a
+//! region's leader runs its queued commands one batch at a time, in arrival order, on the
+//! store thread (see [`crate::raftstore`]), and starts the next batch only once the previous
+//! one is applied. No two commands ever race on a key, every command sees all earlier ones,
+//! and every command that arrived while the previous batch was being replicated shares the
+//! next entry and its fsync (group commit). Each caller is answered only after its batch is
+//! committed by Raft and applied.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use crate::concurrency::ConcurrencyManager;
-use crate::engine::{Engine, LOCK_TABLE, META_TABLE, WRITE_TABLE};
+use crate::engine::Engine;
 use crate::lock_manager::LockManager;
+use crate::raftstore::RaftStore;
+use crate::raftstore::command::{EngineTables, WriteBatch};
 use crate::txn::{TxnError, WriteContext};
 use crate::txn_types::TimeStamp;
 
-/// Most commands sharing one engine commit; bounds the latency a batch adds to its first member.
-const MAX_BATCH: usize = 256;
+/// Most commands sharing one entry; bounds the latency a batch adds to its first member.
+pub const MAX_BATCH: usize = 256;
 
-/// What a batch leaves behind: its callers' completions, the commit timestamps it allocated
-/// (to release), whether it removed any lock, and whether the engine commit succeeded.
-type BatchResult = (Vec<Completion>, Vec<TimeStamp>, bool, Result<(), String>);
+/// Runs once the batch's entry is applied (or failed), with that outcome.
+pub type Completion = Box<dyn FnOnce(Result<(), TxnError>) + Send>;
 
-/// Runs once the batch's commit finished, with the commit's outcome.
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A command: runs against the batch's tables and returns how to answer its caller.
-type Task = Box<dyn FnOnce(&mut WriteContext<'_>) -> Completion + Send>;
+/// A queued write command: run it against a batch, or answer its caller without running it.
+pub trait Command: Send {
+    /// Runs the command; returns how to answer its caller once the batch's fate is known.
+    fn run(self: Box<Self>, ctx: &mut WriteContext<'_>) -> Completion;
+    /// Answers the caller with `error` without running the command.
+    fn reject(self: Box<Self>, error: TxnError);
+}
 
-/// Handle for submitting commands to the writer thread.
+/// A command as the store thread queues it.
+pub type Task = Box<dyn Command>;
+
+struct Typed<R, F> {
+    command: F,
+    reply: tokio::sync::oneshot::Sender<Result<R, TxnError>>,
+}
+
+impl<R, F> Command for Typed<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut WriteContext<'_>) -> Result<R, TxnError> + Send + 'static,
+{
+    fn run(self: Box<Self>, ctx: &mut WriteContext<'_>) -> Completion {
+        let Typed { command, reply } = *self;
+        let result = command(ctx);
+        Box::new(move |applied| {
+            let _ = reply.send(applied.and(result));
+        })
+    }
+
+    fn reject(self: Box<Self>, error: TxnError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// Handle for submitting commands to a region's leader.
 #[derive(Clone)]
 pub struct Scheduler {
-    tx: mpsc::Sender<Task>,
+    raft: Arc<RaftStore>,
 }
 
 impl Scheduler {
-    /// Starts the writer thread.
-    pub fn start(
-        engine: Arc<Engine>,
-        cm: Arc<ConcurrencyManager>,
-        lock_manager: Arc<LockManager>,
-    ) -> Scheduler {
-        let (tx, rx) = mpsc::channel::<Task>();
-        std::thread::Builder::new()
-            .name("storage-writer".into())
-            .spawn(move || writer_loop(engine, cm, lock_manager, rx))
-            .expect("spawn writer thread");
-        Scheduler { tx }
+    /// Commands go to `raft`'s store thread.
+    pub fn new(raft: Arc<RaftStore>) -> Scheduler {
+        Scheduler { raft }
     }
 
-    /// Runs `command` on the writer thread and resolves once its batch is durable.
-    pub async fn run<R, F>(&self, command: F) -> Result<R, TxnError>
+    /// Runs `command` as a write of `region_id` and resolves once its batch is applied.
+    pub async fn run<R, F>(&self, region_id: u64, command: F) -> Result<R, TxnError>
     where
         R: Send + 'static,
         F: FnOnce(&mut WriteContext<'_>) -> Result<R, TxnError> + Send + 'static,
     {
-        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        let task: Task = Box::new(move |ctx| {
-            let result = command(ctx);
-            Box::new(move |committed: Result<(), String>| {
-                let _ = reply_tx.send(committed.map_err(TxnError::Engine).and(result));
-            })
-        });
-        self.tx
-            .send(task)
-            .map_err(|_| TxnError::Engine("storage writer stopped".into()))?;
+        let (reply, reply_rx) = tokio::sync::oneshot::channel();
+        self.raft
+            .write(region_id, Box::new(Typed { command, reply }))?;
         reply_rx.await.map_err(|_| {
-            TxnError::Engine("the command was not applied: the engine is unavailable or the command panicked (see the storage-node log)".into())
+            TxnError::Engine("the command was not applied: the store stopped or the command panicked (see the storage-node log)".into())
         })?
     }
 }
 
-fn writer_loop(
-    engine: Arc<Engine>,
+/// A batch that ran: its callers' completions, the commit timestamps it allocated (to
+/// release once its fate is known) and the engine writes to replicate.
+pub struct Executed {
+    /// How to answer each caller.
+    pub completions: Vec<Completion>,
+    /// Commit timestamps readers wait for until the batch is applied or abandoned.
+    pub allocated: Vec<TimeStamp>,
+    /// The writes to propose.
+    pub batch: WriteBatch,
     cm: Arc<ConcurrencyManager>,
     lock_manager: Arc<LockManager>,
-    rx: mpsc::Receiver<Task>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(task) => batch.push(task),
-                Err(_) => break,
-            }
+}
+
+impl Executed {
+    /// Answers every caller with `outcome`, after making the batch's timestamps readable and,
+    /// when it removed a lock, waking the pessimistic lock requests that wait for one.
+    pub fn finish(self, outcome: Result<(), TxnError>) {
+        self.cm.release(&self.allocated);
+        if outcome.is_ok() && self.batch.releases_locks() {
+            self.lock_manager.wake_up();
         }
-        let (completions, allocated, released_locks, outcome) = run_batch(&engine, &cm, batch);
-        // Only now may readers above the allocated commit timestamps proceed: the data is
-        // visible (or, on failure, will never be).
-        cm.release(&allocated);
-        // Likewise lock waiters: a released lock counts once it is durably gone.
-        if released_locks && outcome.is_ok() {
-            lock_manager.wake_up();
-        }
-        for done in completions {
+        for done in self.completions {
             done(outcome.clone());
         }
     }
 }
 
-fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> BatchResult {
-    // If the engine cannot even start a transaction, the commands are dropped unrun; their
-    // callers see their reply channel close and report the engine as unavailable.
-    let fail_all = |msg: String| -> BatchResult {
+/// Runs `tasks` in arrival order against the engine's applied state and collects the writes
+/// they decided on. The engine transaction is only a scratch view (each command sees the
+/// earlier ones' writes) and is rolled back: the writes reach the engine when Raft applies them.
+/// A batch that could not run is answered here and `None` returned.
+pub fn execute_batch(
+    engine: &Engine,
+    cm: &Arc<ConcurrencyManager>,
+    lock_manager: &Arc<LockManager>,
+    tasks: Vec<Task>,
+) -> Option<Executed> {
+    let fail_all = |tasks: Vec<Task>, msg: String| {
         tracing::error!("storage engine unavailable: {msg}");
-        (Vec::new(), Vec::new(), false, Err(msg))
+        for t in tasks {
+            t.reject(TxnError::Engine(msg.clone()));
+        }
     };
     let wtxn = match engine.begin_write() {
         Ok(t) => t,
-        Err(e) => return fail_all(e.to_string()),
+        Err(e) => {
+            fail_all(tasks, e.to_string());
+            return None;
+        }
     };
-    let mut completions = Vec::with_capacity(batch.len());
-    let (allocated, dirty, released_locks, poisoned) = {
-        let tables = (
-            wtxn.open_table(LOCK_TABLE),
-            wtxn.open_table(WRITE_TABLE),
-            wtxn.open_table(META_TABLE),
-        );
-        let (Ok(lock), Ok(write), Ok(meta)) = tables else {
-            return fail_all("cannot open engine tables".into());
+    let mut completions = Vec::with_capacity(tasks.len());
+    let (allocated, batch, poisoned) = {
+        let tables = match EngineTables::open(&wtxn) {
+            Ok(t) => t,
+            Err(e) => {
+                fail_all(tasks, format!("cannot open engine tables: {e}"));
+                return None;
+            }
         };
         let mut ctx = WriteContext {
-            lock,
-            write,
-            meta,
+            tables,
             cm,
             allocated: Vec::new(),
-            dirty: false,
+            batch: WriteBatch::default(),
             failed: false,
-            released_locks: false,
         };
         let mut poisoned = None;
-        for task in batch {
-            match catch_unwind(AssertUnwindSafe(|| task(&mut ctx))) {
+        for task in tasks {
+            match catch_unwind(AssertUnwindSafe(|| task.run(&mut ctx))) {
                 Ok(done) => completions.push(done),
                 Err(_) => {
                     tracing::error!("a storage command panicked; its batch is abandoned");
@@ -147,18 +169,29 @@ fn run_batch(engine: &Engine, cm: &ConcurrencyManager, batch: Vec<Task>) -> Batc
         }
         (
             std::mem::take(&mut ctx.allocated),
-            ctx.dirty,
-            ctx.released_locks,
+            std::mem::take(&mut ctx.batch),
             poisoned,
         )
     };
-    let outcome = match poisoned {
-        Some(msg) => {
-            let _ = wtxn.abort();
-            Err(msg)
-        }
-        None if dirty => wtxn.commit().map_err(|e| e.to_string()),
-        None => wtxn.abort().map_err(|e| e.to_string()),
+    // The scratch view is never committed; Raft's apply writes the same changes.
+    let _ = wtxn.abort();
+    let executed = Executed {
+        completions,
+        allocated,
+        batch,
+        cm: cm.clone(),
+        lock_manager: lock_manager.clone(),
     };
-    (completions, allocated, released_locks, outcome)
+    match poisoned {
+        Some(msg) => {
+            executed.finish(Err(TxnError::Engine(msg)));
+            None
+        }
+        None if executed.batch.is_empty() => {
+            // Nothing to replicate (a read-only check, a no-op rollback): answer at once.
+            executed.finish(Ok(()));
+            None
+        }
+        None => Some(executed),
+    }
 }

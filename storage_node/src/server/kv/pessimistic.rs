@@ -8,7 +8,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{KvService, err_text, key_error};
+use super::{KvService, err_text, key_error, region_error};
 use crate::lock_manager;
 use crate::proto::kvrpcpb::{self, Assertion};
 use crate::txn::actions::acquire_pessimistic_lock::{AcquireArgs, LockKey};
@@ -64,6 +64,7 @@ pub(super) async fn lock(
                     }
                 }
                 Ok(_) => {}
+                Err(e) if region_error(&mut resp, &e) => {}
                 Err(e) => resp.errors = key_error(&e).into_iter().collect(),
             }
             (resp, error)
@@ -93,7 +94,9 @@ pub(super) async fn rollback(
                 )
                 .await;
             let error = err_text(&result);
-            if let Err(e) = result {
+            if let Err(e) = result
+                && !region_error(&mut resp, &e)
+            {
                 resp.errors = key_error(&e).into_iter().collect();
             }
             (resp, error)

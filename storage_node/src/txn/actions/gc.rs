@@ -32,7 +32,7 @@ pub fn gc_batch(
     let mut current: Option<Key> = None;
     let mut kept_data_below = false;
     let mut next = None;
-    for entry in ctx.write.range::<&[u8]>(start.as_slice()..)? {
+    for entry in ctx.tables.write.range::<&[u8]>(start.as_slice()..)? {
         let (k, v) = entry?;
         let (user_key, commit_ts) = keys::split_versioned(k.value())
             .ok_or_else(|| TxnError::Engine("corrupt write key".into()))?;
@@ -79,6 +79,7 @@ pub fn destroy_range(
         None => std::ops::Bound::Unbounded,
     };
     for entry in ctx
+        .tables
         .write
         .range::<&[u8]>((std::ops::Bound::Included(lo.as_slice()), upper))?
     {

@@ -10,13 +10,14 @@
 use std::sync::Arc;
 
 use crate::concurrency::ConcurrencyManager;
-use crate::engine::{Engine, LOCK_TABLE, META_TABLE, WRITE_TABLE};
+use crate::engine::Engine;
 use crate::mvcc::reader::{MvccReader, TxnCommitRecord};
 use crate::mvcc::{Lock, Write, WriteType, keys};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::Op;
 use crate::proto::kvrpcpb::prewrite_request::PessimisticAction;
 use crate::proto::kvrpcpb::write_conflict::Reason;
+use crate::raftstore::command::{EngineTables, WriteBatch};
 use crate::txn::actions::acquire_pessimistic_lock::{
     AcquireArgs, LockKey, acquire_pessimistic_lock,
 };
@@ -60,8 +61,10 @@ impl TestEngine {
         }
     }
 
-    /// Runs one command as a batch of one, like the scheduler: commit afterwards (the command
-    /// applied its changes only on success), then release the commit timestamps it allocated.
+    /// Runs one command as a batch of one, like the scheduler, but without Raft: the scratch
+    /// view the command wrote (only on success) is committed directly, then the commit
+    /// timestamps it allocated are released. The actions' tests are about Percolator, not
+    /// replication.
     pub fn run<R>(
         &self,
         command: impl FnOnce(&mut WriteContext<'_>) -> Result<R, TxnError>,
@@ -69,14 +72,11 @@ impl TestEngine {
         let wtxn = self.engine.begin_write().expect("write txn");
         let (result, allocated) = {
             let mut ctx = WriteContext {
-                lock: wtxn.open_table(LOCK_TABLE).expect("lock table"),
-                write: wtxn.open_table(WRITE_TABLE).expect("write table"),
-                meta: wtxn.open_table(META_TABLE).expect("meta table"),
+                tables: EngineTables::open(&wtxn).expect("engine tables"),
                 cm: &self.cm,
                 allocated: Vec::new(),
-                dirty: false,
+                batch: WriteBatch::default(),
                 failed: false,
-                released_locks: false,
             };
             let result = command(&mut ctx);
             assert!(!ctx.failed, "an engine write failed half-way");

@@ -1,0 +1,103 @@
+//! The raftstore: every write is replicated through its region's Raft group before it counts.
+//!
+//! TiKV keeps each region (a range of keys) on several stores and runs one Raft group per
+//! region across them; a write is answered only once the group has committed it and the leader
+//! has applied it. This module is that layer, built on `raft` (tikv/raft-rs, the consensus
+//! library TiKV itself uses), which leaves the storage, the transport and the ticking to us:
+//!
+//! - [`command`]: what an entry carries — the engine writes a Percolator action decided on.
+//! - [`peer_storage`]: a peer's Raft log and hard state, durable in the store's engine file.
+//! - [`peer`]: one region's peer — its queue of writes, its one batch in flight, its reads.
+//! - [`store`]: the store thread that ticks the peers, executes writes on leaders, persists
+//!   every peer's log in one fsync, and applies what Raft committed.
+//!
+//! Today a store holds one region with one peer: a Raft group of one, so an entry commits as
+//! soon as it is durable on this store. It is the same code path a replicated region uses
+//! (propose → persist → commit → apply), only with a quorum of one.
+
+pub mod command;
+pub mod peer;
+pub mod peer_storage;
+pub mod store;
+
+use std::time::Duration;
+
+use crate::proto::{errorpb, metapb};
+
+pub use store::RaftStore;
+
+/// Raft timing and limits of a store.
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    /// One Raft tick. TiKV ticks every second with a 10 s election timeout; a lab wants a
+    /// failed leader replaced within the TiKV client's ~1.5 s of region back-off, so it ticks
+    /// faster.
+    pub tick: Duration,
+    /// Ticks without a heartbeat before a follower stands for election (randomised up to 2×).
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// How long a write or read may wait for its region before it is answered with an error
+    /// the client retries (below the client's own 10 s request timeout).
+    pub request_timeout: Duration,
+    /// Applied entries kept in the log before it is compacted.
+    pub log_gc_threshold: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            request_timeout: Duration::from_secs(4),
+            log_gc_threshold: 1024,
+        }
+    }
+}
+
+/// Why a region could not serve a request: TiKV's region errors, which the TiKV client
+/// answers by re-routing and retrying (see `handle_region_error` in the client).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegionError {
+    /// This peer is not the region's leader; `leader` is the one it knows, if any.
+    #[error("region {region_id}: this store is not its leader")]
+    NotLeader {
+        /// The region.
+        region_id: u64,
+        /// The leader this peer knows of.
+        leader: Option<metapb::Peer>,
+    },
+    /// The region has no peer on this store.
+    #[error("region {0} is not on this store")]
+    RegionNotFound(u64),
+    /// The command was proposed but not committed in time, or its entry was replaced by a new
+    /// leader's: its outcome is unknown and the client retries it.
+    #[error("stale command: the proposal was not committed in time or was superseded")]
+    StaleCommand,
+}
+
+impl RegionError {
+    /// The protobuf form for a response's `region_error`.
+    pub fn to_pb(&self) -> errorpb::Error {
+        let mut e = errorpb::Error {
+            message: self.to_string(),
+            ..Default::default()
+        };
+        match self {
+            RegionError::NotLeader { region_id, leader } => {
+                e.not_leader = Some(errorpb::NotLeader {
+                    region_id: *region_id,
+                    leader: *leader,
+                })
+            }
+            RegionError::RegionNotFound(region_id) => {
+                e.region_not_found = Some(errorpb::RegionNotFound {
+                    region_id: *region_id,
+                })
+            }
+            RegionError::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
+        }
+        e
+    }
+}

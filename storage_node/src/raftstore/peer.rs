@@ -1,0 +1,291 @@
+//! One region's peer on this store: a raft-rs `RawNode` plus what waits on it.
+//!
+//! Writes arrive as tasks (Percolator actions). A leader runs a queue of them as one batch
+//! against its applied state, proposes the engine writes they decided on as one entry, and
+//! runs the next batch only after that entry is applied — so every batch sees everything
+//! before it, as TiKV's latches guarantee for commands on the same keys. Reads ask for a read
+//! index (Raft's ReadIndex: the leader confirms with a quorum that it is still the leader) and
+//! are served once that index is applied, so a deposed leader never answers a read.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use raft::eraftpb::Entry;
+use raft::{RawNode, StateRole};
+
+use super::RegionError;
+use super::peer_storage::PeerStorage;
+use crate::proto::metapb;
+use crate::txn::scheduler::{Executed, Task};
+
+/// Answers a read-index request: `Ok` once the read may be served from the local engine.
+pub type ReadCallback = tokio::sync::oneshot::Sender<Result<(), RegionError>>;
+
+/// The batch being replicated, and the callers it answers when applied.
+struct Inflight {
+    index: u64,
+    term: u64,
+    /// `None` once its callers were answered early (it timed out); the peer still waits for
+    /// the entry's fate before running the next batch.
+    executed: Option<Executed>,
+    deadline: Instant,
+}
+
+/// Reads that share one read-index request.
+struct ReadBatch {
+    id: u64,
+    callbacks: Vec<ReadCallback>,
+    /// Known once the leader confirmed it: serve when applied reaches it.
+    index: Option<u64>,
+    deadline: Instant,
+}
+
+/// A region's peer.
+pub struct Peer {
+    /// The region.
+    pub region_id: u64,
+    /// This peer's id.
+    pub peer_id: u64,
+    /// Every peer of the region (to name a leader's store in `NotLeader`).
+    pub peers: Vec<metapb::Peer>,
+    /// The Raft state machine.
+    pub raw: RawNode<PeerStorage>,
+    queued: VecDeque<(Task, Instant)>,
+    inflight: Option<Inflight>,
+    reads_unsent: Vec<(ReadCallback, Instant)>,
+    reads: VecDeque<ReadBatch>,
+    next_read_id: u64,
+    /// Index and term of the last applied entry.
+    pub applied: (u64, u64),
+    /// Applied index as of the last fsync of the engine file (the log may be compacted
+    /// up to it: entries applied after it could still need a replay).
+    pub durable_applied: u64,
+    was_leader: bool,
+}
+
+impl Peer {
+    /// A peer over a started raft node; `applied` is where the engine's state stands.
+    pub fn new(
+        region_id: u64,
+        peer_id: u64,
+        peers: Vec<metapb::Peer>,
+        raw: RawNode<PeerStorage>,
+        applied: u64,
+    ) -> Peer {
+        let applied_term = raw.raft.raft_log.term(applied).unwrap_or(0);
+        Peer {
+            region_id,
+            peer_id,
+            peers,
+            raw,
+            queued: VecDeque::new(),
+            inflight: None,
+            reads_unsent: Vec::new(),
+            reads: VecDeque::new(),
+            next_read_id: 1,
+            applied: (applied, applied_term),
+            durable_applied: applied,
+            was_leader: false,
+        }
+    }
+
+    /// Whether this peer leads its region.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// A leader that has applied an entry of its own term: everything committed before it
+    /// took over is in its engine, so it may execute writes and serve reads.
+    pub fn is_ready_leader(&self) -> bool {
+        self.is_leader() && self.applied.1 == self.raw.raft.term
+    }
+
+    /// The `NotLeader` error naming the leader this peer knows.
+    pub fn not_leader(&self) -> RegionError {
+        let leader_id = self.raw.raft.leader_id;
+        RegionError::NotLeader {
+            region_id: self.region_id,
+            leader: self.peers.iter().find(|p| p.id == leader_id).cloned(),
+        }
+    }
+
+    /// Queues a write task (it runs when this peer is a ready leader with nothing in flight).
+    pub fn push_write(&mut self, task: Task, deadline: Instant) {
+        self.queued.push_back((task, deadline));
+    }
+
+    /// Queues a read-index request.
+    pub fn push_read(&mut self, done: ReadCallback, deadline: Instant) {
+        self.reads_unsent.push((done, deadline));
+    }
+
+    /// Whether queued writes could run now.
+    pub fn can_execute(&self) -> bool {
+        !self.queued.is_empty() && self.inflight.is_none() && self.is_ready_leader()
+    }
+
+    /// Takes up to `max` queued writes to run as one batch, if this peer may run them now.
+    pub fn take_batch(&mut self, max: usize) -> Option<Vec<Task>> {
+        if !self.can_execute() {
+            return None;
+        }
+        let n = self.queued.len().min(max);
+        Some(self.queued.drain(..n).map(|(t, _)| t).collect())
+    }
+
+    /// Proposes an executed batch's writes; answers its callers at once if that fails.
+    pub fn propose(&mut self, executed: Executed, deadline: Instant) {
+        let data = executed.batch.encode();
+        let before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose(Vec::new(), data).is_err()
+            || self.raw.raft.raft_log.last_index() == before
+        {
+            let err = self.not_leader();
+            executed.finish(Err(err.into()));
+            return;
+        }
+        self.inflight = Some(Inflight {
+            index: self.raw.raft.raft_log.last_index(),
+            term: self.raw.raft.term,
+            executed: Some(executed),
+            deadline,
+        });
+    }
+
+    /// Sends one read-index request for every read queued since the last one.
+    pub fn send_reads(&mut self) {
+        if self.reads_unsent.is_empty() {
+            return;
+        }
+        if !self.is_leader() {
+            let err = self.not_leader();
+            for (done, _) in self.reads_unsent.drain(..) {
+                let _ = done.send(Err(err.clone()));
+            }
+            return;
+        }
+        // raft-rs drops a read index asked before the leader committed in its term; wait.
+        if !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let deadline = self
+            .reads_unsent
+            .iter()
+            .map(|(_, d)| *d)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let callbacks = self.reads_unsent.drain(..).map(|(c, _)| c).collect();
+        self.reads.push_back(ReadBatch {
+            id,
+            callbacks,
+            index: None,
+            deadline,
+        });
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Records the read indexes Raft confirmed.
+    pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(id);
+            if let Some(b) = self.reads.iter_mut().find(|b| b.id == id) {
+                b.index = Some(rs.index);
+            }
+        }
+        self.serve_reads();
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.applied.0;
+        self.reads.retain_mut(|b| match b.index {
+            Some(index) if index <= applied => {
+                for done in b.callbacks.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// Records applied entries: answers the batch in flight and the reads they unblock.
+    pub fn on_applied(&mut self, entries: &[Entry]) {
+        for e in entries {
+            self.applied = (e.index, e.term);
+            if let Some(inflight) = self.inflight.take_if(|f| e.index >= f.index) {
+                let result = if e.index == inflight.index && e.term == inflight.term {
+                    Ok(())
+                } else {
+                    // Another leader's entry took our slot: our batch never happened.
+                    Err(RegionError::StaleCommand.into())
+                };
+                if let Some(executed) = inflight.executed {
+                    executed.finish(result);
+                }
+            }
+        }
+        if let Some(last) = entries.last() {
+            self.raw.advance_apply_to(last.index);
+        }
+        self.serve_reads();
+    }
+
+    /// After a tick or a ready: answers what can no longer succeed, or waited too long.
+    pub fn check(&mut self, now: Instant) {
+        let leader = self.is_leader();
+        if self.was_leader && !leader {
+            // Deposed: nothing queued here will run, no read here may be served. The batch in
+            // flight may still commit under the new leader, so its fate is unknown.
+            let err = self.not_leader();
+            if let Some(executed) = self.inflight.as_mut().and_then(|f| f.executed.take()) {
+                executed.finish(Err(RegionError::StaleCommand.into()));
+            }
+            for b in self.reads.drain(..) {
+                for done in b.callbacks {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
+        }
+        self.was_leader = leader;
+        if self.is_ready_leader()
+            && let Some(f) = self.inflight.take_if(|f| f.term < self.raw.raft.term)
+            && let Some(executed) = f.executed
+        {
+            // We lead a later term and applied its first entry: an older batch of ours was
+            // either applied before it (and answered) or replaced; it is not coming.
+            executed.finish(Err(RegionError::StaleCommand.into()));
+        }
+        if !leader && !self.queued.is_empty() {
+            let err = self.not_leader();
+            for (task, _) in self.queued.drain(..) {
+                task.reject(err.clone().into());
+            }
+        }
+        if let Some(f) = self.inflight.as_mut()
+            && now >= f.deadline
+            && let Some(executed) = f.executed.take()
+        {
+            // Answer the callers (a client must not hang), but keep waiting for the entry:
+            // the next batch must see it if it commits.
+            executed.finish(Err(RegionError::StaleCommand.into()));
+        }
+        while self.queued.front().is_some_and(|(_, d)| now >= *d) {
+            let (task, _) = self.queued.pop_front().expect("checked");
+            task.reject(RegionError::StaleCommand.into());
+        }
+        self.reads.retain_mut(|b| {
+            if now < b.deadline {
+                return true;
+            }
+            for done in b.callbacks.drain(..) {
+                let _ = done.send(Err(RegionError::StaleCommand));
+            }
+            false
+        });
+    }
+}

@@ -1,0 +1,447 @@
+//! `PeerStorage`: a region peer's Raft log and Raft state, durable in the store's engine file.
+//!
+//! raft-rs is only the consensus algorithm; it asks its host for the log through the
+//! [`raft::Storage`] trait and hands back, in each `Ready`, the entries and hard state the
+//! host must make durable. TiKV's `PeerStorage` answers from an in-memory entry cache backed
+//! by raft-engine; ours answers from memory too (every entry since the last compaction) and is
+//! backed by two tables of the same redb file that holds the data:
+//!
+//! ```text
+//! raft_log    region id ‖ index            → eraftpb::Entry
+//! raft_state  region id ‖ 'h' | 'c' | 't'  → HardState | ConfState | truncated (index, term)
+//! ```
+//!
+//! Why the same file: one redb commit with an fsync makes a batch of log entries durable, and
+//! the same fsync also persists every data write applied since the last one (those are
+//! committed without an fsync, see [`super::store`]). One file, one fsync per write cycle.
+
+use std::collections::VecDeque;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use redb::{ReadableDatabase, TableDefinition};
+
+use crate::engine::Engine;
+
+/// Raft log entries of every region on this store.
+pub const RAFT_LOG_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_log");
+/// Raft hard state, configuration and truncation point of every region on this store.
+pub const RAFT_STATE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_state");
+
+const HARD_STATE: u8 = b'h';
+const CONF_STATE: u8 = b'c';
+const TRUNCATED: u8 = b't';
+
+fn log_key(region_id: u64, index: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&region_id.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn state_key(region_id: u64, tag: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&region_id.to_be_bytes());
+    k[8] = tag;
+    k
+}
+
+/// The Raft tables of one engine write transaction.
+pub struct RaftTables<'t> {
+    /// The log.
+    pub log: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// The state.
+    pub state: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+impl<'t> RaftTables<'t> {
+    /// Opens both tables of `txn`.
+    pub fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(RaftTables {
+            log: txn.open_table(RAFT_LOG_TABLE)?,
+            state: txn.open_table(RAFT_STATE_TABLE)?,
+        })
+    }
+}
+
+/// Why the Raft state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerStorageError {
+    /// The engine failed.
+    #[error("raft log: storage engine error: {0}")]
+    Engine(String),
+    /// A record did not decode.
+    #[error("raft log of region {region_id} is damaged: {what}")]
+    Corrupt {
+        /// The region.
+        region_id: u64,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+macro_rules! engine_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for PeerStorageError {
+            fn from(e: $t) -> Self { PeerStorageError::Engine(e.to_string()) }
+        }
+    )*};
+}
+engine_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// One peer's log and state: every entry since the last compaction is kept in memory.
+pub struct PeerStorage {
+    region_id: u64,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// The last entry dropped by compaction (index, term); (0, 0) before any.
+    truncated: (u64, u64),
+    /// Entries `truncated.0 + 1 ..= last`.
+    entries: VecDeque<Entry>,
+}
+
+impl PeerStorage {
+    /// A new peer's state at index 0 with `voters` as the configuration (bootstrap).
+    pub fn bootstrap(region_id: u64, voters: Vec<u64>) -> PeerStorage {
+        let mut conf_state = ConfState::default();
+        conf_state.set_voters(voters);
+        PeerStorage {
+            region_id,
+            hard_state: HardState::default(),
+            conf_state,
+            truncated: (0, 0),
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// Writes the whole state (used right after [`bootstrap`](Self::bootstrap)).
+    pub fn persist_all(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
+        self.write_hard_state(t)?;
+        self.write_conf_state(t)?;
+        self.write_truncated(t)?;
+        Ok(())
+    }
+
+    /// Reads region `region_id`'s state from the engine; `None` if this store has none.
+    pub fn load(engine: &Engine, region_id: u64) -> Result<Option<PeerStorage>, PeerStorageError> {
+        let txn = engine.db().begin_read()?;
+        let state = txn.open_table(RAFT_STATE_TABLE)?;
+        let corrupt = |what: String| PeerStorageError::Corrupt { region_id, what };
+        let Some(hs) = state.get(state_key(region_id, HARD_STATE).as_slice())? else {
+            return Ok(None);
+        };
+        let hard_state = HardState::parse_from_bytes(hs.value())
+            .map_err(|e| corrupt(format!("hard state: {e}")))?;
+        let conf_state = match state.get(state_key(region_id, CONF_STATE).as_slice())? {
+            Some(v) => ConfState::parse_from_bytes(v.value())
+                .map_err(|e| corrupt(format!("conf state: {e}")))?,
+            None => return Err(corrupt("no conf state".into())),
+        };
+        let truncated = match state.get(state_key(region_id, TRUNCATED).as_slice())? {
+            Some(v) if v.value().len() == 16 => {
+                let b = v.value();
+                (
+                    u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
+                    u64::from_be_bytes(b[8..].try_into().unwrap_or_default()),
+                )
+            }
+            _ => return Err(corrupt("no truncated state".into())),
+        };
+        let log = txn.open_table(RAFT_LOG_TABLE)?;
+        let mut entries = VecDeque::new();
+        let range = log_key(region_id, truncated.0 + 1)..=log_key(region_id, u64::MAX);
+        for row in log.range::<&[u8]>(range.start().as_slice()..=range.end().as_slice())? {
+            let (_, v) = row?;
+            let e =
+                Entry::parse_from_bytes(v.value()).map_err(|e| corrupt(format!("entry: {e}")))?;
+            let expected = truncated.0 + 1 + entries.len() as u64;
+            if e.index != expected {
+                return Err(corrupt(format!(
+                    "entry {} where {expected} was expected",
+                    e.index
+                )));
+            }
+            entries.push_back(e);
+        }
+        Ok(Some(PeerStorage {
+            region_id,
+            hard_state,
+            conf_state,
+            truncated,
+            entries,
+        }))
+    }
+
+    /// The region.
+    pub fn region_id(&self) -> u64 {
+        self.region_id
+    }
+
+    /// The index of the last entry.
+    pub fn last_index_now(&self) -> u64 {
+        self.entries.back().map_or(self.truncated.0, |e| e.index)
+    }
+
+    /// The first index still in the log.
+    pub fn first_index_now(&self) -> u64 {
+        self.truncated.0 + 1
+    }
+
+    /// The voters of the configuration.
+    pub fn voters(&self) -> &[u64] {
+        self.conf_state.get_voters()
+    }
+
+    /// Remembers a commit index Raft learned after a persist (written with the next hard
+    /// state; a restart recomputes anything newer from the applied index).
+    pub fn note_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    /// The hard state as last persisted (or about to be).
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// Raises the remembered commit index (a restart may know more than the persisted hard
+    /// state: data applied and made durable up to `applied` was committed).
+    pub fn raise_commit(&mut self, applied: u64) {
+        if applied > self.hard_state.commit {
+            self.hard_state.commit = applied;
+        }
+    }
+
+    /// Appends `entries` (which may replace a conflicting suffix) in memory and in `t`.
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let old_last = self.last_index_now();
+        // Drop our suffix from the first new index on (Raft overwrote it with another term's).
+        while self.entries.back().is_some_and(|e| e.index >= first.index) {
+            self.entries.pop_back();
+        }
+        for e in entries {
+            let bytes = e
+                .write_to_bytes()
+                .map_err(|e| PeerStorageError::Engine(e.to_string()))?;
+            t.log.insert(
+                log_key(self.region_id, e.index).as_slice(),
+                bytes.as_slice(),
+            )?;
+            self.entries.push_back(e.clone());
+        }
+        let new_last = self.last_index_now();
+        for stale in new_last + 1..=old_last {
+            t.log.remove(log_key(self.region_id, stale).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the hard state, in memory and in `t`.
+    pub fn set_hard_state(
+        &mut self,
+        hs: HardState,
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        self.hard_state = hs;
+        self.write_hard_state(t)
+    }
+
+    /// Drops the entries before `index` (they are applied and durable everywhere needed).
+    pub fn compact_to(
+        &mut self,
+        index: u64,
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        if index <= self.first_index_now() || index > self.last_index_now() {
+            return Ok(());
+        }
+        let mut last_dropped = self.truncated;
+        while self.entries.front().is_some_and(|e| e.index < index) {
+            let e = self.entries.pop_front().expect("checked");
+            t.log.remove(log_key(self.region_id, e.index).as_slice())?;
+            last_dropped = (e.index, e.term);
+        }
+        self.truncated = last_dropped;
+        self.write_truncated(t)
+    }
+
+    fn write_hard_state(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
+        let bytes = self
+            .hard_state
+            .write_to_bytes()
+            .map_err(|e| PeerStorageError::Engine(e.to_string()))?;
+        t.state.insert(
+            state_key(self.region_id, HARD_STATE).as_slice(),
+            bytes.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    fn write_conf_state(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
+        let bytes = self
+            .conf_state
+            .write_to_bytes()
+            .map_err(|e| PeerStorageError::Engine(e.to_string()))?;
+        t.state.insert(
+            state_key(self.region_id, CONF_STATE).as_slice(),
+            bytes.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    fn write_truncated(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&self.truncated.0.to_be_bytes());
+        v[8..].copy_from_slice(&self.truncated.1.to_be_bytes());
+        t.state.insert(
+            state_key(self.region_id, TRUNCATED).as_slice(),
+            v.as_slice(),
+        )?;
+        Ok(())
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index_now() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let offset = self.truncated.0 + 1;
+        let mut out: Vec<Entry> = self
+            .entries
+            .range((low - offset) as usize..(high - offset) as usize)
+            .cloned()
+            .collect();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated.0 {
+            return Ok(self.truncated.1);
+        }
+        if idx < self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index_now() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.entries[(idx - self.truncated.0 - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index_now())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_now())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A single-peer region never sends a snapshot; replicated regions build one from the
+        // engine's data (the next step of the replicated tier).
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: format!("e{index}t{term}").into_bytes().into(),
+            ..Default::default()
+        }
+    }
+
+    fn write(engine: &Engine, f: impl FnOnce(&mut RaftTables<'_>)) {
+        let txn = engine.db().begin_write().unwrap();
+        {
+            let mut t = RaftTables::open(&txn).unwrap();
+            f(&mut t);
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn the_log_survives_a_reopen_with_overwrites_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open(dir.path()).unwrap();
+        let mut ps = PeerStorage::bootstrap(7, vec![1]);
+        write(&engine, |t| {
+            ps.persist_all(t).unwrap();
+            ps.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), t)
+                .unwrap();
+        });
+        // A new leader overwrites 4..=5 with one entry of term 2.
+        write(&engine, |t| ps.append(&[entry(4, 2)], t).unwrap());
+        assert_eq!(ps.last_index_now(), 4);
+        write(&engine, |t| {
+            let hs = HardState {
+                term: 2,
+                commit: 4,
+                ..Default::default()
+            };
+            ps.set_hard_state(hs, t).unwrap();
+            ps.compact_to(3, t).unwrap();
+        });
+        assert_eq!(ps.first_index_now(), 3);
+        assert_eq!(
+            ps.term(2).unwrap(),
+            1,
+            "the truncation point keeps its term"
+        );
+        assert!(ps.term(1).is_err());
+        drop(ps);
+
+        let back = PeerStorage::load(&engine, 7)
+            .unwrap()
+            .expect("state exists");
+        assert_eq!(back.first_index_now(), 3);
+        assert_eq!(back.last_index_now(), 4);
+        assert_eq!(back.term(4).unwrap(), 2);
+        assert_eq!(back.hard_state().commit, 4);
+        let got = back
+            .entries(3, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got, vec![entry(3, 1), entry(4, 2)]);
+        assert!(
+            PeerStorage::load(&engine, 8).unwrap().is_none(),
+            "another region has no state"
+        );
+    }
+}

@@ -1,0 +1,554 @@
+//! The store thread: drives every region peer on this store through raft-rs's `Ready` loop.
+//!
+//! TiKV runs this as pools (raftstore threads handle Raft, apply threads apply, a write
+//! thread batches log writes). At teaching scale one thread does it all, in this order, each
+//! time a message arrives or a tick is due:
+//!
+//! 1. **Tick** the peers (elections, heartbeats) and answer whatever waited too long.
+//! 2. **Execute** each leader's queued writes as one batch and **propose** its engine writes.
+//! 3. **Ready:** collect every peer's new log entries and hard state and write them in **one
+//!    redb commit with an fsync** — the point where an entry counts as persisted here.
+//! 4. **Advance** each peer: Raft now knows what is committed.
+//! 5. **Apply** the committed entries to the engine in one commit *without* an fsync (a crash
+//!    loses at most applies that the durable log replays on restart), then answer the
+//!    writers and the reads waiting for that index.
+//!
+//! Callers talk to the thread through [`RaftStore`], a thin handle over a channel.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{Entry, EntryType};
+use raft::{RawNode, ReadOnlyOption};
+use redb::{Durability, ReadableDatabase};
+
+use super::command::{EngineTables, WriteBatch};
+use super::peer::{Peer, ReadCallback};
+use super::peer_storage::{PeerStorage, RaftTables};
+use super::{RaftConfig, RegionError};
+use crate::concurrency::ConcurrencyManager;
+use crate::engine::{Engine, EngineError, META_TABLE};
+use crate::lock_manager::LockManager;
+use crate::proto::metapb;
+use crate::txn::TxnError;
+use crate::txn::scheduler::{self, MAX_BATCH, Task};
+
+/// This store's id (one store for now).
+pub const STORE_ID: u64 = 1;
+/// The first region's id: it covers every key.
+pub const FIRST_REGION_ID: u64 = 2;
+/// The first region's peer on this store.
+pub const FIRST_PEER_ID: u64 = 3;
+
+/// The meta key holding region `region_id`'s applied index (written with every apply).
+pub fn applied_key(region_id: u64) -> String {
+    format!("raft_applied_index/{region_id}")
+}
+
+enum StoreMsg {
+    Write {
+        region_id: u64,
+        task: Task,
+    },
+    ReadIndex {
+        region_id: u64,
+        done: ReadCallback,
+    },
+    WhenReady {
+        region_id: u64,
+        done: mpsc::Sender<()>,
+    },
+    Stop,
+}
+
+/// Handle to the store thread.
+pub struct RaftStore {
+    tx: mpsc::Sender<StoreMsg>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    config: RaftConfig,
+}
+
+impl RaftStore {
+    /// Loads (or, on a fresh engine, bootstraps) this store's region and starts its thread.
+    /// A store whose region has this store as its only voter campaigns at once: a group of
+    /// one elects itself.
+    pub fn start(
+        engine: Arc<Engine>,
+        cm: Arc<ConcurrencyManager>,
+        lock_manager: Arc<LockManager>,
+        config: RaftConfig,
+    ) -> Result<Arc<RaftStore>, EngineError> {
+        let region_id = FIRST_REGION_ID;
+        let storage = match PeerStorage::load(&engine, region_id)
+            .map_err(|e| EngineError::Redb(e.to_string()))?
+        {
+            Some(s) => s,
+            None => {
+                let s = PeerStorage::bootstrap(region_id, vec![FIRST_PEER_ID]);
+                let txn = engine.db().begin_write()?;
+                {
+                    let mut t = RaftTables::open(&txn)?;
+                    s.persist_all(&mut t)
+                        .map_err(|e| EngineError::Redb(e.to_string()))?;
+                }
+                txn.commit()?;
+                s
+            }
+        };
+        let applied = read_applied(&engine, region_id)?;
+        let mut storage = storage;
+        storage.raise_commit(applied);
+        let raft_config = raft::Config {
+            id: FIRST_PEER_ID,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let single = storage.voters() == [FIRST_PEER_ID];
+        let mut raw = RawNode::new(&raft_config, storage, &logger)
+            .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
+        if single {
+            raw.campaign()
+                .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
+        }
+        let peers = vec![metapb::Peer {
+            id: FIRST_PEER_ID,
+            store_id: STORE_ID,
+            ..Default::default()
+        }];
+        let peer = Peer::new(region_id, FIRST_PEER_ID, peers, raw, applied);
+        let (tx, rx) = mpsc::channel();
+        let mut thread = StoreThread {
+            engine,
+            cm,
+            lock_manager,
+            config: config.clone(),
+            peers: BTreeMap::from([(region_id, peer)]),
+            rx,
+            waiting_ready: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("raftstore".into())
+            .spawn(move || thread.run())
+            .map_err(|e| EngineError::Redb(format!("cannot start the raftstore thread: {e}")))?;
+        Ok(Arc::new(RaftStore {
+            tx,
+            thread: Mutex::new(Some(handle)),
+            config,
+        }))
+    }
+
+    /// Queues a write task for `region_id`'s leader.
+    pub fn write(&self, region_id: u64, task: Task) -> Result<(), TxnError> {
+        self.tx
+            .send(StoreMsg::Write { region_id, task })
+            .map_err(|_| TxnError::Engine("the store is stopping".into()))
+    }
+
+    /// Waits until a read of `region_id` may be served from this store's engine: this peer is
+    /// the leader, a quorum confirmed it, and everything committed before the read is applied.
+    pub async fn read_index(&self, region_id: u64) -> Result<(), TxnError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(StoreMsg::ReadIndex { region_id, done })
+            .map_err(|_| TxnError::Engine("the store is stopping".into()))?;
+        match rx.await {
+            Ok(r) => r.map_err(TxnError::from),
+            Err(_) => Err(TxnError::Engine("the store is stopping".into())),
+        }
+    }
+
+    /// Blocks until `region_id` has a ready leader here (its log replayed), or `timeout`.
+    pub fn wait_ready(&self, region_id: u64, timeout: Duration) -> bool {
+        let (done, rx) = mpsc::channel();
+        if self
+            .tx
+            .send(StoreMsg::WhenReady { region_id, done })
+            .is_err()
+        {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// The timing in force.
+    pub fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+}
+
+impl Drop for RaftStore {
+    fn drop(&mut self) {
+        let _ = self.tx.send(StoreMsg::Stop);
+        if let Some(h) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn read_applied(engine: &Engine, region_id: u64) -> Result<u64, EngineError> {
+    let txn = engine.db().begin_read()?;
+    let meta = txn.open_table(META_TABLE)?;
+    Ok(meta
+        .get(applied_key(region_id).as_str())?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
+
+struct StoreThread {
+    engine: Arc<Engine>,
+    cm: Arc<ConcurrencyManager>,
+    lock_manager: Arc<LockManager>,
+    config: RaftConfig,
+    peers: BTreeMap<u64, Peer>,
+    rx: mpsc::Receiver<StoreMsg>,
+    waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
+}
+
+impl StoreThread {
+    fn run(&mut self) {
+        let mut next_tick = Instant::now() + self.config.tick;
+        let mut busy = true;
+        loop {
+            let wait = if busy {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(StoreMsg::Stop) => break,
+                Ok(msg) => self.handle(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            // Everything that queued up meanwhile joins this round (group commit).
+            let mut stop = false;
+            while let Ok(msg) = self.rx.try_recv() {
+                if matches!(msg, StoreMsg::Stop) {
+                    stop = true;
+                    break;
+                }
+                self.handle(msg);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                for p in self.peers.values_mut() {
+                    p.raw.tick();
+                }
+                next_tick = now + self.config.tick;
+            }
+            self.round(now);
+            if stop {
+                break;
+            }
+            busy = self
+                .peers
+                .values()
+                .any(|p| p.can_execute() || p.raw.has_ready());
+        }
+        // Leave the engine file fully durable (not needed for safety: the log replays).
+        if let Ok(txn) = self.engine.db().begin_write() {
+            let _ = txn.commit();
+        }
+    }
+
+    fn handle(&mut self, msg: StoreMsg) {
+        let deadline = Instant::now() + self.config.request_timeout;
+        match msg {
+            StoreMsg::Write { region_id, task } => match self.peers.get_mut(&region_id) {
+                Some(p) if p.is_leader() => p.push_write(task, deadline),
+                Some(p) => task.reject(p.not_leader().into()),
+                None => task.reject(RegionError::RegionNotFound(region_id).into()),
+            },
+            StoreMsg::ReadIndex { region_id, done } => match self.peers.get_mut(&region_id) {
+                Some(p) => p.push_read(done, deadline),
+                None => {
+                    let _ = done.send(Err(RegionError::RegionNotFound(region_id)));
+                }
+            },
+            StoreMsg::WhenReady { region_id, done } => self.waiting_ready.push((region_id, done)),
+            StoreMsg::Stop => {}
+        }
+    }
+
+    /// One pass of the loop after the inbox was drained: execute, persist, advance, apply.
+    fn round(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            p.check(now);
+            if let Some(tasks) = p.take_batch(MAX_BATCH)
+                && let Some(executed) =
+                    scheduler::execute_batch(&self.engine, &self.cm, &self.lock_manager, tasks)
+            {
+                p.propose(executed, now + self.config.request_timeout);
+            }
+            p.send_reads();
+        }
+        self.on_ready();
+        let peers = &self.peers;
+        self.waiting_ready
+            .retain(|(region_id, done)| match peers.get(region_id) {
+                Some(p) if p.is_ready_leader() => {
+                    let _ = done.send(());
+                    false
+                }
+                _ => true,
+            });
+    }
+
+    fn on_ready(&mut self) {
+        if !self.peers.values().any(|p| p.raw.has_ready()) {
+            return;
+        }
+        let mut readies = Vec::new();
+        let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
+        let txn = self.engine.db().begin_write().unwrap_or_else(|e| {
+            fatal(&format!("cannot start a raft log write: {e}"));
+        });
+        let mut wrote = false;
+        {
+            let mut t = RaftTables::open(&txn)
+                .unwrap_or_else(|e| fatal(&format!("cannot open the raft tables: {e}")));
+            for p in self.peers.values_mut() {
+                if !p.raw.has_ready() {
+                    continue;
+                }
+                let mut rd = p.raw.ready();
+                // A group of one sends no messages; replicated regions add a transport here.
+                drop(rd.take_messages());
+                if !rd.snapshot().is_empty() {
+                    fatal("a snapshot arrived, but a single-peer region never receives one");
+                }
+                p.on_read_states(rd.take_read_states());
+                to_apply.push((p.region_id, rd.take_committed_entries()));
+                let result = (|| {
+                    if !rd.entries().is_empty() {
+                        p.raw.mut_store().append(rd.entries(), &mut t)?;
+                        wrote = true;
+                    }
+                    if let Some(hs) = rd.hs() {
+                        p.raw.mut_store().set_hard_state(hs.clone(), &mut t)?;
+                        wrote = true;
+                    }
+                    // Compact what every replica has applied durably (here: this one).
+                    let first = p.raw.store().first_index_now();
+                    if p.durable_applied > first + self.config.log_gc_threshold {
+                        p.raw.mut_store().compact_to(p.durable_applied, &mut t)?;
+                        wrote = true;
+                    }
+                    Ok::<_, super::peer_storage::PeerStorageError>(())
+                })();
+                if let Err(e) = result {
+                    fatal(&format!("cannot write the raft log: {e}"));
+                }
+                readies.push((p.region_id, rd));
+            }
+        }
+        if wrote {
+            // The fsync: the entries are persisted, and so is every apply committed before.
+            let applied_now: Vec<(u64, u64)> = self
+                .peers
+                .values()
+                .map(|p| (p.region_id, p.applied.0))
+                .collect();
+            if let Err(e) = txn.commit() {
+                fatal(&format!("cannot persist the raft log: {e}"));
+            }
+            for (region_id, applied) in applied_now {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.durable_applied = applied;
+                }
+            }
+        } else {
+            let _ = txn.abort();
+        }
+        for (region_id, mut rd) in readies {
+            let Some(p) = self.peers.get_mut(&region_id) else {
+                continue;
+            };
+            drop(rd.take_persisted_messages());
+            let mut light = p.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                p.raw.mut_store().note_commit(commit);
+            }
+            drop(light.take_messages());
+            let committed = light.take_committed_entries();
+            if let Some((_, entries)) = to_apply.iter_mut().find(|(r, _)| *r == region_id) {
+                entries.extend(committed);
+            }
+        }
+        self.apply(to_apply);
+    }
+
+    /// Applies committed entries of every region in one engine commit without an fsync.
+    fn apply(&mut self, work: Vec<(u64, Vec<Entry>)>) {
+        if work.iter().all(|(_, e)| e.is_empty()) {
+            return;
+        }
+        let mut txn = self
+            .engine
+            .db()
+            .begin_write()
+            .unwrap_or_else(|e| fatal(&format!("cannot start an apply: {e}")));
+        if let Err(e) = txn.set_durability(Durability::None) {
+            fatal(&format!("cannot make the apply non-durable: {e}"));
+        }
+        {
+            let mut t = EngineTables::open(&txn)
+                .unwrap_or_else(|e| fatal(&format!("cannot open the engine tables: {e}")));
+            for (region_id, entries) in &work {
+                for e in entries {
+                    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+                        // Empty entries are new leaders' no-ops; a group of one has no conf
+                        // changes.
+                        continue;
+                    }
+                    let batch = WriteBatch::decode(&e.data).unwrap_or_else(|err| {
+                        fatal(&format!("region {region_id} entry {}: {err}", e.index))
+                    });
+                    if let Err(err) = batch.apply_to(&mut t) {
+                        fatal(&format!("cannot apply entry {}: {err}", e.index));
+                    }
+                }
+                if let Some(last) = entries.last() {
+                    let key = applied_key(*region_id);
+                    if let Err(err) = t
+                        .meta
+                        .insert(key.as_str(), last.index.to_be_bytes().as_slice())
+                    {
+                        fatal(&format!("cannot record the applied index: {err}"));
+                    }
+                }
+            }
+        }
+        if let Err(e) = txn.commit() {
+            fatal(&format!("cannot commit an apply: {e}"));
+        }
+        for (region_id, entries) in work {
+            if let Some(p) = self.peers.get_mut(&region_id) {
+                p.on_applied(&entries);
+            }
+        }
+    }
+}
+
+/// A store that cannot write its log or apply what Raft committed must stop: carrying on
+/// would answer clients from a state that diverges from its log. TiKV panics the same way.
+fn fatal(what: &str) -> ! {
+    tracing::error!("raftstore: {what}; stopping the process");
+    eprintln!("error: raftstore: {what}");
+    std::process::exit(70);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pd::tso::Tso;
+    use crate::raftstore::command::{Cf, Op};
+    use raft::eraftpb::HardState;
+
+    fn put_lock(key: &[u8]) -> Vec<u8> {
+        WriteBatch {
+            ops: vec![Op::Put {
+                cf: Cf::Lock,
+                key: key.to_vec(),
+                value: b"lock".to_vec(),
+            }],
+        }
+        .encode()
+    }
+
+    fn entry(index: u64, data: Vec<u8>) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: data.into(),
+            ..Default::default()
+        }
+    }
+
+    fn start(dir: &std::path::Path, engine: Arc<Engine>) -> Arc<RaftStore> {
+        let cm = Arc::new(ConcurrencyManager::new(Arc::new(Tso::open(dir).unwrap())));
+        let store = RaftStore::start(
+            engine,
+            cm,
+            Arc::new(LockManager::default()),
+            RaftConfig::default(),
+        )
+        .unwrap();
+        assert!(store.wait_ready(FIRST_REGION_ID, Duration::from_secs(10)));
+        store
+    }
+
+    /// The crash this guards against: the log was fsync'd and the entries committed, but the
+    /// process died before their (unsynced) apply reached the disk. Start-up must apply them.
+    #[test]
+    fn committed_entries_the_engine_never_applied_are_replayed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open(dir.path()).unwrap();
+        let engine = Arc::new(engine);
+        let mut ps = PeerStorage::bootstrap(FIRST_REGION_ID, vec![FIRST_PEER_ID]);
+        let txn = engine.db().begin_write().unwrap();
+        {
+            let mut t = RaftTables::open(&txn).unwrap();
+            ps.persist_all(&mut t).unwrap();
+            let entries = [
+                entry(1, Vec::new()),
+                entry(2, put_lock(b"k1")),
+                entry(3, put_lock(b"k2")),
+            ];
+            ps.append(&entries, &mut t).unwrap();
+            let hs = HardState {
+                term: 1,
+                vote: FIRST_PEER_ID,
+                commit: 3,
+                ..Default::default()
+            };
+            ps.set_hard_state(hs, &mut t).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(engine.counts().unwrap(), (0, 0), "nothing applied yet");
+
+        let store = start(dir.path(), engine.clone());
+        let snap = engine.snapshot().unwrap();
+        assert!(snap.lock.get(b"k1".as_slice()).unwrap().is_some());
+        assert!(snap.lock.get(b"k2".as_slice()).unwrap().is_some());
+        drop(store);
+        assert!(read_applied(&engine, FIRST_REGION_ID).unwrap() >= 3);
+    }
+
+    /// Restarting applies nothing twice and keeps the log, term and data.
+    #[test]
+    fn a_restarted_store_leads_again_in_a_later_term_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open(dir.path()).unwrap();
+        let engine = Arc::new(engine);
+        let store = start(dir.path(), engine.clone());
+        drop(store);
+        let term = PeerStorage::load(&engine, FIRST_REGION_ID)
+            .unwrap()
+            .unwrap()
+            .hard_state()
+            .term;
+        let store = start(dir.path(), engine.clone());
+        drop(store);
+        let after = PeerStorage::load(&engine, FIRST_REGION_ID).unwrap().unwrap();
+        assert!(
+            after.hard_state().term > term,
+            "a restart is a new election"
+        );
+        assert_eq!(
+            read_applied(&engine, FIRST_REGION_ID).unwrap(),
+            after.last_index_now(),
+            "every entry, the new leader's no-op included, is applied"
+        );
+    }
+}
