@@ -232,16 +232,17 @@ fn read_marker(file: &Path) -> (u64, Vec<u8>) {
 #[test]
 fn a_storage_directory_from_another_format_is_refused_and_left_untouched() {
     let (root, builder) = shared_lab("oldstore");
-    let file = forge_storage(&root.path().join("oldstore/storage"), 2);
+    // A format from a future build (this one reads 2 and upgrades 1 in place).
+    let file = forge_storage(&root.path().join("oldstore/storage"), 3);
     let e = builder.start().unwrap_err();
     assert!(matches!(e, LabError::StorageUnavailable { .. }), "{e}");
     assert_mentions(
         &e.to_string(),
-        &["format 2", "reads format 1", "left untouched", "cleanup()"],
+        &["format 3", "reads format 2", "left untouched", "cleanup()"],
     );
     assert_eq!(
         read_marker(&file),
-        (2, b"keep me".to_vec()),
+        (3, b"keep me".to_vec()),
         "nothing was reset"
     );
     let state = root.path().join("oldstore/state.json");

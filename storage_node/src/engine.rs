@@ -270,6 +270,33 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_directory_is_upgraded_in_place_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, first) = Engine::open(dir.path()).unwrap();
+        // What a build before the raftstore left: format 1 and a lock, no Raft tables in use.
+        let txn = engine.begin_write().unwrap();
+        txn.open_table(META_TABLE)
+            .unwrap()
+            .insert(META_FORMAT, 1u64.to_be_bytes().as_slice())
+            .unwrap();
+        txn.open_table(LOCK_TABLE)
+            .unwrap()
+            .insert(b"k".as_slice(), b"lock".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(engine);
+        let (engine, again) = Engine::open(dir.path()).expect("format 1 is upgraded");
+        assert_eq!(first.cluster_id, again.cluster_id);
+        assert_eq!(engine.counts().unwrap(), (1, 0), "the data is kept");
+        drop(engine);
+        let (engine, _) = Engine::open(dir.path()).expect("and reads as format 2 afterwards");
+        let txn = engine.db().begin_read().unwrap();
+        let meta = txn.open_table(META_TABLE).unwrap();
+        let v = meta.get(META_FORMAT).unwrap().unwrap().value().to_vec();
+        assert_eq!(v, FORMAT_VERSION.to_be_bytes());
+    }
+
+    #[test]
     fn garbage_file_is_reported_not_reset() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
