@@ -19,6 +19,7 @@ pub mod command;
 pub mod peer;
 pub mod peer_storage;
 pub mod store;
+pub mod transport;
 
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Applied entries kept in the log before it is compacted.
     pub log_gc_threshold: u64,
+    /// A leader that hears from no quorum for an election timeout steps down. Always on in
+    /// the lab; tests turn it off to keep a deposed leader believing it leads, the worst case
+    /// for stale reads.
+    pub check_quorum: bool,
 }
 
 impl Default for RaftConfig {
@@ -52,6 +57,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 2,
             request_timeout: Duration::from_secs(4),
             log_gc_threshold: 1024,
+            check_quorum: true,
         }
     }
 }

@@ -15,7 +15,6 @@ use raft::{RawNode, StateRole};
 
 use super::RegionError;
 use super::peer_storage::PeerStorage;
-use crate::proto::metapb;
 use crate::txn::scheduler::{Executed, Task};
 
 /// Answers a read-index request: `Ok` once the read may be served from the local engine.
@@ -46,8 +45,6 @@ pub struct Peer {
     pub region_id: u64,
     /// This peer's id.
     pub peer_id: u64,
-    /// Every peer of the region (to name a leader's store in `NotLeader`).
-    pub peers: Vec<metapb::Peer>,
     /// The Raft state machine.
     pub raw: RawNode<PeerStorage>,
     queued: VecDeque<(Task, Instant)>,
@@ -64,19 +61,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer over a started raft node; `applied` is where the engine's state stands.
-    pub fn new(
-        region_id: u64,
-        peer_id: u64,
-        peers: Vec<metapb::Peer>,
-        raw: RawNode<PeerStorage>,
-        applied: u64,
-    ) -> Peer {
+    /// Peer `peer_id` over a started raft node; `applied` is where the engine's state stands.
+    pub fn new(peer_id: u64, raw: RawNode<PeerStorage>, applied: u64) -> Peer {
         let applied_term = raw.raft.raft_log.term(applied).unwrap_or(0);
         Peer {
-            region_id,
+            region_id: raw.store().region_id(),
             peer_id,
-            peers,
             raw,
             queued: VecDeque::new(),
             inflight: None,
@@ -105,7 +95,14 @@ impl Peer {
         let leader_id = self.raw.raft.leader_id;
         RegionError::NotLeader {
             region_id: self.region_id,
-            leader: self.peers.iter().find(|p| p.id == leader_id).cloned(),
+            leader: self
+                .raw
+                .store()
+                .region()
+                .peers
+                .iter()
+                .find(|p| p.id == leader_id)
+                .cloned(),
         }
     }
 

@@ -9,20 +9,28 @@
 //! ```text
 //! raft_log    region id ‖ index            → eraftpb::Entry
 //! raft_state  region id ‖ 'h' | 'c' | 't'  → HardState | ConfState | truncated (index, term)
+//!             region id ‖ 'r'              → metapb::Region (its range, epoch and peers)
 //! ```
+//!
+//! A follower too far behind for the log (compacted past what it has) gets a **snapshot**: the
+//! region's data at the applied index, built from the engine by [`raft::Storage::snapshot`].
 //!
 //! Why the same file: one redb commit with an fsync makes a batch of log entries durable, and
 //! the same fsync also persists every data write applied since the last one (those are
 //! committed without an fsync, see [`super::store`]). One file, one fsync per write cycle.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use redb::{ReadableDatabase, TableDefinition};
 
-use crate::engine::Engine;
+use super::command::{Cf, Op, WriteBatch};
+use crate::engine::{Engine, LOCK_TABLE, META_GC_SAFE_POINT, META_TABLE, WRITE_TABLE};
+use crate::proto::metapb;
 
 /// Raft log entries of every region on this store.
 pub const RAFT_LOG_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_log");
@@ -32,6 +40,7 @@ pub const RAFT_STATE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 const HARD_STATE: u8 = b'h';
 const CONF_STATE: u8 = b'c';
 const TRUNCATED: u8 = b't';
+const REGION: u8 = b'r';
 
 fn log_key(region_id: u64, index: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -98,6 +107,10 @@ engine_err!(
 /// One peer's log and state: every entry since the last compaction is kept in memory.
 pub struct PeerStorage {
     region_id: u64,
+    region: metapb::Region,
+    engine: Arc<Engine>,
+    /// Index and term of the last applied entry (a snapshot is taken there).
+    applied: (u64, u64),
     hard_state: HardState,
     conf_state: ConfState,
     /// The last entry dropped by compaction (index, term); (0, 0) before any.
@@ -107,12 +120,16 @@ pub struct PeerStorage {
 }
 
 impl PeerStorage {
-    /// A new peer's state at index 0 with `voters` as the configuration (bootstrap).
-    pub fn bootstrap(region_id: u64, voters: Vec<u64>) -> PeerStorage {
+    /// A new peer's state at index 0, with the region's peers as the voters (bootstrap: every
+    /// store of the region starts from this same state, as raft-rs requires).
+    pub fn bootstrap(region: metapb::Region, engine: Arc<Engine>) -> PeerStorage {
         let mut conf_state = ConfState::default();
-        conf_state.set_voters(voters);
+        conf_state.set_voters(region.peers.iter().map(|p| p.id).collect());
         PeerStorage {
-            region_id,
+            region_id: region.id,
+            region,
+            engine,
+            applied: (0, 0),
             hard_state: HardState::default(),
             conf_state,
             truncated: (0, 0),
@@ -122,6 +139,10 @@ impl PeerStorage {
 
     /// Writes the whole state (used right after [`bootstrap`](Self::bootstrap)).
     pub fn persist_all(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
+        t.state.insert(
+            state_key(self.region_id, REGION).as_slice(),
+            self.region.encode_to_vec().as_slice(),
+        )?;
         self.write_hard_state(t)?;
         self.write_conf_state(t)?;
         self.write_truncated(t)?;
@@ -129,7 +150,10 @@ impl PeerStorage {
     }
 
     /// Reads region `region_id`'s state from the engine; `None` if this store has none.
-    pub fn load(engine: &Engine, region_id: u64) -> Result<Option<PeerStorage>, PeerStorageError> {
+    pub fn load(
+        engine: &Arc<Engine>,
+        region_id: u64,
+    ) -> Result<Option<PeerStorage>, PeerStorageError> {
         let txn = engine.db().begin_read()?;
         let state = txn.open_table(RAFT_STATE_TABLE)?;
         let corrupt = |what: String| PeerStorageError::Corrupt { region_id, what };
@@ -138,6 +162,12 @@ impl PeerStorage {
         };
         let hard_state = HardState::parse_from_bytes(hs.value())
             .map_err(|e| corrupt(format!("hard state: {e}")))?;
+        let region = match state.get(state_key(region_id, REGION).as_slice())? {
+            Some(v) => {
+                metapb::Region::decode(v.value()).map_err(|e| corrupt(format!("region: {e}")))?
+            }
+            None => return Err(corrupt("no region record".into())),
+        };
         let conf_state = match state.get(state_key(region_id, CONF_STATE).as_slice())? {
             Some(v) => ConfState::parse_from_bytes(v.value())
                 .map_err(|e| corrupt(format!("conf state: {e}")))?,
@@ -171,6 +201,9 @@ impl PeerStorage {
         }
         Ok(Some(PeerStorage {
             region_id,
+            region,
+            engine: engine.clone(),
+            applied: (0, 0),
             hard_state,
             conf_state,
             truncated,
@@ -181,6 +214,34 @@ impl PeerStorage {
     /// The region.
     pub fn region_id(&self) -> u64 {
         self.region_id
+    }
+
+    /// The region's range, epoch and peers.
+    pub fn region(&self) -> &metapb::Region {
+        &self.region
+    }
+
+    /// Records where the engine's state stands (a snapshot is taken there).
+    pub fn set_applied(&mut self, index: u64, term: u64) {
+        self.applied = (index, term);
+    }
+
+    /// Installs a snapshot's Raft state: the log restarts after it. (The store writes the
+    /// snapshot's data into the engine in the same commit.)
+    pub fn apply_snapshot(
+        &mut self,
+        meta: &SnapshotMetadata,
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        for e in self.entries.drain(..) {
+            t.log.remove(log_key(self.region_id, e.index).as_slice())?;
+        }
+        self.truncated = (meta.index, meta.term);
+        self.conf_state = meta.get_conf_state().clone();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.applied = (meta.index, meta.term);
+        self.persist_all(t)
     }
 
     /// The index of the last entry.
@@ -366,12 +427,41 @@ impl raft::Storage for PeerStorage {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // A single-peer region never sends a snapshot; replicated regions build one from the
-        // engine's data (the next step of the replicated tier).
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        // Called on the store thread, where applies happen: the engine is exactly at
+        // `applied`, so its data and that index describe the same state.
+        let data = region_data(&self.engine)
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        let mut snap = Snapshot {
+            data: data.encode().into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = self.applied.0;
+        meta.term = self.applied.1;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(snap)
     }
+}
+
+/// The region's data as puts: every lock and write record, and the GC safe point. (A store
+/// holds one region today, so that is the whole engine; per-range snapshots come with splits.)
+fn region_data(engine: &Engine) -> Result<WriteBatch, PeerStorageError> {
+    let txn = engine.db().begin_read()?;
+    let mut batch = WriteBatch::default();
+    for (cf, table) in [(Cf::Lock, LOCK_TABLE), (Cf::Write, WRITE_TABLE)] {
+        for row in redb::ReadableTable::iter(&txn.open_table(table)?)? {
+            let (k, v) = row?;
+            batch.ops.push(Op::Put {
+                cf,
+                key: k.value().to_vec(),
+                value: v.value().to_vec(),
+            });
+        }
+    }
+    if let Some(v) = txn.open_table(META_TABLE)?.get(META_GC_SAFE_POINT)? {
+        batch.put_meta(META_GC_SAFE_POINT, v.value());
+    }
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -401,7 +491,17 @@ mod tests {
     fn the_log_survives_a_reopen_with_overwrites_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = Engine::open(dir.path()).unwrap();
-        let mut ps = PeerStorage::bootstrap(7, vec![1]);
+        let engine = Arc::new(engine);
+        let region = metapb::Region {
+            id: 7,
+            peers: vec![metapb::Peer {
+                id: 1,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut ps = PeerStorage::bootstrap(region, engine.clone());
         write(&engine, |t| {
             ps.persist_all(t).unwrap();
             ps.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), t)

@@ -26,7 +26,8 @@ use redb::{Durability, ReadableDatabase};
 
 use super::command::{EngineTables, WriteBatch};
 use super::peer::{Peer, ReadCallback};
-use super::peer_storage::{PeerStorage, RaftTables};
+use super::peer_storage::{PeerStorage, PeerStorageError, RaftTables};
+use super::transport::{NoTransport, RaftMessage, Transport};
 use super::{RaftConfig, RegionError};
 use crate::concurrency::ConcurrencyManager;
 use crate::engine::{Engine, EngineError, META_TABLE};
@@ -47,7 +48,77 @@ pub fn applied_key(region_id: u64) -> String {
     format!("raft_applied_index/{region_id}")
 }
 
+/// What a store is and which regions it starts with.
+pub struct StoreSetup {
+    /// This store's id.
+    pub store_id: u64,
+    /// Regions to create on a fresh engine (every store of a region bootstraps it alike).
+    pub bootstrap: Vec<metapb::Region>,
+    /// The network to the other stores.
+    pub transport: Box<dyn Transport>,
+}
+
+/// The first region, covering every key, with peers `(peer id, store id)`.
+pub fn first_region(peers: &[(u64, u64)]) -> metapb::Region {
+    metapb::Region {
+        id: FIRST_REGION_ID,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: peers
+            .iter()
+            .map(|&(id, store_id)| metapb::Peer {
+                id,
+                store_id,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A peer's state as the store thread sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// This peer.
+    pub peer_id: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader this peer knows (0 = none).
+    pub leader_id: u64,
+    /// Whether this peer leads and may serve.
+    pub is_ready_leader: bool,
+    /// Last applied index.
+    pub applied: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+}
+
+/// Delivers Raft messages to a store's thread.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: mpsc::Sender<StoreMsg>,
+}
+
+impl Mailbox {
+    /// Hands `msg` to the store (dropped if the store stopped).
+    pub fn deliver(&self, msg: RaftMessage) {
+        let _ = self.tx.send(StoreMsg::Raft(Box::new(msg)));
+    }
+}
+
 enum StoreMsg {
+    // Boxed: a Raft message is ten times the size of every other variant.
+    Raft(Box<RaftMessage>),
+    Status {
+        region_id: u64,
+        done: mpsc::Sender<Option<PeerStatus>>,
+    },
     Write {
         region_id: u64,
         task: Task,
@@ -71,69 +142,99 @@ pub struct RaftStore {
 }
 
 impl RaftStore {
-    /// Loads (or, on a fresh engine, bootstraps) this store's region and starts its thread.
-    /// A store whose region has this store as its only voter campaigns at once: a group of
-    /// one elects itself.
+    /// A store alone, holding the first region (every key) as its only peer: the lab's
+    /// one-store tier. A group of one elects itself at once.
     pub fn start(
         engine: Arc<Engine>,
         cm: Arc<ConcurrencyManager>,
         lock_manager: Arc<LockManager>,
         config: RaftConfig,
     ) -> Result<Arc<RaftStore>, EngineError> {
-        let region_id = FIRST_REGION_ID;
-        let storage = match PeerStorage::load(&engine, region_id)
-            .map_err(|e| EngineError::Redb(e.to_string()))?
-        {
-            Some(s) => s,
-            None => {
-                let s = PeerStorage::bootstrap(region_id, vec![FIRST_PEER_ID]);
-                let txn = engine.db().begin_write()?;
-                {
-                    let mut t = RaftTables::open(&txn)?;
-                    s.persist_all(&mut t)
-                        .map_err(|e| EngineError::Redb(e.to_string()))?;
-                }
-                txn.commit()?;
-                s
-            }
-        };
-        let applied = read_applied(&engine, region_id)?;
-        let mut storage = storage;
-        storage.raise_commit(applied);
-        let raft_config = raft::Config {
-            id: FIRST_PEER_ID,
-            election_tick: config.election_ticks,
-            heartbeat_tick: config.heartbeat_ticks,
-            applied,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            read_only_option: ReadOnlyOption::Safe,
-            ..Default::default()
-        };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let single = storage.voters() == [FIRST_PEER_ID];
-        let mut raw = RawNode::new(&raft_config, storage, &logger)
-            .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
-        if single {
-            raw.campaign()
-                .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
-        }
-        let peers = vec![metapb::Peer {
-            id: FIRST_PEER_ID,
+        let setup = StoreSetup {
             store_id: STORE_ID,
-            ..Default::default()
-        }];
-        let peer = Peer::new(region_id, FIRST_PEER_ID, peers, raw, applied);
+            bootstrap: vec![first_region(&[(FIRST_PEER_ID, STORE_ID)])],
+            transport: Box::new(NoTransport),
+        };
+        Self::start_with(engine, cm, lock_manager, config, setup)
+    }
+
+    /// Loads this store's regions (or, on a fresh engine, bootstraps `setup.bootstrap`) and
+    /// starts the store thread.
+    pub fn start_with(
+        engine: Arc<Engine>,
+        cm: Arc<ConcurrencyManager>,
+        lock_manager: Arc<LockManager>,
+        config: RaftConfig,
+        setup: StoreSetup,
+    ) -> Result<Arc<RaftStore>, EngineError> {
+        let err = |e: PeerStorageError| EngineError::Redb(e.to_string());
+        let mut peers = BTreeMap::new();
+        for region in setup.bootstrap {
+            let region_id = region.id;
+            let mut storage = match PeerStorage::load(&engine, region_id).map_err(err)? {
+                Some(s) => s,
+                None => {
+                    let s = PeerStorage::bootstrap(region, engine.clone());
+                    let txn = engine.db().begin_write()?;
+                    {
+                        let mut t = RaftTables::open(&txn)?;
+                        s.persist_all(&mut t).map_err(err)?;
+                    }
+                    txn.commit()?;
+                    s
+                }
+            };
+            let Some(me) = storage
+                .region()
+                .peers
+                .iter()
+                .find(|p| p.store_id == setup.store_id)
+                .map(|p| p.id)
+            else {
+                return Err(EngineError::Redb(format!(
+                    "region {region_id} has no peer on store {}",
+                    setup.store_id
+                )));
+            };
+            let applied = read_applied(&engine, region_id)?;
+            storage.raise_commit(applied);
+            let applied_term = raft::Storage::term(&storage, applied).unwrap_or(0);
+            storage.set_applied(applied, applied_term);
+            let raft_config = raft::Config {
+                id: me,
+                election_tick: config.election_ticks,
+                heartbeat_tick: config.heartbeat_ticks,
+                applied,
+                max_size_per_msg: 1024 * 1024,
+                max_inflight_msgs: 256,
+                // A leader that loses touch with a quorum steps down, and a peer that hears
+                // from a leader ignores vote requests meanwhile; pre-vote keeps a partitioned
+                // peer from disrupting the group when it returns.
+                check_quorum: config.check_quorum,
+                pre_vote: true,
+                read_only_option: ReadOnlyOption::Safe,
+                ..Default::default()
+            };
+            let logger = slog::Logger::root(slog::Discard, slog::o!());
+            let single = storage.voters() == [me];
+            let mut raw = RawNode::new(&raft_config, storage, &logger)
+                .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
+            if single {
+                raw.campaign()
+                    .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
+            }
+            peers.insert(region_id, Peer::new(me, raw, applied));
+        }
         let (tx, rx) = mpsc::channel();
         let mut thread = StoreThread {
             engine,
             cm,
             lock_manager,
             config: config.clone(),
-            peers: BTreeMap::from([(region_id, peer)]),
+            store_id: setup.store_id,
+            peers,
             rx,
+            transport: setup.transport,
             waiting_ready: Vec::new(),
         };
         let handle = std::thread::Builder::new()
@@ -145,6 +246,20 @@ impl RaftStore {
             thread: Mutex::new(Some(handle)),
             config,
         }))
+    }
+
+    /// Where other stores deliver this store's Raft messages.
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// The state of this store's peer of `region_id`, if it has one.
+    pub fn status(&self, region_id: u64) -> Option<PeerStatus> {
+        let (done, rx) = mpsc::channel();
+        self.tx.send(StoreMsg::Status { region_id, done }).ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
     }
 
     /// Queues a write task for `region_id`'s leader.
@@ -209,8 +324,10 @@ struct StoreThread {
     cm: Arc<ConcurrencyManager>,
     lock_manager: Arc<LockManager>,
     config: RaftConfig,
+    store_id: u64,
     peers: BTreeMap<u64, Peer>,
     rx: mpsc::Receiver<StoreMsg>,
+    transport: Box<dyn Transport>,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
 }
 
@@ -276,6 +393,30 @@ impl StoreThread {
                 }
             },
             StoreMsg::WhenReady { region_id, done } => self.waiting_ready.push((region_id, done)),
+            StoreMsg::Raft(m) => match self.peers.get_mut(&m.region_id) {
+                Some(p) if m.to.id == p.peer_id => {
+                    // raft-rs rejects what it must (stale terms, unknown peers) itself.
+                    let _ = p.raw.step(m.message);
+                }
+                _ => tracing::debug!(
+                    region = m.region_id,
+                    to = m.to.id,
+                    store = self.store_id,
+                    "raft message for a peer this store does not have"
+                ),
+            },
+            StoreMsg::Status { region_id, done } => {
+                let status = self.peers.get(&region_id).map(|p| PeerStatus {
+                    peer_id: p.peer_id,
+                    term: p.raw.raft.term,
+                    leader_id: p.raw.raft.leader_id,
+                    is_ready_leader: p.is_ready_leader(),
+                    applied: p.applied.0,
+                    first_index: p.raw.store().first_index_now(),
+                    last_index: p.raw.store().last_index_now(),
+                });
+                let _ = done.send(status);
+            }
             StoreMsg::Stop => {}
         }
     }
@@ -304,6 +445,23 @@ impl StoreThread {
             });
     }
 
+    /// Sends raft-rs's messages of `peer` through the transport.
+    fn send(transport: &dyn Transport, peer: &Peer, messages: Vec<raft::eraftpb::Message>) {
+        let region = peer.raw.store().region();
+        let from = region.peers.iter().find(|p| p.id == peer.peer_id).cloned();
+        for message in messages {
+            let to = region.peers.iter().find(|p| p.id == message.to).cloned();
+            if let (Some(from), Some(to)) = (from, to) {
+                transport.send(RaftMessage {
+                    region_id: peer.region_id,
+                    from,
+                    to,
+                    message,
+                });
+            }
+        }
+    }
+
     fn on_ready(&mut self) {
         if !self.peers.values().any(|p| p.raw.has_ready()) {
             return;
@@ -322,10 +480,15 @@ impl StoreThread {
                     continue;
                 }
                 let mut rd = p.raw.ready();
-                // A group of one sends no messages; replicated regions add a transport here.
-                drop(rd.take_messages());
+                // A leader may send before its own log is durable (Raft allows it: the entry
+                // commits only once a quorum, possibly without the leader, has it).
+                Self::send(self.transport.as_ref(), p, rd.take_messages());
                 if !rd.snapshot().is_empty() {
-                    fatal("a snapshot arrived, but a single-peer region never receives one");
+                    let snap = rd.snapshot().clone();
+                    if let Err(e) = install_snapshot(&txn, p, &snap, &mut t) {
+                        fatal(&format!("cannot install a snapshot: {e}"));
+                    }
+                    wrote = true;
                 }
                 p.on_read_states(rd.take_read_states());
                 to_apply.push((p.region_id, rd.take_committed_entries()));
@@ -338,13 +501,11 @@ impl StoreThread {
                         p.raw.mut_store().set_hard_state(hs.clone(), &mut t)?;
                         wrote = true;
                     }
-                    // Compact what every replica has applied durably (here: this one).
-                    let first = p.raw.store().first_index_now();
-                    if p.durable_applied > first + self.config.log_gc_threshold {
-                        p.raw.mut_store().compact_to(p.durable_applied, &mut t)?;
+                    if let Some(to) = compact_index(p, self.config.log_gc_threshold) {
+                        p.raw.mut_store().compact_to(to, &mut t)?;
                         wrote = true;
                     }
-                    Ok::<_, super::peer_storage::PeerStorageError>(())
+                    Ok::<_, PeerStorageError>(())
                 })();
                 if let Err(e) = result {
                     fatal(&format!("cannot write the raft log: {e}"));
@@ -374,12 +535,14 @@ impl StoreThread {
             let Some(p) = self.peers.get_mut(&region_id) else {
                 continue;
             };
-            drop(rd.take_persisted_messages());
+            // A follower's answers promise the entries are durable: only now.
+            let persisted = rd.take_persisted_messages();
+            Self::send(self.transport.as_ref(), p, persisted);
             let mut light = p.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
                 p.raw.mut_store().note_commit(commit);
             }
-            drop(light.take_messages());
+            Self::send(self.transport.as_ref(), p, light.take_messages());
             let committed = light.take_committed_entries();
             if let Some((_, entries)) = to_apply.iter_mut().find(|(r, _)| *r == region_id) {
                 entries.extend(committed);
@@ -435,9 +598,68 @@ impl StoreThread {
         for (region_id, entries) in work {
             if let Some(p) = self.peers.get_mut(&region_id) {
                 p.on_applied(&entries);
+                let (index, term) = p.applied;
+                p.raw.mut_store().set_applied(index, term);
             }
         }
     }
+}
+
+/// Where to compact `p`'s log, if it is long enough to bother: up to what this store applied
+/// durably and, on a leader, what every follower already has (a follower further behind than
+/// four thresholds is left to catch up by snapshot).
+fn compact_index(p: &Peer, threshold: u64) -> Option<u64> {
+    let first = p.raw.store().first_index_now();
+    let mut to = p.durable_applied;
+    if p.is_leader() {
+        let slowest = p
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, pr)| pr.matched)
+            .min()
+            .unwrap_or(to);
+        if slowest + 4 * threshold >= to {
+            to = to.min(slowest + 1);
+        }
+    }
+    (to > first + threshold).then_some(to)
+}
+
+/// Replaces the region's data with a snapshot's, and its log with the snapshot's point, in the
+/// same (fsync'd) commit.
+fn install_snapshot(
+    txn: &redb::WriteTransaction,
+    p: &mut Peer,
+    snap: &raft::eraftpb::Snapshot,
+    t: &mut RaftTables<'_>,
+) -> Result<(), String> {
+    let batch = WriteBatch::decode(&snap.data).map_err(|e| e.to_string())?;
+    let meta = snap.get_metadata();
+    {
+        let mut e = EngineTables::open(txn).map_err(|e| e.to_string())?;
+        e.lock.retain(|_, _| false).map_err(|e| e.to_string())?;
+        e.write.retain(|_, _| false).map_err(|e| e.to_string())?;
+        batch.apply_to(&mut e).map_err(|e| e.to_string())?;
+        e.meta
+            .insert(
+                applied_key(p.region_id).as_str(),
+                meta.index.to_be_bytes().as_slice(),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    p.raw
+        .mut_store()
+        .apply_snapshot(meta, t)
+        .map_err(|e| e.to_string())?;
+    p.applied = (meta.index, meta.term);
+    tracing::info!(
+        region = p.region_id,
+        index = meta.index,
+        "installed a snapshot from the leader"
+    );
+    Ok(())
 }
 
 /// A store that cannot write its log or apply what Raft committed must stop: carrying on
@@ -495,7 +717,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = Engine::open(dir.path()).unwrap();
         let engine = Arc::new(engine);
-        let mut ps = PeerStorage::bootstrap(FIRST_REGION_ID, vec![FIRST_PEER_ID]);
+        let region = first_region(&[(FIRST_PEER_ID, STORE_ID)]);
+        let mut ps = PeerStorage::bootstrap(region, engine.clone());
         let txn = engine.db().begin_write().unwrap();
         {
             let mut t = RaftTables::open(&txn).unwrap();
@@ -540,7 +763,9 @@ mod tests {
             .term;
         let store = start(dir.path(), engine.clone());
         drop(store);
-        let after = PeerStorage::load(&engine, FIRST_REGION_ID).unwrap().unwrap();
+        let after = PeerStorage::load(&engine, FIRST_REGION_ID)
+            .unwrap()
+            .unwrap();
         assert!(
             after.hard_state().term > term,
             "a restart is a new election"

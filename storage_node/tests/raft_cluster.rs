@@ -1,0 +1,342 @@
+//! Replicated regions under a network the test controls, in the style of raft-rs's harness and
+//! TinyKV's `test_raftstore`: three stores in one process, each with its own engine, joined by
+//! an in-memory network that can isolate a store and heal. Each test states a Raft guarantee
+//! and breaks the network to challenge it:
+//!
+//! - a write is acknowledged only once a majority has it (an isolated leader acknowledges none);
+//! - the majority elects a new leader after the old one is cut off;
+//! - a deposed leader never serves a read (even one that never noticed it was deposed);
+//! - a follower that missed entries catches up from the log, or from a snapshot once the
+//!   leader compacted its log past what the follower has.
+//!
+//! The stores run their real threads and timers; each wait is bounded and says what it waited for.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use storage_node::concurrency::ConcurrencyManager;
+use storage_node::engine::Engine;
+use storage_node::lock_manager::LockManager;
+use storage_node::mvcc::{MvccReader, MvccTxn, Write, WriteType};
+use storage_node::pd::tso::Tso;
+use storage_node::raftstore::store::{
+    FIRST_REGION_ID as REGION, Mailbox, StoreSetup, first_region,
+};
+use storage_node::raftstore::transport::{RaftMessage, Transport};
+use storage_node::raftstore::{RaftConfig, RaftStore};
+use storage_node::txn::TxnError;
+use storage_node::txn::scheduler::Scheduler;
+use storage_node::{Key, TimeStamp};
+
+/// The network between the stores: who may talk to whom.
+#[derive(Default)]
+struct Net {
+    mailboxes: Mutex<HashMap<u64, Mailbox>>,
+    cut: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Net {
+    fn isolate(&self, store: u64, stores: &[u64]) {
+        let mut cut = self.cut.lock().unwrap();
+        for &other in stores {
+            cut.insert((store, other));
+            cut.insert((other, store));
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.lock().unwrap().clear();
+    }
+}
+
+struct Link {
+    net: Arc<Net>,
+    from: u64,
+}
+
+impl Transport for Link {
+    fn send(&self, msg: RaftMessage) {
+        let to = msg.to.store_id;
+        if self.net.cut.lock().unwrap().contains(&(self.from, to)) {
+            return;
+        }
+        if let Some(mb) = self.net.mailboxes.lock().unwrap().get(&to) {
+            mb.deliver(msg);
+        }
+    }
+}
+
+struct Store {
+    raft: Arc<RaftStore>,
+    engine: Arc<Engine>,
+    _dir: tempfile::TempDir,
+}
+
+struct Cluster {
+    net: Arc<Net>,
+    stores: Vec<Store>,
+    tso: Arc<Tso>,
+    _tso_dir: tempfile::TempDir,
+}
+
+const STORES: [u64; 3] = [1, 2, 3];
+
+fn config() -> RaftConfig {
+    RaftConfig {
+        request_timeout: Duration::from_secs(2),
+        ..RaftConfig::default()
+    }
+}
+
+impl Cluster {
+    fn start(config: RaftConfig) -> Cluster {
+        let net = Arc::new(Net::default());
+        let tso_dir = tempfile::tempdir().unwrap();
+        // One timestamp oracle for all stores, as PD is.
+        let tso = Arc::new(Tso::open(tso_dir.path()).unwrap());
+        let region = first_region(&[(11, 1), (12, 2), (13, 3)]);
+        let stores = STORES
+            .iter()
+            .map(|&store_id| {
+                let dir = tempfile::tempdir().unwrap();
+                let (engine, _) = Engine::open(dir.path()).unwrap();
+                let engine = Arc::new(engine);
+                let setup = StoreSetup {
+                    store_id,
+                    bootstrap: vec![region.clone()],
+                    transport: Box::new(Link {
+                        net: net.clone(),
+                        from: store_id,
+                    }),
+                };
+                let raft = RaftStore::start_with(
+                    engine.clone(),
+                    Arc::new(ConcurrencyManager::new(tso.clone())),
+                    Arc::new(LockManager::default()),
+                    config.clone(),
+                    setup,
+                )
+                .unwrap();
+                net.mailboxes
+                    .lock()
+                    .unwrap()
+                    .insert(store_id, raft.mailbox());
+                Store {
+                    raft,
+                    engine,
+                    _dir: dir,
+                }
+            })
+            .collect();
+        Cluster {
+            net,
+            stores,
+            tso,
+            _tso_dir: tso_dir,
+        }
+    }
+
+    fn store(&self, id: u64) -> &Store {
+        &self.stores[(id - 1) as usize]
+    }
+
+    /// The store whose peer leads and may serve, among `among`, within 10 s.
+    fn leader_among(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for &id in among {
+                if self
+                    .store(id)
+                    .raft
+                    .status(REGION)
+                    .is_some_and(|s| s.is_ready_leader)
+                {
+                    return id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among stores {among:?} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes `key = value` as a committed version through store `id`'s Raft group.
+    async fn put(&self, id: u64, key: &str, value: &str) -> Result<(), TxnError> {
+        let ts = self.tso.next().unwrap();
+        let (key, value) = (Key::from_raw(key.as_bytes()), value.as_bytes().to_vec());
+        Scheduler::new(self.store(id).raft.clone())
+            .run(REGION, move |ctx| {
+                let mut txn = MvccTxn::default();
+                txn.put_write(&key, ts, Write::new(WriteType::Put, ts, value));
+                ctx.apply(txn)
+            })
+            .await
+    }
+
+    /// What store `id`'s engine holds for `key` now, without asking Raft.
+    fn local(&self, id: u64, key: &str) -> Option<String> {
+        let snap = self.store(id).engine.snapshot().unwrap();
+        MvccReader::new(&snap.lock, &snap.write)
+            .get(&Key::from_raw(key.as_bytes()), TimeStamp::max(), &[])
+            .unwrap()
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    /// A linearizable read through store `id`: a read index first, then the engine.
+    async fn read(&self, id: u64, key: &str) -> Result<Option<String>, TxnError> {
+        self.store(id).raft.read_index(REGION).await?;
+        Ok(self.local(id, key))
+    }
+
+    /// Waits (up to 10 s) until store `id`'s engine holds `value` for `key`.
+    fn wait_local(&self, id: u64, key: &str, value: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.local(id, key).as_deref() != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "store {id} never applied {key} = {value} (has {:?})",
+                self.local(id, key)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn others(id: u64) -> Vec<u64> {
+    STORES.iter().copied().filter(|&s| s != id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stores_elect_a_leader_and_every_replica_applies_a_write() {
+    let c = Cluster::start(config());
+    let leader = c.leader_among(&STORES);
+    c.put(leader, "k", "v1").await.expect("the leader commits");
+    for id in STORES {
+        c.wait_local(id, "k", "v1");
+    }
+    for follower in others(leader) {
+        let err = c
+            .put(follower, "k", "v2")
+            .await
+            .expect_err("followers refuse");
+        assert!(err.to_string().contains("not its leader"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_acknowledges_nothing_and_the_majority_carries_on() {
+    let c = Cluster::start(config());
+    let old = c.leader_among(&STORES);
+    c.put(old, "before", "1").await.unwrap();
+    c.net.isolate(old, &STORES);
+
+    let started = Instant::now();
+    let lost = c.put(old, "lost", "x").await;
+    assert!(
+        lost.is_err(),
+        "a leader cut off from its quorum acknowledged a write"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the minority write was answered only after {:?}",
+        started.elapsed()
+    );
+
+    let new = c.leader_among(&others(old));
+    c.put(new, "after", "2")
+        .await
+        .expect("the majority commits");
+    c.net.heal();
+    c.wait_local(old, "after", "2");
+    for id in STORES {
+        assert_eq!(
+            c.local(id, "lost"),
+            None,
+            "store {id} applied a write that was never committed"
+        );
+        c.wait_local(id, "before", "1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_never_serves_a_read_even_unaware_that_it_was_deposed() {
+    // Without check-quorum the old leader never steps down by itself: it keeps believing it
+    // leads, and only the read index protocol stands between it and a stale answer.
+    let c = Cluster::start(RaftConfig {
+        check_quorum: false,
+        ..config()
+    });
+    let old = c.leader_among(&STORES);
+    c.put(old, "k", "old").await.unwrap();
+    c.net.isolate(old, &STORES);
+    let new = c.leader_among(&others(old));
+    c.put(new, "k", "new").await.unwrap();
+    assert_eq!(c.read(new, "k").await.unwrap().as_deref(), Some("new"));
+
+    let status = c.store(old).raft.status(REGION).unwrap();
+    assert!(
+        status.is_ready_leader,
+        "the test needs the old leader still believing it leads: {status:?}"
+    );
+    match c.read(old, "k").await {
+        Err(e) => assert!(e.to_string().contains("stale command"), "{e}"),
+        Ok(v) => panic!("the deposed leader served a read: {v:?} (the majority has \"new\")"),
+    }
+    c.net.heal();
+    c.wait_local(old, "k", "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_entries_catches_up_from_the_log() {
+    let c = Cluster::start(config());
+    let leader = c.leader_among(&STORES);
+    let lagging = others(leader)[0];
+    c.net.isolate(lagging, &STORES);
+    for i in 0..10 {
+        c.put(leader, &format!("k{i}"), &i.to_string())
+            .await
+            .unwrap();
+    }
+    assert_eq!(c.local(lagging, "k9"), None);
+    c.net.heal();
+    for i in 0..10 {
+        c.wait_local(lagging, &format!("k{i}"), &i.to_string());
+    }
+    let s = c.store(lagging).raft.status(REGION).unwrap();
+    assert_eq!(s.first_index, 1, "caught up by log, not by snapshot: {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_compacted_log_catches_up_from_a_snapshot() {
+    let c = Cluster::start(RaftConfig {
+        log_gc_threshold: 5,
+        ..config()
+    });
+    let leader = c.leader_among(&STORES);
+    let lagging = others(leader)[0];
+    c.net.isolate(lagging, &STORES);
+    for i in 0..60 {
+        c.put(leader, &format!("k{i}"), &i.to_string())
+            .await
+            .unwrap();
+    }
+    let behind = c.store(lagging).raft.status(REGION).unwrap();
+    let ahead = c.store(leader).raft.status(REGION).unwrap();
+    assert!(
+        ahead.first_index > behind.last_index + 1,
+        "the leader must have compacted past the follower: {ahead:?} vs {behind:?}"
+    );
+    c.net.heal();
+    for i in 0..60 {
+        c.wait_local(lagging, &format!("k{i}"), &i.to_string());
+    }
+    let s = c.store(lagging).raft.status(REGION).unwrap();
+    assert!(
+        s.first_index > 1,
+        "the follower restarted its log at a snapshot: {s:?}"
+    );
+}
