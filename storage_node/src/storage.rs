@@ -95,6 +95,11 @@ impl Storage {
         self.identity.cluster_id
     }
 
+    /// Where other stores deliver Raft messages for this store's regions.
+    pub fn raft_mailbox(&self) -> crate::raftstore::store::Mailbox {
+        self.raft.mailbox()
+    }
+
     /// The timestamp oracle (PD's TSO service hands out its timestamps).
     pub fn tso(&self) -> &Tso {
         &self.tso

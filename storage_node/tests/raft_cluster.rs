@@ -10,6 +10,8 @@
 //!   leader compacted its log past what the follower has.
 //!
 //! The stores run their real threads and timers; each wait is bounded and says what it waited for.
+//! One test runs the same cluster over real gRPC (TiKV's `Raft` stream on loopback ports), the
+//! transport store processes use.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,9 @@ use storage_node::engine::Engine;
 use storage_node::lock_manager::LockManager;
 use storage_node::mvcc::{MvccReader, MvccTxn, Write, WriteType};
 use storage_node::pd::tso::Tso;
+use storage_node::proto::raft_serverpb;
+use storage_node::proto::tikvpb::tikv_server::{Tikv, TikvServer};
+use storage_node::raftstore::grpc::{self, GrpcTransport};
 use storage_node::raftstore::store::{
     FIRST_REGION_ID as REGION, Mailbox, StoreSetup, first_region,
 };
@@ -70,7 +75,23 @@ impl Transport for Link {
 struct Store {
     raft: Arc<RaftStore>,
     engine: Arc<Engine>,
+    /// The store's gRPC server, when the cluster runs over gRPC.
+    server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// A TiKV service that only takes Raft messages (the rest answer UNIMPLEMENTED).
+struct RaftOnly(Mailbox);
+
+#[tonic::async_trait]
+impl Tikv for RaftOnly {
+    async fn raft(
+        &self,
+        request: tonic::Request<tonic::Streaming<raft_serverpb::RaftMessage>>,
+    ) -> Result<tonic::Response<raft_serverpb::Done>, tonic::Status> {
+        let done = grpc::receive(request.into_inner(), self.0.clone()).await?;
+        Ok(tonic::Response::new(done))
+    }
 }
 
 struct Cluster {
@@ -92,6 +113,58 @@ fn config() -> RaftConfig {
 impl Cluster {
     fn start(config: RaftConfig) -> Cluster {
         let net = Arc::new(Net::default());
+        Self::start_with(config, |store_id| {
+            Box::new(Link {
+                net: net.clone(),
+                from: store_id,
+            })
+        })
+        .with_net(net)
+    }
+
+    fn with_net(mut self, net: Arc<Net>) -> Cluster {
+        for (i, s) in self.stores.iter().enumerate() {
+            net.mailboxes
+                .lock()
+                .unwrap()
+                .insert(i as u64 + 1, s.raft.mailbox());
+        }
+        self.net = net;
+        self
+    }
+
+    /// The same cluster, each store serving TiKV's `Raft` stream on a loopback port.
+    async fn start_over_grpc(config: RaftConfig) -> Cluster {
+        let mut listeners = HashMap::new();
+        let mut addrs = HashMap::new();
+        for id in STORES {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert(id, l.local_addr().unwrap().to_string());
+            listeners.insert(id, l);
+        }
+        let addrs = Arc::new(addrs);
+        let runtime = tokio::runtime::Handle::current();
+        let mut c = Self::start_with(config, |_| {
+            let addrs = addrs.clone();
+            Box::new(GrpcTransport::new(
+                runtime.clone(),
+                Arc::new(move |store| addrs.get(&store).cloned()),
+            ))
+        });
+        for (i, store) in c.stores.iter_mut().enumerate() {
+            let listener = listeners.remove(&(i as u64 + 1)).unwrap();
+            let svc = TikvServer::new(RaftOnly(store.raft.mailbox()));
+            store.server = Some(tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await;
+            }));
+        }
+        c
+    }
+
+    fn start_with(config: RaftConfig, transport: impl Fn(u64) -> Box<dyn Transport>) -> Cluster {
         let tso_dir = tempfile::tempdir().unwrap();
         // One timestamp oracle for all stores, as PD is.
         let tso = Arc::new(Tso::open(tso_dir.path()).unwrap());
@@ -105,10 +178,7 @@ impl Cluster {
                 let setup = StoreSetup {
                     store_id,
                     bootstrap: vec![region.clone()],
-                    transport: Box::new(Link {
-                        net: net.clone(),
-                        from: store_id,
-                    }),
+                    transport: transport(store_id),
                 };
                 let raft = RaftStore::start_with(
                     engine.clone(),
@@ -118,19 +188,16 @@ impl Cluster {
                     setup,
                 )
                 .unwrap();
-                net.mailboxes
-                    .lock()
-                    .unwrap()
-                    .insert(store_id, raft.mailbox());
                 Store {
                     raft,
                     engine,
+                    server: None,
                     _dir: dir,
                 }
             })
             .collect();
         Cluster {
-            net,
+            net: Arc::default(),
             stores,
             tso,
             _tso_dir: tso_dir,
@@ -339,4 +406,21 @@ async fn a_follower_behind_a_compacted_log_catches_up_from_a_snapshot() {
         s.first_index > 1,
         "the follower restarted its log at a snapshot: {s:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_grpc_three_stores_elect_a_leader_and_replicate() {
+    let c = Cluster::start_over_grpc(config()).await;
+    let leader = c.leader_among(&STORES);
+    for (i, value) in ["v1", "v2", "v3"].into_iter().enumerate() {
+        c.put(leader, &format!("k{i}"), value)
+            .await
+            .expect("the leader commits");
+    }
+    for id in STORES {
+        for (i, value) in ["v1", "v2", "v3"].into_iter().enumerate() {
+            c.wait_local(id, &format!("k{i}"), value);
+        }
+    }
+    assert!(c.store(leader).server.is_some());
 }

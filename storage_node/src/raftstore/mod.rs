@@ -10,12 +10,15 @@
 //! - [`peer`]: one region's peer — its queue of writes, its one batch in flight, its reads.
 //! - [`store`]: the store thread that ticks the peers, executes writes on leaders, persists
 //!   every peer's log in one fsync, and applies what Raft committed.
+//! - [`transport`] and [`grpc`]: how Raft messages reach the other stores of a region (TiKV's
+//!   `Raft` gRPC stream between store processes).
 //!
 //! Today a store holds one region with one peer: a Raft group of one, so an entry commits as
 //! soon as it is durable on this store. It is the same code path a replicated region uses
 //! (propose → persist → commit → apply), only with a quorum of one.
 
 pub mod command;
+pub mod grpc;
 pub mod peer;
 pub mod peer_storage;
 pub mod store;

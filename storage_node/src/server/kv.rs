@@ -131,6 +131,17 @@ mod pessimistic;
 
 #[tonic::async_trait]
 impl Tikv for KvService {
+    async fn raft(
+        &self,
+        request: Request<tonic::Streaming<crate::proto::raft_serverpb::RaftMessage>>,
+    ) -> Result<Response<crate::proto::raft_serverpb::Done>, Status> {
+        // Another store's peers talking to ours (see `raftstore::grpc`).
+        let done =
+            crate::raftstore::grpc::receive(request.into_inner(), self.storage.raft_mailbox())
+                .await?;
+        Ok(Response::new(done))
+    }
+
     async fn kv_pessimistic_lock(
         &self,
         request: Request<kvrpcpb::PessimisticLockRequest>,
