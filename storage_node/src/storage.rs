@@ -163,6 +163,8 @@ impl Storage {
         max_ts: TimeStamp,
         limit: usize,
     ) -> Result<Vec<LockInfo>, TxnError> {
+        // Lock scans (GC, lock cleanup) read at `max_ts` too.
+        self.cm.update_max_ts(max_ts);
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
         let locks =
             MvccReader::new(&snap.lock, &snap.write).scan_locks(lower, upper, max_ts, limit)?;

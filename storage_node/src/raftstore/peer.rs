@@ -54,6 +54,8 @@ pub struct Peer {
     next_read_id: u64,
     /// Index and term of the last applied entry.
     pub applied: (u64, u64),
+    /// The term in which this peer, as leader, raised the store's max_ts from the TSO.
+    pub max_ts_synced_term: u64,
     /// Applied index as of the last fsync of the engine file (the log may be compacted
     /// up to it: entries applied after it could still need a replay).
     pub durable_applied: u64,
@@ -75,6 +77,7 @@ impl Peer {
             next_read_id: 1,
             applied: (applied, applied_term),
             durable_applied: applied,
+            max_ts_synced_term: 0,
             was_leader: false,
         }
     }
@@ -84,9 +87,15 @@ impl Peer {
         self.raw.raft.state == StateRole::Leader
     }
 
-    /// A leader that has applied an entry of its own term: everything committed before it
-    /// took over is in its engine, so it may execute writes and serve reads.
+    /// A leader that has applied an entry of its own term (everything committed before it
+    /// took over is in its engine) and synced max_ts in this term: it may execute writes and
+    /// serve reads.
     pub fn is_ready_leader(&self) -> bool {
+        self.is_applied_leader() && self.max_ts_synced_term == self.raw.raft.term
+    }
+
+    /// A leader that has applied an entry of its own term.
+    pub fn is_applied_leader(&self) -> bool {
         self.is_leader() && self.applied.1 == self.raw.raft.term
     }
 

@@ -425,6 +425,15 @@ impl StoreThread {
     fn round(&mut self, now: Instant) {
         for p in self.peers.values_mut() {
             p.check(now);
+            if p.is_applied_leader() && p.max_ts_synced_term != p.raw.raft.term {
+                // A new leader cannot know what its predecessor served; until max_ts is above
+                // that, it holds its writes (queued, not failed: the TiKV client treats
+                // MaxTimestampNotSynced as fatal).
+                match self.cm.sync_max_ts() {
+                    Ok(_) => p.max_ts_synced_term = p.raw.raft.term,
+                    Err(e) => tracing::warn!(region = p.region_id, "cannot sync max_ts: {e}"),
+                }
+            }
             if let Some(tasks) = p.take_batch(MAX_BATCH)
                 && let Some(executed) =
                     scheduler::execute_batch(&self.engine, &self.cm, &self.lock_manager, tasks)

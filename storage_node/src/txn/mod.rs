@@ -9,7 +9,7 @@
 pub mod actions;
 pub mod scheduler;
 
-use crate::concurrency::ConcurrencyManager;
+use crate::concurrency::{CommitHandle, ConcurrencyManager};
 use crate::mvcc::reader::{MvccReader, ReadError};
 use crate::mvcc::{Lock, MvccTxn};
 use crate::proto::kvrpcpb;
@@ -240,7 +240,7 @@ pub struct WriteContext<'t> {
     /// Allocates commit timestamps that readers must wait for.
     pub cm: &'t ConcurrencyManager,
     /// Commit timestamps allocated in this batch, released once it is applied.
-    pub allocated: Vec<TimeStamp>,
+    pub allocated: Vec<CommitHandle>,
     /// The engine writes of the batch so far, proposed to Raft as one entry.
     pub batch: WriteBatch,
     /// An engine write failed half-way: the batch must be abandoned, not proposed.
@@ -253,11 +253,16 @@ impl<'t> WriteContext<'t> {
         MvccReader::new(&self.tables.lock, &self.tables.write)
     }
 
-    /// Allocates a commit ts for `keys` that readers above it will wait for.
-    pub fn allocate_commit_ts(&mut self, keys: Vec<Key>) -> Result<TimeStamp, TxnError> {
-        let ts = self.cm.allocate_commit_ts(keys)?;
-        self.allocated.push(ts);
-        Ok(ts)
+    /// Chooses a commit ts of at least `floor` for `keys`, above every read this store
+    /// served, that readers above it will wait for (see [`crate::concurrency`]).
+    pub fn allocate_commit_ts(
+        &mut self,
+        keys: Vec<Key>,
+        floor: TimeStamp,
+    ) -> Result<TimeStamp, TxnError> {
+        let h = self.cm.allocate_commit_ts(keys, floor)?;
+        self.allocated.push(h);
+        Ok(h.ts)
     }
 
     /// Records a command's buffered changes (call only when the command succeeded): into the

@@ -12,13 +12,12 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::concurrency::ConcurrencyManager;
+use crate::concurrency::{CommitHandle, ConcurrencyManager};
 use crate::engine::Engine;
 use crate::lock_manager::LockManager;
 use crate::raftstore::RaftStore;
 use crate::raftstore::command::{EngineTables, WriteBatch};
 use crate::txn::{TxnError, WriteContext};
-use crate::txn_types::TimeStamp;
 
 /// Most commands sharing one entry; bounds the latency a batch adds to its first member.
 pub const MAX_BATCH: usize = 256;
@@ -93,7 +92,7 @@ pub struct Executed {
     /// How to answer each caller.
     pub completions: Vec<Completion>,
     /// Commit timestamps readers wait for until the batch is applied or abandoned.
-    pub allocated: Vec<TimeStamp>,
+    pub allocated: Vec<CommitHandle>,
     /// The writes to propose.
     pub batch: WriteBatch,
     cm: Arc<ConcurrencyManager>,

@@ -47,6 +47,9 @@ pub fn check_txn_status(
     ctx: &mut WriteContext<'_>,
     args: &CheckTxnStatusArgs,
 ) -> Result<TxnStatus, TxnError> {
+    // The caller will read at its start ts once it knows this transaction's fate: a commit
+    // timestamp chosen here later must land above it (TiKV does the same).
+    ctx.cm.update_max_ts(args.caller_start_ts);
     let key = &args.primary;
     let lock = ctx.reader().load_lock(key)?;
     match lock {

@@ -214,8 +214,10 @@ pub fn prewrite(
     let mut txn = MvccTxn::default();
     let keys: Vec<Key> = intents.iter().map(|(k, _, _, _)| k.clone()).collect();
     let mut outcome = PrewriteOutcome::default();
+    // TiKV's floor: above the start ts and the for-update ts (the store adds max_ts + 1).
+    let floor = args.start_ts.next().max(args.for_update_ts.next());
     if args.try_one_pc {
-        let commit_ts = ctx.allocate_commit_ts(keys)?;
+        let commit_ts = ctx.allocate_commit_ts(keys, floor)?;
         for key in &unwritten_pessimistic {
             txn.unlock(key);
         }
@@ -232,7 +234,7 @@ pub fn prewrite(
         outcome.one_pc_commit_ts = commit_ts;
     } else {
         let min_commit_ts = if args.use_async_commit && !intents.is_empty() {
-            ctx.allocate_commit_ts(keys)?
+            ctx.allocate_commit_ts(keys, floor)?
         } else {
             args.start_ts.next()
         };
