@@ -95,6 +95,25 @@ impl Storage {
         self.identity.cluster_id
     }
 
+    /// Checks a request's region context against the regions this store holds: `None` when
+    /// it may proceed. Requests without a region id (store-level ones) always may.
+    pub fn check_region(
+        &self,
+        ctx: Option<&crate::proto::kvrpcpb::Context>,
+    ) -> Option<crate::raftstore::RegionError> {
+        use crate::raftstore::RegionError;
+        let ctx = ctx.filter(|c| c.region_id != 0)?;
+        let Some(region) = self.raft.region(ctx.region_id) else {
+            return Some(RegionError::RegionNotFound(ctx.region_id));
+        };
+        match (&ctx.region_epoch, &region.region_epoch) {
+            (Some(asked), Some(now)) if asked != now => Some(RegionError::EpochNotMatch {
+                current: vec![region],
+            }),
+            _ => None,
+        }
+    }
+
     /// Where other stores deliver Raft messages for this store's regions.
     pub fn raft_mailbox(&self) -> crate::raftstore::store::Mailbox {
         self.raft.mailbox()

@@ -80,6 +80,13 @@ pub enum RegionError {
     /// The region has no peer on this store.
     #[error("region {0} is not on this store")]
     RegionNotFound(u64),
+    /// The request's region epoch is not the region's current one (it split or changed
+    /// members since the client cached it); `current` lists what the region is now.
+    #[error("region epoch does not match (the region changed since the client cached it)")]
+    EpochNotMatch {
+        /// The regions that now hold the requested range.
+        current: Vec<metapb::Region>,
+    },
     /// The command was proposed but not committed in time, or its entry was replaced by a new
     /// leader's: its outcome is unknown and the client retries it.
     #[error("stale command: the proposal was not committed in time or was superseded")]
@@ -106,6 +113,11 @@ impl RegionError {
                 })
             }
             RegionError::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
+            RegionError::EpochNotMatch { current } => {
+                e.epoch_not_match = Some(errorpb::EpochNotMatch {
+                    current_regions: current.clone(),
+                })
+            }
         }
         e
     }

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Entry, EntryType};
@@ -137,6 +137,9 @@ enum StoreMsg {
 /// Handle to the store thread.
 pub struct RaftStore {
     tx: mpsc::Sender<StoreMsg>,
+    /// The regions this store holds (range, epoch, peers), for request checks; the store
+    /// thread keeps it current.
+    regions: Arc<RwLock<BTreeMap<u64, metapb::Region>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     config: RaftConfig,
 }
@@ -225,6 +228,12 @@ impl RaftStore {
             }
             peers.insert(region_id, Peer::new(me, raw, applied));
         }
+        let regions = Arc::new(RwLock::new(
+            peers
+                .iter()
+                .map(|(id, p)| (*id, p.raw.store().region().clone()))
+                .collect(),
+        ));
         let (tx, rx) = mpsc::channel();
         let mut thread = StoreThread {
             engine,
@@ -243,9 +252,19 @@ impl RaftStore {
             .map_err(|e| EngineError::Redb(format!("cannot start the raftstore thread: {e}")))?;
         Ok(Arc::new(RaftStore {
             tx,
+            regions,
             thread: Mutex::new(Some(handle)),
             config,
         }))
+    }
+
+    /// Region `region_id` as this store holds it (range, epoch, peers).
+    pub fn region(&self, region_id: u64) -> Option<metapb::Region> {
+        self.regions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&region_id)
+            .cloned()
     }
 
     /// Where other stores deliver this store's Raft messages.

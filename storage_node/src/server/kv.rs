@@ -18,6 +18,7 @@ use crate::mvcc::{ScanArgs, ScanEntry};
 use crate::proto::kvrpcpb::prewrite_request::PessimisticAction;
 use crate::proto::kvrpcpb::{self, KeyError, KvPair};
 use crate::proto::tikvpb::tikv_server::Tikv;
+use crate::raftstore::RegionError;
 use crate::storage::Storage;
 use crate::trace::Tracer;
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
@@ -84,6 +85,57 @@ region_error_slot!(
     UnsafeDestroyRangeResponse
 );
 
+/// Requests that carry a region context (every region-level TiKV request; store-level ones
+/// such as `UnsafeDestroyRange` and `Gc` answer none).
+pub(crate) trait HasContext {
+    fn context(&self) -> Option<&kvrpcpb::Context>;
+}
+
+macro_rules! has_context {
+    ($($t:ident),*) => {$(
+        impl HasContext for kvrpcpb::$t {
+            fn context(&self) -> Option<&kvrpcpb::Context> {
+                self.context.as_ref()
+            }
+        }
+    )*};
+}
+has_context!(
+    BatchGetRequest,
+    BatchRollbackRequest,
+    CheckSecondaryLocksRequest,
+    CheckTxnStatusRequest,
+    CleanupRequest,
+    CommitRequest,
+    GetRequest,
+    PessimisticLockRequest,
+    PessimisticRollbackRequest,
+    PrewriteRequest,
+    ResolveLockRequest,
+    ScanLockRequest,
+    ScanRequest,
+    TxnHeartBeatRequest
+);
+
+impl HasContext for kvrpcpb::UnsafeDestroyRangeRequest {
+    fn context(&self) -> Option<&kvrpcpb::Context> {
+        None
+    }
+}
+
+impl HasContext for kvrpcpb::GcRequest {
+    fn context(&self) -> Option<&kvrpcpb::Context> {
+        None
+    }
+}
+
+/// A response carrying only `e` in its `region_error`.
+pub(crate) fn region_error_response<R: Default + RegionErrorSlot>(e: &RegionError) -> R {
+    let mut resp = R::default();
+    *resp.region_error_mut() = Some(e.to_pb());
+    resp
+}
+
 /// Puts a region error (not the leader, not committed in time …) in the response's
 /// `region_error`, where the client looks for it to re-route and retry; returns whether `e`
 /// was one. Everything else is a key error, in the field each response has for it.
@@ -117,8 +169,21 @@ macro_rules! traced {
             Vec::new()
         };
         let start_ts = $start_ts(&$req);
-        let (resp, error): (_, Option<String>) = $body($req).await;
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        if let Some(e) = $self.storage.check_region(HasContext::context(&$req)) {
+            // Wrong region, stale epoch: TiKV answers before touching any data, and the client
+            // refreshes its region cache from PD and retries.
+            $self.tracer.record(
+                started,
+                peer,
+                $rpc,
+                start_ts,
+                &key_refs,
+                Some(e.to_string()),
+            );
+            return Ok(Response::new(region_error_response(&e)));
+        }
+        let (resp, error): (_, Option<String>) = $body($req).await;
         $self
             .tracer
             .record(started, peer, $rpc, start_ts, &key_refs, error);

@@ -8,7 +8,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{KvService, err_text, key_error, region_error};
+use super::{HasContext, KvService, err_text, key_error, region_error, region_error_response};
 use crate::lock_manager;
 use crate::proto::kvrpcpb::{self, Assertion};
 use crate::txn::actions::acquire_pessimistic_lock::{AcquireArgs, LockKey};
