@@ -41,6 +41,25 @@ pub struct TraceLine<'a> {
     pub error: Option<String>,
     /// Time spent serving it, in microseconds.
     pub us: u64,
+    /// For a write that went through Raft: where its time went inside the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<crate::raftstore::RaftSteps>,
+}
+
+/// How an RPC ended: its error, if any, and for a replicated write its Raft steps.
+#[derive(Default)]
+pub struct Served {
+    /// The error, if any.
+    pub error: Option<String>,
+    /// Where a write's time went in Raft.
+    pub raft: Option<crate::raftstore::RaftSteps>,
+}
+
+impl Served {
+    /// An RPC that ended with `error` (or succeeded, for `None`) without Raft steps.
+    pub fn with_error(error: Option<String>) -> Served {
+        Served { error, raft: None }
+    }
 }
 
 /// Writes trace lines to a file, or does nothing when tracing is off.
@@ -86,8 +105,9 @@ impl Tracer {
         rpc: &str,
         start_ts: u64,
         keys: &[&[u8]],
-        error: Option<String>,
+        served: Served,
     ) {
+        let Served { error, raft } = served;
         let (Some(out), Some((t0, at_us))) = (&self.out, started) else {
             return;
         };
@@ -106,6 +126,7 @@ impl Tracer {
             ok: error.is_none(),
             error,
             us: t0.elapsed().as_micros() as u64,
+            raft,
         };
         let mut out = out.lock().unwrap();
         if serde_json::to_writer(&mut *out, &line).is_ok() {

@@ -24,9 +24,33 @@ pub mod peer_storage;
 pub mod store;
 pub mod transport;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::proto::{errorpb, metapb};
+
+/// Where one write's time went inside the store, step by step (µs): waiting in its region's
+/// queue, running its Percolator action, the leader's log append and fsync, waiting for a
+/// quorum (zero in a group of one), and applying. The storage trace records it with each
+/// write RPC, so a statement's waterfall shows its Raft steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RaftSteps {
+    /// Arrival at the store thread → its batch starts running.
+    pub queued_us: u64,
+    /// Running the batch's actions (the leader's Percolator work).
+    pub execute_us: u64,
+    /// Proposed → the leader's log holds it durably (one fsync).
+    pub persist_us: u64,
+    /// Persisted → committed (a quorum of the region's peers has it).
+    pub commit_us: u64,
+    /// Committed → applied to the engine and answered.
+    pub apply_us: u64,
+}
+
+tokio::task_local! {
+    /// Set by the gRPC layer around a request; the scheduler leaves the write's steps in it.
+    pub static RAFT_STEPS: Arc<Mutex<Option<RaftSteps>>>;
+}
 
 pub use store::RaftStore;
 

@@ -47,7 +47,8 @@ pub struct Peer {
     pub peer_id: u64,
     /// The Raft state machine.
     pub raw: RawNode<PeerStorage>,
-    queued: VecDeque<(Task, Instant)>,
+    /// Writes waiting to run: the task, when it arrived, its deadline.
+    queued: VecDeque<(Task, Instant, Instant)>,
     inflight: Option<Inflight>,
     reads_unsent: Vec<(ReadCallback, Instant)>,
     reads: VecDeque<ReadBatch>,
@@ -116,8 +117,8 @@ impl Peer {
     }
 
     /// Queues a write task (it runs when this peer is a ready leader with nothing in flight).
-    pub fn push_write(&mut self, task: Task, deadline: Instant) {
-        self.queued.push_back((task, deadline));
+    pub fn push_write(&mut self, task: Task, arrived: Instant, deadline: Instant) {
+        self.queued.push_back((task, arrived, deadline));
     }
 
     /// Queues a read-index request.
@@ -131,16 +132,17 @@ impl Peer {
     }
 
     /// Takes up to `max` queued writes to run as one batch, if this peer may run them now.
-    pub fn take_batch(&mut self, max: usize) -> Option<Vec<Task>> {
+    pub fn take_batch(&mut self, max: usize) -> Option<Vec<(Task, Instant)>> {
         if !self.can_execute() {
             return None;
         }
         let n = self.queued.len().min(max);
-        Some(self.queued.drain(..n).map(|(t, _)| t).collect())
+        Some(self.queued.drain(..n).map(|(t, a, _)| (t, a)).collect())
     }
 
     /// Proposes an executed batch's writes; answers its callers at once if that fails.
-    pub fn propose(&mut self, executed: Executed, deadline: Instant) {
+    pub fn propose(&mut self, mut executed: Executed, deadline: Instant) {
+        executed.proposed = Some(Instant::now());
         let data = executed.batch.encode();
         let before = self.raw.raft.raft_log.last_index();
         if self.raw.propose(Vec::new(), data).is_err()
@@ -156,6 +158,23 @@ impl Peer {
             executed: Some(executed),
             deadline,
         });
+    }
+
+    /// Notes, for the batch in flight, when its entry became durable in this peer's log and
+    /// when Raft reported it committed (the steps a write's trace shows).
+    pub fn note_progress(&mut self, now: Instant) {
+        let last = self.raw.store().last_index_now();
+        let committed = self.raw.raft.raft_log.committed;
+        if let Some(f) = self.inflight.as_mut()
+            && let Some(ex) = f.executed.as_mut()
+        {
+            if ex.persisted.is_none() && f.index <= last {
+                ex.persisted = Some(now);
+            }
+            if ex.committed.is_none() && f.index <= committed {
+                ex.committed = Some(now);
+            }
+        }
     }
 
     /// Sends one read-index request for every read queued since the last one.
@@ -268,7 +287,7 @@ impl Peer {
         }
         if !leader && !self.queued.is_empty() {
             let err = self.not_leader();
-            for (task, _) in self.queued.drain(..) {
+            for (task, _, _) in self.queued.drain(..) {
                 task.reject(err.clone().into());
             }
         }
@@ -280,8 +299,8 @@ impl Peer {
             // the next batch must see it if it commits.
             executed.finish(Err(RegionError::StaleCommand.into()));
         }
-        while self.queued.front().is_some_and(|(_, d)| now >= *d) {
-            let (task, _) = self.queued.pop_front().expect("checked");
+        while self.queued.front().is_some_and(|(_, _, d)| now >= *d) {
+            let (task, _, _) = self.queued.pop_front().expect("checked");
             task.reject(RegionError::StaleCommand.into());
         }
         self.reads.retain_mut(|b| {

@@ -401,7 +401,7 @@ impl StoreThread {
         let deadline = Instant::now() + self.config.request_timeout;
         match msg {
             StoreMsg::Write { region_id, task } => match self.peers.get_mut(&region_id) {
-                Some(p) if p.is_leader() => p.push_write(task, deadline),
+                Some(p) if p.is_leader() => p.push_write(task, Instant::now(), deadline),
                 Some(p) => task.reject(p.not_leader().into()),
                 None => task.reject(RegionError::RegionNotFound(region_id).into()),
             },
@@ -551,6 +551,10 @@ impl StoreThread {
             if let Err(e) = txn.commit() {
                 fatal(&format!("cannot persist the raft log: {e}"));
             }
+            let now = Instant::now();
+            for p in self.peers.values_mut() {
+                p.note_progress(now);
+            }
             for (region_id, applied) in applied_now {
                 if let Some(p) = self.peers.get_mut(&region_id) {
                     p.durable_applied = applied;
@@ -570,6 +574,7 @@ impl StoreThread {
             if let Some(commit) = light.commit_index() {
                 p.raw.mut_store().note_commit(commit);
             }
+            p.note_progress(Instant::now());
             Self::send(self.transport.as_ref(), p, light.take_messages());
             let committed = light.take_committed_entries();
             if let Some((_, entries)) = to_apply.iter_mut().find(|(r, _)| *r == region_id) {

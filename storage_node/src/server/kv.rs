@@ -179,14 +179,27 @@ macro_rules! traced {
                 $rpc,
                 start_ts,
                 &key_refs,
-                Some(e.to_string()),
+                crate::trace::Served::with_error(Some(e.to_string())),
             );
             return Ok(Response::new(region_error_response(&e)));
         }
-        let (resp, error): (_, Option<String>) = $body($req).await;
-        $self
-            .tracer
-            .record(started, peer, $rpc, start_ts, &key_refs, error);
+        // The scheduler leaves a write's Raft steps here, for the trace.
+        let steps = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (resp, error): (_, Option<String>) = crate::raftstore::RAFT_STEPS
+            .scope(steps.clone(), $body($req))
+            .await;
+        let raft_steps = steps.lock().ok().and_then(|s| *s);
+        $self.tracer.record(
+            started,
+            peer,
+            $rpc,
+            start_ts,
+            &key_refs,
+            crate::trace::Served {
+                error,
+                raft: raft_steps,
+            },
+        );
         Ok(Response::new(resp))
     }};
 }

@@ -17,7 +17,7 @@ use crate::proto::metapb;
 use crate::proto::pdpb::{self, pd_server::Pd};
 use crate::server::DialedAuthority;
 use crate::storage::Storage;
-use crate::trace::Tracer;
+use crate::trace::{Served, Tracer};
 use crate::txn_types::TimeStamp;
 
 /// Our single store, its region and the region's peer (the leader): the raftstore's ids.
@@ -176,7 +176,7 @@ impl Pd for PdService {
             }
             let last = storage.tso().allocate(u64::from(req.count));
             let error = last.as_ref().err().map(|e| e.to_string());
-            tracer.record(started, peer, "PdTso", 0, &[], error);
+            tracer.record(started, peer, "PdTso", 0, &[], Served::with_error(error));
             let last = last.map_err(|e| Status::unavailable(format!("timestamp oracle: {e}")))?;
             Ok(pdpb::TsoResponse {
                 header: Some(pdpb::ResponseHeader {

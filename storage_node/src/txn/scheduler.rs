@@ -11,19 +11,21 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::concurrency::{CommitHandle, ConcurrencyManager};
 use crate::engine::Engine;
 use crate::lock_manager::LockManager;
-use crate::raftstore::RaftStore;
 use crate::raftstore::command::{EngineTables, WriteBatch};
+use crate::raftstore::{RAFT_STEPS, RaftSteps, RaftStore};
 use crate::txn::{TxnError, WriteContext};
 
 /// Most commands sharing one entry; bounds the latency a batch adds to its first member.
 pub const MAX_BATCH: usize = 256;
 
-/// Runs once the batch's entry is applied (or failed), with that outcome.
-pub type Completion = Box<dyn FnOnce(Result<(), TxnError>) + Send>;
+/// Runs once the batch's entry is applied (or failed), with that outcome and, for a batch that
+/// went through Raft, where its time went.
+pub type Completion = Box<dyn FnOnce(Result<(), TxnError>, Option<RaftSteps>) + Send>;
 
 /// A queued write command: run it against a batch, or answer its caller without running it.
 pub trait Command: Send {
@@ -36,9 +38,12 @@ pub trait Command: Send {
 /// A command as the store thread queues it.
 pub type Task = Box<dyn Command>;
 
+/// A caller's answer: the result, and the steps its batch went through.
+type Reply<R> = (Result<R, TxnError>, Option<RaftSteps>);
+
 struct Typed<R, F> {
     command: F,
-    reply: tokio::sync::oneshot::Sender<Result<R, TxnError>>,
+    reply: tokio::sync::oneshot::Sender<Reply<R>>,
 }
 
 impl<R, F> Command for Typed<R, F>
@@ -49,13 +54,13 @@ where
     fn run(self: Box<Self>, ctx: &mut WriteContext<'_>) -> Completion {
         let Typed { command, reply } = *self;
         let result = command(ctx);
-        Box::new(move |applied| {
-            let _ = reply.send(applied.and(result));
+        Box::new(move |applied, steps| {
+            let _ = reply.send((applied.and(result), steps));
         })
     }
 
     fn reject(self: Box<Self>, error: TxnError) {
-        let _ = self.reply.send(Err(error));
+        let _ = self.reply.send((Err(error), None));
     }
 }
 
@@ -80,23 +85,38 @@ impl Scheduler {
         let (reply, reply_rx) = tokio::sync::oneshot::channel();
         self.raft
             .write(region_id, Box::new(Typed { command, reply }))?;
-        reply_rx.await.map_err(|_| {
+        let (result, steps) = reply_rx.await.map_err(|_| {
             TxnError::Engine("the command was not applied: the store stopped or the command panicked (see the storage-node log)".into())
-        })?
+        })?;
+        if let Some(steps) = steps {
+            // For the trace, when the gRPC layer asked (outside a request this is a no-op).
+            let _ = RAFT_STEPS.try_with(|cell| {
+                *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(steps);
+            });
+        }
+        result
     }
 }
 
 /// A batch that ran: its callers' completions, the commit timestamps it allocated (to
 /// release once its fate is known) and the engine writes to replicate.
 pub struct Executed {
-    /// How to answer each caller.
-    pub completions: Vec<Completion>,
+    /// How to answer each caller, and when its command reached the store thread.
+    pub completions: Vec<(Completion, Instant)>,
     /// Commit timestamps readers wait for until the batch is applied or abandoned.
     pub allocated: Vec<CommitHandle>,
     /// The writes to propose.
     pub batch: WriteBatch,
     cm: Arc<ConcurrencyManager>,
     lock_manager: Arc<LockManager>,
+    /// When the batch started running, was proposed, persisted and committed.
+    started: Instant,
+    /// Set by the peer as the entry moves through Raft.
+    pub proposed: Option<Instant>,
+    /// The leader's log holds the entry durably.
+    pub persisted: Option<Instant>,
+    /// A quorum holds it.
+    pub committed: Option<Instant>,
 }
 
 impl Executed {
@@ -107,8 +127,23 @@ impl Executed {
         if outcome.is_ok() && self.batch.releases_locks() {
             self.lock_manager.wake_up();
         }
-        for done in self.completions {
-            done(outcome.clone());
+        let applied = Instant::now();
+        let us = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_micros() as u64,
+            _ => 0,
+        };
+        let (started, proposed) = (Some(self.started), self.proposed);
+        // Steps only for a batch that went through Raft and was applied.
+        let replicated = outcome.is_ok() && proposed.is_some();
+        for (done, arrived) in self.completions {
+            let steps = replicated.then(|| RaftSteps {
+                queued_us: us(Some(arrived), started),
+                execute_us: us(started, proposed),
+                persist_us: us(proposed, self.persisted),
+                commit_us: us(self.persisted, self.committed),
+                apply_us: us(self.committed, Some(applied)),
+            });
+            done(outcome.clone(), steps);
         }
     }
 }
@@ -121,11 +156,12 @@ pub fn execute_batch(
     engine: &Engine,
     cm: &Arc<ConcurrencyManager>,
     lock_manager: &Arc<LockManager>,
-    tasks: Vec<Task>,
+    tasks: Vec<(Task, Instant)>,
 ) -> Option<Executed> {
-    let fail_all = |tasks: Vec<Task>, msg: String| {
+    let started = Instant::now();
+    let fail_all = |tasks: Vec<(Task, Instant)>, msg: String| {
         tracing::error!("storage engine unavailable: {msg}");
-        for t in tasks {
+        for (t, _) in tasks {
             t.reject(TxnError::Engine(msg.clone()));
         }
     };
@@ -153,9 +189,9 @@ pub fn execute_batch(
             failed: false,
         };
         let mut poisoned = None;
-        for task in tasks {
+        for (task, arrived) in tasks {
             match catch_unwind(AssertUnwindSafe(|| task.run(&mut ctx))) {
-                Ok(done) => completions.push(done),
+                Ok(done) => completions.push((done, arrived)),
                 Err(_) => {
                     tracing::error!("a storage command panicked; its batch is abandoned");
                     poisoned =
@@ -180,6 +216,10 @@ pub fn execute_batch(
         batch,
         cm: cm.clone(),
         lock_manager: lock_manager.clone(),
+        started,
+        proposed: None,
+        persisted: None,
+        committed: None,
     };
     match poisoned {
         Some(msg) => {
