@@ -582,6 +582,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn healing_while_bytes_are_held_back_keeps_them_in_order() {
+        let p = Proxy::start(echo_server().await).await.unwrap();
+        p.apply(LinkSettings {
+            latency: Duration::from_millis(30),
+            ..Default::default()
+        });
+        let mut c = TcpStream::connect(p.listen_addr()).await.unwrap();
+        c.write_all(b"held-").await.unwrap();
+        // Let the proxy read (and hold) the first part, then heal: the second part takes the
+        // no-delay path, and must still queue behind the first.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        p.heal();
+        assert_eq!(
+            roundtrip(&mut c, b"then-healthy").await.unwrap(),
+            b"held-then-he",
+            "the first part comes back first"
+        );
+        let mut rest = [0u8; 5];
+        c.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"althy");
+    }
+
+    #[tokio::test]
     async fn a_drop_fraction_resets_about_that_share_of_new_connections() {
         let p = Proxy::start(echo_server().await).await.unwrap();
         p.apply(LinkSettings {
