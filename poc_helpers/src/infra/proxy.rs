@@ -515,7 +515,7 @@ mod tests {
     /// would wait for the client's delayed ACK of the first (~40 ms on Linux), on nearly every
     /// round trip. A busy machine may stretch a few round trips; only a systematic stall fails.
     #[tokio::test]
-    async fn a_healthy_link_never_stalls_a_message_sent_in_pieces() {
+    async fn a_healthy_link_does_not_stall_messages_sent_in_pieces() {
         let p = Proxy::start(two_part_answer_server().await).await.unwrap();
         let mut c = TcpStream::connect(p.listen_addr()).await.unwrap();
         c.set_nodelay(true).unwrap();
