@@ -11,6 +11,7 @@
 //! lab clean                                                              stop, then delete data and logs
 //! lab bench [--quick]                                                    benchmark 3 set-ups → target/bench/
 //! lab bench --compare-server PATH                                        the lab's surreal against another build
+//! lab bench --links                                                      a healthy fault proxy against a direct link
 //! ```
 //!
 //! `up` starts the nodes and *detaches*: they keep running after the command exits, described by
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_links;
 mod bench_servers;
 mod bench_storage;
 mod nodes;
@@ -170,6 +172,11 @@ enum Cmd {
         /// Uses the first --workloads [mixed] and --concurrency [100].
         #[arg(long, value_name = "PATH")]
         compare_server: Option<PathBuf>,
+        /// Instead of the set-ups: what a healthy fault proxy costs against a direct link, in one
+        /// run — small raw TCP echoes (2000 round trips per size) and --samples runs of three
+        /// statements on a 1-node lab with and without `.fault_links(true)` (~30 s).
+        #[arg(long, conflicts_with = "compare_server")]
+        links: bool,
     },
 }
 
@@ -324,6 +331,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
             sessions,
             out,
             compare_server,
+            links,
         } => {
             let flags = BenchFlags {
                 storage_only,
@@ -340,6 +348,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
             };
             match compare_server {
                 Some(other) => run_compare_servers(&other, quick, flags),
+                None if links => run_links(flags),
                 None => run_bench(quick, flags),
             }
         }
@@ -487,6 +496,42 @@ fn run_bench(quick: bool, flags: BenchFlags) -> Result<(), LabError> {
         println!("  wrote {}", f.display());
     }
     Ok(())
+}
+
+/// `lab bench --links`: a healthy fault proxy against a direct link, in one invocation.
+fn run_links(flags: BenchFlags) -> Result<(), LabError> {
+    let out = flags
+        .out
+        .unwrap_or_else(|| poc_helpers::infra::binary::workspace_root().join("target/bench"));
+    let round_trips = 2000;
+    println!(
+        "lab bench --links: {round_trips} raw TCP echoes per size, direct and through a healthy proxy, alternated…"
+    );
+    let mut rows = bench_links::echo(round_trips).map_err(|e| LabError::Io {
+        action: "echoing over loopback through".into(),
+        path: "a fault proxy".into(),
+        message: e.to_string(),
+        fix: "free some ports or file descriptors".into(),
+    })?;
+    print!("{}", bench_links::table(&rows));
+    if flags.samples > 0 {
+        println!(
+            "\nthe same statement on 1 node over the storage node, without and with fault links \
+             (client→node and node→storage proxied, as in notebook 05), {} runs each, alternated…",
+            flags.samples
+        );
+        let statements = bench_links::statements(&out.join("labs"), flags.samples)?;
+        print!("{}", bench_links::table(&statements));
+        rows.extend(statements);
+    }
+    std::fs::create_dir_all(&out)
+        .and_then(|_| std::fs::write(out.join("links.csv"), bench_links::csv(&rows)))
+        .map_err(|e| LabError::Io {
+            action: "writing".into(),
+            path: out.join("links.csv").display().to_string(),
+            message: e.to_string(),
+            fix: "check that --out is writable".into(),
+        })
 }
 
 /// `lab bench --compare-server PATH`: the lab's server against another, in one invocation.

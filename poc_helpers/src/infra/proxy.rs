@@ -38,7 +38,12 @@
 //!   that got through are left alone (like a flaky load balancer).
 //!
 //! Settings apply immediately, to open connections too (except `drop`, which is about new ones).
+//!
+//! A healthy link costs next to nothing: with no delay the relay is a plain copy (no timer, no
+//! queue) with Nagle off on both sockets. `lab bench --links` measures it against a direct
+//! connection.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +51,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long the proxy waits for the real server to accept before giving up on a connection.
@@ -294,6 +299,9 @@ async fn relay(
             }
         };
     counters.accepted.fetch_add(1, Ordering::Relaxed);
+    // No Nagle on either side: the relay writes each chunk as it reads it, so one message can
+    // leave in two writes; with Nagle the second waits for the peer's ACK of the first, which
+    // the peer delays (~40 ms on Linux) while it waits for the rest of the message.
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     // Keep handles to reset the sockets on a cut: the pumps own the halves.
@@ -325,9 +333,14 @@ async fn relay(
     // Dropping the last Arc closes both sockets (with RST after a cut).
 }
 
-/// Copies `from` → `to`, holding each chunk back by the link's current delay. A reader task
-/// timestamps chunks and a writer task releases them in order, so a delay slows each message
-/// down without limiting throughput.
+/// Copies `from` → `to`, holding each chunk back by the link's current delay.
+///
+/// While nothing is held back and the link has no delay, this is a plain copy: read a chunk,
+/// write it, on this task, with no timer and no queue. A timer there would cost a round trip
+/// ~1 ms per direction even at zero delay (tokio's timer wheel rounds every deadline up to the
+/// next millisecond tick), which is what made the healthy proxy slow. Once a delay applies,
+/// chunks wait in `held` until due and reading goes on meanwhile, so a delay slows each
+/// message down without limiting throughput; a chunk never overtakes one in front of it.
 async fn pump(
     from: Arc<TcpStream>,
     to: Arc<TcpStream>,
@@ -335,46 +348,64 @@ async fn pump(
     counters: Arc<Counters>,
     upward: bool,
 ) {
-    // `None` marks end of stream.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Option<Vec<u8>>)>();
-    let reader = async move {
-        let mut last_due = Instant::now();
-        let mut buf = vec![0u8; CHUNK];
-        loop {
+    let counter = if upward {
+        &counters.bytes_up
+    } else {
+        &counters.bytes_down
+    };
+    let mut held: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut eof = false;
+    loop {
+        let Some(&(due, _)) = held.front() else {
+            if eof {
+                // Every byte is through: pass the half-close on.
+                let _ = shutdown_write(&to).await;
+                return;
+            }
             let n = match read_some(&from, &mut buf).await {
-                Ok(0) | Err(_) => 0,
+                Ok(0) | Err(_) => {
+                    eof = true;
+                    continue;
+                }
                 Ok(n) => n,
             };
             let delay = settings.borrow().delay();
-            // Never release a chunk before the one in front of it: jitter must not reorder.
-            let due = (Instant::now() + delay).max(last_due);
-            last_due = due;
-            let chunk = (n > 0).then(|| buf[..n].to_vec());
-            if tx.send((due, chunk)).is_err() || n == 0 {
-                return;
-            }
-        }
-    };
-    let writer = async move {
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            let Some(chunk) = chunk else {
-                // The sender finished: pass the half-close on.
-                let _ = shutdown_write(&to).await;
-                return;
-            };
-            if write_all(&to, &chunk).await.is_err() {
-                return;
-            }
-            let counter = if upward {
-                &counters.bytes_up
+            if delay.is_zero() {
+                // The fast path: nothing in front of this chunk and nothing to wait for.
+                if write_all(&to, &buf[..n]).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
             } else {
-                &counters.bytes_down
-            };
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                held.push_back((Instant::now() + delay, buf[..n].to_vec()));
+            }
+            continue;
+        };
+        if due > Instant::now() {
+            tokio::select! {
+                read = read_some(&from, &mut buf), if !eof => {
+                    match read {
+                        Ok(0) | Err(_) => eof = true,
+                        Ok(n) => {
+                            let delay = settings.borrow().delay();
+                            // Jitter must not reorder: never due before the chunk in front.
+                            let last = held.back().map_or(due, |&(d, _)| d);
+                            let at = (Instant::now() + delay).max(last);
+                            held.push_back((at, buf[..n].to_vec()));
+                        }
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(due) => {}
+            }
         }
-    };
-    tokio::join!(reader, writer);
+        let (_, chunk) = held.pop_front().expect("front exists");
+        if write_all(&to, &chunk).await.is_err() {
+            return;
+        }
+        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Reads into `buf` through a shared reference (tokio's `&TcpStream` readiness API), so both
@@ -457,6 +488,55 @@ mod tests {
         assert_eq!(s.bytes_down, s.bytes_up);
     }
 
+    /// A server whose every answer leaves in two writes a moment apart (like a gRPC or
+    /// WebSocket header, then its body), so the proxy reads and forwards it in two pieces.
+    async fn two_part_answer_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                s.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1];
+                    while s.read_exact(&mut b).await.is_ok() {
+                        let head = s.write_all(&b).await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        if head.is_err() || s.write_all(&b).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Not a speed test: a stall. If the proxy left Nagle on, the second piece of each answer
+    /// would wait for the client's delayed ACK of the first (~40 ms on Linux), on nearly every
+    /// round trip. A busy machine may stretch a few round trips; only a systematic stall fails.
+    #[tokio::test]
+    async fn a_healthy_link_does_not_stall_messages_sent_in_pieces() {
+        let p = Proxy::start(two_part_answer_server().await).await.unwrap();
+        let mut c = TcpStream::connect(p.listen_addr()).await.unwrap();
+        c.set_nodelay(true).unwrap();
+        let mut stalled = Vec::new();
+        for _ in 0..200 {
+            let t = std::time::Instant::now();
+            assert_eq!(roundtrip(&mut c, b"x").await.unwrap(), b"x");
+            let mut rest = [0u8; 1];
+            c.read_exact(&mut rest).await.unwrap();
+            if t.elapsed() >= Duration::from_millis(20) {
+                stalled.push(t.elapsed());
+            }
+        }
+        assert!(
+            stalled.len() < 20,
+            "{} of 200 round trips stalled ≥ 20 ms (longest {:?})",
+            stalled.len(),
+            stalled.iter().max()
+        );
+    }
+
     #[tokio::test]
     async fn cut_resets_open_connections_and_refuses_new_ones_until_healed() {
         let p = Proxy::start(echo_server().await).await.unwrap();
@@ -499,6 +579,29 @@ mod tests {
         );
         p.heal();
         assert!(p.settings().is_healthy());
+    }
+
+    #[tokio::test]
+    async fn healing_while_bytes_are_held_back_keeps_them_in_order() {
+        let p = Proxy::start(echo_server().await).await.unwrap();
+        p.apply(LinkSettings {
+            latency: Duration::from_millis(30),
+            ..Default::default()
+        });
+        let mut c = TcpStream::connect(p.listen_addr()).await.unwrap();
+        c.write_all(b"held-").await.unwrap();
+        // Let the proxy read (and hold) the first part, then heal: the second part takes the
+        // no-delay path, and must still queue behind the first.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        p.heal();
+        assert_eq!(
+            roundtrip(&mut c, b"then-healthy").await.unwrap(),
+            b"held-then-he",
+            "the first part comes back first"
+        );
+        let mut rest = [0u8; 5];
+        c.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"althy");
     }
 
     #[tokio::test]
