@@ -170,36 +170,26 @@ macro_rules! traced {
         };
         let start_ts = $start_ts(&$req);
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        if let Some(e) = $self.storage.check_region(HasContext::context(&$req)) {
+        let (resp, served) = match $self.storage.check_region(HasContext::context(&$req)) {
             // Wrong region, stale epoch: TiKV answers before touching any data, and the client
             // refreshes its region cache from PD and retries.
-            $self.tracer.record(
-                started,
-                peer,
-                $rpc,
-                start_ts,
-                &key_refs,
+            Some(e) => (
+                region_error_response(&e),
                 crate::trace::Served::with_error(Some(e.to_string())),
-            );
-            return Ok(Response::new(region_error_response(&e)));
-        }
-        // The scheduler leaves a write's Raft steps here, for the trace.
-        let steps = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (resp, error): (_, Option<String>) = crate::raftstore::RAFT_STEPS
-            .scope(steps.clone(), $body($req))
-            .await;
-        let raft_steps = steps.lock().ok().and_then(|s| *s);
-        $self.tracer.record(
-            started,
-            peer,
-            $rpc,
-            start_ts,
-            &key_refs,
-            crate::trace::Served {
-                error,
-                raft: raft_steps,
-            },
-        );
+            ),
+            None => {
+                // The scheduler leaves a write's Raft steps here, for the trace.
+                let steps = std::sync::Arc::new(std::sync::Mutex::new(None));
+                let (resp, error): (_, Option<String>) = crate::raftstore::RAFT_STEPS
+                    .scope(steps.clone(), $body($req))
+                    .await;
+                let raft = steps.lock().ok().and_then(|s| *s);
+                (resp, crate::trace::Served { error, raft })
+            }
+        };
+        $self
+            .tracer
+            .record(started, peer, $rpc, start_ts, &key_refs, served);
         Ok(Response::new(resp))
     }};
 }
