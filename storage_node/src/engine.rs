@@ -6,10 +6,10 @@
 //! from an engine: atomic multi-table write transactions, crash safety with an fsync on
 //! commit, and consistent read snapshots that never block the writer.
 //!
-//! The same file holds each region's Raft log (see [`crate::raftstore`]). A log write is
-//! committed with [`redb::Durability::Immediate`] (an fsync) before an entry counts as
-//! persisted; applying committed entries to `lock` and `write` skips the fsync, because the
-//! next log commit makes it durable and a crash before that replays it from the log.
+//! Each region's Raft log is a file of its own beside this one (see [`crate::raftstore`]): an
+//! entry counts as persisted once that file is fsync'd. Applying committed entries to `lock`
+//! and `write` here skips the fsync: a crash before the next durable commit (one every second
+//! or so) replays them from the log.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use redb::{
     TableDefinition,
 };
 
-use crate::raftstore::peer_storage::{RAFT_LOG_TABLE, RAFT_STATE_TABLE};
+use crate::raftstore::peer_storage::RAFT_STATE_TABLE;
 use crate::txn_types::TimeStamp;
 
 /// Locks of in-flight transactions, by raw user key.
@@ -31,8 +31,9 @@ pub const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta"
 /// Bumped whenever the on-disk layout changes meaning. A data directory written with another
 /// format is refused instead of being misread or silently reset.
 ///
-/// Format 2 adds the Raft log and state (`raft_log`, `raft_state`, see
-/// [`crate::raftstore::peer_storage`]) and the applied index. A format-1 directory is upgraded
+/// Format 2 adds the Raft state (`raft_state`, see [`crate::raftstore::peer_storage`]), the
+/// applied index, and the Raft log beside this file (`raft-log/`, see
+/// [`crate::raftstore::log_file`]). A format-1 directory is upgraded
 /// in place: its data is exactly the state of a region whose log is empty at index 0.
 pub const FORMAT_VERSION: u64 = 2;
 
@@ -144,7 +145,6 @@ impl Engine {
             // Creating the tables up front lets read snapshots open them unconditionally.
             txn.open_table(LOCK_TABLE)?;
             txn.open_table(WRITE_TABLE)?;
-            txn.open_table(RAFT_LOG_TABLE)?;
             txn.open_table(RAFT_STATE_TABLE)?;
             let mut meta = txn.open_table(META_TABLE)?;
             let read_u64 =
@@ -217,9 +217,14 @@ impl Engine {
         Ok(self.db.begin_write()?)
     }
 
-    /// The database, for the raftstore's log writes and applies.
+    /// The database, for the raftstore's state writes and applies.
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// The data directory (the Raft log lives in it too).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Bytes used on disk by the database file (for the lab's status table).

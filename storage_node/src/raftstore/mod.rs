@@ -6,7 +6,8 @@
 //! library TiKV itself uses), which leaves the storage, the transport and the ticking to us:
 //!
 //! - [`command`]: what an entry carries — the engine writes a Percolator action decided on.
-//! - [`peer_storage`]: a peer's Raft log and hard state, durable in the store's engine file.
+//! - [`peer_storage`]: a peer's Raft log and hard state: entries in [`log_file`] (an
+//!   append-only file, one fdatasync per round), the rest in the store's engine file.
 //! - [`peer`]: one region's peer — its queue of writes, its one batch in flight, its reads.
 //! - [`store`]: the store thread that ticks the peers, executes writes on leaders, persists
 //!   every peer's log in one fsync, and applies what Raft committed.
@@ -19,6 +20,7 @@
 
 pub mod command;
 pub mod grpc;
+pub mod log_file;
 pub mod peer;
 pub mod peer_storage;
 pub mod store;
@@ -70,6 +72,8 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Applied entries kept in the log before it is compacted.
     pub log_gc_threshold: u64,
+    /// Size of a Raft log segment file (see [`log_file`]).
+    pub log_segment_bytes: u64,
     /// A leader that hears from no quorum for an election timeout steps down. Always on in
     /// the lab; tests turn it off to keep a deposed leader believing it leads, the worst case
     /// for stale reads.
@@ -84,6 +88,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 2,
             request_timeout: Duration::from_secs(4),
             log_gc_threshold: 1024,
+            log_segment_bytes: log_file::SEGMENT_BYTES,
             check_quorum: true,
         }
     }

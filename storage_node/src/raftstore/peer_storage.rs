@@ -29,11 +29,10 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use redb::{ReadableDatabase, TableDefinition};
 
 use super::command::{Cf, Op, WriteBatch};
+use super::log_file::{RaftLogFile, Recovered};
 use crate::engine::{Engine, LOCK_TABLE, META_GC_SAFE_POINT, META_TABLE, WRITE_TABLE};
 use crate::proto::metapb;
 
-/// Raft log entries of every region on this store.
-pub const RAFT_LOG_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_log");
 /// Raft hard state, configuration and truncation point of every region on this store.
 pub const RAFT_STATE_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_state");
 
@@ -42,13 +41,6 @@ const CONF_STATE: u8 = b'c';
 const TRUNCATED: u8 = b't';
 const REGION: u8 = b'r';
 
-fn log_key(region_id: u64, index: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&region_id.to_be_bytes());
-    k[8..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
 fn state_key(region_id: u64, tag: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&region_id.to_be_bytes());
@@ -56,19 +48,16 @@ fn state_key(region_id: u64, tag: u8) -> [u8; 9] {
     k
 }
 
-/// The Raft tables of one engine write transaction.
+/// The Raft state table of one engine write transaction.
 pub struct RaftTables<'t> {
-    /// The log.
-    pub log: redb::Table<'t, &'static [u8], &'static [u8]>,
     /// The state.
     pub state: redb::Table<'t, &'static [u8], &'static [u8]>,
 }
 
 impl<'t> RaftTables<'t> {
-    /// Opens both tables of `txn`.
+    /// Opens the table of `txn`.
     pub fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::TableError> {
         Ok(RaftTables {
-            log: txn.open_table(RAFT_LOG_TABLE)?,
             state: txn.open_table(RAFT_STATE_TABLE)?,
         })
     }
@@ -112,6 +101,9 @@ pub struct PeerStorage {
     /// Index and term of the last applied entry (a snapshot is taken there).
     applied: (u64, u64),
     hard_state: HardState,
+    /// The (term, vote) last written to the engine: the parts of the hard state that must be
+    /// durable before the messages that depend on them are sent.
+    persisted_vote: (u64, u64),
     conf_state: ConfState,
     /// The last entry dropped by compaction (index, term); (0, 0) before any.
     truncated: (u64, u64),
@@ -131,6 +123,7 @@ impl PeerStorage {
             engine,
             applied: (0, 0),
             hard_state: HardState::default(),
+            persisted_vote: (0, 0),
             conf_state,
             truncated: (0, 0),
             entries: VecDeque::new(),
@@ -153,6 +146,7 @@ impl PeerStorage {
     pub fn load(
         engine: &Arc<Engine>,
         region_id: u64,
+        recovered: &mut Recovered,
     ) -> Result<Option<PeerStorage>, PeerStorageError> {
         let txn = engine.db().begin_read()?;
         let state = txn.open_table(RAFT_STATE_TABLE)?;
@@ -183,17 +177,15 @@ impl PeerStorage {
             }
             _ => return Err(corrupt("no truncated state".into())),
         };
-        let log = txn.open_table(RAFT_LOG_TABLE)?;
         let mut entries = VecDeque::new();
-        let range = log_key(region_id, truncated.0 + 1)..=log_key(region_id, u64::MAX);
-        for row in log.range::<&[u8]>(range.start().as_slice()..=range.end().as_slice())? {
-            let (_, v) = row?;
-            let e =
-                Entry::parse_from_bytes(v.value()).map_err(|e| corrupt(format!("entry: {e}")))?;
+        for e in recovered.remove(&region_id).unwrap_or_default() {
+            if e.index <= truncated.0 {
+                continue;
+            }
             let expected = truncated.0 + 1 + entries.len() as u64;
             if e.index != expected {
                 return Err(corrupt(format!(
-                    "entry {} where {expected} was expected",
+                    "raft log entry {} where {expected} was expected",
                     e.index
                 )));
             }
@@ -204,6 +196,7 @@ impl PeerStorage {
             region,
             engine: engine.clone(),
             applied: (0, 0),
+            persisted_vote: (hard_state.term, hard_state.vote),
             hard_state,
             conf_state,
             truncated,
@@ -233,14 +226,13 @@ impl PeerStorage {
         meta: &SnapshotMetadata,
         t: &mut RaftTables<'_>,
     ) -> Result<(), PeerStorageError> {
-        for e in self.entries.drain(..) {
-            t.log.remove(log_key(self.region_id, e.index).as_slice())?;
-        }
+        self.entries.clear();
         self.truncated = (meta.index, meta.term);
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.applied = (meta.index, meta.term);
+        self.persisted_vote = (self.hard_state.term, self.hard_state.vote);
         self.persist_all(t)
     }
 
@@ -278,45 +270,49 @@ impl PeerStorage {
         }
     }
 
-    /// Appends `entries` (which may replace a conflicting suffix) in memory and in `t`.
+    /// Appends `entries` (which may replace a conflicting suffix) in memory, and queues them
+    /// in the log file (durable at its next sync).
     pub fn append(
         &mut self,
         entries: &[Entry],
-        t: &mut RaftTables<'_>,
+        log: &mut RaftLogFile,
     ) -> Result<(), PeerStorageError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let old_last = self.last_index_now();
-        // Drop our suffix from the first new index on (Raft overwrote it with another term's).
+        // Drop our suffix from the first new index on (Raft overwrote it with another term's);
+        // in the file, the later records replace it the same way (see `log_file`).
         while self.entries.back().is_some_and(|e| e.index >= first.index) {
             self.entries.pop_back();
         }
         for e in entries {
-            let bytes = e
-                .write_to_bytes()
-                .map_err(|e| PeerStorageError::Engine(e.to_string()))?;
-            t.log.insert(
-                log_key(self.region_id, e.index).as_slice(),
-                bytes.as_slice(),
-            )?;
+            log.push(self.region_id, e)
+                .map_err(|e| PeerStorageError::Engine(format!("raft log file: {e}")))?;
             self.entries.push_back(e.clone());
-        }
-        let new_last = self.last_index_now();
-        for stale in new_last + 1..=old_last {
-            t.log.remove(log_key(self.region_id, stale).as_slice())?;
         }
         Ok(())
     }
 
-    /// Replaces the hard state, in memory and in `t`.
+    /// The entries not yet compacted (a new log segment starts with them).
+    pub fn live_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Replaces the hard state in memory, and in `t` when its term or vote changed; returns
+    /// whether `t` was written (it must then be committed before messages are sent).
     pub fn set_hard_state(
         &mut self,
         hs: HardState,
         t: &mut RaftTables<'_>,
-    ) -> Result<(), PeerStorageError> {
+    ) -> Result<bool, PeerStorageError> {
+        let vote = (hs.term, hs.vote);
         self.hard_state = hs;
-        self.write_hard_state(t)
+        if vote == self.persisted_vote {
+            return Ok(false);
+        }
+        self.write_hard_state(t)?;
+        self.persisted_vote = vote;
+        Ok(true)
     }
 
     /// Drops the entries before `index` (they are applied and durable everywhere needed).
@@ -331,7 +327,6 @@ impl PeerStorage {
         let mut last_dropped = self.truncated;
         while self.entries.front().is_some_and(|e| e.index < index) {
             let e = self.entries.pop_front().expect("checked");
-            t.log.remove(log_key(self.region_id, e.index).as_slice())?;
             last_dropped = (e.index, e.term);
         }
         self.truncated = last_dropped;
@@ -502,13 +497,15 @@ mod tests {
             ..Default::default()
         };
         let mut ps = PeerStorage::bootstrap(region, engine.clone());
-        write(&engine, |t| {
-            ps.persist_all(t).unwrap();
-            ps.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), t)
-                .unwrap();
-        });
+        let log_dir = dir.path().join("raft-log");
+        let (mut log, _) = RaftLogFile::open(&log_dir, 1 << 16).unwrap();
+        write(&engine, |t| ps.persist_all(t).unwrap());
+        ps.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), &mut log)
+            .unwrap();
+        log.sync(Vec::new).unwrap();
         // A new leader overwrites 4..=5 with one entry of term 2.
-        write(&engine, |t| ps.append(&[entry(4, 2)], t).unwrap());
+        ps.append(&[entry(4, 2)], &mut log).unwrap();
+        log.sync(Vec::new).unwrap();
         assert_eq!(ps.last_index_now(), 4);
         write(&engine, |t| {
             let hs = HardState {
@@ -527,8 +524,10 @@ mod tests {
         );
         assert!(ps.term(1).is_err());
         drop(ps);
+        drop(log);
 
-        let back = PeerStorage::load(&engine, 7)
+        let (_, mut recovered) = RaftLogFile::open(&log_dir, 1 << 16).unwrap();
+        let back = PeerStorage::load(&engine, 7, &mut recovered)
             .unwrap()
             .expect("state exists");
         assert_eq!(back.first_index_now(), 3);
@@ -540,7 +539,9 @@ mod tests {
             .unwrap();
         assert_eq!(got, vec![entry(3, 1), entry(4, 2)]);
         assert!(
-            PeerStorage::load(&engine, 8).unwrap().is_none(),
+            PeerStorage::load(&engine, 8, &mut recovered)
+                .unwrap()
+                .is_none(),
             "another region has no state"
         );
     }

@@ -25,6 +25,7 @@ use raft::{RawNode, ReadOnlyOption};
 use redb::{Durability, ReadableDatabase};
 
 use super::command::{EngineTables, WriteBatch};
+use super::log_file::RaftLogFile;
 use super::peer::{Peer, ReadCallback};
 use super::peer_storage::{PeerStorage, PeerStorageError, RaftTables};
 use super::transport::{NoTransport, RaftMessage, Transport};
@@ -42,6 +43,9 @@ pub const STORE_ID: u64 = 1;
 pub const FIRST_REGION_ID: u64 = 2;
 /// The first region's peer on this store.
 pub const FIRST_PEER_ID: u64 = 3;
+
+/// The Raft log's folder inside the data directory.
+pub const LOG_DIR: &str = "raft-log";
 
 /// The meta key holding region `region_id`'s applied index (written with every apply).
 pub fn applied_key(region_id: u64) -> String {
@@ -171,10 +175,14 @@ impl RaftStore {
         setup: StoreSetup,
     ) -> Result<Arc<RaftStore>, EngineError> {
         let err = |e: PeerStorageError| EngineError::Redb(e.to_string());
+        let log_dir = engine.dir().join(LOG_DIR);
+        let (log, mut recovered) = RaftLogFile::open(&log_dir, config.log_segment_bytes)
+            .map_err(|e| EngineError::Redb(format!("raft log {}: {e}", log_dir.display())))?;
         let mut peers = BTreeMap::new();
         for region in setup.bootstrap {
             let region_id = region.id;
-            let mut storage = match PeerStorage::load(&engine, region_id).map_err(err)? {
+            let loaded = PeerStorage::load(&engine, region_id, &mut recovered).map_err(err)?;
+            let mut storage = match loaded {
                 Some(s) => s,
                 None => {
                     let s = PeerStorage::bootstrap(region, engine.clone());
@@ -243,6 +251,8 @@ impl RaftStore {
             store_id: setup.store_id,
             peers,
             rx,
+            log,
+            last_durable: Instant::now(),
             transport: setup.transport,
             waiting_ready: Vec::new(),
         };
@@ -346,6 +356,10 @@ struct StoreThread {
     store_id: u64,
     peers: BTreeMap<u64, Peer>,
     rx: mpsc::Receiver<StoreMsg>,
+    /// Every region's Raft entries on this store.
+    log: RaftLogFile,
+    /// When applies were last made durable (see [`StoreThread::apply`]).
+    last_durable: Instant,
     transport: Box<dyn Transport>,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
 }
@@ -496,10 +510,11 @@ impl StoreThread {
         }
         let mut readies = Vec::new();
         let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
+        // Rare writes (a vote, a snapshot, a compaction point) go to the engine file.
         let txn = self.engine.db().begin_write().unwrap_or_else(|e| {
-            fatal(&format!("cannot start a raft log write: {e}"));
+            fatal(&format!("cannot start a raft state write: {e}"));
         });
-        let mut wrote = false;
+        let mut state_written = false;
         {
             let mut t = RaftTables::open(&txn)
                 .unwrap_or_else(|e| fatal(&format!("cannot open the raft tables: {e}")));
@@ -516,22 +531,19 @@ impl StoreThread {
                     if let Err(e) = install_snapshot(&txn, p, &snap, &mut t) {
                         fatal(&format!("cannot install a snapshot: {e}"));
                     }
-                    wrote = true;
+                    state_written = true;
                 }
                 p.on_read_states(rd.take_read_states());
                 to_apply.push((p.region_id, rd.take_committed_entries()));
+                let log = &mut self.log;
                 let result = (|| {
-                    if !rd.entries().is_empty() {
-                        p.raw.mut_store().append(rd.entries(), &mut t)?;
-                        wrote = true;
-                    }
+                    p.raw.mut_store().append(rd.entries(), log)?;
                     if let Some(hs) = rd.hs() {
-                        p.raw.mut_store().set_hard_state(hs.clone(), &mut t)?;
-                        wrote = true;
+                        state_written |= p.raw.mut_store().set_hard_state(hs.clone(), &mut t)?;
                     }
                     if let Some(to) = compact_index(p, self.config.log_gc_threshold) {
                         p.raw.mut_store().compact_to(to, &mut t)?;
-                        wrote = true;
+                        state_written = true;
                     }
                     Ok::<_, PeerStorageError>(())
                 })();
@@ -541,27 +553,39 @@ impl StoreThread {
                 readies.push((p.region_id, rd));
             }
         }
-        if wrote {
-            // The fsync: the entries are persisted, and so is every apply committed before.
-            let applied_now: Vec<(u64, u64)> = self
-                .peers
-                .values()
-                .map(|p| (p.region_id, p.applied.0))
-                .collect();
+        if state_written {
+            // Durable before the log moves on, and before any message depends on it. It also
+            // persists every apply committed before it.
+            let applied_now = self.applied_now();
             if let Err(e) = txn.commit() {
+                fatal(&format!("cannot persist the raft state: {e}"));
+            }
+            self.made_durable(applied_now);
+        } else {
+            let _ = txn.abort();
+        }
+        if self.log.has_pending() {
+            // The fsync: the entries are persisted. A full segment rolls over to a new one
+            // holding the entries still live.
+            let peers = &self.peers;
+            let live = || {
+                peers
+                    .values()
+                    .flat_map(|p| {
+                        p.raw
+                            .store()
+                            .live_entries()
+                            .map(|e| (p.region_id, e.clone()))
+                    })
+                    .collect()
+            };
+            if let Err(e) = self.log.sync(live) {
                 fatal(&format!("cannot persist the raft log: {e}"));
             }
             let now = Instant::now();
             for p in self.peers.values_mut() {
                 p.note_progress(now);
             }
-            for (region_id, applied) in applied_now {
-                if let Some(p) = self.peers.get_mut(&region_id) {
-                    p.durable_applied = applied;
-                }
-            }
-        } else {
-            let _ = txn.abort();
         }
         for (region_id, mut rd) in readies {
             let Some(p) = self.peers.get_mut(&region_id) else {
@@ -584,17 +608,44 @@ impl StoreThread {
         self.apply(to_apply);
     }
 
-    /// Applies committed entries of every region in one engine commit without an fsync.
+    fn applied_now(&self) -> Vec<(u64, u64)> {
+        self.peers
+            .values()
+            .map(|p| (p.region_id, p.applied.0))
+            .collect()
+    }
+
+    /// A durable engine commit covered every apply up to `applied` (per region).
+    fn made_durable(&mut self, applied: Vec<(u64, u64)>) {
+        for (region_id, index) in applied {
+            if let Some(p) = self.peers.get_mut(&region_id) {
+                p.durable_applied = index;
+            }
+        }
+        self.last_durable = Instant::now();
+    }
+
+    /// Applies committed entries of every region in one engine commit — without an fsync,
+    /// except about once a second (or after many entries): that durable commit lets the Raft
+    /// log be compacted below what it covers.
     fn apply(&mut self, work: Vec<(u64, Vec<Entry>)>) {
         if work.iter().all(|(_, e)| e.is_empty()) {
             return;
         }
+        let behind = self
+            .peers
+            .values()
+            .map(|p| p.applied.0.saturating_sub(p.durable_applied))
+            .max()
+            .unwrap_or(0);
+        let durable = self.last_durable.elapsed() >= Duration::from_secs(1)
+            || behind >= self.config.log_gc_threshold / 2;
         let mut txn = self
             .engine
             .db()
             .begin_write()
             .unwrap_or_else(|e| fatal(&format!("cannot start an apply: {e}")));
-        if let Err(e) = txn.set_durability(Durability::None) {
+        if !durable && let Err(e) = txn.set_durability(Durability::None) {
             fatal(&format!("cannot make the apply non-durable: {e}"));
         }
         {
@@ -628,12 +679,17 @@ impl StoreThread {
         if let Err(e) = txn.commit() {
             fatal(&format!("cannot commit an apply: {e}"));
         }
+        let mut applied_now = Vec::new();
         for (region_id, entries) in work {
             if let Some(p) = self.peers.get_mut(&region_id) {
                 p.on_applied(&entries);
                 let (index, term) = p.applied;
                 p.raw.mut_store().set_applied(index, term);
+                applied_now.push((region_id, index));
             }
+        }
+        if durable {
+            self.made_durable(applied_now);
         }
     }
 }
@@ -708,6 +764,7 @@ mod tests {
     use super::*;
     use crate::pd::tso::Tso;
     use crate::raftstore::command::{Cf, Op};
+    use crate::raftstore::log_file;
     use raft::eraftpb::HardState;
 
     fn put_lock(key: &[u8]) -> Vec<u8> {
@@ -752,6 +809,8 @@ mod tests {
         let engine = Arc::new(engine);
         let region = first_region(&[(FIRST_PEER_ID, STORE_ID)]);
         let mut ps = PeerStorage::bootstrap(region, engine.clone());
+        let (mut log, _) =
+            RaftLogFile::open(&dir.path().join(LOG_DIR), log_file::SEGMENT_BYTES).unwrap();
         let txn = engine.db().begin_write().unwrap();
         {
             let mut t = RaftTables::open(&txn).unwrap();
@@ -761,7 +820,8 @@ mod tests {
                 entry(2, put_lock(b"k1")),
                 entry(3, put_lock(b"k2")),
             ];
-            ps.append(&entries, &mut t).unwrap();
+            ps.append(&entries, &mut log).unwrap();
+            log.sync(Vec::new).unwrap();
             let hs = HardState {
                 term: 1,
                 vote: FIRST_PEER_ID,
@@ -771,6 +831,7 @@ mod tests {
             ps.set_hard_state(hs, &mut t).unwrap();
         }
         txn.commit().unwrap();
+        drop(log);
         assert_eq!(engine.counts().unwrap(), (0, 0), "nothing applied yet");
 
         let store = start(dir.path(), engine.clone());
@@ -789,14 +850,19 @@ mod tests {
         let engine = Arc::new(engine);
         let store = start(dir.path(), engine.clone());
         drop(store);
-        let term = PeerStorage::load(&engine, FIRST_REGION_ID)
+        let recovered = || {
+            RaftLogFile::open(&dir.path().join(LOG_DIR), log_file::SEGMENT_BYTES)
+                .unwrap()
+                .1
+        };
+        let term = PeerStorage::load(&engine, FIRST_REGION_ID, &mut recovered())
             .unwrap()
             .unwrap()
             .hard_state()
             .term;
         let store = start(dir.path(), engine.clone());
         drop(store);
-        let after = PeerStorage::load(&engine, FIRST_REGION_ID)
+        let after = PeerStorage::load(&engine, FIRST_REGION_ID, &mut recovered())
             .unwrap()
             .unwrap();
         assert!(
