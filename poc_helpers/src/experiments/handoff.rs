@@ -276,6 +276,7 @@ mod tests {
             ok: true,
             error: None,
             us: 200,
+            raft: None,
         }
     }
 

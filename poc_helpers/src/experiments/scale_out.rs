@@ -169,6 +169,7 @@ mod tests {
             ok: true,
             error: None,
             us: 10,
+            raft: None,
         }
     }
 

@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::infra::trace::TraceRow;
+use crate::infra::trace::{RaftSteps, TraceRow};
 use crate::present::charts::Chart;
 use crate::present::gantt::{GanttBar, gantt};
 use crate::vocab::error::LabError;
@@ -250,6 +250,9 @@ pub struct WaterfallStep {
     pub start_ms: f64,
     /// How long the storage node served it, ms.
     pub ms: f64,
+    /// For a replicated write: its Raft steps inside the storage node.
+    #[serde(default)]
+    pub raft: Option<RaftSteps>,
 }
 
 /// One statement's waterfall (see the module docs).
@@ -298,6 +301,7 @@ impl Waterfall {
                 n_keys: r.n_keys,
                 start_ms: (at - sent_us) as f64 / 1000.0,
                 ms: r.us as f64 / 1000.0,
+                raft: r.raft,
             })
             .filter(|s| !matches!(&s.meaning, KeyMeaning::Other { what } if what.starts_with("system key")))
             .collect();
@@ -443,8 +447,36 @@ impl Waterfall {
                 ms: s.ms.max(0.001),
                 group: s.meaning.group().into(),
             });
+            // A replicated write's Raft steps, under its RPC, in the order they happen.
+            if let Some(r) = s.raft {
+                let mut at = s.start_ms;
+                for (step, us) in raft_parts(&r) {
+                    let ms = us as f64 / 1000.0;
+                    bars.push(GanttBar {
+                        lane: format!("{lane_prefix}    ↳ Raft: {step}"),
+                        start_ms: at,
+                        ms: ms.max(0.001),
+                        group: "Raft (inside the storage node)".into(),
+                    });
+                    at += ms;
+                }
+            }
         }
         bars
+    }
+
+    /// The Raft steps of this statement's replicated writes, summed: `(step, ms)`.
+    pub fn raft_breakdown(&self) -> Vec<(String, f64)> {
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        for r in self.steps.iter().filter_map(|s| s.raft) {
+            for (k, (step, us)) in raft_parts(&r).into_iter().enumerate() {
+                if sums.len() <= k {
+                    sums.push((step.to_string(), 0.0));
+                }
+                sums[k].1 += us as f64 / 1000.0;
+            }
+        }
+        sums
     }
 
     /// The waterfall as a chart: one lane per RPC, coloured by what its key is.
@@ -487,8 +519,34 @@ impl Waterfall {
                 self.record_rpcs()
             ));
         }
+        let raft = self.raft_breakdown();
+        if !raft.is_empty() {
+            let total: f64 = raft.iter().map(|(_, ms)| ms).sum();
+            let (slowest, slowest_ms) = raft
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .cloned()
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "\nIts writes went through Raft in the storage node: {}; the largest step was {slowest} ({slowest_ms:.2} ms of {total:.2} ms).",
+                raft.iter()
+                    .map(|(step, ms)| format!("{step} {ms:.2} ms"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         s
     }
+}
+
+/// The Raft steps in the order they happen, with their µs.
+fn raft_parts(r: &RaftSteps) -> [(&'static str, u64); 4] {
+    [
+        ("queue + execute on the leader", r.queued_us + r.execute_us),
+        ("log append + fsync", r.persist_us),
+        ("wait for a quorum", r.commit_us),
+        ("apply", r.apply_us),
+    ]
 }
 
 fn round3(x: f64) -> f64 {
@@ -554,7 +612,53 @@ mod tests {
             ok: true,
             error: None,
             us,
+            raft: None,
         }
+    }
+
+    #[test]
+    fn a_replicated_write_shows_its_raft_steps_under_its_rpc_and_in_the_explanation() {
+        let t = 1_000_000;
+        let mut prewrite = row(
+            "KvPrewrite",
+            "node-a",
+            t + 200,
+            700,
+            Some(
+                "/*\\x00\\x00\\x00\\x01*\\x00\\x00\\x00\\x00*note\\x00*\\x02\\x80\\x00\\x00\\x00\\x00\\x00\\x00\\x01",
+            ),
+        );
+        prewrite.raft = Some(RaftSteps {
+            queued_us: 10,
+            execute_us: 40,
+            persist_us: 500,
+            commit_us: 0,
+            apply_us: 50,
+        });
+        // The line as the storage node writes it deserialises into the same row.
+        let line = serde_json::to_string(&prewrite).unwrap();
+        assert_eq!(serde_json::from_str::<TraceRow>(&line).unwrap(), prewrite);
+        let rows = vec![row("PdTso", "node-a", t + 100, 20, None), prewrite];
+        let w = Waterfall::build("node-a", "UPDATE note:1", "shared", t, 2.0, None, &rows);
+        let bars = w.bars("");
+        let raft: Vec<_> = bars.iter().filter(|b| b.lane.contains("Raft:")).collect();
+        assert_eq!(raft.len(), 4, "{bars:?}");
+        assert!(raft[1].lane.contains("fsync"));
+        assert!(
+            (raft[1].start_ms - (0.2 + 0.05)).abs() < 1e-9,
+            "after queue+execute"
+        );
+        assert!((raft[1].ms - 0.5).abs() < 1e-9);
+        let text = w.explain();
+        assert!(
+            text.contains("the largest step was log append + fsync (0.50 ms of 0.60 ms)"),
+            "{text}"
+        );
+        let read = Waterfall::build("node-a", "SELECT", "shared", t, 2.0, None, &rows[..1]);
+        assert!(
+            !read.explain().contains("Raft"),
+            "no Raft sentence without writes"
+        );
     }
 
     #[test]

@@ -43,6 +43,25 @@ pub struct TraceRow {
     pub error: Option<String>,
     /// Time the storage node spent on it, in µs.
     pub us: u64,
+    /// For a write the storage node replicated through Raft: where its time went there.
+    /// (Absent for reads, and in traces of a storage node before Raft.)
+    #[serde(default)]
+    pub raft: Option<RaftSteps>,
+}
+
+/// A replicated write's steps inside the storage node, µs (the storage node's `RaftSteps`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftSteps {
+    /// Waiting in its region's queue on the leader.
+    pub queued_us: u64,
+    /// Running its Percolator action on the leader.
+    pub execute_us: u64,
+    /// The leader's Raft log append and fsync.
+    pub persist_us: u64,
+    /// Waiting for a quorum of the region's replicas (zero with one replica).
+    pub commit_us: u64,
+    /// Applying it to the storage engine, then answering.
+    pub apply_us: u64,
 }
 
 impl TraceRow {
