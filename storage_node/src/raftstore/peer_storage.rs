@@ -132,10 +132,7 @@ impl PeerStorage {
 
     /// Writes the whole state (used right after [`bootstrap`](Self::bootstrap)).
     pub fn persist_all(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
-        t.state.insert(
-            state_key(self.region_id, REGION).as_slice(),
-            self.region.encode_to_vec().as_slice(),
-        )?;
+        self.put_state(t, REGION, &self.region.encode_to_vec())?;
         self.write_hard_state(t)?;
         self.write_conf_state(t)?;
         self.write_truncated(t)?;
@@ -334,39 +331,37 @@ impl PeerStorage {
     }
 
     fn write_hard_state(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
-        let bytes = self
-            .hard_state
-            .write_to_bytes()
-            .map_err(|e| PeerStorageError::Engine(e.to_string()))?;
-        t.state.insert(
-            state_key(self.region_id, HARD_STATE).as_slice(),
-            bytes.as_slice(),
-        )?;
-        Ok(())
+        self.put_state(t, HARD_STATE, &encode(&self.hard_state)?)
     }
 
     fn write_conf_state(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
-        let bytes = self
-            .conf_state
-            .write_to_bytes()
-            .map_err(|e| PeerStorageError::Engine(e.to_string()))?;
-        t.state.insert(
-            state_key(self.region_id, CONF_STATE).as_slice(),
-            bytes.as_slice(),
-        )?;
-        Ok(())
+        self.put_state(t, CONF_STATE, &encode(&self.conf_state)?)
     }
 
     fn write_truncated(&self, t: &mut RaftTables<'_>) -> Result<(), PeerStorageError> {
         let mut v = [0u8; 16];
         v[..8].copy_from_slice(&self.truncated.0.to_be_bytes());
         v[8..].copy_from_slice(&self.truncated.1.to_be_bytes());
-        t.state.insert(
-            state_key(self.region_id, TRUNCATED).as_slice(),
-            v.as_slice(),
-        )?;
+        self.put_state(t, TRUNCATED, &v)
+    }
+
+    /// Writes one of this region's state records.
+    fn put_state(
+        &self,
+        t: &mut RaftTables<'_>,
+        tag: u8,
+        value: &[u8],
+    ) -> Result<(), PeerStorageError> {
+        t.state
+            .insert(state_key(self.region_id, tag).as_slice(), value)?;
         Ok(())
     }
+}
+
+/// A raft-rs (rust-protobuf) message's bytes.
+fn encode(m: &impl protobuf::Message) -> Result<Vec<u8>, PeerStorageError> {
+    m.write_to_bytes()
+        .map_err(|e| PeerStorageError::Engine(e.to_string()))
 }
 
 impl raft::Storage for PeerStorage {

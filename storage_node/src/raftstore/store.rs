@@ -145,7 +145,6 @@ pub struct RaftStore {
     /// thread keeps it current.
     regions: Arc<RwLock<BTreeMap<u64, metapb::Region>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    config: RaftConfig,
 }
 
 impl RaftStore {
@@ -247,7 +246,7 @@ impl RaftStore {
             engine,
             cm,
             lock_manager,
-            config: config.clone(),
+            config,
             store_id: setup.store_id,
             peers,
             rx,
@@ -264,7 +263,6 @@ impl RaftStore {
             tx,
             regions,
             thread: Mutex::new(Some(handle)),
-            config,
         }))
     }
 
@@ -322,11 +320,6 @@ impl RaftStore {
             return false;
         }
         rx.recv_timeout(timeout).is_ok()
-    }
-
-    /// The timing in force.
-    pub fn config(&self) -> &RaftConfig {
-        &self.config
     }
 }
 
