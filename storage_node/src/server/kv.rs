@@ -178,13 +178,19 @@ macro_rules! traced {
                 crate::trace::Served::with_error(Some(e.to_string())),
             ),
             None => {
-                // The scheduler leaves a write's Raft steps here, for the trace.
-                let steps = std::sync::Arc::new(std::sync::Mutex::new(None));
-                let (resp, error): (_, Option<String>) = crate::raftstore::RAFT_STEPS
-                    .scope(steps.clone(), $body($req))
-                    .await;
-                let raft = steps.lock().ok().and_then(|s| *s);
-                (resp, crate::trace::Served { error, raft })
+                if started.is_some() {
+                    // The scheduler leaves a write's Raft steps here, for the trace.
+                    let steps = std::sync::Arc::new(std::sync::Mutex::new(None));
+                    let (resp, error): (_, Option<String>) = crate::raftstore::RAFT_STEPS
+                        .scope(steps.clone(), $body($req))
+                        .await;
+                    let raft = steps.lock().ok().and_then(|s| *s);
+                    (resp, crate::trace::Served { error, raft })
+                } else {
+                    // Tracing off: nothing to collect.
+                    let (resp, error): (_, Option<String>) = $body($req).await;
+                    (resp, crate::trace::Served { error, raft: None })
+                }
             }
         };
         $self
