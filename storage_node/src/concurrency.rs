@@ -31,6 +31,20 @@ use tokio::sync::watch;
 use crate::pd::tso::Tso;
 use crate::txn_types::{Key, TimeStamp};
 
+/// Where fresh timestamps come from: PD's oracle, in this process ([`Tso`]) or across the
+/// network (a store process asks its PD). A store needs one only to sync max_ts after it
+/// becomes a leader, and (with [`CommitTsSource::Oracle`]) for commit timestamps.
+pub trait TimestampOracle: Send + Sync {
+    /// One fresh timestamp, above every one handed out before.
+    fn next(&self) -> std::io::Result<TimeStamp>;
+}
+
+impl TimestampOracle for Tso {
+    fn next(&self) -> std::io::Result<TimeStamp> {
+        Tso::next(self)
+    }
+}
+
 /// A registered commit: its timestamp, and a sequence number (two transactions may share a
 /// commit timestamp).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +69,7 @@ pub enum CommitTsSource {
 
 /// The in-flight commit registry and the store's max_ts.
 pub struct ConcurrencyManager {
-    tso: Arc<Tso>,
+    tso: Arc<dyn TimestampOracle>,
     source: CommitTsSource,
     /// The largest timestamp this store served a read at (a `TimeStamp` as its wire value).
     max_ts: AtomicU64,
@@ -84,12 +98,12 @@ impl ReadSet<'_> {
 
 impl ConcurrencyManager {
     /// A manager whose commit timestamps come from `tso`, in this process.
-    pub fn new(tso: Arc<Tso>) -> Self {
+    pub fn new(tso: Arc<dyn TimestampOracle>) -> Self {
         Self::with_source(tso, CommitTsSource::Oracle)
     }
 
     /// A manager choosing commit timestamps from `source`; `tso` syncs max_ts.
-    pub fn with_source(tso: Arc<Tso>, source: CommitTsSource) -> Self {
+    pub fn with_source(tso: Arc<dyn TimestampOracle>, source: CommitTsSource) -> Self {
         ConcurrencyManager {
             tso,
             source,
@@ -101,8 +115,8 @@ impl ConcurrencyManager {
     }
 
     /// A fresh timestamp for ordinary use (no registration).
-    pub fn tso(&self) -> &Tso {
-        &self.tso
+    pub fn tso(&self) -> &dyn TimestampOracle {
+        self.tso.as_ref()
     }
 
     /// The largest read timestamp seen (or synced from the TSO).

@@ -42,6 +42,9 @@ pub const DB_FILE: &str = "storage.redb";
 
 const META_FORMAT: &str = "format_version";
 const META_CLUSTER_ID: &str = "cluster_id";
+/// A store's identity in a cluster whose PD runs elsewhere: PD's cluster id and the store id
+/// (TiKV's `StoreIdent`), written at the store's first start.
+const META_STORE_IDENT: &str = "store_ident";
 /// The meta key of the GC safe point (8 bytes, big-endian); written by `Storage` through the
 /// scheduler, so it commits in order with the writes it governs.
 pub const META_GC_SAFE_POINT: &str = "gc_safe_point";
@@ -80,6 +83,23 @@ pub enum EngineError {
         /// What redb reported.
         source: redb::DatabaseError,
     },
+    /// The directory belongs to a store of another cluster, or to another store.
+    #[error(
+        "data directory {dir} holds store {store_id} of cluster {cluster_id}, but this is store {wanted_store} of PD's cluster {wanted_cluster}; \
+         point --pd at that store's PD and pass --store-id {store_id}, or start this store with an empty --data-dir"
+    )]
+    OtherStore {
+        /// The data directory.
+        dir: PathBuf,
+        /// The cluster the data belongs to.
+        cluster_id: u64,
+        /// The store the data belongs to.
+        store_id: u64,
+        /// The cluster of the PD it was started against.
+        wanted_cluster: u64,
+        /// The store id it was started as.
+        wanted_store: u64,
+    },
     /// Any other failure of the underlying engine (I/O, full disk, …).
     #[error("storage engine error: {0}")]
     Redb(String),
@@ -99,6 +119,17 @@ from_redb!(
     redb::CommitError,
     redb::Error
 );
+
+/// A fresh cluster id. PD derives its id from the boot time plus randomness; any non-zero,
+/// stable value works, because clients only compare it for equality.
+pub fn new_cluster_id() -> u64 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        << 32)
+        | u64::from(rand::random::<u32>())
+}
 
 /// Identity read from (or written to) a data directory.
 #[derive(Clone, Copy, Debug)]
@@ -181,14 +212,7 @@ impl Engine {
             let cluster_id = match read_u64(&meta, META_CLUSTER_ID)? {
                 Some(id) => id,
                 None => {
-                    // PD derives its id from the boot time plus randomness; any non-zero,
-                    // stable value works, because clients only compare it for equality.
-                    let id = (std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs()
-                        << 32)
-                        | u64::from(rand::random::<u32>());
+                    let id = new_cluster_id();
                     meta.insert(META_CLUSTER_ID, id.to_be_bytes().as_slice())?;
                     id
                 }
@@ -201,6 +225,42 @@ impl Engine {
         };
         txn.commit()?;
         Ok(identity)
+    }
+
+    /// Ties this data directory to store `store_id` of PD's cluster `cluster_id` on first use,
+    /// and refuses it afterwards for any other cluster or store: data of one cluster served
+    /// under another's timestamps would break every guarantee.
+    pub fn bind_store(&self, cluster_id: u64, store_id: u64) -> Result<(), EngineError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META_TABLE)?;
+            let found = meta.get(META_STORE_IDENT)?.map(|v| {
+                let b = v.value();
+                let word = |i: usize| {
+                    u64::from_be_bytes(b.get(i..i + 8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]))
+                };
+                (word(0), word(8))
+            });
+            match found {
+                Some(ident) if ident == (cluster_id, store_id) => {}
+                Some((found_cluster, found_store)) => {
+                    return Err(EngineError::OtherStore {
+                        dir: self.dir.clone(),
+                        cluster_id: found_cluster,
+                        store_id: found_store,
+                        wanted_cluster: cluster_id,
+                        wanted_store: store_id,
+                    });
+                }
+                None => {
+                    let mut ident = cluster_id.to_be_bytes().to_vec();
+                    ident.extend_from_slice(&store_id.to_be_bytes());
+                    meta.insert(META_STORE_IDENT, ident.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// A consistent read view of locks and writes as of now.

@@ -2,18 +2,29 @@
 //!
 //! SurrealDB runs distributed as stateless `surreal` query nodes over a shared transactional
 //! key-value store, TiKV (PD servers for placement and timestamps + TiKV servers for data).
-//! This crate is that store shrunk to one process, one port and one file, faithful enough
-//! that the unmodified `surreal start tikv://127.0.0.1:2379` works against it — so a laptop
-//! can run the real distributed architecture without a TiKV cluster. Writes go through a Raft
-//! group as in TiKV; today that group has one peer (one store holding one region), and the
-//! next steps add PD as its own process, more stores and region splits.
+//! This crate is that store at teaching scale, faithful enough that the unmodified
+//! `surreal start tikv://127.0.0.1:2379` works against it — so a laptop can run the real
+//! distributed architecture without a TiKV cluster. It runs two ways:
+//!
+//! - **combined** (`storage-node --data-dir D`): PD and one store in one process, on one port;
+//! - **as a cluster** (`storage-node pd …` plus `storage-node store --store-id N …` per store):
+//!   PD is its own process, and the stores replicate every region with Raft and fail over
+//!   when a leader's store dies. See [`roles`].
+//!
+//! Both run the same code path: a single store is a region group with one peer.
 //!
 //! # Layout
 //!
 //! The modules follow TiKV's layering, so each maps onto a chapter of TiKV's documentation:
 //!
-//! - [`server`]: the gRPC front — [`server::pd`] (PD: members, TSO, the one region and store)
-//!   and [`server::kv`] (TiKV: the transactional KV RPCs), on one port.
+//! - [`roles`]: the processes — [`roles::pd`] (PD alone) and [`roles::store`] (a store that
+//!   registers with PD, heartbeats, and talks Raft to its peers); [`Node`] is both in one.
+//! - [`server`]: the gRPC front — [`server::pd`] (PD: members, TSO, ID allocation, the store and
+//!   region registries fed by heartbeats, routing, GC safe point) and [`server::kv`] (TiKV: the
+//!   transactional KV RPCs).
+//! - [`pd`]: PD's state — [`pd::cluster`] (stores and regions as heartbeats report them),
+//!   [`pd::tso`] (the timestamp oracle, persisted so timestamps never go backwards) and
+//!   [`pd::gc`] (the cluster's GC safe point).
 //! - [`storage`]: the transactional KV API the services call; reads check with Raft that this
 //!   store may serve them, writes go to the scheduler.
 //! - [`txn`]: Percolator's actions (prewrite with 1PC and async commit, commit, rollback,
@@ -26,7 +37,6 @@
 //! - [`txn_types`]: [`Key`] and [`TimeStamp`], the types every layer below `server` speaks.
 //! - [`concurrency`]: keeps snapshots stable while commit timestamps become durable.
 //! - [`lock_manager`]: lets pessimistic lock requests wait for a conflicting lock to go.
-//! - [`pd::tso`]: the timestamp oracle, persisted so timestamps never go backwards.
 //! - [`engine`]: redb tables standing in for RocksDB's column families.
 //! - [`trace`]: the optional one-line-per-RPC operation trace.
 
@@ -37,6 +47,7 @@ pub mod mvcc;
 pub mod pd;
 pub mod proto;
 pub mod raftstore;
+pub mod roles;
 pub mod server;
 pub mod storage;
 pub mod trace;
@@ -89,68 +100,110 @@ pub enum StartError {
     Trace(PathBuf, std::io::Error),
 }
 
-/// A node that is listening (used by the binary and by in-process tests).
+/// Binds a loopback address, naming the fix when it is taken or not loopback.
+pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    if !addr.ip().is_loopback() {
+        return Err(StartError::NotLoopback(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::PortInUse {
+                ip: addr.ip(),
+                port: addr.port(),
+            },
+            _ => StartError::Bind(addr, e),
+        })?;
+    let bound = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+    Ok((listener, bound))
+}
+
+/// Opens the trace file, or a tracer that records nothing.
+pub fn open_tracer(path: &Option<PathBuf>) -> Result<Arc<trace::Tracer>, StartError> {
+    Ok(Arc::new(match path {
+        Some(path) => {
+            trace::Tracer::to_file(path).map_err(|e| StartError::Trace(path.clone(), e))?
+        }
+        None => trace::Tracer::off(),
+    }))
+}
+
+/// A node that is listening (used by the binary and by in-process tests): PD and its one
+/// store in one process, the lab's one-store tier.
 pub struct Node {
     /// The address it serves on.
     pub addr: SocketAddr,
     /// Its storage (tests inspect it).
     pub storage: Arc<storage::Storage>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// PD's registry (stores, regions, leaders).
+    pub cluster: Arc<pd::cluster::PdCluster>,
+    serving: server::Serving,
 }
 
 impl Node {
     /// Opens the data directory, binds the port and starts serving in the background.
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        if !config.addr.ip().is_loopback() {
-            return Err(StartError::NotLoopback(config.addr));
-        }
         // Bind first: a port conflict should not leave the data directory locked.
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AddrInUse => StartError::PortInUse {
-                    ip: config.addr.ip(),
-                    port: config.addr.port(),
-                },
-                _ => StartError::Bind(config.addr, e),
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::Bind(config.addr, e))?;
-        let storage = storage::Storage::open(&config.data_dir)?;
-        let tracer = Arc::new(match &config.trace {
-            Some(path) => {
-                trace::Tracer::to_file(path).map_err(|e| StartError::Trace(path.clone(), e))?
-            }
-            None => trace::Tracer::off(),
+        let (listener, addr) = bind(config.addr).await?;
+        // The store reports its region to PD the way a store process does, through a channel
+        // (it reports as soon as it leads, before PD here exists).
+        let (reports, mut reported) = tokio::sync::mpsc::unbounded_channel();
+        let reporter: raftstore::store::Reporter = Box::new(move |r| {
+            let _ = reports.send(r);
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(storage.clone(), tracer, listener, async {
-            let _ = rx.await;
-        }));
+        let (storage, tso) = storage::Storage::open_alone(
+            &config.data_dir,
+            raftstore::RaftConfig::default(),
+            Some(reporter),
+        )?;
+        let cluster = Arc::new(
+            pd::cluster::PdCluster::open(storage.cluster_id(), &config.data_dir)
+                .map_err(|e| StartError::Engine(engine::EngineError::Redb(format!("PD: {e}"))))?,
+        );
+        // The store is reached at whatever address a client dialed (no address of its own).
+        cluster.put_store(proto::metapb::Store {
+            id: raftstore::store::STORE_ID,
+            state: proto::metapb::StoreState::Up as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        });
+        // The leader's first report is already queued: take it before the first request.
+        while let Ok(r) = reported.try_recv() {
+            let _ = cluster.region_heartbeat(r);
+        }
+        let registry = cluster.clone();
+        tokio::spawn(async move {
+            while let Some(r) = reported.recv().await {
+                registry.store_heartbeat(raftstore::store::STORE_ID);
+                if let Err(e) = registry.region_heartbeat(r) {
+                    tracing::debug!("{e}");
+                }
+            }
+        });
+        let tracer = open_tracer(&config.trace)?;
+        let pd = server::pd::PdService::new(
+            cluster.clone(),
+            tso,
+            server::pd::GcKeeper::LocalStore(storage.clone()),
+            addr.to_string(),
+            tracer.clone(),
+        );
+        let kv = server::kv::KvService::new(storage.clone(), tracer);
         Ok(Node {
             addr,
             storage,
-            shutdown: Some(tx),
-            task,
+            cluster,
+            serving: server::Serving::spawn(Some(pd), Some(kv), listener),
         })
     }
 
     /// Stops serving and waits for in-flight RPCs to finish.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
+    pub async fn stop(self) {
+        self.serving.stop().await
     }
 
     /// Waits until the server stops on its own (an error) — the binary's main loop.
     pub async fn wait(&mut self) -> Result<(), String> {
-        match (&mut self.task).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        self.serving.wait().await
     }
 }

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::concurrency::{ConcurrencyManager, ReadSet};
+use crate::concurrency::{CommitTsSource, ConcurrencyManager, ReadSet, TimestampOracle};
 use crate::engine::{Engine, EngineError, Identity, META_GC_SAFE_POINT};
 use crate::lock_manager::LockManager;
 use crate::mvcc::reader::{MvccReader, ScanArgs, ScanEntry};
 use crate::pd::tso::Tso;
 use crate::proto::kvrpcpb::LockInfo;
-use crate::raftstore::store::FIRST_REGION_ID as REGION_ID;
+use crate::raftstore::store::{
+    FIRST_PEER_ID, FIRST_REGION_ID as REGION_ID, STORE_ID, StoreSetup, first_region,
+};
+use crate::raftstore::transport::NoTransport;
 use crate::raftstore::{RaftConfig, RaftStore};
 use crate::txn::actions::acquire_pessimistic_lock::{AcquireArgs, LockedValues};
 use crate::txn::actions::check_txn_status::CheckTxnStatusArgs;
@@ -34,10 +37,9 @@ use crate::txn_types::{Key, TimeStamp};
 /// A point read's answer: the value (None = absent) or the lock in the way.
 pub type PointRead = Result<Option<Vec<u8>>, LockInfo>;
 
-/// The node's storage: engine, timestamp oracle, commit registry and writer.
+/// The node's storage: engine, commit registry and writer.
 pub struct Storage {
     engine: Arc<Engine>,
-    tso: Arc<Tso>,
     cm: Arc<ConcurrencyManager>,
     scheduler: Scheduler,
     raft: Arc<RaftStore>,
@@ -48,39 +50,82 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens the data directory with the default Raft timing.
+    /// Opens the data directory as a store alone with the default Raft timing.
     pub fn open(dir: &std::path::Path) -> Result<Arc<Storage>, EngineError> {
         Self::open_with(dir, RaftConfig::default())
     }
 
-    /// Opens the data directory, starts the store's Raft groups and waits until this store
-    /// leads its region with the log replayed (so the first request is served at once).
+    /// Opens the data directory as a store alone (see [`Storage::open_alone`]).
     pub fn open_with(
         dir: &std::path::Path,
         raft_config: RaftConfig,
     ) -> Result<Arc<Storage>, EngineError> {
+        Ok(Self::open_alone(dir, raft_config, None)?.0)
+    }
+
+    /// The one-process node's store: one region of one peer, timestamps from its own oracle
+    /// (returned, for the PD service beside it). Waits until the store leads its region with
+    /// the log replayed, so the first request is served at once.
+    pub fn open_alone(
+        dir: &std::path::Path,
+        raft_config: RaftConfig,
+        reporter: Option<crate::raftstore::store::Reporter>,
+    ) -> Result<(Arc<Storage>, Arc<Tso>), EngineError> {
         let (engine, identity) = Engine::open(dir)?;
-        let engine = Arc::new(engine);
         let tso = Arc::new(
             Tso::open(dir).map_err(|e| EngineError::Redb(format!("timestamp oracle: {e}")))?,
         );
         let cm = Arc::new(ConcurrencyManager::new(tso.clone()));
-        let lock_manager = Arc::new(LockManager::default());
-        let raft = RaftStore::start(
-            engine.clone(),
-            cm.clone(),
-            lock_manager.clone(),
-            raft_config,
-        )?;
-        if !raft.wait_ready(REGION_ID, Duration::from_secs(30)) {
+        let setup = StoreSetup {
+            store_id: STORE_ID,
+            bootstrap: vec![first_region(&[(FIRST_PEER_ID, STORE_ID)])],
+            transport: Box::new(NoTransport),
+            reporter,
+        };
+        let storage = Self::start(Arc::new(engine), identity, cm, raft_config, setup)?;
+        if !storage.raft.wait_ready(REGION_ID, Duration::from_secs(30)) {
             return Err(EngineError::Redb(
                 "the region did not elect a leader within 30 s (see the storage-node log)".into(),
             ));
         }
+        Ok((storage, tso))
+    }
+
+    /// A store of a cluster whose PD runs elsewhere: commit timestamps come from max_ts, and
+    /// `oracle` (PD's TSO, over the network) syncs max_ts when a peer here becomes leader.
+    /// Returns at once: the regions' leaders may be on other stores.
+    pub fn open_store(
+        engine: Engine,
+        identity: Identity,
+        oracle: Arc<dyn TimestampOracle>,
+        raft_config: RaftConfig,
+        setup: StoreSetup,
+    ) -> Result<Arc<Storage>, EngineError> {
+        let cm = Arc::new(ConcurrencyManager::with_source(
+            oracle,
+            CommitTsSource::MaxTs,
+        ));
+        Self::start(Arc::new(engine), identity, cm, raft_config, setup)
+    }
+
+    fn start(
+        engine: Arc<Engine>,
+        identity: Identity,
+        cm: Arc<ConcurrencyManager>,
+        raft_config: RaftConfig,
+        setup: StoreSetup,
+    ) -> Result<Arc<Storage>, EngineError> {
+        let lock_manager = Arc::new(LockManager::default());
+        let raft = RaftStore::start_with(
+            engine.clone(),
+            cm.clone(),
+            lock_manager.clone(),
+            raft_config,
+            setup,
+        )?;
         let scheduler = Scheduler::new(raft.clone());
         Ok(Arc::new(Storage {
             engine,
-            tso,
             cm,
             scheduler,
             raft,
@@ -88,6 +133,21 @@ impl Storage {
             gc_safe_point: AtomicU64::new(identity.gc_safe_point.into_inner()),
             identity,
         }))
+    }
+
+    /// The region of this store that holds `key`: requests are routed by their first key.
+    fn region_of(&self, key: &Key) -> u64 {
+        self.raft.region_of(key.as_raw())
+    }
+
+    /// How many regions this store holds a peer of.
+    pub fn region_count(&self) -> usize {
+        self.raft.region_ids().len()
+    }
+
+    /// The state of this store's peer of `region_id`.
+    pub fn peer_status(&self, region_id: u64) -> Option<crate::raftstore::store::PeerStatus> {
+        self.raft.status(region_id)
     }
 
     /// The persisted cluster id.
@@ -119,9 +179,9 @@ impl Storage {
         self.raft.mailbox()
     }
 
-    /// The timestamp oracle (PD's TSO service hands out its timestamps).
-    pub fn tso(&self) -> &Tso {
-        &self.tso
+    /// The timestamp oracle this store syncs max_ts from (tests take timestamps from it).
+    pub fn tso(&self) -> &dyn TimestampOracle {
+        self.cm.tso()
     }
 
     /// The engine (for sizes and counts).
@@ -140,7 +200,7 @@ impl Storage {
         ts: TimeStamp,
         bypass: &[TimeStamp],
     ) -> Result<PointRead, TxnError> {
-        self.raft.read_index(REGION_ID).await?;
+        self.raft.read_index(self.region_of(key)).await?;
         self.cm
             .wait_readable(ts, ReadSet::Keys(std::slice::from_ref(key)))
             .await;
@@ -155,7 +215,7 @@ impl Storage {
         ts: TimeStamp,
         bypass: &[TimeStamp],
     ) -> Result<Vec<PointRead>, TxnError> {
-        self.raft.read_index(REGION_ID).await?;
+        self.raft.read_index(self.first_region(keys)).await?;
         self.cm.wait_readable(ts, ReadSet::Keys(keys)).await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
         let reader = MvccReader::new(&snap.lock, &snap.write);
@@ -166,7 +226,7 @@ impl Storage {
 
     /// KvScan over `[args.lower, args.upper)`.
     pub async fn scan(&self, args: &ScanArgs) -> Result<Vec<ScanEntry>, TxnError> {
-        self.raft.read_index(REGION_ID).await?;
+        self.raft.read_index(self.region_of(&args.lower)).await?;
         self.cm
             .wait_readable(args.ts, ReadSet::Range(&args.lower, &args.upper))
             .await;
@@ -193,7 +253,7 @@ impl Storage {
     /// KvPrewrite.
     pub async fn prewrite(&self, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| prewrite::prewrite(ctx, args))
+            .run(self.first_region_of(args.mutations.iter().map(|m| &m.key), &args.primary), move |ctx| prewrite::prewrite(ctx, args))
             .await
     }
 
@@ -213,7 +273,7 @@ impl Storage {
             let attempt = args.clone();
             let result = self
                 .scheduler
-                .run(REGION_ID, move |ctx| {
+                .run(self.first_region_of(attempt.keys.iter().map(|k| &k.key), &attempt.primary), move |ctx| {
                     acquire_pessimistic_lock::acquire_pessimistic_lock(ctx, &attempt)
                 })
                 .await;
@@ -238,7 +298,7 @@ impl Storage {
         for_update_ts: TimeStamp,
     ) -> Result<usize, TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.first_region(&keys), move |ctx| {
                 pessimistic_rollback::pessimistic_rollback(ctx, &keys, start_ts, for_update_ts)
             })
             .await
@@ -252,7 +312,7 @@ impl Storage {
         commit_ts: TimeStamp,
     ) -> Result<(), TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.first_region(&keys), move |ctx| {
                 commit::commit(ctx, &keys, start_ts, commit_ts)
             })
             .await
@@ -261,7 +321,7 @@ impl Storage {
     /// KvBatchRollback.
     pub async fn rollback(&self, keys: Vec<Key>, start_ts: TimeStamp) -> Result<(), TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.first_region(&keys), move |ctx| {
                 cleanup::rollback(ctx, &keys, start_ts)
             })
             .await
@@ -275,7 +335,7 @@ impl Storage {
         current_ts: TimeStamp,
     ) -> Result<TimeStamp, TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.region_of(&key), move |ctx| {
                 cleanup::cleanup(ctx, &key, start_ts, current_ts)
             })
             .await
@@ -284,7 +344,7 @@ impl Storage {
     /// KvCheckTxnStatus.
     pub async fn check_txn_status(&self, args: CheckTxnStatusArgs) -> Result<TxnStatus, TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.region_of(&args.primary), move |ctx| {
                 check_txn_status::check_txn_status(ctx, &args)
             })
             .await
@@ -297,7 +357,7 @@ impl Storage {
         start_ts: TimeStamp,
     ) -> Result<(Vec<LockInfo>, TimeStamp), TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.first_region(&keys), move |ctx| {
                 check_txn_status::check_secondary_locks(ctx, &keys, start_ts)
             })
             .await
@@ -310,7 +370,7 @@ impl Storage {
         keys: Vec<Key>,
     ) -> Result<usize, TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.first_region(&keys), move |ctx| {
                 resolve_lock::resolve_lock(ctx, &txn_status, &keys)
             })
             .await
@@ -324,17 +384,29 @@ impl Storage {
         advise_ttl: u64,
     ) -> Result<u64, TxnError> {
         self.scheduler
-            .run(REGION_ID, move |ctx| {
+            .run(self.region_of(&primary), move |ctx| {
                 heartbeat::heartbeat(ctx, &primary, start_ts, advise_ttl)
             })
             .await
     }
 
-    /// UnsafeDestroyRange.
+    /// UnsafeDestroyRange: store-level, so every region led here destroys its share (the
+    /// client sends it to every store; regions led elsewhere are their leaders' business).
     pub async fn destroy_range(&self, start: Key, end: Key) -> Result<usize, TxnError> {
-        self.scheduler
-            .run(REGION_ID, move |ctx| gc::destroy_range(ctx, &start, &end))
-            .await
+        let mut removed = 0;
+        for region_id in self.raft.region_ids() {
+            let (start, end) = (start.clone(), end.clone());
+            match self
+                .scheduler
+                .run(region_id, move |ctx| gc::destroy_range(ctx, &start, &end))
+                .await
+            {
+                Ok(n) => removed += n,
+                Err(TxnError::Region(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     /// The current GC safe point.
@@ -343,7 +415,7 @@ impl Storage {
     }
 
     /// Raises the GC safe point (never lowers it), persists it, and collects garbage below
-    /// it; returns the safe point in force.
+    /// it on the regions led here; returns the safe point in force.
     pub async fn update_gc_safe_point(&self, requested: TimeStamp) -> Result<TimeStamp, TxnError> {
         let previous = TimeStamp::new(
             self.gc_safe_point
@@ -351,25 +423,35 @@ impl Storage {
         );
         let now = previous.max(requested);
         if now > previous {
-            self.scheduler
-                .run(REGION_ID, move |ctx| {
-                    ctx.put_meta(META_GC_SAFE_POINT, &now.into_inner().to_be_bytes())
-                })
-                .await?;
-            self.run_gc(now).await?;
+            for region_id in self.raft.region_ids() {
+                match self
+                    .scheduler
+                    .run(region_id, move |ctx| {
+                        ctx.put_meta(META_GC_SAFE_POINT, &now.into_inner().to_be_bytes())
+                    })
+                    .await
+                {
+                    Ok(()) | Err(TxnError::Region(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                match self.run_gc(region_id, now).await {
+                    Ok(_) | Err(TxnError::Region(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(now)
     }
 
-    /// Collects garbage at or below `safe_point` over the whole keyspace, in small batches.
-    pub async fn run_gc(&self, safe_point: TimeStamp) -> Result<usize, TxnError> {
+    /// Collects garbage at or below `safe_point` in `region_id` (led here), in small batches.
+    pub async fn run_gc(&self, region_id: u64, safe_point: TimeStamp) -> Result<usize, TxnError> {
         let mut from = Key::default();
         let mut removed = 0;
         loop {
             let start = std::mem::take(&mut from);
             let (next, n) = self
                 .scheduler
-                .run(REGION_ID, move |ctx| gc::gc_batch(ctx, safe_point, &start))
+                .run(region_id, move |ctx| gc::gc_batch(ctx, safe_point, &start))
                 .await?;
             removed += n;
             match next {
@@ -377,5 +459,17 @@ impl Storage {
                 None => return Ok(removed),
             }
         }
+    }
+
+    /// The region of the first of `keys` (a request's keys all lie in one region).
+    fn first_region(&self, keys: &[Key]) -> u64 {
+        keys.first()
+            .map(|k| self.region_of(k))
+            .unwrap_or(REGION_ID)
+    }
+
+    /// The region of the first of `keys`, or of `fallback` when there are none.
+    fn first_region_of<'k>(&self, mut keys: impl Iterator<Item = &'k Key>, fallback: &Key) -> u64 {
+        self.region_of(keys.next().unwrap_or(fallback))
     }
 }

@@ -179,6 +179,7 @@ impl Cluster {
                     store_id,
                     bootstrap: vec![region.clone()],
                     transport: transport(store_id),
+                    reporter: None,
                 };
                 let raft = RaftStore::start_with(
                     engine.clone(),

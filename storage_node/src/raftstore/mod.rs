@@ -78,6 +78,9 @@ pub struct RaftConfig {
     /// the lab; tests turn it off to keep a deposed leader believing it leads, the worst case
     /// for stale reads.
     pub check_quorum: bool,
+    /// Ticks between a leader's region heartbeats to PD (besides the one it sends the moment
+    /// it becomes leader, which is what lets clients find it after a failover).
+    pub pd_heartbeat_ticks: usize,
 }
 
 impl Default for RaftConfig {
@@ -90,6 +93,7 @@ impl Default for RaftConfig {
             log_gc_threshold: 1024,
             log_segment_bytes: log_file::SEGMENT_BYTES,
             check_quorum: true,
+            pd_heartbeat_ticks: 20,
         }
     }
 }

@@ -33,6 +33,7 @@ use super::{RaftConfig, RegionError};
 use crate::concurrency::ConcurrencyManager;
 use crate::engine::{Engine, EngineError, META_TABLE};
 use crate::lock_manager::LockManager;
+use crate::pd::cluster::RegionReport;
 use crate::proto::metapb;
 use crate::txn::TxnError;
 use crate::txn::scheduler::{self, MAX_BATCH, Task};
@@ -52,6 +53,9 @@ pub fn applied_key(region_id: u64) -> String {
     format!("raft_applied_index/{region_id}")
 }
 
+/// Where a store sends its region heartbeats (PD in this process, or a stream to PD).
+pub type Reporter = Box<dyn Fn(RegionReport) + Send>;
+
 /// What a store is and which regions it starts with.
 pub struct StoreSetup {
     /// This store's id.
@@ -60,6 +64,15 @@ pub struct StoreSetup {
     pub bootstrap: Vec<metapb::Region>,
     /// The network to the other stores.
     pub transport: Box<dyn Transport>,
+    /// Region heartbeats for PD; none in tests that run without PD.
+    pub reporter: Option<Reporter>,
+}
+
+/// The peer ids of the first region when `stores` stores bootstrap it together: store `k`
+/// (1-based) holds peer `FIRST_PEER_ID + k - 1`. Fixed, so every initial store computes the
+/// same region without asking anyone (etcd's and PD's `--initial-cluster` work the same way).
+pub fn initial_peers(stores: u64) -> Vec<(u64, u64)> {
+    (1..=stores).map(|k| (FIRST_PEER_ID + k - 1, k)).collect()
 }
 
 /// The first region, covering every key, with peers `(peer id, store id)`.
@@ -160,6 +173,7 @@ impl RaftStore {
             store_id: STORE_ID,
             bootstrap: vec![first_region(&[(FIRST_PEER_ID, STORE_ID)])],
             transport: Box::new(NoTransport),
+            reporter: None,
         };
         Self::start_with(engine, cm, lock_manager, config, setup)
     }
@@ -253,6 +267,8 @@ impl RaftStore {
             log,
             last_durable: Instant::now(),
             transport: setup.transport,
+            reporter: setup.reporter,
+            ticks: 0,
             waiting_ready: Vec::new(),
         };
         let handle = std::thread::Builder::new()
@@ -273,6 +289,30 @@ impl RaftStore {
             .unwrap_or_else(|p| p.into_inner())
             .get(&region_id)
             .cloned()
+    }
+
+    /// The region of this store whose range holds `key` (the first region when none does, so
+    /// a request for a key this store does not hold is answered by that region's checks).
+    pub fn region_of(&self, key: &[u8]) -> u64 {
+        let regions = self.regions.read().unwrap_or_else(|p| p.into_inner());
+        regions
+            .values()
+            .find(|r| {
+                r.start_key.as_slice() <= key && (r.end_key.is_empty() || key < r.end_key.as_slice())
+            })
+            .or_else(|| regions.values().next())
+            .map(|r| r.id)
+            .unwrap_or(FIRST_REGION_ID)
+    }
+
+    /// Every region this store holds a peer of.
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.regions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Where other stores deliver this store's Raft messages.
@@ -354,6 +394,9 @@ struct StoreThread {
     /// When applies were last made durable (see [`StoreThread::apply`]).
     last_durable: Instant,
     transport: Box<dyn Transport>,
+    reporter: Option<Reporter>,
+    /// Ticks since start (paces the region heartbeats).
+    ticks: usize,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
 }
 
@@ -386,6 +429,18 @@ impl StoreThread {
             if now >= next_tick {
                 for p in self.peers.values_mut() {
                     p.raw.tick();
+                }
+                self.ticks += 1;
+                if self.ticks.is_multiple_of(self.config.pd_heartbeat_ticks.max(1)) {
+                    let leaders: Vec<u64> = self
+                        .peers
+                        .values()
+                        .filter(|p| p.is_leader())
+                        .map(|p| p.region_id)
+                        .collect();
+                    for region_id in leaders {
+                        self.report(region_id);
+                    }
                 }
                 next_tick = now + self.config.tick;
             }
@@ -502,6 +557,7 @@ impl StoreThread {
             return;
         }
         let mut readies = Vec::new();
+        let mut new_leaders = Vec::new();
         let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
         // Rare writes (a vote, a snapshot, a compaction point) go to the engine file.
         let txn = self.engine.db().begin_write().unwrap_or_else(|e| {
@@ -516,6 +572,20 @@ impl StoreThread {
                     continue;
                 }
                 let mut rd = p.raw.ready();
+                if let Some(ss) = rd.ss() {
+                    tracing::info!(
+                        region = p.region_id,
+                        peer = p.peer_id,
+                        store = self.store_id,
+                        term = p.raw.raft.term,
+                        leader = ss.leader_id,
+                        "raft role: {:?}",
+                        ss.raft_state
+                    );
+                    if ss.raft_state == raft::StateRole::Leader {
+                        new_leaders.push(p.region_id);
+                    }
+                }
                 // A leader may send before its own log is durable (Raft allows it: the entry
                 // commits only once a quorum, possibly without the leader, has it).
                 Self::send(self.transport.as_ref(), p, rd.take_messages());
@@ -599,6 +669,28 @@ impl StoreThread {
             }
         }
         self.apply(to_apply);
+        // Tell PD at once: clients that lost the old leader ask PD where the region went.
+        for region_id in new_leaders {
+            self.report(region_id);
+        }
+    }
+
+    /// Sends PD a heartbeat for `region_id`, which this store's peer leads.
+    fn report(&self, region_id: u64) {
+        let (Some(reporter), Some(p)) = (&self.reporter, self.peers.get(&region_id)) else {
+            return;
+        };
+        let region = p.raw.store().region().clone();
+        let Some(leader) = region.peers.iter().find(|x| x.id == p.peer_id).cloned() else {
+            return;
+        };
+        reporter(RegionReport {
+            region,
+            leader,
+            term: p.raw.raft.term,
+            approximate_keys: 0,
+            approximate_size: 0,
+        });
     }
 
     fn applied_now(&self) -> Vec<(u64, u64)> {

@@ -4,16 +4,12 @@
 pub mod kv;
 pub mod pd;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::transport::Server;
 
 use crate::proto::pdpb::pd_server::PdServer;
 use crate::proto::tikvpb::tikv_server::TikvServer;
-use crate::storage::Storage;
-use crate::trace::Tracer;
 
 /// SurrealDB's TiKV client sends requests of up to 4 MiB by default and more when raised;
 /// accept up to 64 MiB rather than fail large transactions with a transport error.
@@ -53,31 +49,70 @@ where
     }
 }
 
-/// Serves PD and TiKV on `listener` until `shutdown` resolves.
+/// Serves PD, TiKV or both on `listener` until `shutdown` resolves: the one-process node
+/// serves both, a PD process only PD, a store process only TiKV (its `Raft` stream included).
 pub async fn serve(
-    storage: Arc<Storage>,
-    tracer: Arc<Tracer>,
+    pd: Option<pd::PdService>,
+    kv: Option<kv::KvService>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let addr: SocketAddr = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    let pd = PdServer::new(pd::PdService::new(
-        storage.clone(),
-        addr.to_string(),
-        tracer.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let kv = TikvServer::new(kv::KvService::new(storage, tracer))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let pd = pd.map(|pd| {
+        PdServer::new(pd)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    });
+    let kv = kv.map(|kv| {
+        TikvServer::new(kv)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    });
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .layer(tower::layer::layer_fn(RecordAuthority))
-        .add_service(pd)
-        .add_service(kv)
+        .add_optional_service(pd)
+        .add_optional_service(kv)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// A server running in the background: stop it, or wait for it to fail.
+pub struct Serving {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Serving {
+    /// Starts serving `pd` and/or `kv` on `listener`.
+    pub fn spawn(
+        pd: Option<pd::PdService>,
+        kv: Option<kv::KvService>,
+        listener: tokio::net::TcpListener,
+    ) -> Serving {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(pd, kv, listener, async {
+            let _ = rx.await;
+        }));
+        Serving {
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// Stops serving and waits for in-flight RPCs to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops on its own (an error).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        match (&mut self.task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }

@@ -1,0 +1,394 @@
+//! PD's picture of the cluster: which stores exist, which regions there are, and who leads
+//! each — built only from what the stores report, as real PD builds it.
+//!
+//! Stores register with `PutStore` and say they are alive with `StoreHeartbeat`. Each region's
+//! leader sends a `RegionHeartbeat` when it becomes leader and then every second: the region's
+//! range, epoch and peers, and itself as leader. Clients ask `GetRegion(key)` and get the region
+//! holding the key with the leader last reported, then `GetStore` for its address.
+//!
+//! A heartbeat is accepted only if it is not older than what PD has: a higher epoch (a split or
+//! a membership change happened), or the same epoch with a term at least as high (a newer
+//! election). A deposed leader's late heartbeat cannot take the region back.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::proto::metapb;
+
+/// Ids below this are the fixed ones of the first region and the initial stores (see
+/// [`crate::raftstore::store`]); PD allocates above it.
+pub const FIRST_ALLOCATED_ID: u64 = 1000;
+
+/// A store silent for this long is shown as disconnected (real PD: 20 s; stores here
+/// heartbeat every second).
+pub const STORE_DISCONNECTED_AFTER: Duration = Duration::from_secs(3);
+
+/// A store as PD knows it.
+#[derive(Clone, Debug)]
+pub struct StoreInfo {
+    /// Its id, address and state as it registered.
+    pub store: metapb::Store,
+    /// When it last heartbeat.
+    pub last_heartbeat: Instant,
+}
+
+impl StoreInfo {
+    /// Whether it heartbeat recently.
+    pub fn is_up(&self) -> bool {
+        self.last_heartbeat.elapsed() < STORE_DISCONNECTED_AFTER
+    }
+}
+
+/// A region as its leader last reported it.
+#[derive(Clone, Debug)]
+pub struct RegionInfo {
+    /// Range, epoch and peers.
+    pub region: metapb::Region,
+    /// The peer that reported as leader.
+    pub leader: Option<metapb::Peer>,
+    /// The leader's Raft term when it reported.
+    pub term: u64,
+    /// Approximate number of keys (engine entries) in the region.
+    pub approximate_keys: u64,
+    /// Approximate bytes.
+    pub approximate_size: u64,
+    /// When the last heartbeat arrived.
+    pub updated: Instant,
+}
+
+/// A region heartbeat: what a leader reports.
+#[derive(Clone, Debug)]
+pub struct RegionReport {
+    /// Range, epoch, peers.
+    pub region: metapb::Region,
+    /// The reporting leader.
+    pub leader: metapb::Peer,
+    /// Its term.
+    pub term: u64,
+    /// Approximate keys.
+    pub approximate_keys: u64,
+    /// Approximate bytes.
+    pub approximate_size: u64,
+}
+
+/// Why a heartbeat was not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    /// Older than what PD has.
+    #[error("stale heartbeat for region {region}: PD has epoch {have:?} term {have_term}")]
+    Stale {
+        /// The region.
+        region: u64,
+        /// PD's epoch (conf_ver, version).
+        have: (u64, u64),
+        /// PD's term.
+        have_term: u64,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    stores: BTreeMap<u64, StoreInfo>,
+    regions: BTreeMap<u64, RegionInfo>,
+    /// Region id by start key: the key → region lookup.
+    by_start: BTreeMap<Vec<u8>, u64>,
+}
+
+/// PD's cluster state.
+pub struct PdCluster {
+    cluster_id: u64,
+    ids: IdAllocator,
+    state: RwLock<State>,
+}
+
+fn epoch(r: &metapb::Region) -> (u64, u64) {
+    r.region_epoch
+        .as_ref()
+        .map(|e| (e.conf_ver, e.version))
+        .unwrap_or_default()
+}
+
+impl PdCluster {
+    /// The cluster `cluster_id`, allocating ids persisted in `dir`.
+    pub fn open(cluster_id: u64, dir: &Path) -> std::io::Result<PdCluster> {
+        Ok(PdCluster {
+            cluster_id,
+            ids: IdAllocator::open(dir)?,
+            state: RwLock::new(State::default()),
+        })
+    }
+
+    /// The cluster id every response carries.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// A fresh id (for stores, regions and peers), never handed out before.
+    pub fn alloc_id(&self) -> std::io::Result<u64> {
+        self.ids.next()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers (or re-registers) a store; also counts as a heartbeat.
+    pub fn put_store(&self, store: metapb::Store) {
+        let id = store.id;
+        self.write().stores.insert(
+            id,
+            StoreInfo {
+                store,
+                last_heartbeat: Instant::now(),
+            },
+        );
+    }
+
+    /// A store says it is alive; false if PD does not know it (it must `PutStore` first).
+    pub fn store_heartbeat(&self, store_id: u64) -> bool {
+        match self.write().stores.get_mut(&store_id) {
+            Some(s) => {
+                s.last_heartbeat = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One store.
+    pub fn store(&self, store_id: u64) -> Option<StoreInfo> {
+        self.read().stores.get(&store_id).cloned()
+    }
+
+    /// Every store, by id.
+    pub fn stores(&self) -> Vec<StoreInfo> {
+        self.read().stores.values().cloned().collect()
+    }
+
+    /// Takes a leader's report, unless it is older than what PD has.
+    pub fn region_heartbeat(&self, report: RegionReport) -> Result<(), HeartbeatError> {
+        let mut state = self.write();
+        let id = report.region.id;
+        if let Some(have) = state.regions.get(&id) {
+            let (new, old) = (epoch(&report.region), epoch(&have.region));
+            let newer_epoch = new.0 >= old.0 && new.1 >= old.1 && new != old;
+            if !(newer_epoch || (new == old && report.term >= have.term)) {
+                return Err(HeartbeatError::Stale {
+                    region: id,
+                    have: old,
+                    have_term: have.term,
+                });
+            }
+            let old_start = have.region.start_key.clone();
+            state.by_start.remove(&old_start);
+        }
+        // Regions this one now covers (a split's parent seen before its children…) give way.
+        let (start, end) = (&report.region.start_key, &report.region.end_key);
+        let overlapped: Vec<u64> = state
+            .regions
+            .values()
+            .filter(|r| r.region.id != id && overlaps(&r.region, start, end))
+            .map(|r| r.region.id)
+            .collect();
+        for other in overlapped {
+            if let Some(r) = state.regions.remove(&other) {
+                state.by_start.remove(&r.region.start_key);
+            }
+        }
+        state.by_start.insert(start.clone(), id);
+        state.regions.insert(
+            id,
+            RegionInfo {
+                region: report.region,
+                leader: Some(report.leader),
+                term: report.term,
+                approximate_keys: report.approximate_keys,
+                approximate_size: report.approximate_size,
+                updated: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Records the cluster's first region as its stores created it, before any leader is
+    /// elected (TiKV's `Bootstrap`): from now on every key has a region, and a client asking
+    /// for one gets it without a leader, so it backs off until a leader reports. Returns false
+    /// if the cluster already has regions (then nothing changes).
+    pub fn bootstrap(&self, region: metapb::Region) -> bool {
+        let mut state = self.write();
+        if !state.regions.is_empty() {
+            return false;
+        }
+        state.by_start.insert(region.start_key.clone(), region.id);
+        state.regions.insert(
+            region.id,
+            RegionInfo {
+                region,
+                leader: None,
+                term: 0,
+                approximate_keys: 0,
+                approximate_size: 0,
+                updated: Instant::now(),
+            },
+        );
+        true
+    }
+
+    /// Whether the cluster has its first region.
+    pub fn is_bootstrapped(&self) -> bool {
+        !self.read().regions.is_empty()
+    }
+
+    /// The region holding `key` (in the region's key encoding), if PD knows one.
+    pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
+        let state = self.read();
+        let (_, id) = state.by_start.range(..=key.to_vec()).next_back()?;
+        let info = state.regions.get(id)?;
+        let end = &info.region.end_key;
+        (end.is_empty() || key < end.as_slice()).then(|| info.clone())
+    }
+
+    /// A region by id.
+    pub fn region_by_id(&self, region_id: u64) -> Option<RegionInfo> {
+        self.read().regions.get(&region_id).cloned()
+    }
+
+    /// Every region, in key order.
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        let state = self.read();
+        state
+            .by_start
+            .values()
+            .filter_map(|id| state.regions.get(id).cloned())
+            .collect()
+    }
+}
+
+fn overlaps(r: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
+    let starts_before_end = end.is_empty() || r.start_key.as_slice() < end;
+    let ends_after_start = r.end_key.is_empty() || r.end_key.as_slice() > start;
+    starts_before_end && ends_after_start
+}
+
+/// Hands out ids above everything handed out before, across restarts: like the TSO, it
+/// persists a limit ahead of use (one fsync per [`IdAllocator::STEP`] ids).
+struct IdAllocator {
+    next: AtomicU64,
+    limit: Mutex<u64>,
+    file: PathBuf,
+}
+
+impl IdAllocator {
+    const STEP: u64 = 1000;
+    const FILE: &'static str = "pd-alloc-id";
+
+    fn open(dir: &Path) -> std::io::Result<IdAllocator> {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join(Self::FILE);
+        let saved = match std::fs::read(&file) {
+            Ok(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
+                std::io::Error::other(format!(
+                    "{} is damaged (expected 8 bytes); restore it or use a fresh --data-dir",
+                    file.display()
+                ))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FIRST_ALLOCATED_ID,
+            Err(e) => return Err(e),
+        };
+        Ok(IdAllocator {
+            next: AtomicU64::new(saved),
+            limit: Mutex::new(saved),
+            file,
+        })
+    }
+
+    fn next(&self) -> std::io::Result<u64> {
+        let mut limit = self.limit.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        if id >= *limit {
+            let new_limit = id + Self::STEP;
+            let tmp = self.file.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&new_limit.to_be_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.file)?;
+            *limit = new_limit;
+        }
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8], conf_ver: u64, version: u64) -> metapb::Region {
+        metapb::Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
+            ..Default::default()
+        }
+    }
+
+    fn report(region: metapb::Region, leader: u64, term: u64) -> RegionReport {
+        RegionReport {
+            region,
+            leader: metapb::Peer {
+                id: leader,
+                store_id: leader,
+                ..Default::default()
+            },
+            term,
+            approximate_keys: 0,
+            approximate_size: 0,
+        }
+    }
+
+    #[test]
+    fn a_deposed_leaders_late_heartbeat_does_not_take_the_region_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PdCluster::open(7, dir.path()).unwrap();
+        pd.region_heartbeat(report(region(2, b"", b"", 1, 1), 3, 5))
+            .unwrap();
+        pd.region_heartbeat(report(region(2, b"", b"", 1, 1), 4, 6))
+            .unwrap();
+        let late = pd.region_heartbeat(report(region(2, b"", b"", 1, 1), 3, 5));
+        assert!(matches!(late, Err(HeartbeatError::Stale { .. })));
+        assert_eq!(pd.region_by_key(b"k").unwrap().leader.unwrap().id, 4);
+    }
+
+    #[test]
+    fn after_a_split_keys_route_to_the_child_that_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PdCluster::open(7, dir.path()).unwrap();
+        pd.region_heartbeat(report(region(2, b"", b"", 1, 1), 3, 5))
+            .unwrap();
+        pd.region_heartbeat(report(region(2, b"m", b"", 1, 2), 3, 5))
+            .unwrap();
+        pd.region_heartbeat(report(region(9, b"", b"m", 1, 2), 3, 5))
+            .unwrap();
+        assert_eq!(pd.region_by_key(b"a").unwrap().region.id, 9);
+        assert_eq!(pd.region_by_key(b"m").unwrap().region.id, 2);
+        assert_eq!(pd.region_by_key(b"zz").unwrap().region.id, 2);
+        assert_eq!(pd.regions().len(), 2);
+    }
+
+    #[test]
+    fn ids_never_repeat_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = PdCluster::open(7, dir.path()).unwrap().alloc_id().unwrap();
+        assert!(first >= FIRST_ALLOCATED_ID);
+        let again = PdCluster::open(7, dir.path()).unwrap().alloc_id().unwrap();
+        assert!(again > first);
+    }
+}

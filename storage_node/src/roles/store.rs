@@ -1,0 +1,416 @@
+//! `storage-node store --pd ADDR`: one store of the replicated tier.
+//!
+//! A store holds a peer of each of its regions and serves TiKV's RPCs for the regions it
+//! leads. It learns nothing by itself: PD tells clients where regions are, so a store's whole
+//! conversation with PD is
+//!
+//! - **at start**: PD's cluster id (a data directory is tied to one cluster and store id for
+//!   life), then `PutStore` with its address;
+//! - **every second**: a store heartbeat (and `PutStore` again if PD forgot it, e.g. after a PD
+//!   restart), and a look at the GC safe point;
+//! - **region heartbeats**, streamed: each region's leader reports the moment it is elected
+//!   and every second after — how clients find the new leader after a failover;
+//! - **a timestamp** after each election: the new leader syncs max_ts from PD's TSO before it
+//!   takes writes (see [`crate::concurrency`]).
+//!
+//! The initial stores bootstrap the first region together, each computing the same peer list
+//! from `--initial-stores` (see [`initial_peers`]), as etcd's `--initial-cluster` does.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use crate::concurrency::TimestampOracle;
+use crate::engine::{Engine, EngineError};
+use crate::pd::cluster::RegionReport;
+use crate::proto::metapb;
+use crate::proto::pdpb::{self, pd_client::PdClient};
+use crate::raftstore::grpc::GrpcTransport;
+use crate::raftstore::store::{Reporter, StoreSetup, first_region, initial_peers};
+use crate::raftstore::RaftConfig;
+use crate::server::Serving;
+use crate::server::kv::KvService;
+use crate::storage::Storage;
+use crate::txn_types::TimeStamp;
+use crate::{StartError, bind, open_tracer};
+
+/// How to run a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Loopback address to serve TiKV on (PD advertises it to clients and other stores).
+    pub addr: SocketAddr,
+    /// Where this store's data and Raft log live.
+    pub data_dir: PathBuf,
+    /// PD's address (`host:port`).
+    pub pd: String,
+    /// This store's id, 1..=`initial_stores`.
+    pub store_id: u64,
+    /// How many stores bootstrap the first region together.
+    pub initial_stores: u64,
+    /// Append one JSON line per RPC to this file.
+    pub trace: Option<PathBuf>,
+    /// Raft timing.
+    pub raft: RaftConfig,
+}
+
+/// Why a store could not join its cluster; each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The store id is outside the initial stores.
+    #[error(
+        "--store-id {store_id} is not one of the initial stores 1..={initial}; pass --store-id between 1 and {initial} (or raise --initial-stores when creating a new cluster)"
+    )]
+    NotInitial {
+        /// The id given.
+        store_id: u64,
+        /// `--initial-stores`.
+        initial: u64,
+    },
+    /// PD cannot be reached.
+    #[error("cannot reach PD at {pd}: {why}; start it first (`storage-node pd`) or fix --pd")]
+    NoPd {
+        /// `--pd`.
+        pd: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// A store that is serving.
+pub struct StoreNode {
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    /// Its storage (tests inspect it).
+    pub storage: Arc<Storage>,
+    /// PD's cluster id.
+    pub cluster_id: u64,
+    serving: Serving,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Connects to PD, retrying for a few seconds (PD may be starting beside us).
+async fn connect_pd(pd: &str) -> Result<PdClient<Channel>, JoinError> {
+    let no_pd = |why: String| JoinError::NoPd {
+        pd: pd.to_string(),
+        why,
+    };
+    let endpoint = Channel::from_shared(format!("http://{pd}"))
+        .map_err(|e| no_pd(e.to_string()))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(3));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(PdClient::new(channel)),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(no_pd(e.to_string())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn header(cluster_id: u64) -> Option<pdpb::RequestHeader> {
+    Some(pdpb::RequestHeader {
+        cluster_id,
+        ..Default::default()
+    })
+}
+
+/// A PD answer's header error, as text.
+fn pd_error(h: &Option<pdpb::ResponseHeader>) -> Option<String> {
+    h.as_ref()
+        .and_then(|h| h.error.as_ref())
+        .map(|e| e.message.clone())
+}
+
+impl StoreNode {
+    /// Joins the cluster behind `config.pd`, opens the data directory, and starts serving.
+    pub async fn start(config: StoreConfig) -> Result<StoreNode, StartError> {
+        let fail = |e: String| StartError::Engine(EngineError::Redb(e));
+        if config.store_id == 0 || config.store_id > config.initial_stores {
+            return Err(fail(
+                JoinError::NotInitial {
+                    store_id: config.store_id,
+                    initial: config.initial_stores,
+                }
+                .to_string(),
+            ));
+        }
+        let (listener, addr) = bind(config.addr).await?;
+        let mut pd = connect_pd(&config.pd)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let members = pd
+            .get_members(pdpb::GetMembersRequest::default())
+            .await
+            .map_err(|e| fail(format!("PD at {} did not answer GetMembers: {e}", config.pd)))?
+            .into_inner();
+        let cluster_id = members.header.map(|h| h.cluster_id).unwrap_or(0);
+        let (engine, identity) = Engine::open(&config.data_dir)?;
+        engine.bind_store(cluster_id, config.store_id)?;
+        let store = metapb::Store {
+            id: config.store_id,
+            address: addr.to_string(),
+            state: metapb::StoreState::Up as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        put_store(&mut pd, cluster_id, &store)
+            .await
+            .map_err(|e| fail(format!("PD at {} refused this store: {e}", config.pd)))?;
+
+        // The first region exists from now on, leader or not (every initial store sends the
+        // same one; PD keeps the first).
+        let region = first_region(&initial_peers(config.initial_stores));
+        let boot = pd
+            .bootstrap(pdpb::BootstrapRequest {
+                header: header(cluster_id),
+                store: Some(store.clone()),
+                region: Some(region.clone()),
+            })
+            .await
+            .map_err(|e| fail(format!("PD at {} did not answer Bootstrap: {e}", config.pd)))?
+            .into_inner();
+        if let Some(e) = boot.header.as_ref().and_then(|h| h.error.as_ref())
+            && e.r#type != pdpb::ErrorType::AlreadyBootstrapped as i32
+        {
+            return Err(fail(format!("PD at {} refused Bootstrap: {}", config.pd, e.message)));
+        }
+
+        let runtime = tokio::runtime::Handle::current();
+        let addresses: Arc<RwLock<HashMap<u64, String>>> = Arc::default();
+        let resolve = {
+            let addresses = addresses.clone();
+            Arc::new(move |store_id: u64| {
+                addresses
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&store_id)
+                    .cloned()
+            })
+        };
+        let (reports, reported) = tokio::sync::mpsc::unbounded_channel::<RegionReport>();
+        let reporter: Reporter = Box::new(move |r| {
+            let _ = reports.send(r);
+        });
+        let oracle = Arc::new(PdOracle {
+            pd: pd.clone(),
+            cluster_id,
+            runtime: runtime.clone(),
+        });
+        let setup = StoreSetup {
+            store_id: config.store_id,
+            bootstrap: vec![region],
+            transport: Box::new(GrpcTransport::new(runtime, resolve)),
+            reporter: Some(reporter),
+        };
+        let storage = Storage::open_store(engine, identity, oracle, config.raft.clone(), setup)?;
+        let background = vec![
+            tokio::spawn(store_heartbeats(
+                pd.clone(),
+                cluster_id,
+                store,
+                addresses,
+                storage.clone(),
+            )),
+            tokio::spawn(region_heartbeats(pd, cluster_id, reported)),
+        ];
+        let tracer = open_tracer(&config.trace)?;
+        let kv = KvService::new(storage.clone(), tracer);
+        Ok(StoreNode {
+            addr,
+            storage,
+            cluster_id,
+            serving: Serving::spawn(None, Some(kv), listener),
+            background,
+        })
+    }
+
+    /// Stops serving and waits for in-flight RPCs to finish.
+    pub async fn stop(self) {
+        for task in &self.background {
+            task.abort();
+        }
+        self.serving.stop().await
+    }
+
+    /// Waits until the server stops on its own (an error).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        self.serving.wait().await
+    }
+}
+
+async fn put_store(
+    pd: &mut PdClient<Channel>,
+    cluster_id: u64,
+    store: &metapb::Store,
+) -> Result<(), String> {
+    let resp = pd
+        .put_store(pdpb::PutStoreRequest {
+            header: header(cluster_id),
+            store: Some(store.clone()),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    match pd_error(&resp.header) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Every second: tell PD this store is alive (registering again if PD forgot it), learn the
+/// other stores' addresses (for Raft messages), and collect garbage below a raised safe point.
+async fn store_heartbeats(
+    mut pd: PdClient<Channel>,
+    cluster_id: u64,
+    store: metapb::Store,
+    addresses: Arc<RwLock<HashMap<u64, String>>>,
+    storage: Arc<Storage>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let beat = pd
+            .store_heartbeat(pdpb::StoreHeartbeatRequest {
+                header: header(cluster_id),
+                stats: Some(pdpb::StoreStats {
+                    store_id: store.id,
+                    region_count: storage.region_count() as u32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        match beat {
+            Ok(resp) if pd_error(&resp.get_ref().header).is_some() => {
+                // PD restarted and lost its registry: register again.
+                if let Err(e) = put_store(&mut pd, cluster_id, &store).await {
+                    tracing::warn!("PD refused this store: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("store heartbeat failed: {e}");
+                continue;
+            }
+        }
+        if let Ok(resp) = pd
+            .get_all_stores(pdpb::GetAllStoresRequest {
+                header: header(cluster_id),
+                exclude_tombstone_stores: true,
+            })
+            .await
+        {
+            let found: HashMap<u64, String> = resp
+                .into_inner()
+                .stores
+                .into_iter()
+                .map(|s| (s.id, s.address))
+                .collect();
+            *addresses.write().unwrap_or_else(|p| p.into_inner()) = found;
+        }
+        if let Ok(resp) = pd
+            .get_gc_safe_point(pdpb::GetGcSafePointRequest {
+                header: header(cluster_id),
+            })
+            .await
+        {
+            let safe_point = TimeStamp::new(resp.into_inner().safe_point);
+            if safe_point > storage.gc_safe_point()
+                && let Err(e) = storage.update_gc_safe_point(safe_point).await
+            {
+                tracing::warn!("GC failed: {e}");
+            }
+        }
+    }
+}
+
+/// Streams this store's region reports to PD, reopening the stream after an error (a report
+/// lost meanwhile is repeated within a second by the leader's periodic heartbeat).
+async fn region_heartbeats(
+    pd: PdClient<Channel>,
+    cluster_id: u64,
+    reported: tokio::sync::mpsc::UnboundedReceiver<RegionReport>,
+) {
+    let reported = Arc::new(tokio::sync::Mutex::new(reported));
+    loop {
+        let feed = reported.clone();
+        let requests = futures::stream::unfold(feed, move |feed| async move {
+            let report = feed.lock().await.recv().await?;
+            let req = pdpb::RegionHeartbeatRequest {
+                header: header(cluster_id),
+                region: Some(report.region),
+                leader: Some(report.leader),
+                term: report.term,
+                approximate_keys: report.approximate_keys,
+                approximate_size: report.approximate_size,
+                ..Default::default()
+            };
+            Some((req, feed))
+        });
+        let mut client = pd.clone();
+        match client.region_heartbeat(requests).await {
+            Ok(resp) => {
+                let mut answers = resp.into_inner();
+                // PD answers only with operators (none are sent yet); drain until it hangs up.
+                while let Ok(Some(_)) = answers.message().await {}
+            }
+            Err(e) => tracing::debug!("region heartbeat stream failed: {e}"),
+        }
+        if reported.lock().await.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PD's TSO across the network, for the store thread (which is not async): one timestamp
+/// per election, so a blocking call is fine there.
+struct PdOracle {
+    pd: PdClient<Channel>,
+    cluster_id: u64,
+    runtime: tokio::runtime::Handle,
+}
+
+impl TimestampOracle for PdOracle {
+    fn next(&self) -> std::io::Result<TimeStamp> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking inside the runtime would stall it; only the store thread may ask.
+            return Err(std::io::Error::other(
+                "PD's TSO was asked from inside the async runtime",
+            ));
+        }
+        let mut pd = self.pd.clone();
+        let request = pdpb::TsoRequest {
+            header: header(self.cluster_id),
+            count: 1,
+            ..Default::default()
+        };
+        self.runtime.block_on(async move {
+            let ask = async {
+                let mut answers = pd
+                    .tso(futures::stream::iter([request]))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .into_inner();
+                let answer = answers
+                    .message()
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .and_then(|a| a.timestamp)
+                    .ok_or_else(|| std::io::Error::other("PD's TSO answered nothing"))?;
+                Ok(TimeStamp::compose(
+                    answer.physical as u64,
+                    answer.logical as u64,
+                ))
+            };
+            tokio::time::timeout(Duration::from_secs(2), ask)
+                .await
+                .map_err(|_| std::io::Error::other("PD's TSO did not answer within 2 s"))?
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! The replicated tier as separate processes — PD plus three stores, each a real
+//! `storage-node` process on loopback — driven by the TiKV client SurrealDB uses. Each test
+//! states what replication promises and kills processes (SIGKILL) to challenge it:
+//!
+//! - the three stores bootstrap one region together, PD learns its leader from heartbeats, and
+//!   a client that only knows PD's address reads and writes;
+//! - killing the leader's store loses no acknowledged write, and writes resume once the other
+//!   two elect a leader and report it to PD;
+//! - with two of three stores down no write commits (the client gets an error, not a hang),
+//!   and restarting one brings service back with every acknowledged write;
+//! - a store started against another cluster's PD refuses to start, naming the fix.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use storage_node::proto::pdpb::{self, pd_client::PdClient};
+use tikv_client::TransactionClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
+
+/// A `storage-node` process, killed when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `storage-node ARGS` and waits for its ready line; returns the address it serves on.
+fn spawn(args: &[&str]) -> Result<Proc, String> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("STORAGE_NODE_LOG", std::env::var("TEST_STORE_LOG").unwrap_or("warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var("TEST_STORE_LOG").is_ok() { Stdio::inherit() } else { Stdio::piped() })
+        .spawn()
+        .expect("storage-node starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    if !line.contains(" ready on ") {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+        let _ = child.wait();
+        return Err(err);
+    }
+    let addr = line
+        .split(" ready on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    Ok(Proc { child, addr })
+}
+
+struct Cluster {
+    pd: Proc,
+    stores: Vec<Option<Proc>>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pd_dir = dir.path().join("pd");
+        let pd = spawn(&[
+            "pd",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            pd_dir.to_str().unwrap(),
+        ])
+        .expect("PD starts");
+        let mut cluster = Cluster {
+            pd,
+            stores: Vec::new(),
+            dir,
+        };
+        for id in 1..=3 {
+            let store = cluster.start_store(id, "127.0.0.1:0").expect("store starts");
+            cluster.stores.push(Some(store));
+        }
+        cluster
+    }
+
+    fn store_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("store-{id}"))
+    }
+
+    fn start_store(&self, id: u64, addr: &str) -> Result<Proc, String> {
+        store_process(&self.pd.addr, &self.store_dir(id), id, addr)
+    }
+
+    fn kill(&mut self, id: u64) -> String {
+        let p = self.stores[id as usize - 1].take().expect("store running");
+        p.addr.clone()
+    }
+
+    /// Restarts store `id` on the address it had (other stores and PD know it by that).
+    fn restart(&mut self, id: u64, addr: &str) {
+        let p = self.start_store(id, addr).expect("store restarts");
+        self.stores[id as usize - 1] = Some(p);
+    }
+}
+
+fn store_process(pd: &str, dir: &Path, id: u64, addr: &str) -> Result<Proc, String> {
+    spawn(&[
+        "store",
+        "--addr",
+        addr,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--pd",
+        pd,
+        "--store-id",
+        &id.to_string(),
+        "--initial-stores",
+        "3",
+    ])
+}
+
+/// The store PD names as the leader of the region holding `key`, if any.
+async fn leader_store(pd: &str, key: &[u8]) -> Option<u64> {
+    let mut client = PdClient::connect(format!("http://{pd}"))
+        .await
+        .expect("PD answers");
+    let resp = client
+        .get_region(pdpb::GetRegionRequest {
+            region_key: key.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetRegion")
+        .into_inner();
+    resp.leader.map(|l| l.store_id)
+}
+
+async fn put(client: &TransactionClient, k: &[u8], v: &[u8]) -> Result<(), tikv_client::Error> {
+    let mut txn = client.begin_optimistic().await?;
+    txn.put(k.to_vec(), v.to_vec()).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn get(client: &TransactionClient, k: &[u8]) -> Result<Option<Vec<u8>>, tikv_client::Error> {
+    let mut txn = client.begin_optimistic().await?;
+    let v = txn.get(k.to_vec()).await?;
+    txn.rollback().await?;
+    Ok(v)
+}
+
+/// Retries `put` until it succeeds or `limit` passes; returns how long it took.
+async fn put_until(client: &TransactionClient, k: &[u8], v: &[u8], limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        match put(client, k, v).await {
+            Ok(()) => return start.elapsed(),
+            Err(e) if start.elapsed() < limit => {
+                eprintln!("write not yet accepted: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no write succeeded within {limit:?}: {e}"),
+        }
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("acked-{i:03}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_store_killed_loses_nothing_and_writes_resume_under_a_new_leader() {
+    let mut cluster = Cluster::start();
+    let client = TransactionClient::new(vec![cluster.pd.addr.clone()])
+        .await
+        .expect("client connects to PD");
+    let took = put_until(&client, b"first", b"1", Duration::from_secs(20)).await;
+    eprintln!("first write after start: {took:?}");
+    for i in 0..30 {
+        put(&client, &key(i), b"v").await.expect("acknowledged write");
+    }
+    let leader = leader_store(&cluster.pd.addr, b"first")
+        .await
+        .expect("PD knows the leader");
+    let addr = cluster.kill(leader);
+
+    let took = put_until(&client, b"after-kill", b"1", Duration::from_secs(20)).await;
+    eprintln!("first write after killing leader store {leader}: {took:?}");
+    let new_leader = leader_store(&cluster.pd.addr, b"first").await.unwrap();
+    assert_ne!(new_leader, leader, "PD must name the newly elected leader");
+    for i in 0..30 {
+        assert_eq!(
+            get(&client, &key(i)).await.unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "acknowledged write {i} lost with the leader's store"
+        );
+    }
+
+    // The killed store comes back and catches up; then the new leader's store dies too. The
+    // group of the restarted store and the third one still has a majority, which it only can
+    // if the restarted store has the entries written while it was down.
+    cluster.restart(leader, &addr);
+    put_until(&client, b"after-restart", b"1", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(new_leader);
+    put_until(&client, b"after-second-kill", b"1", Duration::from_secs(20)).await;
+    for k in [&b"after-kill"[..], b"after-restart", b"first"] {
+        assert!(get(&client, k).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_three_stores_down_no_write_commits_until_one_returns() {
+    let mut cluster = Cluster::start();
+    let client = TransactionClient::new(vec![cluster.pd.addr.clone()])
+        .await
+        .unwrap();
+    put_until(&client, b"before", b"1", Duration::from_secs(20)).await;
+    let leader = leader_store(&cluster.pd.addr, b"before").await.unwrap();
+    let others: Vec<u64> = (1..=3).filter(|s| *s != leader).collect();
+    let addr = cluster.kill(others[0]);
+    cluster.kill(others[1]);
+    // The leader alone cannot commit: the client gets an error within its own timeouts.
+    let started = Instant::now();
+    let refused = put(&client, b"minority", b"1").await;
+    assert!(
+        refused.is_err(),
+        "a write was acknowledged with two of three stores down"
+    );
+    eprintln!("minority write refused after {:?}: {}", started.elapsed(), refused.unwrap_err());
+    cluster.restart(others[0], &addr);
+    put_until(&client, b"majority-again", b"1", Duration::from_secs(30)).await;
+    assert!(get(&client, b"before").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_started_against_another_clusters_pd_refuses_naming_the_fix() {
+    let cluster = Cluster::start();
+    let other = tempfile::tempdir().unwrap();
+    let other_pd = spawn(&[
+        "pd",
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        other.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    drop(cluster.stores.into_iter().next());
+    let err = store_process(
+        &other_pd.addr,
+        &cluster.dir.path().join("store-1"),
+        1,
+        "127.0.0.1:0",
+    )
+    .err()
+    .expect("the store must refuse another cluster's PD");
+    assert!(err.contains("holds store 1 of cluster"), "{err}");
+    assert!(err.contains("empty --data-dir"), "{err}");
+
+    let bad = store_process(&cluster.pd.addr, &other.path().join("s9"), 9, "127.0.0.1:0")
+        .err()
+        .expect("store 9 of 3 is refused");
+    assert!(bad.contains("--store-id between 1 and 3"), "{bad}");
+}
