@@ -13,7 +13,7 @@
 //!   zero length, short record or bad checksum: a write torn by a crash is simply not there, and
 //!   the next append overwrites it.
 //! - A later record for the same region and index replaces the earlier one and everything
-//!   after it (a new leader overwrote a suffix); [`recover`] applies that rule.
+//!   after it (a new leader overwrote a suffix); `recover` applies that rule.
 //! - When the active segment is full, a new one starts with every entry still live (those not
 //!   yet compacted), and the older segments are deleted.
 //!
