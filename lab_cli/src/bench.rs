@@ -5,6 +5,7 @@
 //! (a) shared-2     2 surreal nodes over the embedded storage node   the distributed lab
 //! (b) surrealkv-1  1 surreal node on local surrealkv                 the baseline
 //! (c) shared-1     1 surreal node over the embedded storage node     what the storage tier costs
+//! (d) shared-2x3   2 surreal nodes over PD + 3 replicated stores     what replication costs
 //! ```
 //!
 //! Each set-up is a fresh lab on ephemeral ports. Every workload runs at every concurrency level
@@ -98,27 +99,39 @@ pub struct Setup {
     pub label: &'static str,
     nodes: usize,
     shared: bool,
+    /// Stores of the shared tier (1: the one-process storage node).
+    stores: usize,
 }
 
-/// The three set-ups, in the order they run.
-pub const SETUPS: [Setup; 3] = [
+/// The set-ups, in the order they run.
+pub const SETUPS: [Setup; 4] = [
     Setup {
         name: "shared-2",
         label: "(a) 2 nodes · embedded storage node",
         nodes: 2,
         shared: true,
+        stores: 1,
     },
     Setup {
         name: "surrealkv-1",
         label: "(b) 1 node · surrealkv (baseline)",
         nodes: 1,
         shared: false,
+        stores: 1,
     },
     Setup {
         name: "shared-1",
         label: "(c) 1 node · embedded storage node",
         nodes: 1,
         shared: true,
+        stores: 1,
+    },
+    Setup {
+        name: "shared-2x3",
+        label: "(d) 2 nodes · PD + 3 stores, Raft-replicated",
+        nodes: 2,
+        shared: true,
+        stores: 3,
     },
 ];
 
@@ -547,6 +560,7 @@ pub fn run(
             .ephemeral_ports()
             .nodes(setup.nodes)
             .storage(storage)
+            .stores(setup.stores)
             .echo(false)
             .start()?;
         let mut setup_ready = 0.0f64;

@@ -73,9 +73,16 @@ enum Cmd {
         /// node its own store) | tikv://HOST:PORT (a real PD) | tiup
         #[arg(long, default_value = "shared")]
         storage: String,
+        /// Stores of the shared storage tier: 1 (PD and one store in one process) or 3 (PD
+        /// plus three stores, every region replicated with Raft, as TiKV runs).
+        #[arg(long, default_value_t = 1)]
+        stores: usize,
     },
     /// Show every node's state, pid, version, memory and uptime.
     Status,
+    /// Where the data lives, as PD sees it: the regions (key ranges), the stores holding a
+    /// replica of each, and which store leads each region.
+    Placement,
     /// Run SurrealQL on one node (a, b, node-a, 0, ...).
     Sql {
         /// The node.
@@ -91,29 +98,30 @@ enum Cmd {
         /// The newest node (c, node-c, …).
         node: String,
     },
-    /// SIGKILL a node, like a crash. NODE: a, b, node-c, … or `storage`.
+    /// SIGKILL a node, like a crash. NODE: a, b, node-c, …, `storage` (the whole tier) or
+    /// `store-2` (one store of a `--stores 3` lab).
     Kill {
-        /// The node, or `storage`.
+        /// The node, `storage` or `store-N`.
         node: String,
     },
     /// Stop a node gracefully (SIGTERM, then SIGKILL after the grace period).
     Stop {
-        /// The node, or `storage`.
+        /// The node, `storage` or `store-N`.
         node: String,
     },
     /// Freeze a node with SIGSTOP: it keeps its sockets but answers nothing.
     Pause {
-        /// The node, or `storage`.
+        /// The node, `storage` or `store-N`.
         node: String,
     },
     /// Unfreeze a paused node with SIGCONT.
     Resume {
-        /// The node, or `storage`.
+        /// The node, `storage` or `store-N`.
         node: String,
     },
     /// Start a node again on the same port and data (after a stop or kill, or while running).
     Restart {
-        /// The node, or `storage`.
+        /// The node, `storage` or `store-N`.
         node: String,
     },
     /// Stop every node (data of surrealkv nodes is kept).
@@ -212,6 +220,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
             base_port,
             ephemeral,
             storage,
+            stores,
         } => {
             // `lab up` twice would otherwise reap the running lab; say so instead.
             if let Ok(existing) = Cluster::attach_dir(&dir) {
@@ -237,6 +246,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
                 .lab_root(root)
                 .nodes(nodes)
                 .storage(StorageMode::parse(&storage)?)
+                .stores(stores)
                 .echo(false);
             if let Some(p) = base_port {
                 builder = builder.base_port(p);
@@ -273,6 +283,13 @@ fn run(cli: Cli) -> Result<(), LabError> {
         Cmd::Status => {
             let cluster = Cluster::attach_dir(&dir)?;
             println!("{}", cluster.status()?);
+            Ok(())
+        }
+        Cmd::Placement => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let placement = cluster.placement()?;
+            println!("{}", placement.regions_frame()?);
+            println!("{}", placement.stores_frame()?);
             Ok(())
         }
         Cmd::Sql { node, query } => {

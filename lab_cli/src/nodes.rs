@@ -1,4 +1,4 @@
-//! `lab add | remove | kill | stop | pause | resume | restart`: one node (or the storage node)
+//! `lab add | remove | kill | stop | pause | resume | restart`: one node (or the storage tier, or one store)
 //! of the lab recorded in `state.json`, from a terminal — the verbs `cockroach demo` offers as
 //! `\demo add/shutdown/restart`. Each attaches to the lab, does one thing through the same
 //! facade calls a notebook makes (so the fault log and `state.json` stay right), prints its log
@@ -33,8 +33,11 @@ pub fn remove(dir: &Path, node: &str) -> Result<(), LabError> {
 /// `lab kill|stop|pause|resume|restart NODE`: one action on a node or on the storage node.
 pub fn act(dir: &Path, action: NodeAction, node: &str) -> Result<(), LabError> {
     let cluster = Cluster::attach_dir(dir)?;
-    let fault = if node.trim().eq_ignore_ascii_case(STORAGE) {
+    let given = node.trim().to_ascii_lowercase();
+    let fault = if given == STORAGE {
         Fault::Storage(action)
+    } else if let Some(id) = given.strip_prefix("store-").and_then(|n| n.parse().ok()) {
+        Fault::Store(id, action)
     } else {
         Fault::Node(node.into(), action)
     };
@@ -46,7 +49,9 @@ fn with_storage_hint(e: LabError) -> LabError {
     match e {
         LabError::UnknownNode { given, known } => LabError::UnknownNode {
             given,
-            known: format!("{known} (and `{STORAGE}` for the storage node)"),
+            known: format!(
+                "{known} (and `{STORAGE}` for the whole storage tier, `store-1`, `store-2`… for one store)"
+            ),
         },
         other => other,
     }

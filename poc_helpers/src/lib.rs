@@ -61,6 +61,7 @@ pub mod prelude {
     pub use crate::experiments::partitions::drops::{DropPlan, DropReport};
     pub use crate::experiments::partitions::{ClientCutReport, LatencyReport};
     pub use crate::experiments::scale_out::NodeJoin;
+    pub use crate::experiments::store_failover::StoreFailover;
     pub use crate::experiments::unique::{LoserSaw, UniqueRaceReport};
     pub use crate::experiments::waterfall::Waterfall;
     pub use crate::experiments::workload::explain::compare_throughput;
@@ -71,6 +72,7 @@ pub mod prelude {
     };
     pub use crate::facade::{Cluster, ClusterBuilder, Endpoint};
     pub use crate::infra::metrics::Instance;
+    pub use crate::infra::placement::{Placement, Region, Store};
     pub use crate::infra::trace::TraceRow;
     pub use crate::present::charts::Chart;
     pub use crate::present::display::{ShowExt, Table};

@@ -237,7 +237,11 @@ impl Engine {
             let found = meta.get(META_STORE_IDENT)?.map(|v| {
                 let b = v.value();
                 let word = |i: usize| {
-                    u64::from_be_bytes(b.get(i..i + 8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]))
+                    u64::from_be_bytes(
+                        b.get(i..i + 8)
+                            .and_then(|s| s.try_into().ok())
+                            .unwrap_or([0; 8]),
+                    )
                 };
                 (word(0), word(8))
             });

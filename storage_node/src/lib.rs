@@ -114,7 +114,9 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
             },
             _ => StartError::Bind(addr, e),
         })?;
-    let bound = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(addr, e))?;
     Ok((listener, bound))
 }
 

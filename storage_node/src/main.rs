@@ -166,7 +166,9 @@ async fn run(args: Args, common: Common) -> ExitCode {
     let started = match args.role {
         None => {
             let Some(data_dir) = args.data_dir else {
-                eprintln!("error: --data-dir is required (where the data lives), e.g. --data-dir lab/storage");
+                eprintln!(
+                    "error: --data-dir is required (where the data lives), e.g. --data-dir lab/storage"
+                );
                 return ExitCode::from(2);
             };
             Node::start(Config {

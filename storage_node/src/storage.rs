@@ -253,7 +253,10 @@ impl Storage {
     /// KvPrewrite.
     pub async fn prewrite(&self, args: PrewriteArgs) -> Result<PrewriteOutcome, TxnError> {
         self.scheduler
-            .run(self.first_region_of(args.mutations.iter().map(|m| &m.key), &args.primary), move |ctx| prewrite::prewrite(ctx, args))
+            .run(
+                self.first_region_of(args.mutations.iter().map(|m| &m.key), &args.primary),
+                move |ctx| prewrite::prewrite(ctx, args),
+            )
             .await
     }
 
@@ -273,9 +276,10 @@ impl Storage {
             let attempt = args.clone();
             let result = self
                 .scheduler
-                .run(self.first_region_of(attempt.keys.iter().map(|k| &k.key), &attempt.primary), move |ctx| {
-                    acquire_pessimistic_lock::acquire_pessimistic_lock(ctx, &attempt)
-                })
+                .run(
+                    self.first_region_of(attempt.keys.iter().map(|k| &k.key), &attempt.primary),
+                    move |ctx| acquire_pessimistic_lock::acquire_pessimistic_lock(ctx, &attempt),
+                )
                 .await;
             let Some(deadline) = deadline else {
                 return result;
@@ -463,9 +467,7 @@ impl Storage {
 
     /// The region of the first of `keys` (a request's keys all lie in one region).
     fn first_region(&self, keys: &[Key]) -> u64 {
-        keys.first()
-            .map(|k| self.region_of(k))
-            .unwrap_or(REGION_ID)
+        keys.first().map(|k| self.region_of(k)).unwrap_or(REGION_ID)
     }
 
     /// The region of the first of `keys`, or of `fallback` when there are none.

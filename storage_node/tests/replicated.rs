@@ -37,9 +37,16 @@ impl Drop for Proc {
 fn spawn(args: &[&str]) -> Result<Proc, String> {
     let mut child = Command::new(BIN)
         .args(args)
-        .env("STORAGE_NODE_LOG", std::env::var("TEST_STORE_LOG").unwrap_or("warn".into()))
+        .env(
+            "STORAGE_NODE_LOG",
+            std::env::var("TEST_STORE_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(if std::env::var("TEST_STORE_LOG").is_ok() { Stdio::inherit() } else { Stdio::piped() })
+        .stderr(if std::env::var("TEST_STORE_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
         .spawn()
         .expect("storage-node starts");
     let stdout = child.stdout.take().unwrap();
@@ -84,7 +91,9 @@ impl Cluster {
             dir,
         };
         for id in 1..=3 {
-            let store = cluster.start_store(id, "127.0.0.1:0").expect("store starts");
+            let store = cluster
+                .start_store(id, "127.0.0.1:0")
+                .expect("store starts");
             cluster.stores.push(Some(store));
         }
         cluster
@@ -142,6 +151,22 @@ async fn leader_store(pd: &str, key: &[u8]) -> Option<u64> {
     resp.leader.map(|l| l.store_id)
 }
 
+/// `GET path` on PD's HTTP API (HTTP/1.1 on the gRPC port), parsed as JSON.
+fn pd_http(pd: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(pd).expect("PD accepts HTTP");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {pd}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
 async fn put(client: &TransactionClient, k: &[u8], v: &[u8]) -> Result<(), tikv_client::Error> {
     let mut txn = client.begin_optimistic().await?;
     txn.put(k.to_vec(), v.to_vec()).await?;
@@ -184,7 +209,9 @@ async fn a_leader_store_killed_loses_nothing_and_writes_resume_under_a_new_leade
     let took = put_until(&client, b"first", b"1", Duration::from_secs(20)).await;
     eprintln!("first write after start: {took:?}");
     for i in 0..30 {
-        put(&client, &key(i), b"v").await.expect("acknowledged write");
+        put(&client, &key(i), b"v")
+            .await
+            .expect("acknowledged write");
     }
     let leader = leader_store(&cluster.pd.addr, b"first")
         .await
@@ -195,6 +222,19 @@ async fn a_leader_store_killed_loses_nothing_and_writes_resume_under_a_new_leade
     eprintln!("first write after killing leader store {leader}: {took:?}");
     let new_leader = leader_store(&cluster.pd.addr, b"first").await.unwrap();
     assert_ne!(new_leader, leader, "PD must name the newly elected leader");
+    // PD's HTTP page shows the same placement, in real PD's shape.
+    let regions = pd_http(&cluster.pd.addr, "/pd/api/v1/regions");
+    assert_eq!(regions["count"], 1, "{regions}");
+    assert_eq!(
+        regions["regions"][0]["leader"]["store_id"], new_leader,
+        "{regions}"
+    );
+    assert_eq!(
+        regions["regions"][0]["peers"].as_array().map(Vec::len),
+        Some(3)
+    );
+    let stores = pd_http(&cluster.pd.addr, "/pd/api/v1/stores");
+    assert_eq!(stores["count"], 3, "{stores}");
     for i in 0..30 {
         assert_eq!(
             get(&client, &key(i)).await.unwrap().as_deref(),
@@ -234,7 +274,11 @@ async fn with_two_of_three_stores_down_no_write_commits_until_one_returns() {
         refused.is_err(),
         "a write was acknowledged with two of three stores down"
     );
-    eprintln!("minority write refused after {:?}: {}", started.elapsed(), refused.unwrap_err());
+    eprintln!(
+        "minority write refused after {:?}: {}",
+        started.elapsed(),
+        refused.unwrap_err()
+    );
     cluster.restart(others[0], &addr);
     put_until(&client, b"majority-again", b"1", Duration::from_secs(30)).await;
     assert!(get(&client, b"before").await.unwrap().is_some());

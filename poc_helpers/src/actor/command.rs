@@ -14,6 +14,7 @@ use crate::experiments::waterfall::Waterfall;
 use crate::experiments::workload::{WorkloadPlan, WorkloadReport};
 use crate::infra::links::LinkStatus;
 use crate::infra::metrics::Instance;
+use crate::infra::placement::Placement;
 use crate::infra::trace::TraceRow;
 use crate::vocab::config::LabConfig;
 use crate::vocab::error::LabError;
@@ -48,6 +49,10 @@ pub(crate) enum Command {
     /// The status of every node.
     Instances {
         reply: Reply<Result<Vec<Instance>, LabError>>,
+    },
+    /// The storage tier's regions and stores, from PD.
+    Placement {
+        reply: Reply<Result<Placement, LabError>>,
     },
     /// Run SurrealQL on one node. Replies with the log line (if the node was known) and the result.
     Sql {

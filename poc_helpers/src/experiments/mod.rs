@@ -29,6 +29,7 @@ pub mod live;
 pub mod membership;
 pub mod partitions;
 pub mod scale_out;
+pub mod store_failover;
 pub mod unique;
 pub mod waterfall;
 pub mod workload;

@@ -10,8 +10,8 @@ use crate::actor::lab::Lab;
 use crate::actor::thread::Actor;
 use crate::infra::binary;
 use crate::vocab::config::{
-    self, LabConfig, LiveQueryEngine, MembershipIntervals, StorageMode, validate_base_port,
-    validate_bind,
+    self, LabConfig, LiveQueryEngine, MembershipIntervals, StorageMode, check_store_count,
+    validate_base_port, validate_bind,
 };
 use crate::vocab::error::LabError;
 
@@ -64,6 +64,7 @@ pub struct ClusterBuilder {
     query_timeout: Duration,
     storage_port: u16,
     storage_trace: bool,
+    stores: usize,
     fault_links: bool,
     membership_intervals: Option<MembershipIntervals>,
     live_query_engine: Option<LiveQueryEngine>,
@@ -92,6 +93,7 @@ impl Default for ClusterBuilder {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             storage_port: 0,
             storage_trace: false,
+            stores: 1,
             fault_links: false,
             membership_intervals: None,
             live_query_engine: None,
@@ -110,6 +112,14 @@ impl ClusterBuilder {
     /// one with ephemeral ports).
     pub fn storage_port(mut self, port: u16) -> Self {
         self.storage_port = port;
+        self
+    }
+    /// Stores of the embedded storage tier (shared mode): 1 (default) runs PD and one store in
+    /// one process; 3 runs PD plus three stores that replicate every region with Raft, as TiKV
+    /// does — kill one store and writes pause for an election instead of failing
+    /// ([`Cluster::kill_store`]).
+    pub fn stores(mut self, n: usize) -> Self {
+        self.stores = n;
         self
     }
     /// Record every PD/TiKV request the nodes send to the embedded storage node (one JSON line
@@ -249,6 +259,18 @@ impl ClusterBuilder {
             ));
         }
         self.storage.validate()?;
+        check_store_count(self.stores)?;
+        if self.stores > 1 && self.storage != StorageMode::Shared {
+            return Err(LabError::config(
+                "stores",
+                format!(
+                    "{} stores asked with storage {}: only the lab's own tier has stores to choose",
+                    self.stores,
+                    self.storage.label()
+                ),
+                "use .storage(StorageMode::Shared) (the default) with .stores(3), or drop .stores(..)",
+            ));
+        }
         let env = std::env::var(ENV_BASE_PORT).ok();
         let (base_port, ephemeral) = resolve_base_port(self.base_port, self.ephemeral, env)?;
         if !ephemeral {
@@ -281,6 +303,7 @@ impl ClusterBuilder {
             query_timeout: self.query_timeout,
             storage_port: self.storage_port,
             storage_trace: self.storage_trace,
+            stores: self.stores,
             fault_links: self.fault_links,
             membership_intervals: self.membership_intervals,
             live_query_engine: self.live_query_engine,

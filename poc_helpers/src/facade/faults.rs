@@ -73,6 +73,32 @@ impl Cluster {
         self.inject(Fault::Storage(NodeAction::Pause))
     }
 
+    /// SIGKILL store `id` (1, 2, 3…) of a replicated tier (`.stores(3)`): the regions it led
+    /// elect a leader on another store, and writes pause for that election instead of failing.
+    pub fn kill_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::Store(id, NodeAction::Kill))
+    }
+
+    /// SIGTERM store `id` of a replicated tier.
+    pub fn stop_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::Store(id, NodeAction::Stop))
+    }
+
+    /// Start store `id` again on the same port and data; it catches up from the leaders.
+    pub fn restart_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::Store(id, NodeAction::Restart))
+    }
+
+    /// SIGSTOP store `id`: a hung store (its peers stop hearing from it).
+    pub fn pause_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::Store(id, NodeAction::Pause))
+    }
+
+    /// SIGCONT a paused store.
+    pub fn resume_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::Store(id, NodeAction::Resume))
+    }
+
     /// SIGCONT the embedded storage node.
     pub fn resume_storage(&self) -> Result<(), LabError> {
         self.inject(Fault::Storage(NodeAction::Resume))

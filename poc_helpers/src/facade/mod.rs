@@ -38,6 +38,7 @@ mod load;
 mod membership;
 mod partitions;
 mod queries;
+mod replication;
 
 pub use builder::{
     ClusterBuilder, DEFAULT_NODES, DEFAULT_QUERY_TIMEOUT, DEFAULT_START_TIMEOUT,

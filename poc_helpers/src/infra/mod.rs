@@ -2,16 +2,19 @@
 //!
 //! Imports only [`crate::vocab`]. Each module owns one kind of thing: processes by pid
 //! ([`procs`]), ports ([`ports`]), finding binaries ([`binary`]), one `surreal` process
-//! ([`node`]), the embedded storage node process ([`storage_node`]), the storage tier behind a
+//! ([`node`]), one embedded storage process ([`storage_node`]) and the group of them
+//! ([`embedded_tier`]), the storage tier behind a
 //! mode ([`storage`]), the fault proxy and the links built on it ([`proxy`], [`links`]), SDK
 //! sessions and HTTP ([`client`]), process sampling ([`sampler`]), the storage trace
 //! ([`trace`]) and status measurements ([`metrics`]).
 
 pub mod binary;
 pub mod client;
+pub mod embedded_tier;
 pub mod links;
 pub mod metrics;
 pub mod node;
+pub mod placement;
 pub mod ports;
 pub mod procs;
 pub mod proxy;

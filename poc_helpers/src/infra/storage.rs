@@ -22,8 +22,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::infra::embedded_tier::EmbeddedTier;
 use crate::infra::ports;
-use crate::infra::storage_node::StorageNode;
 use crate::vocab::config::{Engine, LOOPBACK, StorageMode, validate_loopback_endpoint};
 use crate::vocab::error::LabError;
 
@@ -31,8 +31,12 @@ use crate::vocab::error::LabError;
 pub(crate) struct TierPlan<'a> {
     /// The lab directory (storage data, logs and pidfiles go inside it).
     pub lab_dir: &'a Path,
-    /// Port for the embedded storage node.
+    /// Port for the embedded storage node (PD's port when there are several stores).
     pub storage_port: u16,
+    /// How many stores the embedded tier runs (1 = one combined process).
+    pub stores: usize,
+    /// The stores' ports from an earlier start (empty: pick free ones).
+    pub store_ports: &'a [u16],
     /// Turn on the storage node's operation trace.
     pub trace: bool,
     /// Limit for the storage to become ready.
@@ -54,8 +58,9 @@ pub(crate) enum StorageTier {
     Isolated(Engine),
     /// An external PD the nodes connect to; the lab does not own it.
     External { pd: SocketAddr },
-    /// The lab's own `storage-node` process (PD + TiKV protocols), started and stopped with the lab.
-    Embedded(StorageNode),
+    /// The lab's own `storage-node` processes (PD and one store combined, or PD + N stores),
+    /// started and stopped with the lab.
+    Embedded(EmbeddedTier),
     /// A `tiup playground` child process, torn down with the lab.
     Tiup {
         child: std::process::Child,
@@ -85,11 +90,19 @@ impl StorageTier {
                         holder: ports::port_holder(plan.storage_port),
                     });
                 }
-                let mut node =
-                    StorageNode::new(plan.lab_dir, plan.storage_port, plan.trace, bin.path);
-                node.spawn()?;
-                node.wait_ready(plan.timeout).await?;
-                Ok(StorageTier::Embedded(node))
+                let mut tier = EmbeddedTier::plan(
+                    plan.lab_dir,
+                    plan.storage_port,
+                    plan.stores,
+                    plan.store_ports,
+                    plan.trace,
+                    bin.path,
+                )?;
+                if let Err(e) = tier.start(plan.timeout).await {
+                    tier.kill().await;
+                    return Err(e);
+                }
+                Ok(StorageTier::Embedded(tier))
             }
             StorageMode::ExternalTikv { pd_endpoints } => {
                 let pd = validate_loopback_endpoint(&pd_endpoints[0])?;
@@ -118,12 +131,21 @@ impl StorageTier {
                 format!("surrealkv://{}", data_dir.display())
             }
             StorageTier::External { pd } | StorageTier::Tiup { pd, .. } => format!("tikv://{pd}"),
-            StorageTier::Embedded(node) => format!("tikv://{}", node.addr),
+            StorageTier::Embedded(tier) => format!("tikv://{}", tier.pd_addr()),
         }
     }
 
-    /// The embedded storage node, when this tier is one.
-    pub(crate) fn embedded(&mut self) -> Option<&mut StorageNode> {
+    /// PD's address, for the shared modes (PD's HTTP pages are on the same port).
+    pub(crate) fn pd(&self) -> Option<SocketAddr> {
+        match self {
+            StorageTier::Isolated(_) => None,
+            StorageTier::External { pd } | StorageTier::Tiup { pd, .. } => Some(*pd),
+            StorageTier::Embedded(tier) => Some(tier.pd_addr()),
+        }
+    }
+
+    /// The embedded storage processes, when this tier is the lab's own.
+    pub(crate) fn embedded(&mut self) -> Option<&mut EmbeddedTier> {
         match self {
             StorageTier::Embedded(node) => Some(node),
             _ => None,
@@ -132,8 +154,8 @@ impl StorageTier {
 
     /// Stops what the lab started (a tiup playground); external storage is left alone.
     pub(crate) async fn stop(&mut self, grace: Duration) {
-        if let StorageTier::Embedded(node) = self {
-            node.stop(grace).await;
+        if let StorageTier::Embedded(tier) = self {
+            tier.stop(grace).await;
         }
         if let StorageTier::Tiup { child, .. } = self {
             // tiup runs pd-server and tikv-server as its children in its process group, so the
@@ -156,7 +178,7 @@ impl StorageTier {
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             StorageTier::Tiup { child, .. } => Some(child.id()),
-            StorageTier::Embedded(node) => node.pid(),
+            StorageTier::Embedded(tier) => tier.procs[0].pid(),
             _ => None,
         }
     }
@@ -166,7 +188,7 @@ impl StorageTier {
     pub(crate) fn log(&self) -> Option<&Path> {
         match self {
             StorageTier::Tiup { log, .. } => Some(log),
-            StorageTier::Embedded(node) => Some(&node.log),
+            StorageTier::Embedded(tier) => Some(&tier.procs[0].log),
             _ => None,
         }
     }
@@ -341,6 +363,8 @@ mod tests {
         let plan = TierPlan {
             lab_dir: Path::new("/tmp"),
             storage_port: 0,
+            stores: 1,
+            store_ports: &[],
             trace: false,
             timeout: Duration::from_secs(1),
         };

@@ -1,11 +1,18 @@
-//! The lab's embedded storage tier: one `storage-node` process (PD + TiKV protocols on one
-//! port) that every `surreal` node in `StorageMode::Shared` connects to with
-//! `tikv://127.0.0.1:<port>`.
+//! One process of the lab's embedded storage tier, in one of its three roles:
 //!
-//! This module owns that process the way [`crate::infra::node`] owns a `surreal` node: spawn it with
-//! its own log and pidfile, wait until it says it is ready, stop / kill / pause / restart it,
-//! and report its pid, RSS and data size. Its data directory survives restarts, which is how
-//! the failure experiments show that nothing acknowledged is lost when storage crashes.
+//! - **combined** — PD and one store in one process (`storage-node --addr …`), the one-store lab;
+//! - **PD** — the placement driver alone (`storage-node pd …`): timestamps, the store and
+//!   region registries, routing;
+//! - **store N** — one TiKV store (`storage-node store --store-id N --pd …`): a Raft peer of
+//!   every region, answering the `surreal` nodes' transactional RPCs when it leads.
+//!
+//! Every `surreal` node in `StorageMode::Shared` connects to the combined node or to PD with
+//! `tikv://127.0.0.1:<port>`; PD tells it which store leads which region.
+//!
+//! This module owns one such process the way [`crate::infra::node`] owns a `surreal` node: spawn
+//! it with its own log and pidfile, wait until it says it is ready, stop / kill / pause /
+//! restart it, and report its pid, RSS and data size. Its data directory survives restarts,
+//! which is how the failure experiments show that nothing acknowledged is lost.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -25,8 +32,44 @@ use crate::vocab::nodes::NodeState;
 /// PD's well-known client port; the lab uses it unless ports are ephemeral or it is taken.
 pub const DEFAULT_STORAGE_PORT: u16 = 2379;
 
-/// The line `storage-node` prints once it accepts connections (see `storage_node/src/main.rs`).
-const READY_LINE: &str = "storage-node ready on";
+/// Which part of the storage tier a process plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// PD and one store in one process.
+    Combined,
+    /// The placement driver alone.
+    Pd,
+    /// Store `id` of a cluster whose PD listens on `pd`, one of `initial` stores.
+    Store {
+        /// 1, 2, 3…
+        id: u64,
+        /// PD's address.
+        pd: SocketAddr,
+        /// How many stores the first region is replicated on.
+        initial: usize,
+    },
+}
+
+impl Role {
+    /// The process's name in logs, pidfiles and status tables: `storage`, `pd`, `store-2`.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Role::Combined => "storage".into(),
+            Role::Pd => "pd".into(),
+            Role::Store { id, .. } => format!("store-{id}"),
+        }
+    }
+
+    /// The line `storage-node` prints once it accepts connections in this role (see
+    /// `storage_node/src/main.rs`).
+    fn ready_line(&self) -> String {
+        match self {
+            Role::Combined => "storage-node ready on".into(),
+            Role::Pd => "storage-node pd ready on".into(),
+            Role::Store { id, .. } => format!("storage-node store {id} ready on"),
+        }
+    }
+}
 
 /// How often start-up polls the log.
 const READY_POLL: Duration = Duration::from_millis(20);
@@ -34,13 +77,15 @@ const READY_POLL: Duration = Duration::from_millis(20);
 /// The embedded storage node process, owned by the lab's actor.
 #[derive(Debug)]
 pub(crate) struct StorageNode {
+    /// Combined, PD or store N.
+    pub role: Role,
     /// `127.0.0.1:<port>`.
     pub addr: SocketAddr,
-    /// `<lab>/storage`: the redb file, the TSO limit and the cluster identity.
+    /// `<lab>/storage` (combined), `<lab>/pd` or `<lab>/stores/store-N`.
     pub data_dir: PathBuf,
-    /// `<lab>/logs/storage.log`.
+    /// `<lab>/logs/<name>.log`.
     pub log: PathBuf,
-    /// `<lab>/run/storage.pid`.
+    /// `<lab>/run/<name>.pid`.
     pub pidfile: PathBuf,
     /// `<lab>/storage-trace.jsonl` when the operation trace is on.
     pub trace: Option<PathBuf>,
@@ -56,13 +101,32 @@ pub(crate) struct StorageNode {
 }
 
 impl StorageNode {
-    /// A storage node that has not been started yet.
+    /// A combined storage node (PD + one store) that has not been started yet.
     pub(crate) fn new(lab_dir: &Path, port: u16, trace: bool, bin: PathBuf) -> Self {
+        Self::with_role(Role::Combined, lab_dir, port, trace, bin)
+    }
+
+    /// A storage process in `role` that has not been started yet. All roles append to the
+    /// same operation trace (one short line per write, so lines never interleave).
+    pub(crate) fn with_role(
+        role: Role,
+        lab_dir: &Path,
+        port: u16,
+        trace: bool,
+        bin: PathBuf,
+    ) -> Self {
+        let name = role.name();
+        let data_dir = match &role {
+            Role::Combined => lab_dir.join("storage"),
+            Role::Pd => lab_dir.join("pd"),
+            Role::Store { .. } => lab_dir.join("stores").join(&name),
+        };
         StorageNode {
             addr: SocketAddr::from((LOOPBACK, port)),
-            data_dir: lab_dir.join("storage"),
-            log: lab_dir.join("logs").join("storage.log"),
-            pidfile: lab_dir.join("run").join("storage.pid"),
+            data_dir,
+            log: lab_dir.join("logs").join(format!("{name}.log")),
+            pidfile: lab_dir.join("run").join(format!("{name}.pid")),
+            role,
             trace: trace.then(|| lab_dir.join("storage-trace.jsonl")),
             state: NodeState::NotStarted,
             started_unix_ms: None,
@@ -84,14 +148,27 @@ impl StorageNode {
     /// The arguments of `storage-node`; `--addr 127.0.0.1:PORT` is also how the reaper
     /// recognises it.
     pub(crate) fn args(&self) -> Vec<String> {
-        let mut args = vec![
+        let mut args: Vec<String> = match &self.role {
+            Role::Combined => vec![],
+            Role::Pd => vec!["pd".into()],
+            Role::Store { id, pd, initial } => vec![
+                "store".into(),
+                "--store-id".into(),
+                id.to_string(),
+                "--pd".into(),
+                pd.to_string(),
+                "--initial-stores".into(),
+                initial.to_string(),
+            ],
+        };
+        args.extend([
             "--addr".to_string(),
             self.addr.to_string(),
             "--data-dir".to_string(),
             self.data_dir.display().to_string(),
             "--log".to_string(),
             "info".to_string(),
-        ];
+        ]);
         if let Some(t) = &self.trace {
             args.push("--trace".into());
             args.push(t.display().to_string());
@@ -177,7 +254,8 @@ impl StorageNode {
             })?;
         let _ = writeln!(
             log,
-            "=== lab: storage starting at unix {} ms: {} {}",
+            "{} at unix {} ms: {} {}",
+            self.start_header(),
             unix_ms(),
             self.bin.display(),
             args.join(" ")
@@ -206,6 +284,11 @@ impl StorageNode {
         procs::write_pidfile(&self.pidfile, pid)
     }
 
+    /// The line the lab writes into the log before each start of this process.
+    fn start_header(&self) -> String {
+        format!("=== lab: {} starting", self.role.name())
+    }
+
     /// Waits for the ready line of the current start; on exit or timeout the error quotes the
     /// log (a refused data directory, a taken port…) and nothing is left running.
     pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, LabError> {
@@ -215,13 +298,13 @@ impl StorageNode {
             if let NodeState::Exited(how) = self.refresh().clone() {
                 return Err(LabError::StorageUnavailable {
                     mode: "shared".into(),
-                    reason: format!("the storage node exited ({how}); log {}:\n{}", self.log.display(), log_tail(&self.log, LOG_TAIL_LINES)),
+                    reason: format!("the storage process {} exited ({how}); log {}:\n{}", self.role.name(), self.log.display(), log_tail(&self.log, LOG_TAIL_LINES)),
                     fix: "read the log above: a port in use needs another `.storage_port(..)`; a refused data directory \
                           needs `cluster.cleanup()` (or `lab clean`) to start from empty"
                         .into(),
                 });
             }
-            if current_start_is_ready(&self.log) {
+            if current_start_is_ready(&self.log, &self.start_header(), &self.role.ready_line()) {
                 let took = Duration::from_millis(unix_ms().saturating_sub(spawned_at));
                 self.ready_ms = Some(took.as_secs_f64() * 1000.0);
                 return Ok(took);
@@ -231,7 +314,8 @@ impl StorageNode {
                 return Err(LabError::StorageUnavailable {
                     mode: "shared".into(),
                     reason: format!(
-                        "the storage node did not become ready within {timeout:?}; log {}:\n{}",
+                        "the storage process {} did not become ready within {timeout:?}; log {}:\n{}",
+                        self.role.name(),
                         self.log.display(),
                         log_tail(&self.log, LOG_TAIL_LINES)
                     ),
@@ -297,12 +381,12 @@ impl StorageNode {
 }
 
 /// True if the log's last start header is followed by the ready line.
-fn current_start_is_ready(log: &Path) -> bool {
+fn current_start_is_ready(log: &Path, header: &str, ready_line: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(log) else {
         return false;
     };
-    let last_start = text.rfind("=== lab: storage starting").unwrap_or(0);
-    text[last_start..].contains(READY_LINE)
+    let last_start = text.rfind(header).unwrap_or(0);
+    text[last_start..].contains(ready_line)
 }
 
 /// Total size of the files under `dir`.
@@ -320,8 +404,8 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// True if `cmd` is a `storage-node --addr 127.0.0.1:<port>`: the only storage process the lab
-/// will signal on the strength of a pidfile.
+/// True if `cmd` is a `storage-node … --addr 127.0.0.1:<port>` (any role): the only storage
+/// process the lab will signal on the strength of a pidfile.
 pub fn is_lab_storage_cmd(cmd: &[String], port: u16) -> bool {
     let is_storage = cmd
         .first()
@@ -349,6 +433,26 @@ mod tests {
         assert!(!is_lab_storage_cmd(&cmd, 2380));
         cmd[0] = "/usr/bin/pd-server".into();
         assert!(!is_lab_storage_cmd(&cmd, 2379));
+        let store = StorageNode::with_role(
+            Role::Store {
+                id: 2,
+                pd: "127.0.0.1:2379".parse().unwrap(),
+                initial: 3,
+            },
+            Path::new("/lab"),
+            20161,
+            false,
+            PathBuf::from("/bin/storage-node"),
+        );
+        let mut cmd = vec!["/x/storage-node".to_string()];
+        cmd.extend(store.args());
+        assert!(is_lab_storage_cmd(&cmd, 20161), "{cmd:?}");
+        assert!(
+            !is_lab_storage_cmd(&cmd, 2379),
+            "PD's address is not the store's own"
+        );
+        assert_eq!(store.log, Path::new("/lab/logs/store-2.log"));
+        assert_eq!(store.data_dir, Path::new("/lab/stores/store-2"));
     }
 
     #[test]
@@ -356,16 +460,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("storage.log");
         std::fs::write(&log, "=== lab: storage starting …\nstorage-node ready on 127.0.0.1:2379\n=== lab: storage starting …\n").unwrap();
-        assert!(
-            !current_start_is_ready(&log),
-            "an earlier start's ready line does not count"
-        );
+        let ready = |log: &Path| {
+            current_start_is_ready(
+                log,
+                "=== lab: storage starting",
+                &Role::Combined.ready_line(),
+            )
+        };
+        assert!(!ready(&log), "an earlier start's ready line does not count");
         std::fs::OpenOptions::new()
             .append(true)
             .open(&log)
             .unwrap()
             .write_all(b"storage-node ready on 127.0.0.1:2379 (cluster id 1)\n")
             .unwrap();
-        assert!(current_start_is_ready(&log));
+        assert!(ready(&log));
+        let store = Role::Store {
+            id: 3,
+            pd: "127.0.0.1:2379".parse().unwrap(),
+            initial: 3,
+        };
+        assert!(
+            !current_start_is_ready(&log, "=== lab: storage starting", &store.ready_line()),
+            "a store waits for its own ready line"
+        );
     }
 }

@@ -25,6 +25,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::vocab::error::LabError;
 
+/// The most stores a lab runs: enough for a majority of 3 to survive two failures in turn,
+/// few enough for a laptop.
+pub const MAX_STORES: usize = 5;
+
+/// Refuses a store count the lab cannot run, naming the counts it can.
+pub fn check_store_count(stores: usize) -> Result<(), LabError> {
+    if (1..=MAX_STORES).contains(&stores) {
+        return Ok(());
+    }
+    Err(LabError::InvalidConfig {
+        setting: "stores".into(),
+        reason: format!("{stores} stores"),
+        fix: format!(
+            "use 1 (PD and one store in one process) or 3 (every region on three stores, as TiKV \
+             runs); the lab runs 1 to {MAX_STORES}"
+        ),
+    })
+}
+
 /// Every setting of a lab, fully resolved (the builder fills it; `state.json` stores it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabConfig {
@@ -67,6 +86,10 @@ pub struct LabConfig {
     /// Write the storage node's operation trace (one JSON line per RPC).
     #[serde(default)]
     pub storage_trace: bool,
+    /// Stores of the embedded tier: 1 = PD and one store in one process; 3 = PD plus three
+    /// stores, every region replicated on all three with Raft.
+    #[serde(default = "one_store")]
+    pub stores: usize,
     /// Put a fault proxy on every client→node and node→storage link (see `links`).
     #[serde(default)]
     pub fault_links: bool,
@@ -76,6 +99,10 @@ pub struct LabConfig {
     /// `SURREAL_LIVE_QUERY_ENGINE` for every node (see `live`); `None` = SurrealDB's default.
     #[serde(default)]
     pub live_query_engine: Option<LiveQueryEngine>,
+}
+
+fn one_store() -> usize {
+    1
 }
 
 /// The embedded engine of an isolated node.
@@ -324,6 +351,15 @@ pub fn validate_loopback_endpoint(endpoint: &str) -> Result<SocketAddr, LabError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_counts_outside_one_to_five_are_refused_with_the_fix() {
+        for bad in [0, MAX_STORES + 1] {
+            let e = check_store_count(bad).unwrap_err().to_string();
+            assert!(e.contains("use 1") && e.contains("or 3"), "{e}");
+        }
+        assert!(check_store_count(3).is_ok());
+    }
 
     #[test]
     fn base_port_rules() {

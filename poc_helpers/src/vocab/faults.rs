@@ -40,8 +40,10 @@ use crate::vocab::nodes::{NodeAction, NodeRef};
 pub enum Fault {
     /// A lifecycle action on one `surreal` node.
     Node(NodeRef, NodeAction),
-    /// A lifecycle action on the embedded storage node (shared storage).
+    /// A lifecycle action on the whole embedded storage tier (every storage process).
     Storage(NodeAction),
+    /// A lifecycle action on one store (1, 2, 3…) of a replicated tier (`.stores(3)`).
+    Store(u64, NodeAction),
     /// New settings for one network link (needs `.fault_links(true)`).
     Link(Link, LinkFault),
 }
@@ -88,10 +90,19 @@ impl Fault {
         Fault::Storage(NodeAction::Restart)
     }
 
+    /// SIGKILL store `id` of a replicated tier: its regions elect new leaders on the others.
+    pub fn kill_store(id: u64) -> Fault {
+        Fault::Store(id, NodeAction::Kill)
+    }
+    /// Start store `id` again on the same port and data: it catches up from the leaders.
+    pub fn restart_store(id: u64) -> Fault {
+        Fault::Store(id, NodeAction::Restart)
+    }
+
     /// The fault log's action name: `kill`, `restart`, `cut`, `latency`, …
     pub fn action(&self) -> &'static str {
         match self {
-            Fault::Node(_, a) | Fault::Storage(a) => a.name(),
+            Fault::Node(_, a) | Fault::Storage(a) | Fault::Store(_, a) => a.name(),
             Fault::Link(_, f) => f.action(),
         }
     }
@@ -181,6 +192,15 @@ pub enum LinkFault {
 }
 
 impl LinkFault {
+    /// SIGKILL store `id` of a replicated tier: its regions elect new leaders on the others.
+    pub fn kill_store(id: u64) -> Fault {
+        Fault::Store(id, NodeAction::Kill)
+    }
+    /// Start store `id` again on the same port and data: it catches up from the leaders.
+    pub fn restart_store(id: u64) -> Fault {
+        Fault::Store(id, NodeAction::Restart)
+    }
+
     /// The fault log's action name.
     pub fn action(&self) -> &'static str {
         match self {

@@ -68,6 +68,9 @@ mod tests {
         let sp = SafePointFile::open(dir.path()).unwrap();
         assert_eq!(sp.raise(TimeStamp::new(10)).unwrap(), TimeStamp::new(10));
         assert_eq!(sp.raise(TimeStamp::new(5)).unwrap(), TimeStamp::new(10));
-        assert_eq!(SafePointFile::open(dir.path()).unwrap().get(), TimeStamp::new(10));
+        assert_eq!(
+            SafePointFile::open(dir.path()).unwrap().get(),
+            TimeStamp::new(10)
+        );
     }
 }

@@ -298,7 +298,8 @@ impl RaftStore {
         regions
             .values()
             .find(|r| {
-                r.start_key.as_slice() <= key && (r.end_key.is_empty() || key < r.end_key.as_slice())
+                r.start_key.as_slice() <= key
+                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
             })
             .or_else(|| regions.values().next())
             .map(|r| r.id)
@@ -431,7 +432,10 @@ impl StoreThread {
                     p.raw.tick();
                 }
                 self.ticks += 1;
-                if self.ticks.is_multiple_of(self.config.pd_heartbeat_ticks.max(1)) {
+                if self
+                    .ticks
+                    .is_multiple_of(self.config.pd_heartbeat_ticks.max(1))
+                {
                     let leaders: Vec<u64> = self
                         .peers
                         .values()

@@ -11,8 +11,8 @@ use crate::engine::EngineError;
 use crate::pd::cluster::PdCluster;
 use crate::pd::gc::SafePointFile;
 use crate::pd::tso::Tso;
-use crate::server::pd::{GcKeeper, PdService};
 use crate::server::Serving;
+use crate::server::pd::{GcKeeper, PdService};
 use crate::{StartError, bind, open_tracer};
 
 /// How to run PD.
@@ -72,9 +72,8 @@ impl PdNode {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| io("data directory", e))?;
         let id = cluster_id(&config.data_dir).map_err(|e| io("cluster id", e))?;
         let tso = Arc::new(Tso::open(&config.data_dir).map_err(|e| io("timestamp oracle", e))?);
-        let cluster = Arc::new(
-            PdCluster::open(id, &config.data_dir).map_err(|e| io("id allocator", e))?,
-        );
+        let cluster =
+            Arc::new(PdCluster::open(id, &config.data_dir).map_err(|e| io("id allocator", e))?);
         let gc = SafePointFile::open(&config.data_dir).map_err(|e| io("GC safe point", e))?;
         let tracer = open_tracer(&config.trace)?;
         let service = PdService::new(

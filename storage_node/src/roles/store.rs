@@ -29,9 +29,9 @@ use crate::engine::{Engine, EngineError};
 use crate::pd::cluster::RegionReport;
 use crate::proto::metapb;
 use crate::proto::pdpb::{self, pd_client::PdClient};
+use crate::raftstore::RaftConfig;
 use crate::raftstore::grpc::GrpcTransport;
 use crate::raftstore::store::{Reporter, StoreSetup, first_region, initial_peers};
-use crate::raftstore::RaftConfig;
 use crate::server::Serving;
 use crate::server::kv::KvService;
 use crate::storage::Storage;
@@ -146,7 +146,12 @@ impl StoreNode {
         let members = pd
             .get_members(pdpb::GetMembersRequest::default())
             .await
-            .map_err(|e| fail(format!("PD at {} did not answer GetMembers: {e}", config.pd)))?
+            .map_err(|e| {
+                fail(format!(
+                    "PD at {} did not answer GetMembers: {e}",
+                    config.pd
+                ))
+            })?
             .into_inner();
         let cluster_id = members.header.map(|h| h.cluster_id).unwrap_or(0);
         let (engine, identity) = Engine::open(&config.data_dir)?;
@@ -177,7 +182,10 @@ impl StoreNode {
         if let Some(e) = boot.header.as_ref().and_then(|h| h.error.as_ref())
             && e.r#type != pdpb::ErrorType::AlreadyBootstrapped as i32
         {
-            return Err(fail(format!("PD at {} refused Bootstrap: {}", config.pd, e.message)));
+            return Err(fail(format!(
+                "PD at {} refused Bootstrap: {}",
+                config.pd, e.message
+            )));
         }
 
         let runtime = tokio::runtime::Handle::current();

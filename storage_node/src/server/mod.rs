@@ -1,8 +1,10 @@
 //! The gRPC front: PD and TiKV services on one port, plus the small layer that lets us
-//! advertise the address each client dialed.
+//! advertise the address each client dialed. A port that serves PD also answers PD's HTTP
+//! pages ([`pd_http`]): HTTP/1.1 and gRPC's HTTP/2 share the port, as on real PD.
 
 pub mod kv;
 pub mod pd;
+pub mod pd_http;
 
 use std::task::{Context, Poll};
 
@@ -57,6 +59,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let http = pd.as_ref().map(|pd| pd_http::router(pd.cluster()));
     let pd = pd.map(|pd| {
         PdServer::new(pd)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -67,11 +70,23 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     });
+    let mut routes = tonic::service::RoutesBuilder::default();
+    if let Some(pd) = pd {
+        routes.add_service(pd);
+    }
+    if let Some(kv) = kv {
+        routes.add_service(kv);
+    }
+    let mut router = routes.routes().into_axum_router();
+    if let Some(http) = http {
+        router = router.merge(http);
+    }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        // HTTP/1.1 for PD's HTTP pages; gRPC clients still speak HTTP/2 (detected per connection).
+        .accept_http1(true)
         .layer(tower::layer::layer_fn(RecordAuthority))
-        .add_optional_service(pd)
-        .add_optional_service(kv)
+        .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -68,6 +68,11 @@ impl PdService {
         }
     }
 
+    /// PD's registry (the HTTP pages read it).
+    pub fn cluster(&self) -> Arc<PdCluster> {
+        self.cluster.clone()
+    }
+
     fn header(&self) -> Option<pdpb::ResponseHeader> {
         Some(pdpb::ResponseHeader {
             cluster_id: self.cluster.cluster_id(),
@@ -321,7 +326,9 @@ impl Pd for PdService {
             }));
         }
         let Some(store) = req.store.filter(|s| s.id != 0) else {
-            return Err(Status::invalid_argument("PutStore needs a store with an id"));
+            return Err(Status::invalid_argument(
+                "PutStore needs a store with an id",
+            ));
         };
         tracing::info!(store = store.id, address = %store.address, "store registered");
         self.cluster.put_store(store);

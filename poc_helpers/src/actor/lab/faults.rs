@@ -5,10 +5,12 @@
 use super::start::describe_stop;
 use super::*;
 use crate::infra::binary::{self};
+use crate::infra::embedded_tier::EmbeddedTier;
 use crate::infra::links::{self};
 use crate::infra::ports;
 use crate::infra::procs::Stopped;
 use crate::infra::storage::{StorageTier, TierPlan};
+use crate::infra::storage_node::{Role, StorageNode};
 use crate::vocab::error::LabError;
 use crate::vocab::faults::{Fault, Link, LinkFault};
 use crate::vocab::nodes::{NodeAction, NodeRef, NodeState};
@@ -25,9 +27,14 @@ impl Lab {
                 self.target_name(node),
                 self.node_action(node.clone(), *action).await,
             ),
-            (Fault::Storage(action), Ok(())) => {
-                ("storage".to_string(), self.storage_action(*action).await)
-            }
+            (Fault::Storage(action), Ok(())) => (
+                "storage".to_string(),
+                self.storage_action(None, *action).await,
+            ),
+            (Fault::Store(id, action), Ok(())) => (
+                format!("store-{id}"),
+                self.storage_action(Some(*id), *action).await,
+            ),
             (Fault::Link(link, change), Ok(())) => match self.link_fault(link, *change) {
                 Ok((target, line)) => (target, Ok(line)),
                 Err(e) => (self.fault_target(fault), Err(e)),
@@ -43,6 +50,7 @@ impl Lab {
         match fault {
             Fault::Node(node, _) => self.target_name(node),
             Fault::Storage(_) => "storage".into(),
+            Fault::Store(id, _) => format!("store-{id}"),
             Fault::Link(link, _) => {
                 let node = self.target_name(link.node());
                 match link {
@@ -158,58 +166,28 @@ impl Lab {
 
     /// Stop, kill, restart, pause or resume the embedded storage node. The `surreal` nodes are
     /// left alone: they retry PD and TiKV and carry on once storage is back.
-    async fn storage_action(&mut self, action: NodeAction) -> Result<String, LabError> {
+    async fn storage_action(
+        &mut self,
+        store: Option<u64>,
+        action: NodeAction,
+    ) -> Result<String, LabError> {
         self.check_owner()?;
         if action == NodeAction::Restart {
-            self.check_not_held_elsewhere("restart the storage node of")?;
+            self.check_not_held_elsewhere("restart the storage of")?;
         }
         let grace = self.cfg.stop_timeout;
         let timeout = self.cfg.start_timeout;
         let label = self.cfg.storage.label();
-        let Some(node) = self.storage.as_mut().and_then(StorageTier::embedded) else {
+        let Some(tier) = self.storage.as_mut().and_then(StorageTier::embedded) else {
             return Err(LabError::StorageUnavailable {
                 mode: label,
                 reason: "this lab does not run the embedded storage node".into(),
                 fix: "storage faults need StorageMode::Shared (the default); with external TiKV, stop its processes yourself".into(),
             });
         };
-        let tag = format!("[storage :{}]", node.addr.port());
-        let line = match action {
-            NodeAction::Stop => {
-                let how = node.stop(grace).await;
-                format!("{tag} stopped ({})", describe_stop(how))
-            }
-            NodeAction::Kill => {
-                let pid = node.pid();
-                node.kill().await;
-                format!(
-                    "{tag} killed with SIGKILL (pid {})",
-                    pid.map(|p| p.to_string()).unwrap_or("-".into())
-                )
-            }
-            NodeAction::Restart => {
-                if node.is_up() {
-                    node.stop(grace).await;
-                }
-                ports::wait_ports_free(node.addr.port(), 1, PORT_RELEASE_WAIT).await?;
-                node.spawn()?;
-                let took = node.wait_ready(timeout).await?;
-                format!(
-                    "{tag} restarted on the same data (pid {}) → ready in {:.0} ms",
-                    node.pid().unwrap_or(0),
-                    took.as_secs_f64() * 1000.0
-                )
-            }
-            NodeAction::Pause => {
-                node.signal(nix::sys::signal::Signal::SIGSTOP)?;
-                format!("{tag} paused with SIGSTOP")
-            }
-            NodeAction::Resume => {
-                let state = node.refresh().clone();
-                not_paused("storage", &state, "restart_storage()")?;
-                node.signal(nix::sys::signal::Signal::SIGCONT)?;
-                format!("{tag} resumed with SIGCONT")
-            }
+        let line = match store {
+            Some(id) => process_action(tier.store(id)?, action, grace, timeout).await?,
+            None => tier_action(tier, action, grace, timeout).await?,
         };
         self.save_state()?;
         Ok(line)
@@ -239,6 +217,8 @@ impl Lab {
                 let plan = TierPlan {
                     lab_dir: &self.cfg.lab_dir,
                     storage_port: self.cfg.storage_port,
+                    stores: self.cfg.stores,
+                    store_ports: &[],
                     trace: self.cfg.storage_trace,
                     timeout: self.cfg.start_timeout,
                 };
@@ -265,6 +245,111 @@ impl Lab {
             ready.as_secs_f64() * 1000.0
         ))
     }
+}
+
+/// One action on the whole tier: every process at once (a power cut, a restart of the
+/// storage machines). A restart brings up whatever is down, PD first.
+async fn tier_action(
+    tier: &mut EmbeddedTier,
+    action: NodeAction,
+    grace: Duration,
+    timeout: Duration,
+) -> Result<String, LabError> {
+    if !tier.is_replicated() {
+        return process_action(tier.front(), action, grace, timeout).await;
+    }
+    let tag = format!(
+        "[storage: pd :{} + {} stores]",
+        tier.pd_addr().port(),
+        tier.store_count()
+    );
+    Ok(match action {
+        NodeAction::Stop => {
+            tier.stop(grace).await;
+            format!("{tag} stopped (SIGTERM)")
+        }
+        NodeAction::Kill => {
+            tier.kill().await;
+            format!("{tag} killed with SIGKILL, every process")
+        }
+        NodeAction::Restart => {
+            if tier.any_up() {
+                tier.stop(grace).await;
+            }
+            for p in &tier.procs {
+                ports::wait_ports_free(p.addr.port(), 1, PORT_RELEASE_WAIT).await?;
+            }
+            let took = tier.start(timeout).await?;
+            format!(
+                "{tag} restarted on the same data → ready in {:.0} ms",
+                took.as_secs_f64() * 1000.0
+            )
+        }
+        NodeAction::Pause => {
+            tier.signal(nix::sys::signal::Signal::SIGSTOP)?;
+            format!("{tag} paused with SIGSTOP, every process")
+        }
+        NodeAction::Resume => {
+            if !tier.is_paused() {
+                let state = tier.refresh();
+                not_paused("storage", &state, "restart_storage()")?;
+            }
+            tier.signal(nix::sys::signal::Signal::SIGCONT)?;
+            format!("{tag} resumed with SIGCONT")
+        }
+    })
+}
+
+/// One action on one storage process: the combined node, or one store.
+async fn process_action(
+    node: &mut StorageNode,
+    action: NodeAction,
+    grace: Duration,
+    timeout: Duration,
+) -> Result<String, LabError> {
+    let name = node.role.name();
+    let tag = format!("[{name} :{}]", node.addr.port());
+    let restart_call = match node.role {
+        Role::Store { id, .. } => format!("restart_store({id})"),
+        _ => "restart_storage()".into(),
+    };
+    Ok(match action {
+        NodeAction::Stop => {
+            let how = node.stop(grace).await;
+            format!("{tag} stopped ({})", describe_stop(how))
+        }
+        NodeAction::Kill => {
+            let pid = node.pid();
+            node.kill().await;
+            format!(
+                "{tag} killed with SIGKILL (pid {})",
+                pid.map(|p| p.to_string()).unwrap_or("-".into())
+            )
+        }
+        NodeAction::Restart => {
+            if node.is_up() {
+                node.stop(grace).await;
+            }
+            ports::wait_ports_free(node.addr.port(), 1, PORT_RELEASE_WAIT).await?;
+            node.spawn()?;
+            let took = node.wait_ready(timeout).await?;
+            format!(
+                "{tag} restarted on the same data (pid {}) → ready in {:.0} ms",
+                node.pid().unwrap_or(0),
+                took.as_secs_f64() * 1000.0
+            )
+        }
+        NodeAction::Pause => {
+            node.signal(nix::sys::signal::Signal::SIGSTOP)?;
+            format!("{tag} paused with SIGSTOP")
+        }
+        NodeAction::Resume => {
+            let state = node.refresh().clone();
+            not_paused(&name, &state, &restart_call)?;
+            node.signal(nix::sys::signal::Signal::SIGCONT)?;
+            format!("{tag} resumed with SIGCONT")
+        }
+    })
 }
 
 /// Resuming only makes sense for a paused process: anything else is refused with what to do

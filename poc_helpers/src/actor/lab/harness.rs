@@ -32,8 +32,7 @@ impl Harness for Lab {
     }
 
     fn storage_is_paused(&mut self) -> bool {
-        self.embedded_storage()
-            .is_some_and(|s| s.refresh() == &NodeState::Paused)
+        self.embedded_storage().is_some_and(|s| s.is_paused())
     }
 
     fn broken_links(&self) -> Vec<Link> {

@@ -154,10 +154,10 @@ impl Lab {
         node
     }
 
-    /// The embedded storage node, when the lab runs one.
+    /// The embedded storage tier, when the lab runs one.
     pub(crate) fn embedded_storage(
         &mut self,
-    ) -> Option<&mut crate::infra::storage_node::StorageNode> {
+    ) -> Option<&mut crate::infra::embedded_tier::EmbeddedTier> {
         self.storage.as_mut().and_then(StorageTier::embedded)
     }
 
@@ -198,6 +198,9 @@ impl Lab {
             }
             Command::Instances { reply } => {
                 let _ = reply.send(Ok(self.instances().await));
+            }
+            Command::Placement { reply } => {
+                let _ = reply.send(self.placement().await);
             }
             Command::Sql {
                 node,
@@ -367,6 +370,7 @@ pub(crate) mod tests {
             stop_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(15),
             storage_port: 0,
+            stores: 1,
             storage_trace: false,
             fault_links: false,
             membership_intervals: None,

@@ -104,6 +104,8 @@ impl Lab {
         let plan = TierPlan {
             lab_dir: &self.cfg.lab_dir,
             storage_port: self.cfg.storage_port,
+            stores: self.cfg.stores,
+            store_ports: &[],
             trace: self.cfg.storage_trace,
             timeout: self.cfg.start_timeout,
         };
@@ -166,6 +168,10 @@ impl Lab {
     pub(super) async fn reap_previous_run(&mut self) -> Vec<String> {
         let old_state = StateFile::read(&self.cfg.lab_dir).ok();
         let old_storage_port = old_state.as_ref().and_then(|s| s.storage_port);
+        let old_store_ports: HashMap<u64, u16> = old_state
+            .as_ref()
+            .map(|s| s.stores.iter().map(|r| (r.id, r.port)).collect())
+            .unwrap_or_default();
         let old_ports: HashMap<String, u16> = old_state
             .map(|s| s.nodes.into_iter().map(|n| (n.name, n.port)).collect())
             .unwrap_or_default();
@@ -183,16 +189,29 @@ impl Lab {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name == "storage" {
-                // The storage node of an earlier run: recognised by its `--addr` port.
-                let port =
-                    old_storage_port.unwrap_or(crate::infra::storage_node::DEFAULT_STORAGE_PORT);
+            if name == "storage" || name == "pd" || name.starts_with("store-") {
+                // A storage process of an earlier run: recognised by its `--addr` port.
+                let port = match name
+                    .strip_prefix("store-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    Some(id) => match old_store_ports.get(&id) {
+                        Some(p) => *p,
+                        None => {
+                            let _ = std::fs::remove_file(&path);
+                            continue;
+                        }
+                    },
+                    None => {
+                        old_storage_port.unwrap_or(crate::infra::storage_node::DEFAULT_STORAGE_PORT)
+                    }
+                };
                 let reaped = procs::reap_pidfile_if(&path, self.cfg.stop_timeout, |cmd| {
                     crate::infra::storage_node::is_lab_storage_cmd(cmd, port)
                 })
                 .await;
                 if let Reaped::Stopped { pid, how } = reaped {
-                    lines.push(format!("[storage :{port}] stopped a storage node left running by an earlier run (pid {pid}, {how:?})"));
+                    lines.push(format!("[{name} :{port}] stopped a storage process left running by an earlier run (pid {pid}, {how:?})"));
                 }
                 continue;
             }
@@ -313,12 +332,14 @@ impl Lab {
             .map(|(k, how)| format!("{} stopped ({})", self.tag(k), describe_stop(how)))
             .collect();
         if let Some(tier) = self.storage.as_mut() {
-            let was_up = tier.embedded().map(|n| n.is_up()).unwrap_or(false);
+            let was_up = tier.embedded().map(|t| t.any_up()).unwrap_or(false);
             // Stops only what the lab started: the embedded node, a tiup playground. External
             // storage is not ours and keeps running.
             tier.stop(grace).await;
-            if let Some(node) = tier.embedded().filter(|_| was_up) {
-                lines.push(format!("[storage :{}] stopped", node.addr.port()));
+            if let Some(t) = tier.embedded().filter(|_| was_up) {
+                for p in &t.procs {
+                    lines.push(format!("[{} :{}] stopped", p.role.name(), p.addr.port()));
+                }
             }
         }
         // The embedded node and external storage stay in the lab, so status tables (and
@@ -372,8 +393,8 @@ impl Lab {
         self.load_pools.clear();
         if let Some(mut tier) = self.storage.take() {
             // Dropping the tier's `Child` does not kill it; its pid is in state.json.
-            if let Some(node) = tier.embedded() {
-                node.forget();
+            if let Some(t) = tier.embedded() {
+                t.forget();
             }
             drop(tier);
         }

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::infra::binary::{self, LocatedBinary};
+use crate::infra::embedded_tier::EmbeddedTier;
 use crate::infra::procs::{self};
 use crate::infra::storage::StorageTier;
-use crate::infra::storage_node::StorageNode;
+use crate::infra::storage_node::Role;
 use crate::vocab::config::{LabConfig, StorageMode, validate_loopback_endpoint};
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeState;
@@ -46,6 +47,21 @@ pub struct NodeRecord {
     pub pidfile: PathBuf,
 }
 
+/// One store of a replicated embedded tier in `state.json` (PD's is the `storage_*` fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRecord {
+    /// Store id: 1, 2, 3…
+    pub id: u64,
+    /// Its port (kept across restarts: PD knows the store by it).
+    pub port: u16,
+    /// Its pid while running.
+    pub pid: Option<u32>,
+    /// Its state when the file was written.
+    pub state: NodeState,
+    /// When the process was spawned (Unix ms).
+    pub started_unix_ms: Option<u64>,
+}
+
 /// The content of `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
@@ -72,6 +88,9 @@ pub struct StateFile {
     /// in every state, not only while its pid lives. Absent in files of older versions.
     #[serde(default)]
     pub storage_state: Option<NodeState>,
+    /// The stores of a replicated embedded tier (`.stores(3)`); empty for one combined process.
+    #[serde(default)]
+    pub stores: Vec<StoreRecord>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
     /// Pid of the process that started the lab and still holds it (a notebook kernel, a
@@ -163,13 +182,53 @@ impl Lab {
                 binary::locate_workspace_binary("storage-node", "STORAGE_NODE_BIN", None, None)
                     .map(|b| b.path)
                     .unwrap_or_default();
-            let mut node = StorageNode::new(&lab.cfg.lab_dir, port, lab.cfg.storage_trace, bin);
-            if let Some(pid) = ours {
-                node = node.adopt(pid, state.storage_started_unix_ms);
-            } else {
-                node.state = gone_state(state.storage_state.as_ref());
+            let store_ports: Vec<u16> = state.stores.iter().map(|r| r.port).collect();
+            let planned = EmbeddedTier::plan(
+                &lab.cfg.lab_dir,
+                port,
+                state.stores.len().max(1),
+                &store_ports,
+                lab.cfg.storage_trace,
+                bin,
+            );
+            if let Ok(tier) = planned {
+                // Each process is adopted when its pid still runs `storage-node --addr <its
+                // port>`; otherwise it shows the state the file recorded (stopped, killed…).
+                let procs = tier
+                    .procs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, p)| {
+                        let (pid, started, recorded) = match k {
+                            0 => (
+                                ours,
+                                state.storage_started_unix_ms,
+                                state.storage_state.clone(),
+                            ),
+                            _ => {
+                                let rec = &state.stores[k - 1];
+                                let alive = rec.pid.filter(|pid| {
+                                    procs::inspect(*pid).is_some_and(|p| {
+                                        crate::infra::storage_node::is_lab_storage_cmd(
+                                            &p.cmd, rec.port,
+                                        )
+                                    })
+                                });
+                                (alive, rec.started_unix_ms, Some(rec.state.clone()))
+                            }
+                        };
+                        match pid {
+                            Some(pid) => p.adopt(pid, started),
+                            None => {
+                                let mut p = p;
+                                p.state = gone_state(recorded.as_ref());
+                                p
+                            }
+                        }
+                    })
+                    .collect();
+                lab.storage = Some(StorageTier::Embedded(EmbeddedTier { procs }));
             }
-            lab.storage = Some(StorageTier::Embedded(node));
             lab.adopted_storage_pid = None;
         }
         if let StorageMode::ExternalTikv { pd_endpoints } = &state.config.storage
@@ -208,13 +267,32 @@ impl Lab {
             .as_ref()
             .and_then(StorageTier::pid)
             .or(self.adopted_storage_pid);
-        let (storage_port, storage_started_unix_ms, storage_state) =
+        let (storage_port, storage_started_unix_ms, storage_state, stores) =
             match self.storage.as_mut().and_then(StorageTier::embedded) {
-                Some(node) => {
-                    let state = node.refresh().clone();
-                    (Some(node.addr.port()), node.started_unix_ms, Some(state))
+                Some(tier) => {
+                    tier.refresh();
+                    let stores = tier.procs[1..]
+                        .iter()
+                        .map(|p| StoreRecord {
+                            id: match p.role {
+                                Role::Store { id, .. } => id,
+                                _ => 0,
+                            },
+                            port: p.addr.port(),
+                            pid: p.pid(),
+                            state: p.state.clone(),
+                            started_unix_ms: p.started_unix_ms,
+                        })
+                        .collect();
+                    let front = tier.front();
+                    (
+                        Some(front.addr.port()),
+                        front.started_unix_ms,
+                        Some(front.state.clone()),
+                        stores,
+                    )
                 }
-                None => (None, None, None),
+                None => (None, None, None, Vec::new()),
             };
         let nodes = self
             .nodes
@@ -249,6 +327,7 @@ impl Lab {
             storage_port,
             storage_started_unix_ms,
             storage_state,
+            stores,
             nodes,
             owner_pid: self.owner_pid,
             run_id: self.run_id,
@@ -334,6 +413,7 @@ mod tests {
             storage_port: None,
             storage_started_unix_ms: None,
             storage_state: Some(NodeState::Stopped),
+            stores: vec![],
             nodes: vec![NodeRecord {
                 name: node.name.clone(),
                 port: node.port,

@@ -10,12 +10,26 @@ use crate::infra::binary::{self};
 use crate::infra::client::{self};
 use crate::infra::links::{self, LinkStatus};
 use crate::infra::metrics::{self, Instance};
+use crate::infra::placement::{self, Placement};
 use crate::infra::storage::StorageTier;
+use crate::infra::storage_node::{Role, StorageNode};
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeRef;
 use crate::vocab::nodes::NodeState;
 
 impl Lab {
+    /// The storage tier's map from PD: which regions exist and which stores hold and lead them.
+    pub(crate) async fn placement(&mut self) -> Result<Placement, LabError> {
+        let Some(pd) = self.storage.as_ref().and_then(StorageTier::pd) else {
+            return Err(LabError::StorageUnavailable {
+                mode: self.cfg.storage.label(),
+                reason: "isolated nodes keep their data to themselves: there are no regions or stores to show".into(),
+                fix: "start the lab with shared storage (`.storage(StorageMode::Shared)`, the default) and call `cluster.placement()` again".into(),
+            });
+        };
+        placement::fetch(pd, self.cfg.query_timeout).await
+    }
+
     /// Every node's status (the spec's Instance entity).
     pub(crate) async fn instances(&mut self) -> Vec<Instance> {
         let now = crate::infra::node::unix_ms();
@@ -59,46 +73,32 @@ impl Lab {
                 data_mb: None,
             });
         }
-        out.extend(self.storage_row(now));
+        out.extend(self.storage_rows(now).into_iter().flatten());
         out
     }
 
-    /// The storage tier's row, last in the table, in every state of the tier:
+    /// The storage tier's rows, last in the table, in every state of the tier:
     ///
-    /// - the embedded storage node: its pid, memory and data size while it runs, and `paused`,
+    /// - the embedded storage processes (one combined `storage` row, or `pd` and one row per
+    ///   store): its pid, memory and data size while it runs, and `paused`,
     ///   `stopped`, `killed` or `exited(…)` otherwise — also after `stop_all()` / `lab down`,
     ///   which stop it but keep it in the lab (a restart starts it on the same data);
     /// - external storage (`StorageMode::ExternalTikv`): state `external`, its PD address in
     ///   `port` and `storage` (the same `tikv://…` the nodes' rows show), and no pid, uptime or
     ///   memory, because the lab does not own that process and never stops it;
     /// - isolated nodes (each its own store) and tiup have no row.
-    fn storage_row(&mut self, now: u64) -> Option<Instance> {
+    fn storage_rows(&mut self, now: u64) -> Option<Vec<Instance>> {
         match self.storage.as_mut()? {
-            StorageTier::Embedded(s) => {
-                let state = s.refresh().clone();
-                let up = matches!(state, NodeState::Running | NodeState::Paused);
-                let pid = s.pid();
-                Some(Instance {
-                    node: "storage".into(),
-                    port: s.addr.port(),
-                    pid,
-                    state,
-                    version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
-                    rss_mb: pid.and_then(metrics::rss_mb),
-                    uptime_s: if up {
-                        s.started_unix_ms
-                            .map(|t| now.saturating_sub(t) as f64 / 1000.0)
-                    } else {
-                        None
-                    },
-                    storage: "pd+tikv".into(),
-                    ready_ms: s.ready_ms,
-                    ws_url: String::new(),
-                    http_url: format!("grpc://{}", s.addr),
-                    data_mb: Some(s.data_bytes() as f64 / (1024.0 * 1024.0)),
-                })
+            StorageTier::Embedded(tier) => {
+                let stores = tier.store_count();
+                Some(
+                    tier.procs
+                        .iter_mut()
+                        .map(|s| storage_process_row(s, stores, now))
+                        .collect(),
+                )
             }
-            StorageTier::External { pd } => Some(Instance {
+            StorageTier::External { pd } => Some(vec![Instance {
                 node: "storage".into(),
                 port: pd.port(),
                 pid: None,
@@ -111,7 +111,7 @@ impl Lab {
                 ws_url: String::new(),
                 http_url: format!("grpc://{pd}"),
                 data_mb: None,
-            }),
+            }]),
             StorageTier::Isolated(_) | StorageTier::Tiup { .. } => None,
         }
     }
@@ -145,7 +145,7 @@ impl Lab {
             .storage
             .as_mut()
             .and_then(StorageTier::embedded)
-            .and_then(|n| n.trace.clone())
+            .and_then(|t| t.front().trace.clone())
         {
             Some(p) => Ok(p),
             None => Err(LabError::config(
@@ -215,5 +215,38 @@ impl Lab {
             &rows,
         );
         (line, Ok(w))
+    }
+}
+
+/// One embedded storage process's row: pid, memory and data size while it runs, its state
+/// otherwise. The `storage` column says what it holds: `pd+tikv` (combined), `pd`, or
+/// `tikv 2/3` (store 2 of 3).
+fn storage_process_row(s: &mut StorageNode, stores: usize, now: u64) -> Instance {
+    let state = s.refresh().clone();
+    let up = matches!(state, NodeState::Running | NodeState::Paused);
+    let pid = s.pid();
+    let holds = match s.role {
+        Role::Combined => "pd+tikv".to_string(),
+        Role::Pd => "pd".to_string(),
+        Role::Store { id, .. } => format!("tikv {id}/{stores}"),
+    };
+    Instance {
+        node: s.role.name(),
+        port: s.addr.port(),
+        pid,
+        state,
+        version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
+        rss_mb: pid.and_then(metrics::rss_mb),
+        uptime_s: if up {
+            s.started_unix_ms
+                .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+        } else {
+            None
+        },
+        storage: holds,
+        ready_ms: s.ready_ms,
+        ws_url: String::new(),
+        http_url: format!("grpc://{}", s.addr),
+        data_mb: Some(s.data_bytes() as f64 / (1024.0 * 1024.0)),
     }
 }

@@ -38,7 +38,7 @@ pub(crate) async fn run(plan: BankPlan, h: &mut impl Harness) -> Result<BankRepo
                     ));
                 }
             }
-            Fault::Storage(_) => {
+            Fault::Storage(_) | Fault::Store(..) => {
                 if h.storage_is_up().is_none() {
                     return Err(LabError::config(
                         "BankPlan",

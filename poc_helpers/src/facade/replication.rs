@@ -1,0 +1,198 @@
+//! The replicated storage tier, as the facade offers it: PD's map of regions and stores
+//! (`placement`), and the store-failover drill, a timed sequence of ordinary facade calls
+//! (write, kill the leader's store, keep writing, read back, restart) made on the caller's
+//! thread, like the recovery drill.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use polars::prelude::DataFrame;
+
+use super::Cluster;
+use crate::actor::command::Command;
+use crate::experiments::store_failover::{FailoverWrite, StoreFailover};
+use crate::infra::placement::Placement;
+use crate::vocab::error::LabError;
+use crate::vocab::nodes::NodeRef;
+
+/// How long the drill writes before the kill (the healthy baseline).
+const BASELINE: Duration = Duration::from_secs(1);
+/// How long it keeps writing after the first acknowledged write that follows the kill.
+const AFTER_RECOVERY: Duration = Duration::from_millis(1500);
+/// Give up on writes resuming after this long (a lost majority never resumes).
+const RESUME_LIMIT: Duration = Duration::from_secs(20);
+/// Pause between the drill's writes: a steady trickle, not a load test.
+const GAP: Duration = Duration::from_millis(20);
+/// How long PD may take to show a new leader or a rejoined store (heartbeats are per second).
+const PD_LIMIT: Duration = Duration::from_secs(15);
+
+impl Cluster {
+    /// Where the data lives, as PD sees it: the regions (key ranges), the stores holding a
+    /// replica of each, and the store whose replica leads. Works for the embedded tier and a
+    /// real TiKV alike (it reads PD's HTTP API); isolated nodes have no placement (an error).
+    pub fn placement(&self) -> Result<Placement, LabError> {
+        self.actor.call(|reply| Command::Placement { reply })?
+    }
+
+    /// [`Cluster::placement`]'s regions as a table: region, start_key, end_key, leader_store,
+    /// stores, replicas.
+    pub fn regions(&self) -> Result<DataFrame, LabError> {
+        self.placement()?.regions_frame()
+    }
+
+    /// [`Cluster::placement`]'s stores as a table: store, address, state, leaders, regions.
+    pub fn stores(&self) -> Result<DataFrame, LabError> {
+        self.placement()?.stores_frame()
+    }
+
+    /// Polls PD until `ok` holds for its map; the last map and `false` after `limit`.
+    fn placement_until(
+        &self,
+        limit: Duration,
+        ok: impl Fn(&Placement) -> bool,
+    ) -> (Placement, bool) {
+        let start = Instant::now();
+        loop {
+            match self.placement() {
+                Ok(p) if ok(&p) => return (p, true),
+                Ok(p) if start.elapsed() >= limit => return (p, false),
+                Err(_) if start.elapsed() >= limit => {
+                    return (
+                        Placement {
+                            regions: vec![],
+                            stores: vec![],
+                        },
+                        false,
+                    );
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The store-failover drill (a `.stores(3)` lab): writes a record through `node` every
+    /// ~20 ms, kills the store that leads the region after 1 s, keeps writing until writes have
+    /// been acknowledged again for 1.5 s (at most 20 s), asks PD for the new leader, reads every
+    /// acknowledged record back, and restarts the killed store. See [`StoreFailover`].
+    pub fn store_failover(&self, node: impl Into<NodeRef>) -> Result<StoreFailover, LabError> {
+        let node = node.into();
+        let (before, led) = self.placement_until(PD_LIMIT, |p| p.busiest_leader().is_some());
+        if before.stores.len() < 3 {
+            return Err(LabError::InvalidConfig {
+                setting: "stores".into(),
+                reason: format!(
+                    "the storage tier has {} store(s); the drill kills one of three",
+                    before.stores.len()
+                ),
+                fix: "start the lab with `.stores(3)` (CLI: `lab up --stores 3`)".into(),
+            });
+        }
+        let killed_store = match (led, before.busiest_leader()) {
+            (true, Some(l)) => l,
+            _ => {
+                return Err(LabError::StorageUnavailable {
+                    mode: "shared".into(),
+                    reason: "PD names no leader for the region".into(),
+                    fix: "check `cluster.stores()`: at least two stores must be Up".into(),
+                });
+            }
+        };
+        let replicas = before
+            .regions
+            .iter()
+            .map(|r| r.stores.len())
+            .max()
+            .unwrap_or(0);
+        // A fresh, defined table: a rerun starts from nothing, and no write pays for creating it.
+        self.quietly(|| {
+            self.sql(
+                node.clone(),
+                "REMOVE TABLE IF EXISTS failover; DEFINE TABLE failover SCHEMALESS",
+            )
+        })?;
+
+        let t0 = Instant::now();
+        let mut writes = Vec::new();
+        let mut acked = BTreeSet::new();
+        let mut write = |i: u64, writes: &mut Vec<FailoverWrite>| {
+            let at_s = t0.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let r = self
+                .quietly(|| self.sql(node.clone(), &format!("CREATE failover:{i} SET n = {i}")));
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if r.is_ok() {
+                acked.insert(i);
+            }
+            writes.push(FailoverWrite {
+                at_s,
+                ms,
+                ok: r.is_ok(),
+                error: r
+                    .err()
+                    .map(|e| e.to_string().lines().next().unwrap_or("").to_string()),
+            });
+        };
+        let mut i = 0;
+        while t0.elapsed() < BASELINE {
+            write(i, &mut writes);
+            i += 1;
+            std::thread::sleep(GAP);
+        }
+        self.kill_store(killed_store)?;
+        let kill_at = t0.elapsed();
+        let mut resumed: Option<Instant> = None;
+        loop {
+            write(i, &mut writes);
+            i += 1;
+            if resumed.is_none() && writes.last().is_some_and(|w| w.ok) {
+                resumed = Some(Instant::now());
+            }
+            let done = resumed.is_some_and(|r| r.elapsed() >= AFTER_RECOVERY);
+            if done || t0.elapsed() - kill_at >= RESUME_LIMIT {
+                break;
+            }
+            std::thread::sleep(GAP);
+        }
+        let (after, elected) = self.placement_until(PD_LIMIT, |p| {
+            p.busiest_leader().is_some_and(|l| l != killed_store)
+        });
+        let new_leader = if elected {
+            after.busiest_leader()
+        } else {
+            None
+        };
+
+        let stored: BTreeSet<u64> = self
+            .quietly(|| self.sql(node.clone(), "SELECT VALUE n FROM failover"))?
+            .rows()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect();
+        let lost = acked
+            .difference(&stored)
+            .map(|n| format!("failover:{n}"))
+            .collect();
+
+        let t = Instant::now();
+        self.restart_store(killed_store)?;
+        // Rejoined: PD heard from the restarted process (a heartbeat younger than the restart;
+        // a real PD's page has no such age, and then `Up` alone counts).
+        let (_, rejoined) = self.placement_until(PD_LIMIT, |p| {
+            p.stores.iter().any(|s| {
+                s.id == killed_store
+                    && s.state == "Up"
+                    && s.heartbeat_ago_ms
+                        .is_none_or(|ms| (ms as f64) < t.elapsed().as_secs_f64() * 1000.0)
+            })
+        });
+        Ok(StoreFailover {
+            killed_store,
+            new_leader,
+            replicas,
+            kill_at_s: kill_at.as_secs_f64(),
+            writes,
+            lost,
+            rejoin_s: rejoined.then(|| t.elapsed().as_secs_f64()),
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! Where the data physically lives: the regions and stores of the storage tier, read from PD's
+//! HTTP API (`/pd/api/v1/regions` and `/pd/api/v1/stores`).
+//!
+//! Why PD and not the stores: in TiKV, PD is the one component that knows the whole map
+//! (which key ranges exist, which stores hold a copy, which copy leads), because every leader
+//! reports to it. An operator asks PD the same way (`pd-ctl region`, the dashboard). The lab's
+//! embedded PD serves those pages in real PD's JSON shape, so this one reader works for the
+//! embedded tier, an external TiKV and a `tiup playground` alike.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use polars::prelude::{Column, DataFrame};
+use serde_json::Value;
+
+use crate::infra::client;
+use crate::vocab::error::LabError;
+use crate::vocab::frames::frame;
+
+/// One region: a key range, the stores holding a copy, and the one whose copy leads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// PD's region id.
+    pub id: u64,
+    /// First key, upper-case hex of the encoded key ("" = from the start).
+    pub start_key: String,
+    /// End key, exclusive ("" = to the end).
+    pub end_key: String,
+    /// The store whose peer leads (serves reads and writes); `None` during an election.
+    pub leader_store: Option<u64>,
+    /// Every store holding a replica, in peer order.
+    pub stores: Vec<u64>,
+    /// Approximate keys, as the leader last reported (real TiKV reports it; the lab's stores
+    /// report 0 until they split regions by size, so the tables leave it out).
+    pub approximate_keys: u64,
+}
+
+/// One store as PD sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    /// PD's store id (the lab's `store-N` is store N).
+    pub id: u64,
+    /// Where clients reach it ("" for the one-process node: it is reached at PD's address).
+    pub address: String,
+    /// `Up`, or `Disconnected` once its heartbeats stop.
+    pub state: String,
+    /// Regions whose leader is on this store.
+    pub leader_count: u64,
+    /// Regions with a replica on this store.
+    pub region_count: u64,
+    /// How long ago PD last heard from it, ms (the lab's PD only; real PD gives a timestamp).
+    pub heartbeat_ago_ms: Option<u64>,
+}
+
+/// The storage tier's map, as PD reported it at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// Regions in key order.
+    pub regions: Vec<Region>,
+    /// Stores by id.
+    pub stores: Vec<Store>,
+}
+
+impl Placement {
+    /// The store leading the region that holds the most keys (with one region, the leader of
+    /// everything): the store whose loss costs an election.
+    pub fn busiest_leader(&self) -> Option<u64> {
+        self.regions
+            .iter()
+            .max_by_key(|r| r.approximate_keys)
+            .and_then(|r| r.leader_store)
+    }
+
+    /// Regions: region, start_key, end_key, leader_store, stores ("1,2,3"), replicas.
+    pub fn regions_frame(&self) -> Result<DataFrame, LabError> {
+        let r = &self.regions;
+        frame(vec![
+            Column::new("region".into(), r.iter().map(|r| r.id).collect::<Vec<_>>()),
+            Column::new(
+                "start_key".into(),
+                r.iter().map(|r| r.start_key.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "end_key".into(),
+                r.iter().map(|r| r.end_key.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "leader_store".into(),
+                r.iter().map(|r| r.leader_store).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "stores".into(),
+                r.iter()
+                    .map(|r| {
+                        let ids: Vec<String> = r.stores.iter().map(u64::to_string).collect();
+                        ids.join(",")
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "replicas".into(),
+                r.iter().map(|r| r.stores.len() as u64).collect::<Vec<_>>(),
+            ),
+        ])
+    }
+
+    /// Stores: store, address, state, leaders, regions.
+    pub fn stores_frame(&self) -> Result<DataFrame, LabError> {
+        let s = &self.stores;
+        frame(vec![
+            Column::new("store".into(), s.iter().map(|s| s.id).collect::<Vec<_>>()),
+            Column::new(
+                "address".into(),
+                s.iter().map(|s| s.address.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "state".into(),
+                s.iter().map(|s| s.state.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "leaders".into(),
+                s.iter().map(|s| s.leader_count).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "regions".into(),
+                s.iter().map(|s| s.region_count).collect::<Vec<_>>(),
+            ),
+        ])
+    }
+}
+
+fn u64_at(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_default()
+}
+
+fn str_at(v: &Value, path: &[&str]) -> String {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Parses PD's two pages (real PD's field names; fields PD leaves out read as empty).
+pub(crate) fn parse(regions: &Value, stores: &Value) -> Placement {
+    let list = |v: &Value, field: &str| v[field].as_array().cloned().unwrap_or_default();
+    let regions = list(regions, "regions")
+        .iter()
+        .map(|r| Region {
+            id: u64_at(r, &["id"]),
+            start_key: str_at(r, &["start_key"]),
+            end_key: str_at(r, &["end_key"]),
+            leader_store: r["leader"]["store_id"].as_u64(),
+            stores: list(r, "peers")
+                .iter()
+                .map(|p| u64_at(p, &["store_id"]))
+                .collect(),
+            approximate_keys: u64_at(r, &["approximate_keys"]),
+        })
+        .collect();
+    let stores = list(stores, "stores")
+        .iter()
+        .map(|s| Store {
+            id: u64_at(s, &["store", "id"]),
+            address: str_at(s, &["store", "address"]),
+            state: str_at(s, &["store", "state_name"]),
+            leader_count: u64_at(s, &["status", "leader_count"]),
+            region_count: u64_at(s, &["status", "region_count"]),
+            heartbeat_ago_ms: s["status"]["last_heartbeat_ago_ms"].as_u64(),
+        })
+        .collect();
+    Placement { regions, stores }
+}
+
+/// Reads the map from the PD at `pd`.
+pub(crate) async fn fetch(pd: SocketAddr, timeout: Duration) -> Result<Placement, LabError> {
+    let page = |path: &'static str| async move {
+        let unavailable = |reason: String| {
+            LabError::StorageUnavailable {
+            mode: "shared".into(),
+            reason: format!("PD at {pd} did not answer GET {path}: {reason}"),
+            fix: "check `cluster.status()`: the pd row must be `running` (restart the lab if it is not)".into(),
+        }
+        };
+        let (status, body) = client::http_get(pd, path, timeout)
+            .await
+            .map_err(unavailable)?;
+        if status != 200 {
+            return Err(unavailable(format!("HTTP {status}: {body}")));
+        }
+        serde_json::from_str::<Value>(&body).map_err(|e| unavailable(e.to_string()))
+    };
+    Ok(parse(
+        &page("/pd/api/v1/regions").await?,
+        &page("/pd/api/v1/stores").await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Trimmed from a real PD's answer (`tiup playground --kv 3`): the fields the lab reads.
+    fn real_pd_pages() -> (Value, Value) {
+        let regions = json!({"count": 2, "regions": [
+            {"id": 2, "start_key": "", "end_key": "7480000000000000FF", "epoch": {"conf_ver": 5, "version": 2},
+             "peers": [{"id": 3, "store_id": 1, "role_name": "Voter"}, {"id": 9, "store_id": 4, "role_name": "Voter"},
+                       {"id": 10, "store_id": 5, "role_name": "Voter"}],
+             "leader": {"id": 9, "store_id": 4, "role_name": "Voter"}, "approximate_size": 1, "approximate_keys": 12},
+            {"id": 8, "start_key": "7480000000000000FF", "end_key": "", "epoch": {"conf_ver": 5, "version": 2},
+             "peers": [{"id": 11, "store_id": 1}], "approximate_keys": 900}
+        ]});
+        let stores = json!({"count": 1, "stores": [
+            {"store": {"id": 1, "address": "127.0.0.1:20160", "state_name": "Up"},
+             "status": {"leader_count": 0, "region_count": 2}}
+        ]});
+        (regions, stores)
+    }
+
+    #[test]
+    fn pds_pages_become_regions_and_stores() {
+        let (regions, stores) = real_pd_pages();
+        let p = parse(&regions, &stores);
+        assert_eq!(p.regions.len(), 2);
+        assert_eq!(p.regions[0].leader_store, Some(4));
+        assert_eq!(p.regions[0].stores, [1, 4, 5]);
+        assert_eq!(p.regions[1].leader_store, None, "no leader reported yet");
+        assert_eq!(p.busiest_leader(), None, "the busiest region has no leader");
+        assert_eq!(p.stores[0].address, "127.0.0.1:20160");
+        let df = p.regions_frame().unwrap();
+        assert_eq!(df.height(), 2);
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "region",
+                "start_key",
+                "end_key",
+                "leader_store",
+                "stores",
+                "replicas"
+            ]
+        );
+        assert_eq!(p.stores_frame().unwrap().height(), 1);
+    }
+}
