@@ -33,6 +33,7 @@ mod bench;
 mod bench_links;
 mod bench_servers;
 mod bench_storage;
+mod failover;
 mod nodes;
 use poc_helpers::facade::{Cluster, default_lab_root};
 use poc_helpers::vocab::config::StorageMode;
@@ -83,6 +84,16 @@ enum Cmd {
     /// Where the data lives, as PD sees it: the regions (key ranges), the stores holding a
     /// replica of each, and which store leads each region.
     Placement,
+    /// The store-failover drill (a `--stores 3` lab): a writer through NODE, the store that
+    /// leads the region killed, the pause measured, every write read back, the store restarted.
+    Failover {
+        /// The node the writer uses.
+        #[arg(long, default_value = "a")]
+        node: String,
+        /// How many drills to run in a row.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
     /// Run SurrealQL on one node (a, b, node-a, 0, ...).
     Sql {
         /// The node.
@@ -292,6 +303,7 @@ fn run(cli: Cli) -> Result<(), LabError> {
             println!("{}", placement.stores_frame()?);
             Ok(())
         }
+        Cmd::Failover { node, repeat } => failover::run(&dir, &node, repeat),
         Cmd::Sql { node, query } => {
             let cluster = Cluster::attach_dir(&dir)?;
             let result = cluster.sql(node.as_str(), &query)?;

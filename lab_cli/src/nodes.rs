@@ -70,7 +70,7 @@ mod tests {
         .to_string();
         assert!(e.contains("no node `z`"), "{e}");
         assert!(
-            e.contains("node-a, node-b (and `storage` for the storage node)"),
+            e.contains("node-a, node-b (and `storage` for the whole storage tier, `store-1`"),
             "{e}"
         );
     }

@@ -467,3 +467,43 @@ fn a_lab_held_by_another_process_refuses_add_remove_and_restart_from_the_cli() {
     assert_eq!(cluster.node_names(), ["node-a"]);
     cluster.cleanup().unwrap();
 }
+
+/// `lab up --stores 3`: PD and three stores outlive `lab up` like the nodes do; `lab placement`
+/// shows the region on all three; `lab failover` kills the leader's store from another process
+/// (the CLI attaches to the lab) and finds nothing lost; `lab down` stops all six processes.
+#[test]
+fn three_stores_placement_failover_and_down() {
+    let root = Root::new();
+    let up = lab(
+        root.path(),
+        &["up", "--ephemeral", "--name", "repl", "--stores", "3"],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+    let status = text(&lab(root.path(), &["status", "--name", "repl"]));
+    for row in ["pd", "store-1", "store-2", "store-3"] {
+        assert!(status.contains(row), "no {row} row:\n{status}");
+    }
+    assert_eq!(status.matches("running").count(), 6, "{status}");
+
+    let placement = text(&lab(root.path(), &["placement", "--name", "repl"]));
+    assert!(
+        placement.contains("1,2,3"),
+        "one region on all three stores:\n{placement}"
+    );
+
+    let drill = lab(root.path(), &["failover", "--name", "repl"]);
+    let out = text(&drill);
+    assert!(drill.status.success(), "{out}");
+    assert!(
+        out.contains("0 of ") && out.contains("acknowledged writes lost"),
+        "{out}"
+    );
+
+    let bad = lab(root.path(), &["kill", "--name", "repl", "store-9"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("from 1 to 3"), "{}", text(&bad));
+
+    let down = lab(root.path(), &["down", "--name", "repl"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(text(&down).matches("stopped").count(), 6, "{}", text(&down));
+}

@@ -167,3 +167,62 @@ fn manifest_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+/// The replicated tier under the bank: each of the three stores is killed and restarted in
+/// turn, so whichever store leads the region dies once (the leader may move between kills,
+/// but a kill of a follower leaves it in place, so the leader is hit at least once). The
+/// verdict must stay Valid, and no operation may fail because of a kill: a store's death costs
+/// an election, a pause inside the TiKV client's own retries, never an error or a transfer.
+#[test]
+fn the_bank_stays_valid_while_each_store_in_turn_is_killed() {
+    let (_root, builder) = shared_lab("bank-stores");
+    let cluster = builder
+        .echo(false)
+        .stores(3)
+        .stop_timeout(Duration::from_secs(3))
+        .start()
+        .unwrap();
+    let plan = BankPlan {
+        duration: Duration::from_secs(10),
+        schedule: vec![
+            FaultStep::at(1.5, Fault::kill_store(1)),
+            FaultStep::at(3.0, Fault::restart_store(1)),
+            FaultStep::at(4.5, Fault::kill_store(2)),
+            FaultStep::at(6.0, Fault::restart_store(2)),
+            FaultStep::at(7.5, Fault::kill_store(3)),
+            FaultStep::at(9.0, Fault::restart_store(3)),
+        ],
+        ..BankPlan::default()
+    };
+    let report = cluster.bank(plan).expect("bank run");
+    print(&report);
+    assert_eq!(
+        report.verdict.validity,
+        Validity::Valid,
+        "{:?} {:?}",
+        report.verdict.anomalies,
+        report.verdict.unknown_because
+    );
+    assert_eq!(report.verdict.final_total, Some(800));
+    let all = report.summary_rows().pop().unwrap();
+    assert!(all.acknowledged > 0, "{all:?}");
+    // SurrealDB saw a pause, not an error: the only failed transfers are the ones any run has
+    // (lost conflicts, insufficient funds), none caused by a dead store.
+    let from_faults: Vec<&str> = report
+        .ops
+        .iter()
+        .filter_map(|o| o.reason.as_deref())
+        .filter(|r| !matches!(*r, "conflict" | "insufficient funds"))
+        .collect();
+    assert!(
+        from_faults.is_empty(),
+        "{} operation(s) failed because of the store kills: {from_faults:?}",
+        from_faults.len()
+    );
+    assert_eq!(
+        report.faults.iter().filter(|f| f.ok).count(),
+        6,
+        "every kill and restart happened: {:?}",
+        report.faults
+    );
+}

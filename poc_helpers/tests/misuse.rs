@@ -421,7 +421,7 @@ fn a_kernel_restart_with_a_shared_lab_running_reaps_nodes_and_storage_and_keeps_
     assert_mentions(
         &report,
         &[
-            "stopped a storage node left running",
+            "stopped a storage process left running",
             "left running by an earlier run",
         ],
     );
