@@ -111,6 +111,7 @@ STATED = {
     "10 ms": "a prediction choice offered to the reader (04)",
     "6 s|8 s|12 s|14 s|15 s": "BankPlan::short()'s fault schedule (05), a setting",
     "300 ms": "the conflict race's pause (05), a setting",
+    "20 ms": "the store-failover drill's write interval (05, section 9), a setting",
 }
 STATED = {k: why for keys, why in STATED.items() for k in keys.split("|")}
 # "about 40 s" in a section heading or intro is a time hint for the reader, approximate by design.
