@@ -69,6 +69,18 @@ impl StoreFailover {
         self.after().filter(|w| !w.ok).count()
     }
 
+    /// The distinct errors of the writes that failed after the kill, as SurrealDB's error
+    /// reached the client (first line each).
+    pub fn after_kill_errors(&self) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for e in self.after().filter_map(|w| w.error.clone()) {
+            if !seen.contains(&e) {
+                seen.push(e);
+            }
+        }
+        seen
+    }
+
     /// The slowest write before the kill, ms: the healthy baseline.
     pub fn slowest_before_ms(&self) -> f64 {
         self.before().map(|w| w.ms).fold(0.0, f64::max)
@@ -115,7 +127,10 @@ impl StoreFailover {
                 if failed == 0 {
                     "no write failed: SurrealDB's TiKV client retried the region errors itself, so the application saw a pause, not an error".to_string()
                 } else {
-                    format!("{failed} write(s) failed meanwhile, so the pause outlasted the client's own retries: an application must retry these")
+                    format!(
+                        "{failed} write(s) failed meanwhile, so the pause outlasted the client's own retries: an application must retry these (the error: {})",
+                        self.after_kill_errors().join(" | ")
+                    )
                 }
             ),
             None => "No write succeeded after the kill: the tier lost its majority.".into(),
@@ -244,6 +259,7 @@ mod tests {
         assert!(!r.claim_holds(), "a lost write breaks the claim");
         let text = r.explain();
         assert!(text.contains("1 write(s) failed"), "{text}");
+        assert!(text.contains("(the error: region unavailable)"), "{text}");
         assert!(text.contains("LOST"), "{text}");
         let none = StoreFailover {
             new_leader: None,
