@@ -29,6 +29,20 @@ fn print(report: &BankReport) {
     }
 }
 
+/// Valid: the final state was read, and the checker found no anomaly of any kind (lost
+/// acknowledged write, phantom write, wrong total, negative balance, stale read, ledger
+/// mismatch); the 8 accounts of 100 still hold 800.
+fn assert_valid_with_total_800(report: &BankReport) {
+    assert_eq!(
+        report.verdict.validity,
+        Validity::Valid,
+        "{:?} {:?}",
+        report.verdict.anomalies,
+        report.verdict.unknown_because
+    );
+    assert_eq!(report.verdict.final_total, Some(800));
+}
+
 #[test]
 fn the_bank_survives_a_kill_a_pause_and_a_storage_crash_with_nothing_lost() {
     let (root, builder) = shared_lab("bank");
@@ -40,17 +54,7 @@ fn the_bank_survives_a_kill_a_pause_and_a_storage_crash_with_nothing_lost() {
     let report = cluster.bank(BankPlan::short()).expect("bank run");
     print(&report);
     let all = report.summary_rows().pop().unwrap();
-    // Valid: the final state was read, and the checker found no anomaly of any kind (lost
-    // acknowledged write, phantom write, wrong total, negative balance, stale read, ledger
-    // mismatch).
-    assert_eq!(
-        report.verdict.validity,
-        Validity::Valid,
-        "{:?} {:?}",
-        report.verdict.anomalies,
-        report.verdict.unknown_because
-    );
-    assert_eq!(report.verdict.final_total, Some(800));
+    assert_valid_with_total_800(&report);
     // Reads were judged for staleness: answered reads carry what their snapshot reflected.
     assert!(
         report.ops.iter().any(|o| o.applied.is_some_and(|n| n > 0)),
@@ -196,14 +200,7 @@ fn the_bank_stays_valid_while_each_store_in_turn_is_killed() {
     };
     let report = cluster.bank(plan).expect("bank run");
     print(&report);
-    assert_eq!(
-        report.verdict.validity,
-        Validity::Valid,
-        "{:?} {:?}",
-        report.verdict.anomalies,
-        report.verdict.unknown_because
-    );
-    assert_eq!(report.verdict.final_total, Some(800));
+    assert_valid_with_total_800(&report);
     let all = report.summary_rows().pop().unwrap();
     assert!(all.acknowledged > 0, "{all:?}");
     // SurrealDB saw a pause, not an error: the only failed transfers are the ones any run has
