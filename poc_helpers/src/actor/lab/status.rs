@@ -39,7 +39,6 @@ impl Lab {
         for n in &mut self.nodes {
             let state = n.refresh().clone();
             let pid = n.pid();
-            let up = matches!(state, NodeState::Running | NodeState::Paused);
             let version = if state == NodeState::Running {
                 match client::http_get(n.addr(), "/version", Duration::from_secs(1)).await {
                     Ok((200, body)) => binary::parse_version_line(&body).or(binary_version.clone()),
@@ -55,12 +54,7 @@ impl Lab {
                 state: state.clone(),
                 version,
                 rss_mb: pid.and_then(metrics::rss_mb),
-                uptime_s: if up {
-                    n.started_unix_ms
-                        .map(|s| now.saturating_sub(s) as f64 / 1000.0)
-                } else {
-                    None
-                },
+                uptime_s: uptime_s(&state, n.started_unix_ms, now),
                 // Shared nodes show where their storage is (tikv://127.0.0.1:PORT).
                 storage: n
                     .path_arg
@@ -221,9 +215,17 @@ impl Lab {
 /// One embedded storage process's row: pid, memory and data size while it runs, its state
 /// otherwise. The `storage` column says what it holds: `pd+tikv` (combined), `pd`, or
 /// `tikv 2/3` (store 2 of 3).
+/// Seconds since a process was spawned, while it is alive (running or paused).
+fn uptime_s(state: &NodeState, started_unix_ms: Option<u64>, now: u64) -> Option<f64> {
+    let up = matches!(state, NodeState::Running | NodeState::Paused);
+    started_unix_ms
+        .filter(|_| up)
+        .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+}
+
 fn storage_process_row(s: &mut StorageNode, stores: usize, now: u64) -> Instance {
     let state = s.refresh().clone();
-    let up = matches!(state, NodeState::Running | NodeState::Paused);
+    let uptime_s = uptime_s(&state, s.started_unix_ms, now);
     let pid = s.pid();
     let holds = match s.role {
         Role::Combined => "pd+tikv".to_string(),
@@ -237,12 +239,7 @@ fn storage_process_row(s: &mut StorageNode, stores: usize, now: u64) -> Instance
         state,
         version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
         rss_mb: pid.and_then(metrics::rss_mb),
-        uptime_s: if up {
-            s.started_unix_ms
-                .map(|t| now.saturating_sub(t) as f64 / 1000.0)
-        } else {
-            None
-        },
+        uptime_s,
         storage: holds,
         ready_ms: s.ready_ms,
         ws_url: String::new(),
