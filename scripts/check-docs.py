@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The documentation test: keeps README.md, docs/ and the notebooks' text true to the code.
 
-Four checks, one summary line each; the exit status is non-zero when any fails:
+Eight checks, one summary line each; the exit status is non-zero when any fails:
 
 1. links     every relative link and image in README.md, docs/*.md and the notebooks' markdown
              cells points at a file or folder that exists, and an anchor into a .md file
@@ -23,6 +23,22 @@ Four checks, one summary line each; the exit status is non-zero when any fails:
              - markdown states no measured-looking number (ms, MB, ops/s, ×, % …) other than the
                spec's limits and the lab's own settings listed in STATED: a number that depends
                on the machine is printed by a cell from the run instead.
+6. glossary  docs/glossary.md has one `##` entry per term of TERMS (scripts/notebook_text_checks.py,
+             the one map of terms and the words that name them), and in every notebook the first
+             markdown use of each term, outside code, headings, HTML and other links, is a link
+             to its entry. scripts/link-glossary.py adds the missing links.
+7. predictions  every markdown cell with "✍️" and "Predict" is answered within its section (up to
+             the next markdown cell with a `## ` heading, or the notebook's end): a code cell there
+             has, in its output in docs/executed/, a line that starts with "Answer:" and some text,
+             after optional whitespace and symbols (emoji, ✔, →, *, -). Outputs read: the stream
+             text and the text/plain or text/markdown of results and displays.
+8. takeaways every static bullet of a notebook's `## Takeaway` section (to the next level-1 or -2
+             heading) that names an outcome (error, fail, lost/lose, conflict, timeout, faster,
+             slower, stale, outage, under/over/within a limit or bar, "no … were") ends with
+             `<!-- asserted: TEXT -->`, TEXT verbatim inside an assert!/assert_eq!/assert_ne! of
+             that notebook's code; otherwise a cell should print the bullet from the run.
+6–8 need no lab or build (7 reads the executed copies); scripts/test_check_docs.py tests 7 and 8
+on small notebooks of its own.
 
 Marking a block runnable — an HTML comment on the line right before the fence:
 
@@ -49,6 +65,7 @@ Run it (~15 s when everything is built; 2–3 minutes more when `lab` must be re
 
     .venv/bin/python scripts/check-docs.py            # all checks
     .venv/bin/python scripts/check-docs.py --only links,diagram
+    python3 scripts/check-docs.py --only glossary,predictions,takeaways   # no lab, no .venv needed
     .venv/bin/python scripts/check-docs.py --only runnable -v   # and show every block's output
 
 Needs: the release binaries (scripts/build-server.sh; this script refreshes `lab` and
@@ -74,6 +91,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+# The notebook-prose checks and the markdown helpers they share with `links` (one heading-id rule).
+from notebook_text_checks import (FENCE_RE, INLINE_CODE_RE, cell_text, glossary_problems, heading_ids,
+                                  prediction_problems, source_notebooks, takeaway_problems)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The official JavaScript SDK, pinned: docs/api.md's install command must name this version.
@@ -84,8 +105,6 @@ RUNNABLE_LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "pyth
                   "py": "python", "javascript": "javascript", "js": "javascript"}
 
 MARKER_RE = re.compile(r"^\s*<!--\s*(runnable|same-as)\s*(?::\s*(.*?))?\s*-->\s*$")
-FENCE_RE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([^\s`]*)")
-INLINE_CODE_RE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 MD_LINK_RE = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
 REF_DEF_RE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 HTML_REF_RE = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']+)[\"']", re.I)
@@ -100,8 +119,8 @@ STATED = {
     "30 s": "PR-001's limit",
     "100 ms": "PR-002's limit",
     "200 MB": "PR-004's limit",
-    "5 ×": "PR-003's k, a stated definition",
-    "80 %": "the utilisation that k = 5 means (1 − 1/5)",
+    "2 ×": "PR-003's k: the cluster's p99 growth against one node's, a stated definition",
+    "100 %": "a definition: every core of the machine busy (04's CPU shares)",
     "90 %": "the workload's read share, a setting",
     "10 %": "the knee's definition (within 10 % of peak throughput)",
     "250 ms": "the sampler's interval, a setting",
@@ -163,31 +182,6 @@ def markdown_targets(text: str):
         for regex in (MD_LINK_RE, REF_DEF_RE, HTML_REF_RE):
             for t in regex.findall(plain):
                 yield n, t
-
-
-def heading_ids(text: str) -> set[str]:
-    """The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces → -."""
-    ids: set[str] = set()
-    fence = None
-    for line in text.splitlines():
-        m = FENCE_RE.match(line)
-        if fence:
-            if m and m.group(2)[0] == fence[0] and not m.group(3):
-                fence = None
-            continue
-        if m:
-            fence = m.group(2)
-            continue
-        h = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
-        if not h:
-            continue
-        title = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", h.group(1))   # links → their text
-        slug = re.sub(r"[^\w\- ]", "", title.replace("`", "").replace("*", "").lower()).replace(" ", "-")
-        base, n = slug, 1
-        while slug in ids:  # repeated headings get -1, -2, …
-            slug, n = f"{base}-{n}", n + 1
-        ids.add(slug)
-    return ids
 
 
 def check_links() -> tuple[bool, str]:
@@ -524,11 +518,6 @@ def check_rustdoc(env: dict[str, str]) -> tuple[bool, str]:
 
 # ----- 5. notebooks --------------------------------------------------------------------------
 
-def cell_text(cell) -> str:
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
-
-
 def svg_outputs(cell) -> list[str]:
     out = []
     for o in cell.get("outputs", []):
@@ -568,11 +557,15 @@ def check_notebooks() -> tuple[bool, str]:
             if private in raw:
                 problems.append(f"  docs/executed/{name} contains the machine path {private}: publish it with scripts/publish-executed.py")
         ex = json.loads(raw)
-        code = lambda nb: [cell_text(c) for c in nb["cells"] if c["cell_type"] == "code"]  # noqa: E731
+        # The reference solutions' runs (metadata lab_injected, added by run-notebooks.py after
+        # each exercise) are extra cells of the executed copy, not code of the notebook.
+        code = lambda nb: [cell_text(c) for c in nb["cells"]  # noqa: E731
+                           if c["cell_type"] == "code" and not c.get("metadata", {}).get("lab_injected")]
         if code(ex) != code(src):
             problems.append(f"  docs/executed/{name}: its code differs from notebooks/{name}; regenerate it (scripts/test.sh)")
             continue
-        silent = [i for i, c in enumerate(ex["cells"]) if c["cell_type"] == "code" and c.get("execution_count") is None]
+        silent = [i for i, c in enumerate(ex["cells"]) if c["cell_type"] == "code" and c.get("execution_count") is None
+                  and not c.get("metadata", {}).get("lab_injected")]
         if silent:
             problems.append(f"  docs/executed/{name}: code cells {silent} never ran")
         drawn: set[str] = set()
@@ -602,9 +595,38 @@ def check_notebooks() -> tuple[bool, str]:
                   f"lines named in the text; {numbers_checked} stated numbers are limits or settings")
 
 
+# ----- 6–8. glossary, predictions, takeaways (scripts/notebook_text_checks.py) ----------------
+
+def report(problems: list[str], failed: str, passed: str) -> tuple[bool, str]:
+    if problems:
+        print("\n".join(problems))
+        return False, failed.format(n=len(problems))
+    return True, passed
+
+
+def check_glossary() -> tuple[bool, str]:
+    paths = source_notebooks()
+    return report(glossary_problems(paths), "{n} problem(s): unlinked first uses or a glossary out of step with TERMS",
+                  f"every term of docs/glossary.md is linked at its first use in {len(paths)} notebooks")
+
+
+def check_predictions() -> tuple[bool, str]:
+    paths = source_notebooks()
+    problems = [p for nb in paths for p in prediction_problems(nb, EXECUTED / nb.name)]
+    return report(problems, "{n} prediction(s) without an \"Answer:\" line in the executed copies",
+                  f"every ✍️ prediction of {len(paths)} notebooks is answered by an output in its section")
+
+
+def check_takeaways() -> tuple[bool, str]:
+    paths = source_notebooks()
+    problems = [p for nb in paths for p in takeaway_problems(nb)]
+    return report(problems, "{n} static takeaway bullet(s) name an outcome no assert backs",
+                  f"no static takeaway bullet of {len(paths)} notebooks names an unasserted outcome")
+
+
 # ----- main ----------------------------------------------------------------------------------
 
-CHECKS = ("links", "diagram", "runnable", "rustdoc", "notebooks")
+CHECKS = ("links", "diagram", "runnable", "rustdoc", "notebooks", "glossary", "predictions", "takeaways")
 
 
 def interrupted(*_):
@@ -626,7 +648,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
     results = []
     runners = {"links": check_links, "diagram": check_diagram,
-               "runnable": lambda: check_runnable(env, args.verbose), "rustdoc": lambda: check_rustdoc(env), "notebooks": check_notebooks}
+               "runnable": lambda: check_runnable(env, args.verbose), "rustdoc": lambda: check_rustdoc(env), "notebooks": check_notebooks,
+               "glossary": check_glossary, "predictions": check_predictions, "takeaways": check_takeaways}
     for name in CHECKS:
         if name not in only:
             continue
@@ -642,7 +665,7 @@ def main() -> int:
         results.append((name, ok, f"{summary} [{time.monotonic() - started:.0f} s]"))
     print()
     for name, ok, summary in results:
-        print(f"{'PASS' if ok else 'FAIL'}  {name:<8} {summary}")
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<11} {summary}")
     return 0 if results and all(ok for _, ok, _ in results) else 1
 
 

@@ -9,7 +9,9 @@ readable from there:
     notebooks/ is ../x.svg from docs/executed/; a link to another notebook opens its executed copy);
   - machine-specific paths in outputs (the clone's folder, the home folder) become placeholders;
   - a copy whose code differs from its notebook, or with a code cell that did not run, is refused:
-    a published output must come from the notebook as committed.
+    a published output must come from the notebook as committed (the reference solutions' runs,
+    which run-notebooks.py adds after each exercise, marked `lab_injected`, are left out of that
+    comparison).
 
 scripts/test.sh runs it after the notebooks pass, so every test run regenerates the copies;
 scripts/check-docs.py fails when the committed copies no longer match the notebooks.
@@ -84,10 +86,13 @@ def publish(executed: Path, dest_dir: Path) -> str | None:
         return f"{executed.name}: no such notebook under notebooks/"
     nb = nbformat.read(executed, as_version=4)
     src = nbformat.read(source, as_version=4)
-    code = lambda n: [c.source for c in n.cells if c.cell_type == "code"]  # noqa: E731
+    # The reference solutions' runs (metadata lab_injected, see run-notebooks.py) are extra cells
+    # of the executed copy, not code of the notebook.
+    code = lambda n: [c.source for c in n.cells if c.cell_type == "code" and not c.metadata.get("lab_injected")]  # noqa: E731
     if code(nb) != code(src):
         return f"{executed.name}: its code differs from notebooks/{executed.name}; rerun scripts/run-notebooks.py"
-    unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count") is None]
+    unrun = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and c.get("execution_count") is None and not c.metadata.get("lab_injected")]
     if unrun:
         return f"{executed.name}: code cells {unrun} did not run (a failed run?); rerun scripts/run-notebooks.py"
     src_dir = "notebooks"

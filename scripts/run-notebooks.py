@@ -11,8 +11,11 @@ Exercises ("Try it yourself"): a cell with metadata `"exercise": "<id>"` is the 
 edits; it runs unedited, and its check cell (metadata `"exercise_check": "<id>"`) must then say
 "✏️ Not yet". Right after that check, in the same kernel, the reference solution
 `notebooks/solutions/<id>.rs` runs in place of the edited cell and the check cell runs again; it
-must say "✅ Solved". Those extra runs are not saved in the executed copy, which shows what a
-learner sees before editing. Every exercise needs a solution file, and every solution an exercise.
+must say "✅ Solved". The executed copy shows both: the exercise as a learner first sees it, then,
+right after its check, a note and the two extra cells (metadata `"lab_injected"`), marked as the
+reference solution run by the test. scripts/publish-executed.py and check-docs.py compare the
+copy's code with the notebook's without those cells. Every exercise needs a solution file, and
+every solution an exercise.
 
 Usage: scripts/run-notebooks.py [NOTEBOOK ...] [--timeout SECONDS]
 (scripts/test.sh calls it with the lab's environment from scripts/env.sh.)
@@ -96,11 +99,21 @@ class LabNotebookClient(NotebookClient):
             info = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
             if info is not None and "language_info" in info["content"]:
                 self.nb.metadata["language_info"] = info["content"]["language_info"]
+            solved: list[tuple[int, str, list]] = []
             for index, cell in enumerate(self.nb.cells):
                 await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1)
                 ex = cell.get("metadata", {}).get("exercise_check")
                 if ex:
-                    await self.solve(ex, cell, index)
+                    solved.append((index, ex, await self.solve(ex, cell, index)))
+            # The reference solution's run goes into the executed copy right after the check,
+            # marked as such; from the last to the first, so earlier indexes stay valid.
+            for index, ex, cells in reversed(solved):
+                note = nbformat.v4.new_markdown_cell(
+                    f"**Reference solution, run by the test** (`notebooks/solutions/{ex}.rs` in place "
+                    "of the cell you edit, then the check again). It is not in the notebook you open: "
+                    "try the exercise yourself first.")
+                note.metadata["lab_injected"] = "note"
+                self.nb.cells[index + 1:index + 1] = [note, *cells]
             self.set_widgets_metadata()
         return self.nb
 
@@ -130,20 +143,27 @@ class LabNotebookClient(NotebookClient):
         print(f"    exercise {ex}: the check printed nothing; running it once more", flush=True)
         return output_text(await self.run_injected(cell.source, "check, again", index, original))
 
-    async def solve(self, ex: str, check_cell, index: int) -> None:
+    async def solve(self, ex: str, check_cell, index: int) -> list:
+        """Checks the unedited exercise says Not yet, then runs the reference solution and the
+        check; returns those two executed cells (the check's last run)."""
         before = await self.rerun_if_silent(check_cell, index, ex, check_cell)
         if NOT_YET not in before:
             raise ExerciseError(f"exercise {ex}: unedited, its check must say '{NOT_YET}', got:\n{before}")
         solution = SOLUTIONS / f"{ex}.rs"
+        ran = []
         for label, source in (("solution", solution.read_text()), ("check", check_cell.source)):
             try:
-                cell = await self.run_injected(source, label, index, check_cell)
+                ran.append(await self.run_injected(source, label, index, check_cell))
             except CellExecutionError as e:
                 raise ExerciseError(f"exercise {ex}: the reference {label} cell failed:\n{e}") from None
-        after = await self.rerun_if_silent(cell, index, ex, check_cell)
+        text = output_text(ran[-1])
+        if SOLVED not in text and NOT_YET not in text:
+            ran[-1] = await self.run_injected(check_cell.source, "check, again", index, check_cell)
+        after = output_text(ran[-1])
         if SOLVED not in after:
             raise ExerciseError(f"exercise {ex}: with {solution.relative_to(ROOT)}, its check must say '{SOLVED}', got:\n{after}")
         print(f"    exercise {ex}: unedited → not yet; reference solution → solved", flush=True)
+        return ran
 
     # nbclient binds `execute` to the base class's coroutine; bind it to the one above.
     execute = run_sync(async_execute)

@@ -9,7 +9,8 @@
 #      docs/executed/ (so every test run regenerates them),
 #   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py),
 #   6. the browser check: JupyterLab started as start-lab.sh starts it, in headless Chromium,
-#   7. the documentation tests (links, runnable examples against a live lab, rustdoc).
+#   7. the documentation tests (links, runnable examples against a live lab, rustdoc, the notebooks'
+#      glossary links, answered predictions and asserted takeaways), after their own unit tests.
 # Every lab started here uses ephemeral ports, never the 8000/8001 of a lab you have open.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -51,6 +52,7 @@ lab_step "browser check (JupyterLab in headless Chromium)"
 scripts/browser-check.sh
 
 lab_step "documentation tests"
+"$LAB_VENV/bin/python" scripts/test_check_docs.py
 "$LAB_VENV/bin/python" scripts/check-docs.py
 
 lab_step "all tests passed"

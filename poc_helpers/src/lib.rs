@@ -67,8 +67,8 @@ pub mod prelude {
     pub use crate::experiments::workload::explain::compare_throughput;
     pub use crate::experiments::workload::spec_check::{DEGRADATION_K, SpecCheck};
     pub use crate::experiments::workload::{
-        ErrorClass, NodePolicy, Op, SWEEP_LEVELS, SweepReport, WorkloadKind, WorkloadPlan,
-        WorkloadReport,
+        ErrorClass, NodePolicy, Op, SWEEP_LEVELS, ScaleOutReport, SweepReport, WorkloadKind,
+        WorkloadPlan, WorkloadReport,
     };
     pub use crate::facade::{Cluster, ClusterBuilder, Endpoint};
     pub use crate::infra::metrics::Instance;
@@ -77,6 +77,7 @@ pub mod prelude {
     pub use crate::present::charts::Chart;
     pub use crate::present::display::{ShowExt, Table};
     pub use crate::present::exercise::{Check, check};
+    pub use crate::present::takeaway::Takeaway;
     pub use crate::vocab::config::{Engine, LiveQueryEngine, MembershipIntervals, StorageMode};
     pub use crate::vocab::entities::{Post, User};
     pub use crate::vocab::error::LabError;

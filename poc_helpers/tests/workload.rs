@@ -117,6 +117,7 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
     let df = sweep.summary_frame().unwrap();
     assert_eq!(df.height(), 2);
     assert!(df.column("rss_storage_mb").is_ok());
+    assert!(df.column("conflicts").is_ok() && df.column("failed").is_ok());
     assert!(sweep.percentiles_chart().unwrap().svg.contains("p99"));
     assert!(
         sweep
@@ -125,6 +126,32 @@ fn workloads_on_two_shared_nodes_produce_sane_reports() {
             .svg
             .contains("throughput (operations/s)")
     );
+
+    // Scale-out: the same load on the first node alone, then on both. Only the serving nodes
+    // take operations; every process's CPU share is in the table.
+    let scale = cluster
+        .run_scale_out(quick(WorkloadPlan::read_only(), 100), &[1, 2])
+        .expect("scale-out runs");
+    assert_eq!(scale.runs[0].nodes, ["node-a"]);
+    assert!(
+        scale.runs[0].row("node-b", "read").is_none(),
+        "node-b served a 1-node run"
+    );
+    for node in ["node-a", "node-b"] {
+        assert!(
+            scale.runs[1].row(node, "read").is_some_and(|r| r.ops > 0),
+            "{node} idle"
+        );
+    }
+    let df = scale.frame().unwrap();
+    assert!(df.column("cpu_storage_pct").is_ok() && df.column("cpu_client_pct").is_ok());
+    assert!(
+        scale.explain().contains("query node(s)"),
+        "{}",
+        scale.explain()
+    );
+    let refused = cluster.run_scale_out(quick(WorkloadPlan::read_only(), 10), &[3]);
+    assert!(refused.unwrap_err().to_string().contains("add_node"));
 
     // Sampling on demand, outside a workload.
     let idle = cluster

@@ -26,8 +26,9 @@ use crate::vocab::query::QueryResult;
 /// The reply half a command carries.
 pub(crate) type Reply<T> = mpsc::Sender<T>;
 
-/// One query of a [`Command::Race`]: its log line (if any) and how it ended.
-pub(crate) type RaceResult = (Option<String>, Result<QueryResult, LabError>);
+/// One query of a [`Command::Race`]: its log line (if any), how it ended, and its client-side
+/// round trip in ms (0 when it never reached a node).
+pub(crate) type RaceResult = (Option<String>, Result<QueryResult, LabError>, f64);
 
 /// Everything the facade can ask the actor. Plain data only: see the module docs.
 pub(crate) enum Command {

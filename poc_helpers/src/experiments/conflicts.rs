@@ -58,7 +58,8 @@ pub struct TxnOutcome {
 }
 
 impl TxnOutcome {
-    pub(crate) fn from_result(node: &str, r: &Result<QueryResult, LabError>) -> Self {
+    /// How `r`, which took `ms` at the client, ended on `node`.
+    pub(crate) fn from_result(node: &str, r: &Result<QueryResult, LabError>, ms: f64) -> Self {
         match r {
             Ok(q) => TxnOutcome {
                 node: q.node.clone(),
@@ -90,7 +91,8 @@ impl TxnOutcome {
                     },
                     code,
                     kind,
-                    ms: 0.0,
+                    // A refused transaction took time too: its reads, its wait, its commit.
+                    ms,
                     message: e.to_string().lines().next().map(str::to_string),
                 }
             }
@@ -310,6 +312,35 @@ impl WriteSkewReport {
     pub fn anomaly(&self) -> bool {
         self.on_call_after == 0
     }
+
+    /// What happened, from the outcomes: which committed, which were refused, who is on call.
+    pub fn explain(&self) -> String {
+        let committed = self.outcomes.iter().filter(|o| o.committed()).count();
+        let refused: Vec<&TxnOutcome> = self.outcomes.iter().filter(|o| o.conflicted()).collect();
+        let mut s = format!(
+            "{}: {committed} of {} transactions committed, {} refused with a conflict; {} doctor(s) \
+             on call afterwards.",
+            if self.guarded { "Guarded" } else { "Unguarded" },
+            self.outcomes.len(),
+            refused.len(),
+            self.on_call_after
+        );
+        if self.anomaly() {
+            s.push_str(
+                " Write skew: each transaction saw two doctors on call in its own snapshot and \
+                 wrote a different record, so nothing conflicted and both went off call.",
+            );
+        } else if let Some(loser) = refused.first() {
+            s.push_str(&format!(
+                " Both wrote the shared `shift:today`, so the storage tier refused the second \
+                 commit: {}'s transaction changed nothing (a conflict means none of it \
+                 happened), and its doctor is still on call. Retried, it would read one doctor \
+                 on call and stay.",
+                loser.node
+            ));
+        }
+        s
+    }
 }
 
 /// The doctors' transaction: read how many are on call, wait (so the two overlap), and go off
@@ -494,10 +525,14 @@ mod tests {
             code: -32000,
             fix: String::new(),
         };
-        let o = TxnOutcome::from_result("node-b", &Err(conflict));
+        let o = TxnOutcome::from_result("node-b", &Err(conflict), 311.4);
         assert!(o.conflicted());
         assert_eq!(o.kind.as_deref(), Some("Query/TransactionConflict"));
-        let t = TxnOutcome::from_result("node-a", &Err(LabError::ActorGone { reason: "x".into() }));
+        let t = TxnOutcome::from_result(
+            "node-a",
+            &Err(LabError::ActorGone { reason: "x".into() }),
+            0.0,
+        );
         assert_eq!(t.outcome, "failed");
         let df = outcomes_frame(&[o, t]).unwrap();
         assert_eq!(df.height(), 2);

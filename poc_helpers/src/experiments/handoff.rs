@@ -181,7 +181,10 @@ impl Handoff {
             ),
             Column::new(
                 "start_ts".into(),
-                rows.iter().map(|(_, r)| r.start_ts).collect::<Vec<_>>(),
+                // PD's RPCs belong to no transaction yet: an empty cell, not a 0.
+                rows.iter()
+                    .map(|(_, r)| (r.start_ts != 0).then_some(r.start_ts))
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "at_ms".into(),
@@ -206,7 +209,10 @@ impl Handoff {
     pub fn explain(&self) -> String {
         let gap = self.ts_gap_ms();
         let order = if gap > 0 {
-            format!("{gap} ms later on PD's clock")
+            format!(
+                "{gap} ms later on PD's clock (about the time between running the two cells: a \
+                 gap between two statements, not a latency)"
+            )
         } else if gap == 0 {
             "in the same millisecond on PD's clock, with a higher logical counter".into()
         } else {

@@ -30,6 +30,10 @@ pub struct NodeJoin {
     /// Requests from any node in the window that wrote a *record* (a row of a table): a copy
     /// of data would show up here.
     pub record_writes: usize,
+    /// Requests per node in the window, busiest first: the nodes already running keep sending
+    /// their own background requests while another joins.
+    #[serde(default)]
+    pub by_node: Vec<(String, usize)>,
 }
 
 fn is_write(rpc: &str) -> bool {
@@ -54,6 +58,17 @@ impl NodeJoin {
                 .filter(|r| r.node == node && is_write(&r.rpc))
                 .count(),
             record_writes: rows.iter().filter(|r| writes_a_record(r)).count(),
+            by_node: {
+                let mut counts: Vec<(String, usize)> = Vec::new();
+                for r in rows {
+                    match counts.iter_mut().find(|(n, _)| *n == r.node) {
+                        Some((_, c)) => *c += 1,
+                        None => counts.push((r.node.clone(), 1)),
+                    }
+                }
+                counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                counts
+            },
         }
     }
 
@@ -66,9 +81,26 @@ impl NodeJoin {
                  a join itself copies nothing)"
             ),
         };
+        let others: Vec<String> = self
+            .by_node
+            .iter()
+            .filter(|(n, _)| *n != self.node)
+            .map(|(n, c)| format!("{c} from {n}"))
+            .collect();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " The others ({}) are the running nodes' own background work, which goes on \
+                 whether a node joins or not (heartbeats, membership checks, tasks that poll \
+                 storage); a join adds only the new node's requests.",
+                others.join(", ")
+            )
+        };
         format!(
             "➜ While {node} joined, the storage node served {req} requests, {mine} of them from \
-             {node} ({w}: its registration in the membership); {copied}.",
+             {node} ({w}: its registration in the membership; the rest its start-up reads); \
+             {copied}.{others}",
             node = self.node,
             req = self.requests,
             mine = self.by_new_node,
@@ -197,6 +229,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("nothing was copied"), "{text}");
+        assert!(text.contains("The others (1 from node-a)"), "{text}");
+        assert_eq!(
+            j.by_node,
+            [("node-c".to_string(), 3), ("node-a".to_string(), 1)]
+        );
     }
 
     #[test]

@@ -46,11 +46,11 @@ impl Cluster {
                 NodeRef::Index(i) => crate::vocab::nodes::node_name(i),
             })
             .collect();
-        let results = self.race(nodes.iter().map(|n| (n.clone(), txn)).collect())?;
+        let results = self.race_timed(nodes.iter().map(|n| (n.clone(), txn)).collect())?;
         Ok(names
             .iter()
             .zip(&results)
-            .map(|(n, r)| TxnOutcome::from_result(n, r))
+            .map(|(n, (r, ms))| TxnOutcome::from_result(n, r, *ms))
             .collect())
     }
 
@@ -115,11 +115,11 @@ impl Cluster {
         )?;
         let ta = off_call_txn("alice", guarded);
         let tb = off_call_txn("bob", guarded);
-        let results = self.race(vec![(a, ta.as_str()), (b, tb.as_str())])?;
+        let results = self.race_timed(vec![(a, ta.as_str()), (b, tb.as_str())])?;
         let names = self.node_names();
         let outcomes = vec![
-            TxnOutcome::from_result(&names[a], &results[0]),
-            TxnOutcome::from_result(&names[b], &results[1]),
+            TxnOutcome::from_result(&names[a], &results[0].0, results[0].1),
+            TxnOutcome::from_result(&names[b], &results[1].0, results[1].1),
         ];
         let on_call = self
             .sql(a, "SELECT VALUE id FROM doctor WHERE on_call = true")?

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use polars::prelude::DataFrame;
 
-use crate::experiments::workload::{SweepReport, WorkloadPlan, WorkloadReport};
+use crate::experiments::workload::{ScaleOutReport, SweepReport, WorkloadPlan, WorkloadReport};
 
 use super::Cluster;
 use crate::actor::command::Command;
@@ -46,6 +46,24 @@ impl Cluster {
             runs.push(self.run_workload(spec)?);
         }
         Ok(SweepReport { runs })
+    }
+
+    /// The same workload served by the first `n` query nodes, for each `n` of `node_counts`
+    /// (e.g. `&[1, 2, 3]`), on this lab and its storage: throughput, latency and every process's
+    /// CPU share per node count (see [`ScaleOutReport`]). The lab needs the most nodes asked
+    /// for: add them first with [`add_node`](Self::add_node).
+    pub fn run_scale_out(
+        &self,
+        spec: WorkloadPlan,
+        node_counts: &[usize],
+    ) -> Result<ScaleOutReport, LabError> {
+        let mut runs = Vec::with_capacity(node_counts.len());
+        for (k, n) in node_counts.iter().enumerate() {
+            let spec = spec.clone().on_nodes(*n).prepare(spec.prepare && k == 0);
+            runs.push(self.run_workload(spec)?);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(ScaleOutReport { runs, cores })
     }
 
     /// `(name, pid)` of every running lab process: `node-a`, …, then `storage` (shared mode).

@@ -163,19 +163,21 @@ impl Cluster {
             format!("CREATE user CONTENT {{ name: 'signed up on {n}', email: '{email}' }}")
         };
         let queries = [create(&names[0]), create(&names[1])];
-        let results = self.race(vec![
+        let results = self.race_timed(vec![
             (names[0].as_str(), queries[0].as_str()),
             (names[1].as_str(), queries[1].as_str()),
         ])?;
         let outcomes: Vec<TxnOutcome> = names
             .iter()
             .zip(&results)
-            .map(|(n, r)| TxnOutcome::from_result(n, r))
+            .map(|(n, (r, ms))| TxnOutcome::from_result(n, r, *ms))
             .collect();
         let retry = match outcomes.iter().position(|o| !o.committed()) {
             Some(k) => {
+                let started = std::time::Instant::now();
                 let r = self.sql(names[k].as_str(), &queries[k]);
-                Some(TxnOutcome::from_result(&names[k], &r))
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                Some(TxnOutcome::from_result(&names[k], &r, ms))
             }
             None => None,
         };

@@ -12,6 +12,9 @@ use crate::vocab::nodes::NodeRef;
 use crate::vocab::oplog::OpRecord;
 use crate::vocab::query::QueryResult;
 
+/// A query's result and its client-side round trip in ms.
+pub(crate) type TimedResult = (Result<QueryResult, LabError>, f64);
+
 impl Cluster {
     /// Every node's status as structs (the spec's Instance entity).
     pub fn instances(&self) -> Result<Vec<Instance>, LabError> {
@@ -122,6 +125,19 @@ impl Cluster {
         &self,
         queries: Vec<(N, &str)>,
     ) -> Result<Vec<Result<QueryResult, LabError>>, LabError> {
+        Ok(self
+            .race_timed(queries)?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// [`race`](Self::race), with each query's client-side round trip in ms: a refused
+    /// transaction took time too (its reads, its wait, its commit attempt).
+    pub(crate) fn race_timed<N: Into<NodeRef>>(
+        &self,
+        queries: Vec<(N, &str)>,
+    ) -> Result<Vec<TimedResult>, LabError> {
         let queries = queries
             .into_iter()
             .map(|(n, q)| (n.into(), q.to_string()))
@@ -129,11 +145,11 @@ impl Cluster {
         let outcomes = self.actor.call(|reply| Command::Race { queries, reply })?;
         Ok(outcomes
             .into_iter()
-            .map(|(line, result)| {
+            .map(|(line, result, ms)| {
                 if let Some(line) = line {
                     self.say(&line);
                 }
-                result
+                (result, ms)
             })
             .collect())
     }

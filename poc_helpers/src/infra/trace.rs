@@ -173,7 +173,11 @@ pub fn trace_frame(rows: &[TraceRow]) -> Result<DataFrame, LabError> {
         ),
         Column::new(
             "start_ts".into(),
-            rows.iter().map(|r| r.start_ts).collect::<Vec<_>>(),
+            // PD's RPCs (a timestamp request, a region lookup) belong to no transaction yet:
+            // an empty cell, not a misleading 0.
+            rows.iter()
+                .map(|r| (r.start_ts != 0).then_some(r.start_ts))
+                .collect::<Vec<_>>(),
         ),
         Column::new(
             "n_keys".into(),

@@ -1,4 +1,5 @@
-//! Showing results: charts as SVG ([`charts`], [`gantt`], [`timeline`]) and tables as HTML ([`display`]).
+//! Showing results: charts as SVG ([`charts`], [`gantt`], [`timeline`]), tables as HTML
+//! ([`display`]) and takeaways computed from a run ([`takeaway`]).
 //!
 //! Imports only [`crate::vocab`]; chart inputs are plain slices and numbers, so a notebook, a
 //! test and `lab bench` draw exactly the same pictures from whatever produced the numbers.
@@ -7,4 +8,5 @@ pub mod charts;
 pub mod display;
 pub mod exercise;
 pub mod gantt;
+pub mod takeaway;
 pub mod timeline;

@@ -323,7 +323,62 @@ impl From<polars::prelude::PolarsError> for LabError {
     }
 }
 
+/// An error text cut down to what a reader can act on: its first line, without the source
+/// locations a dependency puts in its messages (`[…/cluster.rs:332]: `) and without debug dumps
+/// of internal structs (`[Member { name: …, … }]` becomes `[Member]`). Machine paths go with the
+/// locations, so a notebook's output holds nothing of the machine that ran it.
+pub fn brief(text: &str) -> String {
+    let mut line = text.lines().next().unwrap_or("").to_string();
+    // `[path/to/file.rs:123]: ` — a location inside a dependency, not a cause.
+    let mut from = 0;
+    while let Some(start) = line[from..].find('[').map(|i| from + i) {
+        let location = line[start..].find("]: ").filter(|len| {
+            let inside = &line[start + 1..start + len];
+            inside.contains(".rs:") && !inside.contains(' ')
+        });
+        match location {
+            Some(len) => line.replace_range(start..start + len + 3, ""),
+            None => from = start + 1,
+        }
+    }
+    // `Name { field: …, … }` debug dumps (a CamelCase name): keep the name, drop the fields.
+    let mut from = 0;
+    while let Some(open) = line[from..].find(" { ").map(|i| from + i) {
+        let name_start = line[..open]
+            .rfind(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(0, |i| i + 1);
+        let name = &line[name_start..open];
+        let camel = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name.chars().any(|c| c.is_ascii_lowercase());
+        let mut depth = 0usize;
+        let mut end = None;
+        for (i, c) in line[open + 1..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = Some(open + 1 + i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match (camel, end) {
+            (true, Some(end)) => line.replace_range(open..end, ""),
+            _ => from = open + 1,
+        }
+    }
+    line
+}
+
 impl LabError {
+    /// [`brief`] of this error's text: its message and cause, without dependency internals.
+    pub fn brief(&self) -> String {
+        brief(&self.to_string())
+    }
+
     /// True when SurrealDB reported a transaction conflict: the statement lost a race with another
     /// transaction and can simply be run again. Matches the code or the error kind, not the message text.
     pub fn is_transaction_conflict(&self) -> bool {
@@ -388,5 +443,24 @@ mod tests {
         };
         assert!(e.is_transaction_conflict());
         assert!(!LabError::ActorGone { reason: "x".into() }.is_transaction_conflict());
+    }
+
+    #[test]
+    fn brief_drops_dependency_locations_and_struct_dumps() {
+        let raw = "node-b (port 21350) rejected `SELECT * FROM item`: There was a problem with a \
+                   transaction: [~/.cargo/registry/src/x/tikv-client-0.5.0/src/pd/cluster.rs:332]: \
+                   failed to connect to [Member { name: \"storage-node\", member_id: 4, peer_urls: \
+                   [\"http://127.0.0.1:1\"] }]\nsecond line";
+        assert_eq!(
+            brief(raw),
+            "node-b (port 21350) rejected `SELECT * FROM item`: There was a problem with a \
+             transaction: failed to connect to [Member]"
+        );
+        // Plain brackets and braces in a message stay.
+        assert_eq!(
+            brief("CREATE note:1 SET a = [1, 2]"),
+            "CREATE note:1 SET a = [1, 2]"
+        );
+        assert_eq!(brief("RETURN { a: 1 }"), "RETURN { a: 1 }");
     }
 }

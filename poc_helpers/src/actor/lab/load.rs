@@ -17,7 +17,8 @@ impl Lab {
         spec: WorkloadPlan,
     ) -> Result<WorkloadReport, LabError> {
         spec.validate(self.nodes.len())?;
-        for i in 0..self.nodes.len() {
+        let serving = spec.serving(self.nodes.len());
+        for i in 0..serving {
             if !self.nodes[i].is_up() {
                 let n = &self.nodes[i];
                 return Err(LabError::NodeDown {
@@ -44,6 +45,7 @@ impl Lab {
             targets: self
                 .nodes
                 .iter()
+                .take(serving)
                 .zip(&self.load_pools)
                 .map(|(n, pool)| workload::run::Target {
                     name: n.name.clone(),
@@ -57,7 +59,12 @@ impl Lab {
         Ok(WorkloadReport {
             label: spec.label(),
             storage: self.cfg.storage.label(),
-            nodes: self.nodes.iter().map(|n| n.name.clone()).collect(),
+            nodes: self
+                .nodes
+                .iter()
+                .take(serving)
+                .map(|n| n.name.clone())
+                .collect(),
             sessions_per_node: sessions,
             measured_s: measured.measured_s,
             setup_ms,

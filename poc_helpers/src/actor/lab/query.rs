@@ -73,7 +73,7 @@ impl Lab {
     pub(crate) async fn race(
         &mut self,
         queries: Vec<(NodeRef, String)>,
-    ) -> Vec<(Option<String>, Result<QueryResult, LabError>)> {
+    ) -> Vec<crate::actor::command::RaceResult> {
         let mut targets = Vec::with_capacity(queries.len());
         for (node, query) in queries {
             let i = match self.resolve(&node) {
@@ -113,7 +113,7 @@ impl Lab {
             let i = match i {
                 Ok(i) => i,
                 Err(e) => {
-                    out.push((None, Err(e)));
+                    out.push((None, Err(e), 0.0));
                     continue;
                 }
             };
@@ -145,7 +145,7 @@ impl Lab {
                 error: result.as_ref().err().map(short_error),
             };
             let line = self.log_op(record);
-            out.push((Some(line), result));
+            out.push((Some(line), result, ms));
         }
         out
     }
@@ -304,7 +304,7 @@ fn collect_outcomes(
 /// The error text kept in the operation log: SurrealDB's message, or our first line.
 pub(super) fn short_error(e: &LabError) -> String {
     match e {
-        LabError::Query { message, .. } => message.clone(),
-        other => other.to_string().lines().next().unwrap_or("").to_string(),
+        LabError::Query { message, .. } => crate::vocab::error::brief(message),
+        other => other.brief(),
     }
 }

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::checker::Verdict;
 
 /// The outcome columns of the timeline, in order: a transfer that failed is split by cause
-/// (see [`failure_cause`]); one of unknown outcome is counted apart, like reads.
-pub const SLOTS: [&str; 8] = [
+/// (see [`failure_cause`]); one the bank's own rule refused (insufficient funds) is *rejected*,
+/// a correct answer rather than a failure; one of unknown outcome is counted apart, like reads.
+pub const SLOTS: [&str; 9] = [
     "acknowledged",
+    "rejected",
     "failed_conflict",
     "failed_node_down",
     "failed_storage_down",
@@ -21,13 +23,16 @@ pub const SLOTS: [&str; 8] = [
     "read_errors",
 ];
 
-/// Why a transfer certainly failed: `conflict` (lost a race; normal under contention),
-/// `node down` (no connection to its node), `storage down` (the node answered, but storage did
-/// not), or `other` (e.g. insufficient funds).
+/// Why a transfer certainly did not happen: `rejected` (the bank's rule refused it: insufficient
+/// funds, a business answer and not a failure), `conflict` (lost a race; normal under
+/// contention), `node down` (no connection to its node), `storage down` (the node answered, but
+/// storage did not), or `other`.
 pub fn failure_cause(op: &BankOp) -> &'static str {
     let reason = op.reason.as_deref().unwrap_or("");
     let detail = op.detail.as_deref().unwrap_or("").to_ascii_lowercase();
-    if reason == "conflict" {
+    if reason == "insufficient funds" {
+        "rejected"
+    } else if reason == "conflict" {
         "conflict"
     } else if reason.contains("no connection") || reason.contains("connection lost") {
         "node down"
@@ -54,14 +59,15 @@ fn slot(op: &BankOp) -> usize {
     match (op.kind, op.outcome) {
         (OpKind::Transfer, Outcome::Ok) => 0,
         (OpKind::Transfer, Outcome::Failed) => match failure_cause(op) {
-            "conflict" => 1,
-            "node down" => 2,
-            "storage down" => 3,
-            _ => 4,
+            "rejected" => 1,
+            "conflict" => 2,
+            "node down" => 3,
+            "storage down" => 4,
+            _ => 5,
         },
-        (OpKind::Transfer, Outcome::Unknown) => 5,
-        (_, Outcome::Ok) => 6,
-        _ => 7,
+        (OpKind::Transfer, Outcome::Unknown) => 6,
+        (_, Outcome::Ok) => 7,
+        _ => 8,
     }
 }
 use super::{BankOp, OpKind, Outcome};
@@ -90,6 +96,21 @@ pub struct BankReport {
     pub interrupted: Option<String>,
     /// Seconds from the end of the load until the final read succeeded (the healing time).
     pub final_read_wait_s: f64,
+    /// The plan's settings that explain the numbers (contention, timeouts).
+    #[serde(default)]
+    pub setup: BankSetup,
+}
+
+/// What of the plan a reader needs to explain the run: how many accounts the transfers
+/// share, how many clients write at once, and when an unanswered request becomes unknown.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BankSetup {
+    /// Accounts the transfers move money between.
+    pub accounts: usize,
+    /// Transfer clients, over all nodes.
+    pub writers: usize,
+    /// A request without an answer after this many seconds counts as unknown.
+    pub op_timeout_s: f64,
 }
 
 /// Counts for one node (or `all`), the summary table's rows.
@@ -101,7 +122,10 @@ pub struct BankSummary {
     pub transfers: u64,
     /// Acknowledged.
     pub acknowledged: u64,
-    /// Failed for certain.
+    /// Refused by the bank's own rule (insufficient funds): a correct answer, not a failure.
+    #[serde(default)]
+    pub rejected: u64,
+    /// Failed for certain (conflicts, faults), rejections not included.
     pub failed: u64,
     /// Unknown outcome.
     pub unknown: u64,
@@ -123,6 +147,7 @@ impl BankReport {
             node: node.to_string(),
             transfers: 0,
             acknowledged: 0,
+            rejected: 0,
             failed: 0,
             unknown: 0,
             reads: 0,
@@ -143,6 +168,7 @@ impl BankReport {
                         s.transfers += 1;
                         match o {
                             Outcome::Ok => s.acknowledged += 1,
+                            Outcome::Failed if failure_cause(op) == "rejected" => s.rejected += 1,
                             Outcome::Failed => s.failed += 1,
                             Outcome::Unknown => s.unknown += 1,
                         }
@@ -159,7 +185,7 @@ impl BankReport {
         rows
     }
 
-    /// The summary as a table: node, transfers, acknowledged, failed, unknown, reads,
+    /// The summary as a table: node, transfers, acknowledged, rejected, failed, unknown, reads,
     /// read_errors, anomalies, lost_acknowledged.
     pub fn summary_frame(&self) -> Result<DataFrame, LabError> {
         let rows = self.summary_rows();
@@ -173,6 +199,7 @@ impl BankReport {
             ),
             u("transfers", &|r| r.transfers),
             u("acknowledged", &|r| r.acknowledged),
+            u("rejected", &|r| r.rejected),
             u("failed", &|r| r.failed),
             u("unknown", &|r| r.unknown),
             u("reads", &|r| r.reads),
@@ -322,6 +349,107 @@ impl BankReport {
         )
     }
 
+    /// Why transfers conflict even before any fault, from the plan: each writes two of a few
+    /// accounts, so transfers in flight at the same time often share one. Empty when no
+    /// transfer ended before `until_s` (or the plan is unknown).
+    fn explain_contention(&self, until_s: f64) -> String {
+        let until_s = if until_s.is_finite() {
+            until_s
+        } else {
+            (self.ended_at_ms - self.started_at_ms) / 1000.0
+        };
+        let done: Vec<&BankOp> = self
+            .ops
+            .iter()
+            .filter(|o| {
+                o.kind == OpKind::Transfer
+                    && (o.started_at_ms + o.ms - self.started_at_ms) / 1000.0 < until_s
+            })
+            .collect();
+        let (accounts, writers) = (self.setup.accounts, self.setup.writers);
+        if done.is_empty() || accounts < 2 || until_s <= 0.0 {
+            return String::new();
+        }
+        let cause = |c: &str| {
+            done.iter()
+                .filter(|o| o.outcome == Outcome::Failed && failure_cause(o) == c)
+                .count()
+        };
+        let (conflicts, rejected) = (cause("conflict"), cause("rejected"));
+        let per_s = done.len() as f64 / until_s;
+        let mean_ms = done.iter().map(|o| o.ms).sum::<f64>() / done.len() as f64;
+        // The chance that one other transfer avoids both of mine: it picks 2 of the other
+        // accounts, C(a-2, 2) / C(a, 2) = (a-2)(a-3) / (a(a-1)).
+        let a = accounts as f64;
+        let avoid = ((a - 2.0) * (a - 3.0) / (a * (a - 1.0))).max(0.0);
+        let shared = 1.0 - avoid.powi(writers.saturating_sub(1) as i32);
+        format!(
+            "Contention, from the plan: {writers} clients transfer money between only \
+             {accounts} accounts, and every transfer writes two of them, so while {writers} are \
+             in flight another one shares an account with yours {:.0} % of the time. Before any \
+             fault, {per_s:.0} transfers a second ended, each taking {mean_ms:.1} ms on average: \
+             {conflicts} of {} ({:.0} %) lost such a race (a retryable conflict, not a fault), \
+             and {rejected} were rejected by the bank's own rule, insufficient funds (a correct \
+             answer, not a failure).\n",
+            shared * 100.0,
+            done.len(),
+            conflicts as f64 * 100.0 / done.len() as f64,
+        )
+    }
+
+    /// Transfers in the fault window whose label contains `fault` (e.g. `pause node-a`), by
+    /// outcome slot (`acknowledged`, `unknown`, `failed_conflict`, …; `failed` sums every
+    /// failure cause): an unknown transfer counts where it *started* (it was sent into the
+    /// fault), every other where it *ended* (when its client learned the outcome).
+    pub fn count_in_window(&self, fault: &str, slot_name: &str) -> usize {
+        let Some((_, from, to)) = self
+            .fault_windows()
+            .into_iter()
+            .find(|w| w.0.contains(fault))
+        else {
+            return 0;
+        };
+        self.ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Transfer)
+            .filter(|o| {
+                let name = SLOTS[slot(o)];
+                name == slot_name || (slot_name == "failed" && name.starts_with("failed_"))
+            })
+            .filter(|o| {
+                let at = match o.outcome {
+                    Outcome::Unknown => o.started_at_ms,
+                    _ => o.started_at_ms + o.ms,
+                };
+                let t = (at - self.started_at_ms) / 1000.0;
+                t >= from && t < to
+            })
+            .count()
+    }
+
+    /// `node`'s transfers that were in flight at any moment of the fault window whose label
+    /// contains `fault` (sent before its end, answered after its start), in slot `slot_name`
+    /// (`failed` sums every failure cause): how the transfers a fault caught ended.
+    pub fn count_in_flight(&self, fault: &str, node: &str, slot_name: &str) -> usize {
+        let Some((_, from, to)) = self
+            .fault_windows()
+            .into_iter()
+            .find(|w| w.0.contains(fault))
+        else {
+            return 0;
+        };
+        let secs = |ms: f64| (ms - self.started_at_ms) / 1000.0;
+        self.ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Transfer && o.node == node)
+            .filter(|o| {
+                let name = SLOTS[slot(o)];
+                name == slot_name || (slot_name == "failed" && name.starts_with("failed_"))
+            })
+            .filter(|o| secs(o.started_at_ms) < to && secs(o.started_at_ms + o.ms) >= from)
+            .count()
+    }
+
     /// What the chart shows, in sentences computed from this run: each series' rate before the
     /// first fault and inside each fault window, and what became of the unknown transfers.
     pub fn explain(&self) -> String {
@@ -355,7 +483,7 @@ impl BankReport {
         };
         let windows = self.fault_windows();
         let first = windows.iter().map(|w| w.1).fold(f64::INFINITY, f64::min);
-        let mut s = String::new();
+        let mut s = self.explain_contention(first);
         if first.is_finite() && first > 0.0 {
             s.push_str(&format!(
                 "Before any fault (0–{first:.1} s): {}.",
@@ -370,7 +498,10 @@ impl BankReport {
         }
         let unknown = self.unknown_intervals().len();
         s.push_str(&format!(
-            "\n{unknown} transfer(s) got no clear answer (unknown); the final read found {} of them applied and {} not — both are correct outcomes for an unknown transfer.",
+            "\n{unknown} transfer(s) got no clear answer within the {:.0} s operation timeout \
+             (unknown); the final read found {} of them applied and {} not — both are correct \
+             outcomes for an unknown transfer.",
+            self.setup.op_timeout_s,
             self.verdict.unknown_applied,
             unknown as u64 - self.verdict.unknown_applied.min(unknown as u64)
         ));
@@ -379,136 +510,5 @@ impl BankReport {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::experiments::bank::checker::{FinalState, History, check};
-
-    fn op(kind: OpKind, start: f64, ms: f64, outcome: Outcome, reason: Option<&str>) -> BankOp {
-        BankOp {
-            node: "node-a".into(),
-            kind,
-            started_at_ms: start,
-            ms,
-            outcome,
-            id: (kind == OpKind::Transfer).then_some(start as u64),
-            reason: reason.map(str::to_string),
-            detail: None,
-            balances: None,
-            applied: None,
-        }
-    }
-
-    fn report(ops: Vec<BankOp>) -> BankReport {
-        let verdict = check(&History {
-            accounts: 2,
-            initial_balance: 100,
-            ops: ops.clone(),
-            final_state: Ok(FinalState {
-                balances: BTreeMap::from([(0, 100), (1, 100)]),
-                ledger: Vec::new(),
-            }),
-        });
-        BankReport {
-            expected_total: 200,
-            started_at_ms: 0.0,
-            ended_at_ms: 2000.0,
-            ops,
-            faults: vec![FaultRecord {
-                target: "node-b".into(),
-                action: "kill".into(),
-                started_at_ms: 1000.0,
-                ended_at_ms: Some(1500.0),
-                call_ms: 5.0,
-                ok: true,
-                detail: String::new(),
-            }],
-            verdict,
-            interrupted: None,
-            final_read_wait_s: 0.0,
-        }
-    }
-
-    #[test]
-    fn outcomes_are_counted_when_they_end_and_failures_by_cause() {
-        let r = report(vec![
-            // Started at 0.1 s, answered at 1.2 s: it belongs to the second bucket, not the first.
-            op(
-                OpKind::Transfer,
-                100.0,
-                1100.0,
-                Outcome::Unknown,
-                Some("no answer (timeout)"),
-            ),
-            op(
-                OpKind::Transfer,
-                200.0,
-                10.0,
-                Outcome::Failed,
-                Some("conflict"),
-            ),
-            op(
-                OpKind::Transfer,
-                1100.0,
-                5.0,
-                Outcome::Failed,
-                Some("not sent: no connection"),
-            ),
-        ]);
-        let b = r.buckets(1000.0);
-        assert_eq!(
-            b[0].1[5], 0,
-            "the unknown transfer is not counted where it started"
-        );
-        assert_eq!(b[1].1[5], 1, "it is counted where it ended");
-        assert_eq!((b[0].1[1], b[1].1[2]), (1, 1), "conflict, then node down");
-        assert_eq!(r.unknown_intervals(), vec![(0.1, 1.2000000000000002)]);
-        let text = r.explain();
-        assert!(
-            text.contains("Before any fault (0–1.0 s): failed conflict 1.0/s"),
-            "{text}"
-        );
-        assert!(text.contains("During `kill node-b` (1.0–1.5 s)"), "{text}");
-        assert!(text.contains("failed node down 2.0/s"), "{text}");
-        let mut quiet = r.clone();
-        quiet.faults[0].started_at_ms = 1800.0;
-        quiet.faults[0].ended_at_ms = Some(1900.0);
-        assert!(
-            quiet
-                .explain()
-                .contains("(1.8–1.9 s): no operation completed at all"),
-            "{}",
-            quiet.explain()
-        );
-        let svg = r.chart().unwrap().svg;
-        assert!(
-            svg.contains("unknown: sent → no clear answer") && svg.contains("failed node down")
-        );
-    }
-
-    #[test]
-    fn injected_faults_counts_breaking_calls_that_took_effect_once_each() {
-        let mut r = report(Vec::new());
-        let kill = r.faults[0].clone();
-        let call = |target: &str, action: &str, ok: bool| {
-            let (target, action) = (target.into(), action.into());
-            FaultRecord {
-                target,
-                action,
-                ok,
-                ..kill.clone()
-            }
-        };
-        r.faults.extend([
-            call("node-b", "restart", true),
-            call("node-b", "kill", true),
-            call("client→node-a", "cut", true),
-            call("node-z", "kill", false),
-        ]);
-        assert_eq!(
-            r.injected_faults(),
-            vec!["kill node-b", "cut client→node-a"]
-        );
-    }
-}
+#[path = "report_tests.rs"]
+mod tests;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checker::{FinalState, History, LedgerEntry, check};
+use super::report::BankSetup;
 use super::{ACCOUNTS, BankOp, BankPlan, BankReport, ID_STRIDE, LEDGER, OpKind, Outcome};
 use crate::experiments::harness::{self, Harness};
 use crate::infra::client::{self, ConnectSpec, Db};
@@ -135,6 +136,11 @@ pub(crate) async fn run(plan: BankPlan, h: &mut impl Harness) -> Result<BankRepo
         verdict,
         interrupted,
         final_read_wait_s,
+        setup: BankSetup {
+            accounts: plan.accounts,
+            writers: worker as usize,
+            op_timeout_s: plan.op_timeout.as_secs_f64(),
+        },
     })
 }
 

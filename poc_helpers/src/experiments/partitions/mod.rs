@@ -235,6 +235,34 @@ impl LatencyReport {
         )
     }
 
+    /// This drill's healthy baseline next to `direct`, the same workload on a lab without
+    /// fault proxies: what the proxies on a read's path (client→node and node→storage) cost.
+    pub fn compare_direct(&self, direct: &WorkloadReport) -> String {
+        let (p, d) = (self.before.total(), direct.total());
+        let ratio = p.p50_ms / d.p50_ms;
+        format!(
+            "Healthy baseline through the fault proxies: p50 {:.2} ms, p99 {:.2} ms, {:.0} ops/s. \
+             The same workload on a lab without proxies: p50 {:.2} ms, p99 {:.2} ms, {:.0} ops/s. \
+             The median through the proxies was {ratio:.2}× the direct one, {}: the drill's \
+             \"before\" is the real baseline of this lab, and the added latency above is \
+             measured against it.",
+            p.p50_ms,
+            p.p99_ms,
+            p.ops_per_s,
+            d.p50_ms,
+            d.p99_ms,
+            d.ops_per_s,
+            if (ratio - 1.0).abs() <= 0.15 {
+                "within 15 % of it, so a healthy proxy costs next to nothing"
+            } else if ratio > 1.0 {
+                "so the proxies added a measurable cost on this machine (`lab bench --links` \
+                 measures it in detail)"
+            } else {
+                "faster, which is run-to-run noise: the proxied path cannot be shorter"
+            }
+        )
+    }
+
     /// What the numbers say, in sentences computed from this run.
     pub fn explain(&self) -> String {
         let ((b50, b99), (d50, d99)) = self.percentiles();

@@ -25,7 +25,10 @@ pub fn nearest_choice(ms: f64) -> f64 {
 }
 
 fn times(a: f64, b: f64) -> String {
-    if a >= b {
+    // Within 5 % the two are the same for any reader of a chart: say so, not "1.0× slower".
+    if (a / b - 1.0).abs() < 0.05 {
+        "about as fast as".to_string()
+    } else if a >= b {
         format!("{:.1}× slower than", a / b)
     } else {
         format!("{:.1}× faster than", b / a)
@@ -52,12 +55,52 @@ impl WorkloadReport {
                 " Why: these clients are a closed loop, so {n:.0} operations are always in \
                  flight. Little's law says clients in the system = throughput × mean latency; \
                  {n:.0} clients at {:.0} ops/s means a mean latency of {n:.0} ÷ {:.0} = {little_ms:.1} ms \
-                 (measured mean: {:.1} ms), and the p99 lies above the mean. Most of that time \
-                 is waiting for a turn on the CPU: the run measures the cluster's capacity shared \
-                 by {n:.0} clients, not what one user's query costs.",
+                 (measured mean: {:.1} ms), and the p99 lies above the mean.",
                 t.ops_per_s, t.ops_per_s, t.mean_ms
             ));
+            s.push_str(&match self.cpu_share_pct() {
+                Some(cpu) if cpu >= super::scaling::SATURATED_PCT => format!(
+                    " The lab's processes kept {cpu:.0} % of this machine's CPU busy meanwhile: \
+                     most of an operation's time was waiting for a turn on a core, so the run \
+                     measures the cluster's capacity shared by {n:.0} clients, not what one \
+                     user's query costs."
+                ),
+                Some(cpu) => format!(
+                    " The lab's processes used {cpu:.0} % of this machine's CPU meanwhile, so \
+                     something besides the cores limited the run too (notebook 02's waterfall \
+                     shows where one statement's time goes)."
+                ),
+                None => String::new(),
+            });
         }
+        s
+    }
+
+    /// The share of the machine's CPU every sampled process (lab and load generator) used
+    /// together during the run, in % of all cores; `None` without CPU samples.
+    pub fn cpu_share_pct(&self) -> Option<f64> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let per = crate::infra::sampler::mean_cpu(&self.resources);
+        (!per.is_empty()).then(|| per.iter().map(|(_, pct)| pct).sum::<f64>() / cores)
+    }
+
+    /// One line for a takeaway: how many operations, how many failed, how many conflicted.
+    pub fn outcome_line(&self) -> String {
+        let t = self.total();
+        let failed = t.timeouts + t.connection + t.other;
+        let mut s = format!(
+            "{} clients on {} node(s) completed {} operations: {failed} failed (timeouts, lost \
+             connections, other errors), {} retryable transaction conflict(s)",
+            self.spec.concurrency,
+            self.nodes.len(),
+            t.ops,
+            t.conflicts
+        );
+        s.push_str(if t.conflicts == 0 {
+            " (none of the clients wrote the same record at the same moment)."
+        } else {
+            " (two clients writing one record at once: notebook 05 shows why one must retry)."
+        });
         s
     }
 
@@ -91,7 +134,9 @@ impl WorkloadReport {
             w.p99_ms,
             w.ops,
             times(w.p50_ms, r.p50_ms),
-            if w.p50_ms >= r.p50_ms {
+            if (w.p50_ms / r.p50_ms - 1.0).abs() < 0.05 {
+                "at about the same place"
+            } else if w.p50_ms >= r.p50_ms {
                 "to the right"
             } else {
                 "to the left"
@@ -193,6 +238,44 @@ impl SweepReport {
             .reduce(|a, b| if tp(b) > tp(a) { b } else { a })?;
         let knee = self.runs.iter().find(|r| tp(r) >= 0.9 * tp(peak))?;
         Some((peak.spec.concurrency, knee.spec.concurrency))
+    }
+
+    /// One line for a takeaway: where throughput stopped growing on this machine.
+    pub fn knee_line(&self) -> String {
+        let Some((peak, knee)) = self.knee() else {
+            return "The sweep ran no levels.".into();
+        };
+        let at = |n: usize| {
+            self.runs
+                .iter()
+                .find(|r| r.spec.concurrency == n)
+                .map_or(f64::NAN, |r| r.total().ops_per_s)
+        };
+        let failed: u64 = self
+            .runs
+            .iter()
+            .map(|r| {
+                let t = r.total();
+                t.timeouts + t.connection + t.other
+            })
+            .sum();
+        let conflicts: u64 = self.runs.iter().map(|r| r.total().conflicts).sum();
+        let reached = if knee == peak {
+            format!(
+                "Throughput peaked at {:.0} ops/s with {peak} clients",
+                at(peak)
+            )
+        } else {
+            format!(
+                "Throughput came within 10 % of its peak ({:.0} ops/s with {peak} clients) at \
+                 {knee} clients",
+                at(peak)
+            )
+        };
+        format!(
+            "{reached} on this machine; more clients past that only waited longer. Over the whole \
+             sweep: {failed} failed operation(s), {conflicts} retryable conflict(s)."
+        )
     }
 
     /// Where throughput stopped growing, and what latency did after that (Little's law).
@@ -336,6 +419,26 @@ mod tests {
         assert!(e.contains("peak of 2000 ops/s at 50"), "{e}");
         assert!(e.contains("within 10 % of that peak at 10 clients"), "{e}");
         assert!(e.contains("100 ÷ 2000 ops/s = 50.0 ms"), "{e}");
+        let k = s.knee_line();
+        assert!(
+            k.contains("(2000 ops/s with 50 clients) at 10 clients"),
+            "{k}"
+        );
+        assert!(
+            k.contains("0 failed operation(s), 0 retryable conflict(s)"),
+            "{k}"
+        );
+    }
+
+    #[test]
+    fn the_outcome_line_counts_failures_and_conflicts_apart() {
+        let mut all = summary("all", "all", 3.0, 9.0, 1000.0);
+        all.conflicts = 4;
+        all.timeouts = 1;
+        let r = report(100, vec![all]);
+        let s = r.outcome_line();
+        assert!(s.contains("1 failed") && s.contains("4 retryable"), "{s}");
+        assert!(s.contains("notebook 05"), "{s}");
     }
 
     #[test]

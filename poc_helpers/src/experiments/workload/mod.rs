@@ -68,9 +68,11 @@ use crate::vocab::error::LabError;
 pub mod explain;
 pub mod report;
 pub(crate) mod run;
+pub mod scaling;
 pub mod spec_check;
 
 pub use report::{OpSample, OpSummary, RawCheck, SweepReport, WorkloadReport, summary_frame};
+pub use scaling::ScaleOutReport;
 pub use spec_check::{DEGRADATION_K, Requirement, SpecCheck};
 
 /// The concurrency levels of a default sweep: one client up to twice the spec's 100 (PR-003).
@@ -243,6 +245,10 @@ pub struct WorkloadPlan {
     /// then clients ÷ throughput. A think time models paced clients, like users of an app.
     #[serde(default)]
     pub think_time: Duration,
+    /// Only the first `n` nodes serve the run (`None`: all of them). Notebook 04 measures
+    /// scale-out this way: one lab, the same storage, 1, 2 and 3 query nodes in turn.
+    #[serde(default)]
+    pub on_nodes: Option<usize>,
 }
 
 impl Default for WorkloadPlan {
@@ -264,6 +270,7 @@ impl Default for WorkloadPlan {
             sample_every: crate::infra::sampler::DEFAULT_EVERY,
             prepare: true,
             think_time: Duration::ZERO,
+            on_nodes: None,
         }
     }
 }
@@ -368,6 +375,17 @@ impl WorkloadPlan {
         self
     }
 
+    /// Only the first `n` nodes (node-a, node-b, …) serve the run.
+    pub fn on_nodes(mut self, n: usize) -> Self {
+        self.on_nodes = Some(n);
+        self
+    }
+
+    /// How many of a lab's `nodes` nodes serve the run.
+    pub fn serving(&self, nodes: usize) -> usize {
+        self.on_nodes.unwrap_or(nodes)
+    }
+
     /// `read-only`, `write-only`, `mixed 90/10`, `read-after-write`.
     pub fn label(&self) -> String {
         let kind = match self.kind {
@@ -418,6 +436,18 @@ impl WorkloadPlan {
                 "use WorkloadPlan::mixed(p) with p between 0 and 100",
             ));
         }
+        if let Some(n) = self.on_nodes
+            && !(1..=nodes).contains(&n)
+        {
+            return Err(LabError::config(
+                "on_nodes",
+                format!(".on_nodes({n}) but the lab has {nodes} node(s)"),
+                format!(
+                    "use .on_nodes(n) with n between 1 and {nodes}, or add nodes with cluster.add_node()"
+                ),
+            ));
+        }
+        let nodes = self.serving(nodes);
         if let NodePolicy::Pinned(i) = self.nodes
             && i >= nodes
         {
@@ -482,6 +512,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("plain table name"), "{e}");
+        let e = WorkloadPlan::read_only()
+            .on_nodes(3)
+            .validate(2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("add_node"), "{e}");
+        assert!(WorkloadPlan::read_only().on_nodes(0).validate(2).is_err());
+        // Pinning is checked against the serving nodes, not the lab's.
+        let e = WorkloadPlan::read_only()
+            .on_nodes(1)
+            .nodes(NodePolicy::Pinned(1))
+            .validate(2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 0 and 0"), "{e}");
     }
 
     #[test]

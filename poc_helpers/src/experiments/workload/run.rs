@@ -211,7 +211,7 @@ async fn client(k: usize, sh: &Shared<'_>) {
                     spec.op_timeout,
                 )
                 .await;
-                sh.record(k, node, Op::RawWrite, started, &written);
+                let write_counted = sh.record(k, node, Op::RawWrite, started, &written);
                 if !matches!(written, Outcome::Ok(_)) {
                     continue;
                 }
@@ -224,7 +224,9 @@ async fn client(k: usize, sh: &Shared<'_>) {
                 )
                 .await;
                 let counted = sh.record(k, reader, Op::RawRead, started, &read);
-                if let (true, Outcome::Ok(value)) = (counted, read) {
+                // A pair counts only when both halves were measured: a write from the warm-up
+                // whose read falls in the window would make more pairs than measured writes.
+                if let (true, Outcome::Ok(value)) = (write_counted && counted, read) {
                     let seen = value.into_json_value() == serde_json::Value::String(token);
                     let mut rec = sh.rec.borrow_mut();
                     rec.raw.pairs += 1;
