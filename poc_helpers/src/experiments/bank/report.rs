@@ -397,33 +397,49 @@ impl BankReport {
         )
     }
 
+    /// The window `(from_s, to_s)` of the first fault whose label contains `fault`.
+    fn window_of(&self, fault: &str) -> Option<(f64, f64)> {
+        self.fault_windows()
+            .into_iter()
+            .find(|w| w.0.contains(fault))
+            .map(|(_, from, to)| (from, to))
+    }
+
+    /// `node`'s transfers (every node's, for `None`) in slot `slot_name` (`failed` sums every
+    /// failure cause), with their start and end in seconds from the start of the load.
+    fn transfers_in<'a>(
+        &'a self,
+        node: Option<&'a str>,
+        slot_name: &'a str,
+    ) -> impl Iterator<Item = (&'a BankOp, f64, f64)> + 'a {
+        let secs = |ms: f64| (ms - self.started_at_ms) / 1000.0;
+        self.ops
+            .iter()
+            .filter(move |o| o.kind == OpKind::Transfer && node.is_none_or(|n| o.node == n))
+            .filter(move |o| {
+                let name = SLOTS[slot(o)];
+                name == slot_name || (slot_name == "failed" && name.starts_with("failed_"))
+            })
+            .map(move |o| (o, secs(o.started_at_ms), secs(o.started_at_ms + o.ms)))
+    }
+
     /// Transfers in the fault window whose label contains `fault` (e.g. `pause node-a`), by
     /// outcome slot (`acknowledged`, `unknown`, `failed_conflict`, …; `failed` sums every
     /// failure cause): an unknown transfer counts where it *started* (it was sent into the
     /// fault), every other where it *ended* (when its client learned the outcome).
     pub fn count_in_window(&self, fault: &str, slot_name: &str) -> usize {
-        let Some((_, from, to)) = self
-            .fault_windows()
-            .into_iter()
-            .find(|w| w.0.contains(fault))
-        else {
+        let Some((from, to)) = self.window_of(fault) else {
             return 0;
         };
-        self.ops
-            .iter()
-            .filter(|o| o.kind == OpKind::Transfer)
-            .filter(|o| {
-                let name = SLOTS[slot(o)];
-                name == slot_name || (slot_name == "failed" && name.starts_with("failed_"))
+        self.transfers_in(None, slot_name)
+            .map(|(o, start, end)| {
+                if o.outcome == Outcome::Unknown {
+                    start
+                } else {
+                    end
+                }
             })
-            .filter(|o| {
-                let at = match o.outcome {
-                    Outcome::Unknown => o.started_at_ms,
-                    _ => o.started_at_ms + o.ms,
-                };
-                let t = (at - self.started_at_ms) / 1000.0;
-                t >= from && t < to
-            })
+            .filter(|t| *t >= from && *t < to)
             .count()
     }
 
@@ -431,22 +447,11 @@ impl BankReport {
     /// contains `fault` (sent before its end, answered after its start), in slot `slot_name`
     /// (`failed` sums every failure cause): how the transfers a fault caught ended.
     pub fn count_in_flight(&self, fault: &str, node: &str, slot_name: &str) -> usize {
-        let Some((_, from, to)) = self
-            .fault_windows()
-            .into_iter()
-            .find(|w| w.0.contains(fault))
-        else {
+        let Some((from, to)) = self.window_of(fault) else {
             return 0;
         };
-        let secs = |ms: f64| (ms - self.started_at_ms) / 1000.0;
-        self.ops
-            .iter()
-            .filter(|o| o.kind == OpKind::Transfer && o.node == node)
-            .filter(|o| {
-                let name = SLOTS[slot(o)];
-                name == slot_name || (slot_name == "failed" && name.starts_with("failed_"))
-            })
-            .filter(|o| secs(o.started_at_ms) < to && secs(o.started_at_ms + o.ms) >= from)
+        self.transfers_in(Some(node), slot_name)
+            .filter(|(_, start, end)| *start < to && *end >= from)
             .count()
     }
 
