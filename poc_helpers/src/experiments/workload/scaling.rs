@@ -54,6 +54,19 @@ impl ScaleOutReport {
             .collect()
     }
 
+    /// `process`'s share of the machine's CPU in `run` (0 when it was not sampled).
+    fn share_of(&self, run: &WorkloadReport, process: &str) -> f64 {
+        self.cpu_shares(run)
+            .into_iter()
+            .find(|(p, _)| p == process)
+            .map_or(0.0, |(_, s)| s)
+    }
+
+    /// All sampled processes' share of the machine's CPU together in `run`.
+    fn total_share(&self, run: &WorkloadReport) -> f64 {
+        self.cpu_shares(run).iter().map(|(_, s)| s).sum()
+    }
+
     /// Every process of any run, in first-seen order (node-a, node-b, …, storage, client).
     fn processes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -117,17 +130,12 @@ impl ScaleOutReport {
         for p in self.processes() {
             cols.push(Column::new(
                 format!("cpu_{p}_pct").into(),
-                f(&|r| {
-                    self.cpu_shares(r)
-                        .into_iter()
-                        .find(|(q, _)| *q == p)
-                        .map_or(0.0, |(_, s)| s)
-                }),
+                f(&|r| self.share_of(r, &p)),
             ));
         }
         cols.push(Column::new(
             "cpu_all_pct".into(),
-            f(&|r| self.cpu_shares(r).iter().map(|(_, s)| s).sum()),
+            f(&|r| self.total_share(r)),
         ));
         frame(cols)
     }
@@ -144,14 +152,7 @@ impl ScaleOutReport {
                     .runs
                     .iter()
                     .zip(&counts)
-                    .map(|(r, n)| {
-                        let share = self
-                            .cpu_shares(r)
-                            .into_iter()
-                            .find(|(q, _)| *q == p)
-                            .map_or(0.0, |(_, s)| s);
-                        (*n as f64, share)
-                    })
+                    .map(|(r, n)| (*n as f64, self.share_of(r, &p)))
                     .collect();
                 (p, pts)
             })
@@ -161,7 +162,7 @@ impl ScaleOutReport {
             self.runs
                 .iter()
                 .zip(&counts)
-                .map(|(r, n)| (*n as f64, self.cpu_shares(r).iter().map(|(_, s)| s).sum()))
+                .map(|(r, n)| (*n as f64, self.total_share(r)))
                 .collect(),
         ));
         charts::lines(
@@ -181,7 +182,7 @@ impl ScaleOutReport {
         let (Some(first), Some(last)) = (self.runs.first(), self.runs.last()) else {
             return "No runs to compare.".into();
         };
-        let all = |r: &WorkloadReport| self.cpu_shares(r).iter().map(|(_, s)| s).sum::<f64>();
+        let all = |r: &WorkloadReport| self.total_share(r);
         let speedup = last.total().ops_per_s / first.total().ops_per_s;
         let shares = self.cpu_shares(last);
         let share_of = |pred: &dyn Fn(&str) -> bool| {
@@ -253,7 +254,7 @@ impl ScaleOutReport {
         let (Some(first), Some(last)) = (self.runs.first(), self.runs.last()) else {
             return "No scale-out runs.".into();
         };
-        let all = |r: &WorkloadReport| self.cpu_shares(r).iter().map(|(_, s)| s).sum::<f64>();
+        let all = |r: &WorkloadReport| self.total_share(r);
         let speedup = last.total().ops_per_s / first.total().ops_per_s;
         format!(
             "Scale-out on this machine: {} → {} query nodes over the same storage changed \
