@@ -83,7 +83,19 @@ enum Cmd {
     Status,
     /// Where the data lives, as PD sees it: the regions (key ranges), the stores holding a
     /// replica of each, and which store leads each region.
+    #[command(alias = "regions")]
     Placement,
+    /// Which region holds RECORD (e.g. `user:ada`), which store leads it, which hold copies.
+    Where {
+        /// The record, as `table:id`.
+        record: String,
+    },
+    /// Split the regions where TABLE's records begin (like TiDB's `SPLIT TABLE`), then show
+    /// the regions.
+    Split {
+        /// A table of the lab's database.
+        table: String,
+    },
     /// The store-failover drill (a `--stores 3` lab): a writer through NODE, the store that
     /// leads the region killed, the pause measured, every write read back, the store restarted.
     Failover {
@@ -301,6 +313,17 @@ fn run(cli: Cli) -> Result<(), LabError> {
             let placement = cluster.placement()?;
             println!("{}", placement.regions_frame()?);
             println!("{}", placement.stores_frame()?);
+            Ok(())
+        }
+        Cmd::Where { record } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            println!("{}", cluster.where_is(&record)?.explain());
+            Ok(())
+        }
+        Cmd::Split { table } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let placement = cluster.split_table(&table)?;
+            println!("{}", placement.regions_frame()?);
             Ok(())
         }
         Cmd::Failover { node, repeat } => failover::run(&dir, &node, repeat),

@@ -55,6 +55,7 @@ pub use serde_json;
 /// Everything a notebook usually needs: `use poc_helpers::prelude::*;`.
 pub mod prelude {
     pub use crate::experiments::bank::{Anomaly, BankPlan, BankReport, Validity, Verdict};
+    pub use crate::experiments::commit_shape::CommitShape;
     pub use crate::experiments::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::experiments::consistency::Comparison;
     pub use crate::experiments::handoff::Handoff;
@@ -70,7 +71,7 @@ pub mod prelude {
         ErrorClass, NodePolicy, Op, SWEEP_LEVELS, ScaleOutReport, SweepReport, WorkloadKind,
         WorkloadPlan, WorkloadReport,
     };
-    pub use crate::facade::{Cluster, ClusterBuilder, Endpoint};
+    pub use crate::facade::{Cluster, ClusterBuilder, Endpoint, WhereIs};
     pub use crate::infra::metrics::Instance;
     pub use crate::infra::placement::{Placement, Region, Store};
     pub use crate::infra::trace::TraceRow;

@@ -169,3 +169,66 @@ fn the_store_failover_drill_measures_the_pause_and_checks_every_write() {
     let p = cluster.placement().unwrap();
     assert!(p.stores.iter().all(|s| s.state == "Up"), "{p:?}");
 }
+
+/// Splitting at a table (TiDB's `SPLIT TABLE`) gives its records a region of their own, and
+/// `where_is` finds each record's region from the key SurrealDB stores it under. A transaction
+/// that writes to both regions commits (the client's two-phase commit across regions), and
+/// every record reads back. Splitting a table that does not exist names the fix.
+#[test]
+fn a_table_split_gives_its_records_a_region_and_where_is_finds_them() {
+    let (_root, builder) = shared_lab("split");
+    let cluster = builder
+        .stores(3)
+        .start()
+        .expect("PD and three stores start");
+    cluster
+        .sql(
+            "node-a",
+            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'; CREATE order:1 SET total = 5",
+        )
+        .expect("two records");
+    let err = cluster.split_table("nosuch").unwrap_err().to_string();
+    assert_mentions(&err, &["nosuch", "DEFINE TABLE"]);
+    let err = cluster.where_is("ada").unwrap_err().to_string();
+    assert_mentions(&err, &["table:id"]);
+
+    let before = cluster.placement().unwrap().regions.len();
+    let after = cluster.split_table("user").expect("the split");
+    assert_eq!(
+        after.regions.len(),
+        before + 1,
+        "one more region: {after:?}"
+    );
+    let ada = cluster.where_is("user:ada").expect("user:ada is somewhere");
+    let order = cluster.where_is("order:1").expect("order:1 is somewhere");
+    assert_ne!(ada.region.id, order.region.id, "the split put them apart");
+    assert_eq!(
+        ada.region.start_meaning(),
+        "table `user` (its first record)"
+    );
+    assert_eq!(ada.region.stores.len(), 3, "three replicas");
+    assert_eq!(ada.followers().len(), 2, "{}", ada.explain());
+    assert!(ada.explain().contains("user:ada"), "{}", ada.explain());
+    println!("{}\n{}", ada.explain(), order.explain());
+
+    // One transaction across both regions, through the other node.
+    cluster
+        .sql(
+            "node-b",
+            "BEGIN; UPDATE user:ada SET name = 'Ada Lovelace'; UPDATE order:1 SET by = user:ada; COMMIT;",
+        )
+        .expect("a two-region transaction commits");
+    let row = cluster
+        .sql(
+            "node-a",
+            "SELECT VALUE name FROM user:ada; SELECT VALUE by FROM order:1",
+        )
+        .expect("read back");
+    assert_eq!(
+        row.statements[0].rows,
+        [serde_json::json!("Ada Lovelace")],
+        "{row:?}"
+    );
+    assert_eq!(row.rows(), [serde_json::json!("user:ada")], "{row:?}");
+    cluster.cleanup().expect("cleanup");
+}

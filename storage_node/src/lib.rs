@@ -130,6 +130,47 @@ pub fn open_tracer(path: &Option<PathBuf>) -> Result<Arc<trace::Tracer>, StartEr
     }))
 }
 
+/// What the one-process node's store tells the PD beside it (through a channel: the store
+/// reports as soon as it leads, before that PD exists).
+enum PdNote {
+    Region(pd::cluster::RegionReport),
+    Split(Vec<proto::metapb::Region>),
+}
+
+impl PdNote {
+    fn take(self, cluster: &pd::cluster::PdCluster) {
+        match self {
+            PdNote::Region(r) => {
+                if let Err(e) = cluster.region_heartbeat(r) {
+                    tracing::debug!("{e}");
+                }
+            }
+            PdNote::Split(regions) => cluster.report_split(regions),
+        }
+    }
+}
+
+/// The one-process node's link from its store to its PD.
+struct LocalPd {
+    notes: tokio::sync::mpsc::UnboundedSender<PdNote>,
+    cluster: Arc<std::sync::OnceLock<Arc<pd::cluster::PdCluster>>>,
+}
+
+impl raftstore::store::PdLink for LocalPd {
+    fn report(&self, report: pd::cluster::RegionReport) {
+        let _ = self.notes.send(PdNote::Region(report));
+    }
+
+    fn ask_split(&self, region: &proto::metapb::Region) -> Result<(u64, Vec<u64>), String> {
+        let cluster = self.cluster.get().ok_or("PD is still starting")?;
+        cluster.ask_split(region).map_err(|e| format!("PD: {e}"))
+    }
+
+    fn report_split(&self, regions: Vec<proto::metapb::Region>) {
+        let _ = self.notes.send(PdNote::Split(regions));
+    }
+}
+
 /// A node that is listening (used by the binary and by in-process tests): PD and its one
 /// store in one process, the lab's one-store tier.
 pub struct Node {
@@ -149,19 +190,22 @@ impl Node {
         let (listener, addr) = bind(config.addr).await?;
         // The store reports its region to PD the way a store process does, through a channel
         // (it reports as soon as it leads, before PD here exists).
-        let (reports, mut reported) = tokio::sync::mpsc::unbounded_channel();
-        let reporter: raftstore::store::Reporter = Box::new(move |r| {
-            let _ = reports.send(r);
-        });
+        let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel();
+        let pd_here = Arc::new(std::sync::OnceLock::new());
+        let link = LocalPd {
+            notes,
+            cluster: pd_here.clone(),
+        };
         let (storage, tso) = storage::Storage::open_alone(
             &config.data_dir,
             raftstore::RaftConfig::default(),
-            Some(reporter),
+            Some(Box::new(link)),
         )?;
         let cluster = Arc::new(
             pd::cluster::PdCluster::open(storage.cluster_id(), &config.data_dir)
                 .map_err(|e| StartError::Engine(engine::EngineError::Redb(format!("PD: {e}"))))?,
         );
+        let _ = pd_here.set(cluster.clone());
         // The store is reached at whatever address a client dialed (no address of its own).
         cluster.put_store(proto::metapb::Store {
             id: raftstore::store::STORE_ID,
@@ -170,16 +214,14 @@ impl Node {
             ..Default::default()
         });
         // The leader's first report is already queued: take it before the first request.
-        while let Ok(r) = reported.try_recv() {
-            let _ = cluster.region_heartbeat(r);
+        while let Ok(note) = noted.try_recv() {
+            note.take(&cluster);
         }
         let registry = cluster.clone();
         tokio::spawn(async move {
-            while let Some(r) = reported.recv().await {
+            while let Some(note) = noted.recv().await {
                 registry.store_heartbeat(raftstore::store::STORE_ID);
-                if let Err(e) = registry.region_heartbeat(r) {
-                    tracing::debug!("{e}");
-                }
+                note.take(&registry);
             }
         });
         let tracer = open_tracer(&config.trace)?;
@@ -190,6 +232,17 @@ impl Node {
             addr.to_string(),
             tracer.clone(),
         );
+        // A split asked through PD's HTTP API goes straight to the store beside it.
+        let local = storage.clone();
+        let pd = pd.with_splitter(Arc::new(move |info: pd::cluster::RegionInfo, keys| {
+            let storage = local.clone();
+            Box::pin(async move {
+                storage
+                    .split(info.region.id, info.region.region_epoch, &keys)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }));
         let kv = server::kv::KvService::new(storage.clone(), tracer);
         Ok(Node {
             addr,

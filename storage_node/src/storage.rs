@@ -69,7 +69,7 @@ impl Storage {
     pub fn open_alone(
         dir: &std::path::Path,
         raft_config: RaftConfig,
-        reporter: Option<crate::raftstore::store::Reporter>,
+        pd: Option<Box<dyn crate::raftstore::store::PdLink>>,
     ) -> Result<(Arc<Storage>, Arc<Tso>), EngineError> {
         let (engine, identity) = Engine::open(dir)?;
         let tso = Arc::new(
@@ -80,7 +80,7 @@ impl Storage {
             store_id: STORE_ID,
             bootstrap: vec![first_region(&[(FIRST_PEER_ID, STORE_ID)])],
             transport: Box::new(NoTransport),
-            reporter,
+            pd,
         };
         let storage = Self::start(Arc::new(engine), identity, cm, raft_config, setup)?;
         if !storage.raft.wait_ready(REGION_ID, Duration::from_secs(30)) {
@@ -138,6 +138,48 @@ impl Storage {
     /// The region of this store that holds `key`: requests are routed by their first key.
     fn region_of(&self, key: &Key) -> u64 {
         self.raft.region_of(key.as_raw())
+    }
+
+    /// The raw-key range `[start, end)` of region `region_id` on this store (empty end: no
+    /// end), or of the whole key space if it holds no such region.
+    fn raw_range(&self, region_id: u64) -> (Key, Key) {
+        use crate::raftstore::split::raw_bound;
+        self.raft
+            .region(region_id)
+            .map(|r| {
+                (
+                    Key::from(raw_bound(&r.start_key)),
+                    Key::from(raw_bound(&r.end_key)),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// Splits region `region_id` (led here; at `epoch` if given) at each raw key of `keys`, in
+    /// order (TiKV's `SplitRegion`); returns the regions the range now consists of.
+    pub async fn split(
+        &self,
+        region_id: u64,
+        epoch: Option<crate::proto::metapb::RegionEpoch>,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<crate::proto::metapb::Region>, crate::raftstore::RegionError> {
+        let mut sorted: Vec<&Vec<u8>> = keys.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        // Right-derive: the parent keeps the part after each key, so split the parent again at
+        // the next key up; every new region is a left part.
+        let mut out = Vec::new();
+        let mut epoch = epoch;
+        let mut last = None;
+        for key in sorted {
+            let mut regions = self.raft.split(region_id, epoch, key).await?;
+            let right = regions.pop();
+            out.extend(regions);
+            epoch = right.as_ref().and_then(|r| r.region_epoch);
+            last = right;
+        }
+        out.extend(last);
+        Ok(out)
     }
 
     /// How many regions this store holds a peer of.
@@ -225,13 +267,30 @@ impl Storage {
     }
 
     /// KvScan over `[args.lower, args.upper)`.
+    ///
+    /// The range is cut to the region that serves it (the one holding `lower`, or for a
+    /// reverse scan the key just below `upper`): this store may hold replicas of the next
+    /// region too, but it serves them only if it leads them, through their own read index.
     pub async fn scan(&self, args: &ScanArgs) -> Result<Vec<ScanEntry>, TxnError> {
-        self.raft.read_index(self.region_of(&args.lower)).await?;
+        let region_id = if args.reverse && !args.upper.is_empty() {
+            self.raft.region_before(args.upper.as_raw())
+        } else {
+            self.region_of(&args.lower)
+        };
+        self.raft.read_index(region_id).await?;
+        let (start, end) = self.raw_range(region_id);
+        let mut args = args.clone();
+        if args.lower < start {
+            args.lower = start;
+        }
+        if !end.is_empty() && (args.upper.is_empty() || args.upper > end) {
+            args.upper = end;
+        }
         self.cm
             .wait_readable(args.ts, ReadSet::Range(&args.lower, &args.upper))
             .await;
         let snap = self.engine.snapshot().map_err(Self::read_err)?;
-        Ok(MvccReader::new(&snap.lock, &snap.write).scan(args)?)
+        Ok(MvccReader::new(&snap.lock, &snap.write).scan(&args)?)
     }
 
     /// KvScanLock.
@@ -399,7 +458,18 @@ impl Storage {
     pub async fn destroy_range(&self, start: Key, end: Key) -> Result<usize, TxnError> {
         let mut removed = 0;
         for region_id in self.raft.region_ids() {
-            let (start, end) = (start.clone(), end.clone());
+            // Each region deletes its own part of the range, through its own log.
+            let (lo, hi) = self.raw_range(region_id);
+            let from = start.clone().max(lo);
+            let to = match (end.is_empty(), hi.is_empty()) {
+                (true, _) => hi,
+                (false, true) => end.clone(),
+                (false, false) => end.clone().min(hi),
+            };
+            if !to.is_empty() && from >= to {
+                continue;
+            }
+            let (start, end) = (from, to);
             match self
                 .scheduler
                 .run(region_id, move |ctx| gc::destroy_range(ctx, &start, &end))
@@ -449,13 +519,16 @@ impl Storage {
 
     /// Collects garbage at or below `safe_point` in `region_id` (led here), in small batches.
     pub async fn run_gc(&self, region_id: u64, safe_point: TimeStamp) -> Result<usize, TxnError> {
-        let mut from = Key::default();
+        let (mut from, end) = self.raw_range(region_id);
         let mut removed = 0;
         loop {
             let start = std::mem::take(&mut from);
+            let end = end.clone();
             let (next, n) = self
                 .scheduler
-                .run(region_id, move |ctx| gc::gc_batch(ctx, safe_point, &start))
+                .run(region_id, move |ctx| {
+                    gc::gc_batch(ctx, safe_point, &start, &end)
+                })
                 .await?;
             removed += n;
             match next {

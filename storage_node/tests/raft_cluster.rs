@@ -14,6 +14,7 @@
 //! transport store processes use.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,13 @@ use storage_node::engine::Engine;
 use storage_node::lock_manager::LockManager;
 use storage_node::mvcc::{MvccReader, MvccTxn, Write, WriteType};
 use storage_node::pd::tso::Tso;
+use storage_node::proto::metapb;
 use storage_node::proto::raft_serverpb;
 use storage_node::proto::tikvpb::tikv_server::{Tikv, TikvServer};
 use storage_node::raftstore::grpc::{self, GrpcTransport};
+use storage_node::raftstore::split::SplitPolicy;
 use storage_node::raftstore::store::{
-    FIRST_REGION_ID as REGION, Mailbox, StoreSetup, first_region,
+    FIRST_REGION_ID as REGION, Mailbox, PdLink, StoreSetup, first_region,
 };
 use storage_node::raftstore::transport::{RaftMessage, Transport};
 use storage_node::raftstore::{RaftConfig, RaftStore};
@@ -169,6 +172,7 @@ impl Cluster {
         // One timestamp oracle for all stores, as PD is.
         let tso = Arc::new(Tso::open(tso_dir.path()).unwrap());
         let region = first_region(&[(11, 1), (12, 2), (13, 3)]);
+        let ids = Arc::new(AtomicU64::new(1000));
         let stores = STORES
             .iter()
             .map(|&store_id| {
@@ -179,7 +183,7 @@ impl Cluster {
                     store_id,
                     bootstrap: vec![region.clone()],
                     transport: transport(store_id),
-                    reporter: None,
+                    pd: Some(Box::new(TestPd(ids.clone()))),
                 };
                 let raft = RaftStore::start_with(
                     engine.clone(),
@@ -231,12 +235,14 @@ impl Cluster {
         }
     }
 
-    /// Writes `key = value` as a committed version through store `id`'s Raft group.
+    /// Writes `key = value` as a committed version through store `id`'s Raft group of the
+    /// region holding `key`.
     async fn put(&self, id: u64, key: &str, value: &str) -> Result<(), TxnError> {
         let ts = self.tso.next().unwrap();
+        let region = self.store(id).raft.region_of(key.as_bytes());
         let (key, value) = (Key::from_raw(key.as_bytes()), value.as_bytes().to_vec());
         Scheduler::new(self.store(id).raft.clone())
-            .run(REGION, move |ctx| {
+            .run(region, move |ctx| {
                 let mut txn = MvccTxn::default();
                 txn.put_write(&key, ts, Write::new(WriteType::Put, ts, value));
                 ctx.apply(txn)
@@ -256,7 +262,8 @@ impl Cluster {
 
     /// A linearizable read through store `id`: a read index first, then the engine.
     async fn read(&self, id: u64, key: &str) -> Result<Option<String>, TxnError> {
-        self.store(id).raft.read_index(REGION).await?;
+        let region = self.store(id).raft.region_of(key.as_bytes());
+        self.store(id).raft.read_index(region).await?;
         Ok(self.local(id, key))
     }
 
@@ -270,6 +277,90 @@ impl Cluster {
                 self.local(id, key)
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// PD as far as splits need it: ids from one counter shared by the stores.
+struct TestPd(Arc<AtomicU64>);
+
+impl PdLink for TestPd {
+    fn report(&self, _: storage_node::pd::cluster::RegionReport) {}
+
+    fn ask_split(&self, region: &metapb::Region) -> Result<(u64, Vec<u64>), String> {
+        let next = || self.0.fetch_add(1, Ordering::SeqCst);
+        Ok((next(), region.peers.iter().map(|_| next()).collect()))
+    }
+
+    fn report_split(&self, _: Vec<metapb::Region>) {}
+}
+
+impl Cluster {
+    /// Every store's regions (id, range, epoch), once all three hold the same ones, within 10 s.
+    fn agreed_regions(&self, at_least: usize) -> Vec<(u64, Vec<u8>, Vec<u8>, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let views: Vec<Vec<_>> = STORES
+                .iter()
+                .map(|&id| {
+                    let raft = &self.store(id).raft;
+                    raft.region_ids()
+                        .into_iter()
+                        .filter_map(|r| raft.region(r))
+                        .map(|r| {
+                            let version = r.region_epoch.unwrap().version;
+                            (r.id, r.start_key, r.end_key, version)
+                        })
+                        .collect()
+                })
+                .collect();
+            if views[0].len() >= at_least && views.iter().all(|v| *v == views[0]) {
+                return views[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stores never agreed on {at_least}+ regions: {views:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The store leading `region`, within 10 s.
+    fn leader_of(&self, region: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for id in STORES {
+                if self
+                    .store(id)
+                    .raft
+                    .status(region)
+                    .is_some_and(|s| s.is_ready_leader)
+                {
+                    return id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "region {region} has no leader after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes `key = value` through whichever store leads its region, retrying region errors
+    /// (a split or an election moved it) for up to 10 s, as the TiKV client does.
+    async fn put_anywhere(&self, key: &str, value: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let region = self.store(1).raft.region_of(key.as_bytes());
+            let leader = self.leader_of(region);
+            match self.put(leader, key, value).await {
+                Ok(()) => return,
+                Err(TxnError::Region(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("{key}: {e}"),
+            }
         }
     }
 }
@@ -424,4 +515,76 @@ async fn over_grpc_three_stores_elect_a_leader_and_replicate() {
         }
     }
     assert!(c.store(leader).server.is_some());
+}
+
+/// A split under load: writes keep arriving while the region outgrows the policy. Every
+/// replica ends with the same regions (the split applied at the same log position on each),
+/// each region elects a leader, and every acknowledged write is on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_split_under_load_keeps_every_write_on_every_replica() {
+    let c = Cluster::start(RaftConfig {
+        split: SplitPolicy {
+            max_keys: 40,
+            max_bytes: u64::MAX,
+        },
+        split_check_ticks: 2,
+        ..config()
+    });
+    c.leader_among(&STORES);
+    let keys: Vec<String> = (0..120).map(|i| format!("k{i:03}")).collect();
+    for k in &keys {
+        c.put_anywhere(k, k).await;
+    }
+    let regions = c.agreed_regions(2);
+    assert!(regions.len() >= 2, "no split after 120 keys: {regions:?}");
+    assert!(
+        regions.iter().all(|r| r.3 > 1),
+        "every region's version moved past 1 after splitting: {regions:?}"
+    );
+    for k in &keys {
+        for id in STORES {
+            c.wait_local(id, k, k);
+        }
+    }
+    // Both halves serve writes through their own leaders.
+    for r in &regions {
+        let leader = c.leader_of(r.0);
+        assert!(c.store(leader).raft.status(r.0).unwrap().is_ready_leader);
+    }
+    c.put_anywhere("k000", "again").await;
+    c.put_anywhere("k119", "again").await;
+    for id in STORES {
+        c.wait_local(id, "k000", "again");
+        c.wait_local(id, "k119", "again");
+    }
+}
+
+/// A split on request (`SplitRegion`): at a key inside the region it happens; at the region's
+/// start it is a no-op; with a stale epoch, or outside the region, it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_on_request_checks_its_epoch_and_key() {
+    let c = Cluster::start(config());
+    let leader = c.leader_among(&STORES);
+    let raft = &c.store(leader).raft;
+    let before = raft.region(REGION).unwrap().region_epoch;
+    let regions = raft.split(REGION, before, b"m").await.expect("split at m");
+    assert_eq!(regions.len(), 2);
+    assert_eq!(regions[1].id, REGION, "the parent keeps the right half");
+    let stale = raft.split(REGION, before, b"t").await.unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            storage_node::raftstore::RegionError::EpochNotMatch { .. }
+        ),
+        "{stale:?}"
+    );
+    let outside = raft.split(REGION, None, b"a").await.unwrap_err();
+    assert!(outside.to_string().contains("outside"), "{outside}");
+    c.agreed_regions(2);
+    c.put_anywhere("a", "left").await;
+    c.put_anywhere("z", "right").await;
+    for id in STORES {
+        c.wait_local(id, "a", "left");
+        c.wait_local(id, "z", "right");
+    }
 }

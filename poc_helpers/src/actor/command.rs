@@ -55,6 +55,11 @@ pub(crate) enum Command {
     Placement {
         reply: Reply<Result<Placement, LabError>>,
     },
+    /// Ask PD to split regions at these encoded keys; replies with the resulting region ids.
+    SplitAt {
+        keys: Vec<Vec<u8>>,
+        reply: Reply<Result<Vec<u64>, LabError>>,
+    },
     /// Run SurrealQL on one node. Replies with the log line (if the node was known) and the result.
     Sql {
         node: NodeRef,

@@ -13,6 +13,7 @@
 //! - [`membership`]: `INFO FOR ROOT` members and recovery timings.
 //! - [`scale_out`]: what storage did while a node joined; notebook 02's exercise check.
 //! - [`consistency`]: the same query on every node, compared.
+//! - [`commit_shape`]: whether a write committed in one phase or two, from the storage trace.
 //! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
 //! - [`key_meaning`]: a storage key decoded into namespace, database, table and record.
@@ -20,6 +21,7 @@
 //! - [`unique`]: two nodes racing to create the same email under a UNIQUE index.
 
 pub mod bank;
+pub mod commit_shape;
 pub mod conflicts;
 pub mod consistency;
 pub mod handoff;

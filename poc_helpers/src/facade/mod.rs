@@ -39,6 +39,7 @@ mod membership;
 mod partitions;
 mod queries;
 mod replication;
+pub use replication::WhereIs;
 
 pub use builder::{
     ClusterBuilder, DEFAULT_NODES, DEFAULT_QUERY_TIMEOUT, DEFAULT_START_TIMEOUT,

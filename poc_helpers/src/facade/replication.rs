@@ -11,7 +11,8 @@ use polars::prelude::DataFrame;
 use super::Cluster;
 use crate::actor::command::Command;
 use crate::experiments::store_failover::{FailoverWrite, StoreFailover};
-use crate::infra::placement::Placement;
+use crate::infra::keyspace::{self, RecordName};
+use crate::infra::placement::{Placement, Region};
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeRef;
 
@@ -43,6 +44,133 @@ impl Cluster {
     /// [`Cluster::placement`]'s stores as a table: store, address, state, leaders, regions.
     pub fn stores(&self) -> Result<DataFrame, LabError> {
         self.placement()?.stores_frame()
+    }
+
+    /// The ids SurrealDB gave the session's namespace and database (they start every key),
+    /// and the tables the database defines, asked through the first node.
+    fn keyspace_ids(&self) -> Result<(u32, u32, Vec<String>), LabError> {
+        let node = self
+            .node_names()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "node-a".into());
+        let r = self.sql(
+            node.as_str(),
+            "RETURN [session::ns(), session::db()]; INFO FOR ROOT STRUCTURE; \
+             INFO FOR NS STRUCTURE; INFO FOR DB STRUCTURE;",
+        )?;
+        let row = |i: usize| {
+            r.statements
+                .get(i)
+                .and_then(|s| s.rows.first())
+                .cloned()
+                .unwrap_or_default()
+        };
+        // An array result comes back as one row per element: [namespace, database].
+        let names: Vec<String> = r
+            .statements
+            .first()
+            .map(|s| {
+                s.rows
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (ns, db) = match names.as_slice() {
+            [ns, db] => (ns.as_str(), db.as_str()),
+            _ => ("", ""),
+        };
+        let id_of = |list: &serde_json::Value, name: &str| {
+            list.as_array()
+                .and_then(|l| l.iter().find(|e| e["name"] == name))
+                .and_then(|e| e["id"].as_u64())
+                .map(|id| id as u32)
+        };
+        let missing = || {
+            LabError::config(
+                "namespace",
+                format!("SurrealDB lists no id for namespace `{ns}` / database `{db}`"),
+                "write something first (the lab defines them on its first query), then ask again",
+            )
+        };
+        let ns_id = id_of(&row(1)["namespaces"], ns).ok_or_else(missing)?;
+        let db_id = id_of(&row(2)["databases"], db).ok_or_else(missing)?;
+        let tables = row(3)["tables"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((ns_id, db_id, tables))
+    }
+
+    /// Where `record` (e.g. `"user:ada"`) physically lives: the key SurrealDB stores it under,
+    /// the region whose range holds that key, the store whose replica leads it and the stores
+    /// holding the other replicas. Works on the embedded tier and on real TiKV alike (PD's map).
+    pub fn where_is(&self, record: &str) -> Result<WhereIs, LabError> {
+        let name = RecordName::parse(record)?;
+        let (ns_id, db_id, _) = self.keyspace_ids()?;
+        let key = name.key(ns_id, db_id);
+        let placement = self.placement()?;
+        let region = placement
+            .region_holding(&keyspace::encode_bytes(&key))
+            .cloned()
+            .ok_or_else(|| LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: "PD has no region for that key yet".into(),
+                fix: "wait a second for the stores' heartbeats and ask again".into(),
+            })?;
+        Ok(WhereIs {
+            record: record.to_string(),
+            key: key.escape_ascii().to_string(),
+            regions: placement.regions.len(),
+            region,
+        })
+    }
+
+    /// Splits the storage tier's key space where `table`'s records begin, as TiDB's
+    /// `SPLIT TABLE` does: afterwards the table's records start a region of their own (until
+    /// the next boundary). Asks PD (`POST /pd/api/v1/regions/split`), then waits until PD shows
+    /// the new region with a leader. Returns the map after the split.
+    pub fn split_table(&self, table: &str) -> Result<Placement, LabError> {
+        let (ns_id, db_id, tables) = self.keyspace_ids()?;
+        if !tables.iter().any(|t| t == table) {
+            return Err(LabError::config(
+                "split_table",
+                format!(
+                    "the database has no table `{table}` (it has: {})",
+                    tables.join(", ")
+                ),
+                format!(
+                    "create a record in it first (`CREATE {table}:1`) or `DEFINE TABLE {table}`, or split one of those"
+                ),
+            ));
+        }
+        let key = keyspace::encode_bytes(&keyspace::table_prefix(ns_id, db_id, table));
+        self.actor.call(|reply| Command::SplitAt {
+            keys: vec![key.clone()],
+            reply,
+        })??;
+        let hex = keyspace::hex(&key);
+        // Done when the boundary is there and every region (the new one too) has a leader.
+        let (after, ok) = self.placement_until(PD_LIMIT, |p| {
+            p.regions.iter().any(|r| r.start_key == hex)
+                && p.regions.iter().all(|r| r.leader_store.is_some())
+        });
+        if !ok {
+            return Err(LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: format!(
+                    "PD did not show a region starting at table `{table}`, every region with a leader, within {} s",
+                    PD_LIMIT.as_secs()
+                ),
+                fix: "check `cluster.status()`: every store row must be `running`".into(),
+            });
+        }
+        Ok(after)
     }
 
     /// Polls PD until `ok` holds for its map; the last map and `false` after `limit`.
@@ -194,5 +322,63 @@ impl Cluster {
             lost,
             rejoin_s: rejoined.then(|| t.elapsed().as_secs_f64()),
         })
+    }
+}
+
+/// Where one record lives: what [`Cluster::where_is`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhereIs {
+    /// The record asked about.
+    pub record: String,
+    /// The key SurrealDB stores it under (printable).
+    pub key: String,
+    /// The region holding that key.
+    pub region: Region,
+    /// How many regions the key space has now.
+    pub regions: usize,
+}
+
+impl WhereIs {
+    /// The store whose replica leads the region (serves its reads and writes).
+    pub fn leader_store(&self) -> Option<u64> {
+        self.region.leader_store
+    }
+
+    /// The stores holding the region's other replicas.
+    pub fn followers(&self) -> Vec<u64> {
+        self.region.followers()
+    }
+
+    /// One sentence, from the map PD gave.
+    pub fn explain(&self) -> String {
+        let r = &self.region;
+        let leader = match r.leader_store {
+            Some(s) => format!("store {s} leads it"),
+            None => "it has no leader right now (an election is under way)".into(),
+        };
+        let followers = self.followers();
+        let copies = match followers.len() {
+            0 => "it has no other replica: losing that store loses the region".to_string(),
+            n => format!(
+                "store{} {} hold{} the other {n} replica{}",
+                if n == 1 { "" } else { "s" },
+                followers
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                if n == 1 { "s" } else { "" },
+                if n == 1 { "" } else { "s" },
+            ),
+        };
+        format!(
+            "`{}` is stored under key {} in region {} (one of {}), which runs from {} to {}; {leader}, and {copies}.",
+            self.record,
+            self.key,
+            r.id,
+            self.regions,
+            r.start_meaning(),
+            r.end_meaning(),
+        )
     }
 }

@@ -306,6 +306,35 @@ pub(crate) async fn http_get(
     .map_err(|e| e.to_string())?
 }
 
+/// One HTTP POST of a JSON body to a loopback address: `(status, body)`, or the transport
+/// error as text (PD's split API; same blocking-pool reasoning as [`http_get`]).
+pub(crate) async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: String,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build();
+        let agent: ureq::Agent = config.into();
+        let mut response = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Ok((status, body))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Measures an async operation's wall time in ms.
 pub(crate) async fn timed<F: std::future::Future>(f: F) -> (F::Output, f64) {
     let t = Instant::now();

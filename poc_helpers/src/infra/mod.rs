@@ -5,12 +5,13 @@
 //! ([`node`]), one embedded storage process ([`storage_node`]) and the group of them
 //! ([`embedded_tier`]), the storage tier behind a
 //! mode ([`storage`]), the fault proxy and the links built on it ([`proxy`], [`links`]), SDK
-//! sessions and HTTP ([`client`]), process sampling ([`sampler`]), the storage trace
+//! sessions and HTTP ([`client`]), record names to storage keys ([`keyspace`]), process sampling ([`sampler`]), the storage trace
 //! ([`trace`]) and status measurements ([`metrics`]).
 
 pub mod binary;
 pub mod client;
 pub mod embedded_tier;
+pub mod keyspace;
 pub mod links;
 pub mod metrics;
 pub mod node;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use polars::prelude::{Column, DataFrame};
 use serde_json::Value;
 
-use crate::infra::client;
+use crate::infra::{client, keyspace};
 use crate::vocab::error::LabError;
 use crate::vocab::frames::frame;
 
@@ -30,9 +30,59 @@ pub struct Region {
     pub leader_store: Option<u64>,
     /// Every store holding a replica, in peer order.
     pub stores: Vec<u64>,
-    /// Approximate keys, as the leader last reported (real TiKV reports it; the lab's stores
-    /// report 0 until they split regions by size, so the tables leave it out).
+    /// Approximate keys (MVCC versions), as the leader last reported.
     pub approximate_keys: u64,
+    /// Approximate size in MiB, as PD prints it (at least 1).
+    pub approximate_mib: u64,
+    /// The region epoch: `conf_ver` rises with each membership change, `version` with each
+    /// split or merge. A client whose cached epoch is older gets `EpochNotMatch`.
+    pub epoch: (u64, u64),
+}
+
+impl Region {
+    /// Whether the region holds the key whose encoding (PD's form) is `encoded`.
+    pub fn holds(&self, encoded: &[u8]) -> bool {
+        let start = keyspace::unhex(&self.start_key).unwrap_or_default();
+        let end = keyspace::unhex(&self.end_key).unwrap_or_default();
+        start.as_slice() <= encoded && (end.is_empty() || encoded < end.as_slice())
+    }
+
+    /// The start boundary in words (`(start of the key space)`, `table user`, …).
+    pub fn start_meaning(&self) -> String {
+        bound_meaning(&self.start_key, "(start of the key space)")
+    }
+
+    /// The end boundary in words.
+    pub fn end_meaning(&self) -> String {
+        bound_meaning(&self.end_key, "(end of the key space)")
+    }
+
+    /// The stores holding a replica that does not lead.
+    pub fn followers(&self) -> Vec<u64> {
+        self.stores
+            .iter()
+            .copied()
+            .filter(|s| Some(*s) != self.leader_store)
+            .collect()
+    }
+}
+
+/// A region boundary (hex of an encoded key) as SurrealDB's key layout names it.
+pub fn bound_meaning(hex: &str, empty: &str) -> String {
+    use crate::experiments::key_meaning::{KeyMeaning, decode_key};
+    if hex.is_empty() {
+        return empty.to_string();
+    }
+    let Some(raw) = keyspace::unhex(hex).and_then(|k| keyspace::decode_bytes(&k)) else {
+        return format!("key {hex}");
+    };
+    match decode_key(&raw.escape_ascii().to_string()) {
+        // A table's record prefix (`…*user\0*` with no id): where the table's records begin.
+        KeyMeaning::Record { table, record } if record == format!("{table}:") => {
+            format!("table `{table}` (its first record)")
+        }
+        meaning => meaning.to_string(),
+    }
 }
 
 /// One store as PD sees it.
@@ -71,18 +121,28 @@ impl Placement {
             .and_then(|r| r.leader_store)
     }
 
-    /// Regions: region, start_key, end_key, leader_store, stores ("1,2,3"), replicas.
+    /// The region holding the key whose encoding is `encoded`.
+    pub fn region_holding(&self, encoded: &[u8]) -> Option<&Region> {
+        self.regions.iter().find(|r| r.holds(encoded))
+    }
+
+    /// Regions: region, start and end (decoded: which table or record each boundary is),
+    /// version (the epoch's split count), leader_store, stores ("1,2,3"), replicas, keys, MiB.
     pub fn regions_frame(&self) -> Result<DataFrame, LabError> {
         let r = &self.regions;
         frame(vec![
             Column::new("region".into(), r.iter().map(|r| r.id).collect::<Vec<_>>()),
             Column::new(
-                "start_key".into(),
-                r.iter().map(|r| r.start_key.clone()).collect::<Vec<_>>(),
+                "start".into(),
+                r.iter().map(Region::start_meaning).collect::<Vec<_>>(),
             ),
             Column::new(
-                "end_key".into(),
-                r.iter().map(|r| r.end_key.clone()).collect::<Vec<_>>(),
+                "end".into(),
+                r.iter().map(Region::end_meaning).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "version".into(),
+                r.iter().map(|r| r.epoch.1).collect::<Vec<_>>(),
             ),
             Column::new(
                 "leader_store".into(),
@@ -100,6 +160,14 @@ impl Placement {
             Column::new(
                 "replicas".into(),
                 r.iter().map(|r| r.stores.len() as u64).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "keys".into(),
+                r.iter().map(|r| r.approximate_keys).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "MiB".into(),
+                r.iter().map(|r| r.approximate_mib).collect::<Vec<_>>(),
             ),
         ])
     }
@@ -159,6 +227,11 @@ pub(crate) fn parse(regions: &Value, stores: &Value) -> Placement {
                 .map(|p| u64_at(p, &["store_id"]))
                 .collect(),
             approximate_keys: u64_at(r, &["approximate_keys"]),
+            approximate_mib: u64_at(r, &["approximate_size"]),
+            epoch: (
+                u64_at(r, &["epoch", "conf_ver"]),
+                u64_at(r, &["epoch", "version"]),
+            ),
         })
         .collect();
     let stores = list(stores, "stores")
@@ -197,6 +270,33 @@ pub(crate) async fn fetch(pd: SocketAddr, timeout: Duration) -> Result<Placement
         &page("/pd/api/v1/regions").await?,
         &page("/pd/api/v1/stores").await?,
     ))
+}
+
+/// Asks the PD at `pd` to split regions at the given encoded keys (real PD's
+/// `POST /pd/api/v1/regions/split`); returns the ids of the regions that resulted.
+pub(crate) async fn split(
+    pd: SocketAddr,
+    encoded_keys: &[Vec<u8>],
+    timeout: Duration,
+) -> Result<Vec<u64>, LabError> {
+    let keys: Vec<String> = encoded_keys.iter().map(|k| keyspace::hex(k)).collect();
+    let body = serde_json::json!({ "split_keys": keys }).to_string();
+    let refused = |reason: String| LabError::StorageUnavailable {
+        mode: "shared".into(),
+        reason: format!("PD at {pd} did not split: {reason}"),
+        fix: "check `cluster.regions()` for a region with a leader, then split again".into(),
+    };
+    let (status, body) = client::http_post(pd, "/pd/api/v1/regions/split", body, timeout)
+        .await
+        .map_err(refused)?;
+    if status != 200 {
+        return Err(refused(format!("HTTP {status}: {body}")));
+    }
+    let v: Value = serde_json::from_str(&body).map_err(|e| refused(e.to_string()))?;
+    Ok(v["regions-id"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -242,13 +342,52 @@ mod tests {
             names,
             [
                 "region",
-                "start_key",
-                "end_key",
+                "start",
+                "end",
+                "version",
                 "leader_store",
                 "stores",
-                "replicas"
+                "replicas",
+                "keys",
+                "MiB"
             ]
         );
         assert_eq!(p.stores_frame().unwrap().height(), 1);
+        assert_eq!(p.regions[0].epoch, (5, 2));
+        assert_eq!(p.regions[0].followers(), [1, 5]);
+    }
+
+    #[test]
+    fn region_bounds_read_as_tables_and_records() {
+        let user = keyspace::encode_bytes(&keyspace::table_prefix(1, 0, "user"));
+        let ada =
+            keyspace::encode_bytes(&keyspace::RecordName::parse("user:ada").unwrap().key(1, 0));
+        let region = Region {
+            id: 1000,
+            start_key: String::new(),
+            end_key: keyspace::hex(&user),
+            leader_store: Some(2),
+            stores: vec![1, 2, 3],
+            approximate_keys: 0,
+            approximate_mib: 1,
+            epoch: (1, 2),
+        };
+        assert_eq!(region.start_meaning(), "(start of the key space)");
+        assert_eq!(region.end_meaning(), "table `user` (its first record)");
+        assert!(!region.holds(&ada), "user:ada is after the boundary");
+        assert!(region.holds(&keyspace::encode_bytes(b"/!nslab\0")));
+        let p = Placement {
+            regions: vec![
+                region.clone(),
+                Region {
+                    id: 2,
+                    start_key: keyspace::hex(&user),
+                    end_key: String::new(),
+                    ..region
+                },
+            ],
+            stores: vec![],
+        };
+        assert_eq!(p.region_holding(&ada).unwrap().id, 2);
     }
 }

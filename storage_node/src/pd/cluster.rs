@@ -187,35 +187,44 @@ impl PdCluster {
                     have_term: have.term,
                 });
             }
-            let old_start = have.region.start_key.clone();
-            state.by_start.remove(&old_start);
         }
-        // Regions this one now covers (a split's parent seen before its children…) give way.
-        let (start, end) = (&report.region.start_key, &report.region.end_key);
-        let overlapped: Vec<u64> = state
-            .regions
-            .values()
-            .filter(|r| r.region.id != id && overlaps(&r.region, start, end))
-            .map(|r| r.region.id)
-            .collect();
-        for other in overlapped {
-            if let Some(r) = state.regions.remove(&other) {
-                state.by_start.remove(&r.region.start_key);
-            }
-        }
-        state.by_start.insert(start.clone(), id);
-        state.regions.insert(
-            id,
-            RegionInfo {
-                region: report.region,
-                leader: Some(report.leader),
-                term: report.term,
-                approximate_keys: report.approximate_keys,
-                approximate_size: report.approximate_size,
-                updated: Instant::now(),
-            },
+        put_region(
+            &mut state,
+            report.region,
+            Some(report.leader),
+            report.term,
+            report.approximate_keys,
+            report.approximate_size,
         );
         Ok(())
+    }
+
+    /// Ids for a split of `region` (`AskBatchSplit`): a new region id, and one new peer id
+    /// per replica, in the order of `region.peers`.
+    pub fn ask_split(&self, region: &metapb::Region) -> std::io::Result<(u64, Vec<u64>)> {
+        let id = self.alloc_id()?;
+        let peers = region
+            .peers
+            .iter()
+            .map(|_| self.alloc_id())
+            .collect::<std::io::Result<_>>()?;
+        Ok((id, peers))
+    }
+
+    /// The regions a split produced (`ReportBatchSplit`), before their leaders report: each
+    /// replaces what it overlaps, so no key is left without a region meanwhile. The parent
+    /// keeps its leader; a new region has none until its first heartbeat (a client asking in
+    /// between backs off and asks again).
+    pub fn report_split(&self, regions: Vec<metapb::Region>) {
+        for region in regions {
+            let mut state = self.write();
+            let (leader, term) = match state.regions.get(&region.id) {
+                Some(have) if epoch(&have.region) >= epoch(&region) => continue,
+                Some(have) => (have.leader, have.term),
+                None => (None, 0),
+            };
+            put_region(&mut state, region, leader, term, 0, 0);
+        }
     }
 
     /// Records the cluster's first region as its stores created it, before any leader is
@@ -270,6 +279,47 @@ impl PdCluster {
             .filter_map(|id| state.regions.get(id).cloned())
             .collect()
     }
+}
+
+/// Stores `region` (replacing its older self and any region it overlaps).
+fn put_region(
+    state: &mut State,
+    region: metapb::Region,
+    leader: Option<metapb::Peer>,
+    term: u64,
+    approximate_keys: u64,
+    approximate_size: u64,
+) {
+    let id = region.id;
+    if let Some(have) = state.regions.get(&id) {
+        let old_start = have.region.start_key.clone();
+        state.by_start.remove(&old_start);
+    }
+    // Regions this one now covers (a split's parent seen before its children…) give way.
+    let (start, end) = (&region.start_key, &region.end_key);
+    let overlapped: Vec<u64> = state
+        .regions
+        .values()
+        .filter(|r| r.region.id != id && overlaps(&r.region, start, end))
+        .map(|r| r.region.id)
+        .collect();
+    for other in overlapped {
+        if let Some(r) = state.regions.remove(&other) {
+            state.by_start.remove(&r.region.start_key);
+        }
+    }
+    state.by_start.insert(start.clone(), id);
+    state.regions.insert(
+        id,
+        RegionInfo {
+            region,
+            leader,
+            term,
+            approximate_keys,
+            approximate_size,
+            updated: Instant::now(),
+        },
+    );
 }
 
 fn overlaps(r: &metapb::Region, start: &[u8], end: &[u8]) -> bool {

@@ -11,18 +11,20 @@
 //! - [`peer`]: one region's peer — its queue of writes, its one batch in flight, its reads.
 //! - [`store`]: the store thread that ticks the peers, executes writes on leaders, persists
 //!   every peer's log in one fsync, and applies what Raft committed.
+//! - [`split`]: regions by key range, and how a region that grew splits in two.
 //! - [`transport`] and [`grpc`]: how Raft messages reach the other stores of a region (TiKV's
 //!   `Raft` gRPC stream between store processes).
 //!
-//! Today a store holds one region with one peer: a Raft group of one, so an entry commits as
-//! soon as it is durable on this store. It is the same code path a replicated region uses
-//! (propose → persist → commit → apply), only with a quorum of one.
+//! A store holds a peer of each of its regions. The one-store tier is the same code with
+//! groups of one: an entry commits as soon as it is durable on this store, by the same path a
+//! replicated region uses (propose → persist → commit → apply), only with a quorum of one.
 
 pub mod command;
 pub mod grpc;
 pub mod log_file;
 pub mod peer;
 pub mod peer_storage;
+pub mod split;
 pub mod store;
 pub mod transport;
 
@@ -81,6 +83,10 @@ pub struct RaftConfig {
     /// Ticks between a leader's region heartbeats to PD (besides the one it sends the moment
     /// it becomes leader, which is what lets clients find it after a failover).
     pub pd_heartbeat_ticks: usize,
+    /// Ticks between checks of whether a led region outgrew [`RaftConfig::split`].
+    pub split_check_ticks: usize,
+    /// When a region splits by itself.
+    pub split: split::SplitPolicy,
 }
 
 impl Default for RaftConfig {
@@ -94,6 +100,8 @@ impl Default for RaftConfig {
             log_segment_bytes: log_file::SEGMENT_BYTES,
             check_quorum: true,
             pd_heartbeat_ticks: 20,
+            split_check_ticks: 20,
+            split: split::SplitPolicy::default(),
         }
     }
 }
@@ -124,6 +132,9 @@ pub enum RegionError {
     /// leader's: its outcome is unknown and the client retries it.
     #[error("stale command: the proposal was not committed in time or was superseded")]
     StaleCommand,
+    /// The request cannot be done as asked (a split at a bad key …); the message says why.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RegionError {
@@ -146,6 +157,7 @@ impl RegionError {
                 })
             }
             RegionError::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
+            RegionError::Refused(_) => {}
             RegionError::EpochNotMatch { current } => {
                 e.epoch_not_match = Some(errorpb::EpochNotMatch {
                     current_regions: current.clone(),

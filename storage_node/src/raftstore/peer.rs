@@ -15,6 +15,8 @@ use raft::{RawNode, StateRole};
 
 use super::RegionError;
 use super::peer_storage::PeerStorage;
+use super::split::RegionSize;
+use crate::proto::metapb;
 use crate::txn::scheduler::{Executed, Task};
 
 /// Answers a read-index request: `Ok` once the read may be served from the local engine.
@@ -28,6 +30,19 @@ struct Inflight {
     /// the entry's fate before running the next batch.
     executed: Option<Executed>,
     deadline: Instant,
+}
+
+/// Answers a split request: the regions it produced, or why it did not happen.
+pub type SplitCallback = tokio::sync::oneshot::Sender<Result<Vec<metapb::Region>, RegionError>>;
+
+/// A split this leader proposed and waits to see applied.
+pub struct PendingSplit {
+    /// Its entry.
+    pub index: u64,
+    /// The term it was proposed in.
+    pub term: u64,
+    /// Who asked (none for an automatic split).
+    pub done: Option<SplitCallback>,
 }
 
 /// Reads that share one read-index request.
@@ -61,6 +76,14 @@ pub struct Peer {
     /// up to it: entries applied after it could still need a replay).
     pub durable_applied: u64,
     was_leader: bool,
+    /// A split waiting to be proposed (at this encoded key) once no batch is in flight.
+    pub split_wanted: Option<(Vec<u8>, Option<SplitCallback>)>,
+    /// The split proposed and not yet applied: writes wait for it (their region changes).
+    pub pending_split: Option<PendingSplit>,
+    /// Write records applied since the region was last measured.
+    pub written_since_measure: u64,
+    /// The region's size when last measured (`None` before the first measure).
+    pub size: Option<RegionSize>,
 }
 
 impl Peer {
@@ -80,6 +103,10 @@ impl Peer {
             durable_applied: applied,
             max_ts_synced_term: 0,
             was_leader: false,
+            split_wanted: None,
+            pending_split: None,
+            written_since_measure: 0,
+            size: None,
         }
     }
 
@@ -128,7 +155,26 @@ impl Peer {
 
     /// Whether queued writes could run now.
     pub fn can_execute(&self) -> bool {
-        !self.queued.is_empty() && self.inflight.is_none() && self.is_ready_leader()
+        !self.queued.is_empty()
+            && self.inflight.is_none()
+            && self.pending_split.is_none()
+            && self.is_ready_leader()
+    }
+
+    /// Whether a wanted split may be proposed now: no batch in flight (its writes were
+    /// executed against the region as it is), no other split pending.
+    pub fn can_split(&self) -> bool {
+        self.split_wanted.is_some()
+            && self.inflight.is_none()
+            && self.pending_split.is_none()
+            && self.is_ready_leader()
+    }
+
+    /// Rejects every queued write with `err` (the region changed under them).
+    pub fn reject_queued(&mut self, err: RegionError) {
+        for (task, _, _) in self.queued.drain(..) {
+            task.reject(err.clone().into());
+        }
     }
 
     /// Takes up to `max` queued writes to run as one batch, if this peer may run them now.
@@ -275,6 +321,21 @@ impl Peer {
                     let _ = done.send(Err(err.clone()));
                 }
             }
+            if let Some((_, Some(done))) = self.split_wanted.take() {
+                let _ = done.send(Err(err.clone()));
+            }
+            if let Some(done) = self.pending_split.as_mut().and_then(|s| s.done.take()) {
+                // It may still apply under the new leader: its outcome is unknown here.
+                let _ = done.send(Err(RegionError::StaleCommand));
+            }
+        }
+        if self
+            .pending_split
+            .as_ref()
+            .is_some_and(|s| self.is_ready_leader() && s.term < self.raw.raft.term)
+        {
+            // Leading a later term with its first entry applied: the old proposal is not coming.
+            self.pending_split = None;
         }
         self.was_leader = leader;
         if self.is_ready_leader()

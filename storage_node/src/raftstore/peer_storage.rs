@@ -41,6 +41,12 @@ const CONF_STATE: u8 = b'c';
 const TRUNCATED: u8 = b't';
 const REGION: u8 = b'r';
 
+/// Where a region created by a split starts its log (TiKV's `RAFT_INIT_LOG_INDEX`): above
+/// zero, so its peers can tell its first state from an empty one.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+/// The term of that starting point (TiKV's `RAFT_INIT_LOG_TERM`).
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+
 fn state_key(region_id: u64, tag: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&region_id.to_be_bytes());
@@ -128,6 +134,49 @@ impl PeerStorage {
             truncated: (0, 0),
             entries: VecDeque::new(),
         }
+    }
+
+    /// A peer of a region just created by a split: its log starts at [`RAFT_INIT_LOG_INDEX`]
+    /// (as TiKV's does), so every peer of the new region starts from the same state, and its
+    /// data is what this store's engine already holds for the range.
+    pub fn for_split(region: metapb::Region, engine: Arc<Engine>) -> PeerStorage {
+        let mut s = Self::bootstrap(region, engine);
+        let init = (RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM);
+        s.truncated = init;
+        s.applied = init;
+        s.hard_state.term = RAFT_INIT_LOG_TERM;
+        s.hard_state.commit = RAFT_INIT_LOG_INDEX;
+        s.persisted_vote = (s.hard_state.term, s.hard_state.vote);
+        s
+    }
+
+    /// The ids of every region this store holds state for (its peers, found at start-up).
+    pub fn persisted_regions(engine: &Engine) -> Result<Vec<u64>, PeerStorageError> {
+        let txn = engine.db().begin_read()?;
+        let state = match txn.open_table(RAFT_STATE_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids = Vec::new();
+        for row in redb::ReadableTable::iter(&state)? {
+            let (k, _) = row?;
+            let k = k.value();
+            if k.len() == 9 && k[8] == REGION {
+                ids.push(u64::from_be_bytes(k[..8].try_into().unwrap_or_default()));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Replaces the region's range, epoch and peers (a split applied), durably with `t`.
+    pub fn set_region(
+        &mut self,
+        region: metapb::Region,
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        self.region = region;
+        self.put_state(t, REGION, &self.region.encode_to_vec())
     }
 
     /// Writes the whole state (used right after [`bootstrap`](Self::bootstrap)).
@@ -419,7 +468,7 @@ impl raft::Storage for PeerStorage {
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         // Called on the store thread, where applies happen: the engine is exactly at
         // `applied`, so its data and that index describe the same state.
-        let data = region_data(&self.engine)
+        let data = region_data(&self.engine, &self.region)
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
         let mut snap = Snapshot {
             data: data.encode().into(),
@@ -433,13 +482,32 @@ impl raft::Storage for PeerStorage {
     }
 }
 
-/// The region's data as puts: every lock and write record, and the GC safe point. (A store
-/// holds one region today, so that is the whole engine; per-range snapshots come with splits.)
-fn region_data(engine: &Engine) -> Result<WriteBatch, PeerStorageError> {
+/// The region's data as puts: every lock and write record in its range, and the GC safe
+/// point. Locks are keyed by raw key, write records by encoded key: each table is ranged by
+/// the region's bounds in its own form.
+fn region_data(engine: &Engine, region: &metapb::Region) -> Result<WriteBatch, PeerStorageError> {
     let txn = engine.db().begin_read()?;
     let mut batch = WriteBatch::default();
-    for (cf, table) in [(Cf::Lock, LOCK_TABLE), (Cf::Write, WRITE_TABLE)] {
-        for row in redb::ReadableTable::iter(&txn.open_table(table)?)? {
+    let raw = (
+        super::split::raw_bound(&region.start_key),
+        super::split::raw_bound(&region.end_key),
+    );
+    let encoded = (region.start_key.clone(), region.end_key.clone());
+    for (cf, table, (lo, hi)) in [
+        (Cf::Lock, LOCK_TABLE, raw),
+        (Cf::Write, WRITE_TABLE, encoded),
+    ] {
+        let upper = if hi.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(hi.as_slice())
+        };
+        let table = txn.open_table(table)?;
+        let rows = redb::ReadableTable::range::<&[u8]>(
+            &table,
+            (std::ops::Bound::Included(lo.as_slice()), upper),
+        )?;
+        for row in rows {
             let (k, v) = row?;
             batch.ops.push(Op::Put {
                 cf,

@@ -24,10 +24,11 @@ use raft::eraftpb::{Entry, EntryType};
 use raft::{RawNode, ReadOnlyOption};
 use redb::{Durability, ReadableDatabase};
 
-use super::command::{EngineTables, WriteBatch};
+use super::command::{Cf, EngineTables, Op, WriteBatch};
 use super::log_file::RaftLogFile;
-use super::peer::{Peer, ReadCallback};
+use super::peer::{Peer, PendingSplit, ReadCallback, SplitCallback};
 use super::peer_storage::{PeerStorage, PeerStorageError, RaftTables};
+use super::split::{self, SPLIT_CONTEXT};
 use super::transport::{NoTransport, RaftMessage, Transport};
 use super::{RaftConfig, RegionError};
 use crate::concurrency::ConcurrencyManager;
@@ -53,8 +54,16 @@ pub fn applied_key(region_id: u64) -> String {
     format!("raft_applied_index/{region_id}")
 }
 
-/// Where a store sends its region heartbeats (PD in this process, or a stream to PD).
-pub type Reporter = Box<dyn Fn(RegionReport) + Send>;
+/// What the store thread asks of PD (PD in this process, or PD over gRPC).
+pub trait PdLink: Send {
+    /// A region heartbeat. Must not block: the store thread sends it between rounds.
+    fn report(&self, report: RegionReport);
+    /// A new region id and one new peer id per replica of `region`, for a split
+    /// (`AskBatchSplit`). May block briefly: splits are rare.
+    fn ask_split(&self, region: &metapb::Region) -> Result<(u64, Vec<u64>), String>;
+    /// The regions a split produced (`ReportBatchSplit`). Must not block.
+    fn report_split(&self, regions: Vec<metapb::Region>);
+}
 
 /// What a store is and which regions it starts with.
 pub struct StoreSetup {
@@ -64,8 +73,9 @@ pub struct StoreSetup {
     pub bootstrap: Vec<metapb::Region>,
     /// The network to the other stores.
     pub transport: Box<dyn Transport>,
-    /// Region heartbeats for PD; none in tests that run without PD.
-    pub reporter: Option<Reporter>,
+    /// Heartbeats to PD and ids for splits; none in tests that run without PD (their regions
+    /// never split).
+    pub pd: Option<Box<dyn PdLink>>,
 }
 
 /// The peer ids of the first region when `stores` stores bootstrap it together: store `k`
@@ -148,6 +158,12 @@ enum StoreMsg {
         region_id: u64,
         done: mpsc::Sender<()>,
     },
+    Split {
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        key: Vec<u8>,
+        done: SplitCallback,
+    },
     Stop,
 }
 
@@ -173,7 +189,7 @@ impl RaftStore {
             store_id: STORE_ID,
             bootstrap: vec![first_region(&[(FIRST_PEER_ID, STORE_ID)])],
             transport: Box::new(NoTransport),
-            reporter: None,
+            pd: None,
         };
         Self::start_with(engine, cm, lock_manager, config, setup)
     }
@@ -192,62 +208,35 @@ impl RaftStore {
         let (log, mut recovered) = RaftLogFile::open(&log_dir, config.log_segment_bytes)
             .map_err(|e| EngineError::Redb(format!("raft log {}: {e}", log_dir.display())))?;
         let mut peers = BTreeMap::new();
-        for region in setup.bootstrap {
-            let region_id = region.id;
-            let loaded = PeerStorage::load(&engine, region_id, &mut recovered).map_err(err)?;
-            let mut storage = match loaded {
-                Some(s) => s,
-                None => {
-                    let s = PeerStorage::bootstrap(region, engine.clone());
-                    let txn = engine.db().begin_write()?;
-                    {
-                        let mut t = RaftTables::open(&txn)?;
-                        s.persist_all(&mut t).map_err(err)?;
-                    }
-                    txn.commit()?;
-                    s
+        // Every region this store already holds (splits made more than it was bootstrapped
+        // with); a fresh engine starts with the bootstrap regions.
+        let mut storages = Vec::new();
+        for region_id in PeerStorage::persisted_regions(&engine).map_err(err)? {
+            match PeerStorage::load(&engine, region_id, &mut recovered).map_err(err)? {
+                Some(s) => storages.push(s),
+                None => tracing::warn!(region = region_id, "region record without Raft state"),
+            }
+        }
+        if storages.is_empty() {
+            for region in setup.bootstrap {
+                let s = PeerStorage::bootstrap(region, engine.clone());
+                let txn = engine.db().begin_write()?;
+                {
+                    let mut t = RaftTables::open(&txn)?;
+                    s.persist_all(&mut t).map_err(err)?;
                 }
-            };
-            let Some(me) = storage
-                .region()
-                .peers
-                .iter()
-                .find(|p| p.store_id == setup.store_id)
-                .map(|p| p.id)
-            else {
-                return Err(EngineError::Redb(format!(
-                    "region {region_id} has no peer on store {}",
-                    setup.store_id
-                )));
-            };
+                txn.commit()?;
+                storages.push(s);
+            }
+        }
+        for mut storage in storages {
+            let region_id = storage.region_id();
             let applied = read_applied(&engine, region_id)?;
             storage.raise_commit(applied);
             let applied_term = raft::Storage::term(&storage, applied).unwrap_or(0);
             storage.set_applied(applied, applied_term);
-            let raft_config = raft::Config {
-                id: me,
-                election_tick: config.election_ticks,
-                heartbeat_tick: config.heartbeat_ticks,
-                applied,
-                max_size_per_msg: 1024 * 1024,
-                max_inflight_msgs: 256,
-                // A leader that loses touch with a quorum steps down, and a peer that hears
-                // from a leader ignores vote requests meanwhile; pre-vote keeps a partitioned
-                // peer from disrupting the group when it returns.
-                check_quorum: config.check_quorum,
-                pre_vote: true,
-                read_only_option: ReadOnlyOption::Safe,
-                ..Default::default()
-            };
-            let logger = slog::Logger::root(slog::Discard, slog::o!());
-            let single = storage.voters() == [me];
-            let mut raw = RawNode::new(&raft_config, storage, &logger)
-                .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
-            if single {
-                raw.campaign()
-                    .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
-            }
-            peers.insert(region_id, Peer::new(me, raw, applied));
+            let peer = open_peer(storage, setup.store_id, &config, applied)?;
+            peers.insert(region_id, peer);
         }
         let regions = Arc::new(RwLock::new(
             peers
@@ -257,6 +246,7 @@ impl RaftStore {
         ));
         let (tx, rx) = mpsc::channel();
         let mut thread = StoreThread {
+            regions: regions.clone(),
             engine,
             cm,
             lock_manager,
@@ -267,7 +257,7 @@ impl RaftStore {
             log,
             last_durable: Instant::now(),
             transport: setup.transport,
-            reporter: setup.reporter,
+            pd: setup.pd,
             ticks: 0,
             waiting_ready: Vec::new(),
         };
@@ -291,19 +281,55 @@ impl RaftStore {
             .cloned()
     }
 
-    /// The region of this store whose range holds `key` (the first region when none does, so
-    /// a request for a key this store does not hold is answered by that region's checks).
+    /// The region of this store whose range holds the raw user key `key` (regions are ranges
+    /// of encoded keys); the first region when none does, so a request for a key this store
+    /// does not hold is answered by that region's checks.
     pub fn region_of(&self, key: &[u8]) -> u64 {
+        let encoded = crate::mvcc::keys::encode_bytes(key);
+        let regions = self.regions.read().unwrap_or_else(|p| p.into_inner());
+        regions
+            .values()
+            .find(|r| split::contains(r, &encoded))
+            .or_else(|| regions.values().next())
+            .map(|r| r.id)
+            .unwrap_or(FIRST_REGION_ID)
+    }
+
+    /// The region of this store holding the keys just below the raw key `upper` (where a
+    /// reverse scan that stops before `upper` starts).
+    pub fn region_before(&self, upper: &[u8]) -> u64 {
+        let encoded = crate::mvcc::keys::encode_bytes(upper);
         let regions = self.regions.read().unwrap_or_else(|p| p.into_inner());
         regions
             .values()
             .find(|r| {
-                r.start_key.as_slice() <= key
-                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
+                r.start_key.as_slice() < encoded.as_slice()
+                    && (r.end_key.is_empty() || encoded.as_slice() <= r.end_key.as_slice())
             })
             .or_else(|| regions.values().next())
             .map(|r| r.id)
             .unwrap_or(FIRST_REGION_ID)
+    }
+
+    /// Splits `region_id` (which must lead here, at `epoch` if given) at the raw user key
+    /// `key`; answers with the two regions once the split is applied here.
+    pub async fn split(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        key: &[u8],
+    ) -> Result<Vec<metapb::Region>, RegionError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let key = crate::mvcc::keys::encode_bytes(key);
+        self.tx
+            .send(StoreMsg::Split {
+                region_id,
+                epoch,
+                key,
+                done,
+            })
+            .map_err(|_| RegionError::RegionNotFound(region_id))?;
+        rx.await.unwrap_or(Err(RegionError::StaleCommand))
     }
 
     /// Every region this store holds a peer of.
@@ -373,6 +399,52 @@ impl Drop for RaftStore {
     }
 }
 
+/// Starts the Raft node of this store's peer of `storage`'s region. A group of one elects
+/// itself at once.
+fn open_peer(
+    storage: PeerStorage,
+    store_id: u64,
+    config: &RaftConfig,
+    applied: u64,
+) -> Result<Peer, EngineError> {
+    let region_id = storage.region_id();
+    let Some(me) = storage
+        .region()
+        .peers
+        .iter()
+        .find(|p| p.store_id == store_id)
+        .map(|p| p.id)
+    else {
+        return Err(EngineError::Redb(format!(
+            "region {region_id} has no peer on store {store_id}"
+        )));
+    };
+    let raft_config = raft::Config {
+        id: me,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        // A leader that loses touch with a quorum steps down, and a peer that hears from a
+        // leader ignores vote requests meanwhile; pre-vote keeps a partitioned peer from
+        // disrupting the group when it returns.
+        check_quorum: config.check_quorum,
+        pre_vote: true,
+        read_only_option: ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let single = storage.voters() == [me];
+    let mut raw = RawNode::new(&raft_config, storage, &logger)
+        .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
+    if single {
+        raw.campaign()
+            .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
+    }
+    Ok(Peer::new(me, raw, applied))
+}
+
 fn read_applied(engine: &Engine, region_id: u64) -> Result<u64, EngineError> {
     let txn = engine.db().begin_read()?;
     let meta = txn.open_table(META_TABLE)?;
@@ -383,6 +455,8 @@ fn read_applied(engine: &Engine, region_id: u64) -> Result<u64, EngineError> {
 }
 
 struct StoreThread {
+    /// The regions as [`RaftStore`] shows them to request checks.
+    regions: Arc<RwLock<BTreeMap<u64, metapb::Region>>>,
     engine: Arc<Engine>,
     cm: Arc<ConcurrencyManager>,
     lock_manager: Arc<LockManager>,
@@ -395,7 +469,7 @@ struct StoreThread {
     /// When applies were last made durable (see [`StoreThread::apply`]).
     last_durable: Instant,
     transport: Box<dyn Transport>,
-    reporter: Option<Reporter>,
+    pd: Option<Box<dyn PdLink>>,
     /// Ticks since start (paces the region heartbeats).
     ticks: usize,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
@@ -446,6 +520,12 @@ impl StoreThread {
                         self.report(region_id);
                     }
                 }
+                if self
+                    .ticks
+                    .is_multiple_of(self.config.split_check_ticks.max(1))
+                {
+                    self.check_splits();
+                }
                 next_tick = now + self.config.tick;
             }
             self.round(now);
@@ -478,6 +558,40 @@ impl StoreThread {
                 }
             },
             StoreMsg::WhenReady { region_id, done } => self.waiting_ready.push((region_id, done)),
+            StoreMsg::Split {
+                region_id,
+                epoch,
+                key,
+                done,
+            } => match self.peers.get_mut(&region_id) {
+                None => {
+                    let _ = done.send(Err(RegionError::RegionNotFound(region_id)));
+                }
+                Some(p) if !p.is_leader() => {
+                    let _ = done.send(Err(p.not_leader()));
+                }
+                Some(p) => {
+                    let region = p.raw.store().region().clone();
+                    if epoch.is_some_and(|e| Some(e) != region.region_epoch) {
+                        let _ = done.send(Err(RegionError::EpochNotMatch {
+                            current: vec![region],
+                        }));
+                    } else if key == region.start_key {
+                        // Already a boundary: nothing to do (TiKV answers the same way).
+                        let _ = done.send(Ok(vec![region]));
+                    } else if !split::contains(&region, &key) {
+                        let _ = done.send(Err(RegionError::Refused(format!(
+                            "the split key lies outside region {region_id}; split the region that holds it"
+                        ))));
+                    } else if p.split_wanted.is_some() || p.pending_split.is_some() {
+                        let _ = done.send(Err(RegionError::Refused(format!(
+                            "region {region_id} is already splitting; retry when it is done"
+                        ))));
+                    } else {
+                        p.split_wanted = Some((key, Some(done)));
+                    }
+                }
+            },
             StoreMsg::Raft(m) => match self.peers.get_mut(&m.region_id) {
                 Some(p) if m.to.id == p.peer_id => {
                     // raft-rs rejects what it must (stale terms, unknown peers) itself.
@@ -524,6 +638,9 @@ impl StoreThread {
                     scheduler::execute_batch(&self.engine, &self.cm, &self.lock_manager, tasks)
             {
                 p.propose(executed, now + self.config.request_timeout);
+            }
+            if p.can_split() {
+                Self::propose_split(p, self.pd.as_deref());
             }
             p.send_reads();
         }
@@ -681,20 +798,151 @@ impl StoreThread {
 
     /// Sends PD a heartbeat for `region_id`, which this store's peer leads.
     fn report(&self, region_id: u64) {
-        let (Some(reporter), Some(p)) = (&self.reporter, self.peers.get(&region_id)) else {
+        let (Some(pd), Some(p)) = (&self.pd, self.peers.get(&region_id)) else {
             return;
         };
         let region = p.raw.store().region().clone();
         let Some(leader) = region.peers.iter().find(|x| x.id == p.peer_id).cloned() else {
             return;
         };
-        reporter(RegionReport {
+        let size = p.size.clone().unwrap_or_default();
+        pd.report(RegionReport {
             region,
             leader,
             term: p.raw.raft.term,
-            approximate_keys: 0,
-            approximate_size: 0,
+            approximate_keys: size.keys,
+            approximate_size: size.bytes,
         });
+    }
+
+    /// Measures the regions led here that took writes since their last measure, and marks a
+    /// split for each that outgrew the policy (at its middle key).
+    fn check_splits(&mut self) {
+        let policy = self.config.split;
+        // Measuring is a scan of the region's write records: only when enough changed.
+        let step = (policy.max_keys / 8).max(1);
+        for p in self.peers.values_mut() {
+            if !p.is_ready_leader() || (p.size.is_some() && p.written_since_measure < step) {
+                continue;
+            }
+            let region = p.raw.store().region().clone();
+            let size = match split::measure(&self.engine, &region) {
+                Ok(size) => size,
+                Err(e) => {
+                    tracing::warn!(region = p.region_id, "cannot measure the region: {e}");
+                    continue;
+                }
+            };
+            p.written_since_measure = 0;
+            let outgrown = size.keys > policy.max_keys || size.bytes > policy.max_bytes;
+            if outgrown
+                && self.pd.is_some()
+                && p.split_wanted.is_none()
+                && p.pending_split.is_none()
+                && let Some(key) = split::middle_key(&self.engine, &region, size.keys)
+            {
+                tracing::info!(
+                    region = p.region_id,
+                    keys = size.keys,
+                    bytes = size.bytes,
+                    "region outgrew the split policy; splitting at its middle key"
+                );
+                p.split_wanted = Some((key, None));
+            }
+            p.size = Some(size);
+        }
+    }
+
+    /// Asks PD for the new region's ids and proposes the split `p` wants.
+    fn propose_split(p: &mut Peer, pd: Option<&dyn PdLink>) {
+        let Some((key, done)) = p.split_wanted.take() else {
+            return;
+        };
+        let fail = |done: Option<SplitCallback>, e: RegionError| {
+            tracing::warn!(region = p.region_id, "split not proposed: {e}");
+            if let Some(done) = done {
+                let _ = done.send(Err(e));
+            }
+        };
+        let Some(pd) = pd else {
+            return fail(
+                done,
+                RegionError::Refused("no PD to allocate the new region's ids".into()),
+            );
+        };
+        let region = p.raw.store().region().clone();
+        let regions = match pd.ask_split(&region).and_then(|(id, peers)| {
+            split::split_regions(&region, &key, id, &peers).map_err(|e| e.to_string())
+        }) {
+            Ok(r) => r,
+            Err(e) => return fail(done, RegionError::Refused(e)),
+        };
+        let before = p.raw.raft.raft_log.last_index();
+        if p.raw
+            .propose(SPLIT_CONTEXT.to_vec(), split::encode(&regions))
+            .is_err()
+            || p.raw.raft.raft_log.last_index() == before
+        {
+            let err = p.not_leader();
+            return fail(done, err);
+        }
+        p.pending_split = Some(PendingSplit {
+            index: p.raw.raft.raft_log.last_index(),
+            term: p.raw.raft.term,
+            done,
+        });
+    }
+
+    /// Makes a split that was just applied (durably) take effect on this store: the parent's
+    /// new range, the new region's peer, the routing table, and whoever waited for it.
+    fn finish_split(&mut self, parent_id: u64, regions: Vec<metapb::Region>, child: PeerStorage) {
+        let was_leader = self.peers.get(&parent_id).is_some_and(|p| p.is_leader());
+        let child_id = child.region_id();
+        match open_peer(
+            child,
+            self.store_id,
+            &self.config,
+            super::peer_storage::RAFT_INIT_LOG_INDEX,
+        ) {
+            Ok(mut peer) => {
+                if was_leader {
+                    // The parent's leader store leads the new region too, at once (TiKV does
+                    // the same): its peers elsewhere are created as they apply the split.
+                    let _ = peer.raw.campaign();
+                }
+                self.peers.insert(child_id, peer);
+            }
+            Err(e) => fatal(&format!(
+                "cannot start the peer of split region {child_id}: {e}"
+            )),
+        }
+        {
+            let mut map = self.regions.write().unwrap_or_else(|p| p.into_inner());
+            for r in &regions {
+                map.insert(r.id, r.clone());
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&parent_id) {
+            p.size = None;
+            // Queued writes were checked against the old range: the client re-routes them.
+            p.reject_queued(RegionError::EpochNotMatch {
+                current: regions.clone(),
+            });
+            if let Some(done) = p.pending_split.take().and_then(|s| s.done) {
+                let _ = done.send(Ok(regions.clone()));
+            }
+        }
+        tracing::info!(
+            parent = parent_id,
+            region = child_id,
+            "split applied: region {child_id} now holds the left half"
+        );
+        if was_leader {
+            if let Some(pd) = &self.pd {
+                pd.report_split(regions);
+            }
+            self.report(parent_id);
+        }
     }
 
     fn applied_now(&self) -> Vec<(u64, u64)> {
@@ -727,8 +975,18 @@ impl StoreThread {
             .map(|p| p.applied.0.saturating_sub(p.durable_applied))
             .max()
             .unwrap_or(0);
-        let durable = self.last_durable.elapsed() >= Duration::from_secs(1)
+        // A split changes which regions exist: it is made durable at once, so a restart never
+        // replays the log of a region whose record it lost.
+        let has_split = work.iter().any(|(_, es)| {
+            es.iter()
+                .any(|e| e.context.as_ref() as &[u8] == SPLIT_CONTEXT)
+        });
+        let durable = has_split
+            || self.last_durable.elapsed() >= Duration::from_secs(1)
             || behind >= self.config.log_gc_threshold / 2;
+        let mut splits: Vec<(u64, Vec<metapb::Region>, PeerStorage)> = Vec::new();
+        // Write records applied per region (what decides when a region is measured again).
+        let mut written: std::collections::HashMap<u64, u64> = Default::default();
         let mut txn = self
             .engine
             .db()
@@ -743,13 +1001,26 @@ impl StoreThread {
             for (region_id, entries) in &work {
                 for e in entries {
                     if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                        // Empty entries are new leaders' no-ops; a group of one has no conf
-                        // changes.
+                        // Empty entries are new leaders' no-ops; conf changes come later.
+                        continue;
+                    }
+                    if e.context.as_ref() as &[u8] == SPLIT_CONTEXT {
+                        if let Some(p) = self.peers.get_mut(region_id)
+                            && let Some(split) = apply_split(&txn, &mut t, p, e, &self.engine)
+                        {
+                            splits.push(split);
+                        }
                         continue;
                     }
                     let batch = WriteBatch::decode(&e.data).unwrap_or_else(|err| {
                         fatal(&format!("region {region_id} entry {}: {err}", e.index))
                     });
+                    *written.entry(*region_id).or_default() += batch
+                        .ops
+                        .iter()
+                        .filter(|o| matches!(o, Op::Put { cf: Cf::Write, .. }))
+                        .count()
+                        as u64;
                     if let Err(err) = batch.apply_to(&mut t) {
                         fatal(&format!("cannot apply entry {}: {err}", e.index));
                     }
@@ -771,14 +1042,26 @@ impl StoreThread {
         let mut applied_now = Vec::new();
         for (region_id, entries) in work {
             if let Some(p) = self.peers.get_mut(&region_id) {
+                p.written_since_measure += written.get(&region_id).copied().unwrap_or(0);
                 p.on_applied(&entries);
                 let (index, term) = p.applied;
                 p.raw.mut_store().set_applied(index, term);
                 applied_now.push((region_id, index));
+                // A split of ours that was not applied (its slot went to another leader's
+                // entry) is not coming.
+                if !splits.iter().any(|(parent, _, _)| *parent == region_id)
+                    && let Some(pending) = p.pending_split.take_if(|s| s.index <= index)
+                    && let Some(done) = pending.done
+                {
+                    let _ = done.send(Err(RegionError::StaleCommand));
+                }
             }
         }
         if durable {
             self.made_durable(applied_now);
+        }
+        for (parent, regions, child) in splits {
+            self.finish_split(parent, regions, child);
         }
     }
 }
@@ -805,6 +1088,58 @@ fn compact_index(p: &Peer, threshold: u64) -> Option<u64> {
     (to > first + threshold).then_some(to)
 }
 
+/// Applies a split entry of `p`'s region in the apply transaction: the parent's new range and
+/// the new region's peer state and applied index, all in `txn`. Returns what
+/// [`StoreThread::finish_split`] needs once `txn` is durable, or `None` for a stale split.
+fn apply_split(
+    txn: &redb::WriteTransaction,
+    t: &mut EngineTables<'_>,
+    p: &mut Peer,
+    e: &Entry,
+    engine: &Arc<Engine>,
+) -> Option<(u64, Vec<metapb::Region>, PeerStorage)> {
+    let regions = split::decode(&e.data).unwrap_or_else(|err| {
+        fatal(&format!(
+            "region {} split entry {}: {err}",
+            p.region_id, e.index
+        ))
+    });
+    if !split::applies_to(p.raw.store().region(), &regions) {
+        tracing::info!(
+            region = p.region_id,
+            index = e.index,
+            "skipping a stale split"
+        );
+        return None;
+    }
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    let child = PeerStorage::for_split(left.clone(), engine.clone());
+    let result = (|| {
+        let mut rt = RaftTables::open(txn).map_err(|e| e.to_string())?;
+        p.raw
+            .mut_store()
+            .set_region(right, &mut rt)
+            .map_err(|e| e.to_string())?;
+        child.persist_all(&mut rt).map_err(|e| e.to_string())?;
+        t.meta
+            .insert(
+                applied_key(left.id).as_str(),
+                super::peer_storage::RAFT_INIT_LOG_INDEX
+                    .to_be_bytes()
+                    .as_slice(),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
+    })();
+    if let Err(err) = result {
+        fatal(&format!(
+            "cannot apply the split of region {}: {err}",
+            p.region_id
+        ));
+    }
+    Some((p.region_id, regions, child))
+}
+
 /// Replaces the region's data with a snapshot's, and its log with the snapshot's point, in the
 /// same (fsync'd) commit.
 fn install_snapshot(
@@ -816,9 +1151,26 @@ fn install_snapshot(
     let batch = WriteBatch::decode(&snap.data).map_err(|e| e.to_string())?;
     let meta = snap.get_metadata();
     {
+        // Only the region's own range: the store's other regions share these tables.
         let mut e = EngineTables::open(txn).map_err(|e| e.to_string())?;
-        e.lock.retain(|_, _| false).map_err(|e| e.to_string())?;
-        e.write.retain(|_, _| false).map_err(|e| e.to_string())?;
+        let region = p.raw.store().region();
+        let raw = (
+            split::raw_bound(&region.start_key),
+            split::raw_bound(&region.end_key),
+        );
+        let encoded = (region.start_key.clone(), region.end_key.clone());
+        for (table, (lo, hi)) in [(&mut e.lock, raw), (&mut e.write, encoded)] {
+            let upper = if hi.is_empty() {
+                std::ops::Bound::Unbounded
+            } else {
+                std::ops::Bound::Excluded(hi.as_slice())
+            };
+            table
+                .retain_in::<&[u8], _>((std::ops::Bound::Included(lo.as_slice()), upper), |_, _| {
+                    false
+                })
+                .map_err(|e| e.to_string())?;
+        }
         batch.apply_to(&mut e).map_err(|e| e.to_string())?;
         e.meta
             .insert(

@@ -31,7 +31,7 @@ use crate::proto::metapb;
 use crate::proto::pdpb::{self, pd_client::PdClient};
 use crate::raftstore::RaftConfig;
 use crate::raftstore::grpc::GrpcTransport;
-use crate::raftstore::store::{Reporter, StoreSetup, first_region, initial_peers};
+use crate::raftstore::store::{PdLink, StoreSetup, first_region, initial_peers};
 use crate::server::Serving;
 use crate::server::kv::KvService;
 use crate::storage::Storage;
@@ -201,9 +201,12 @@ impl StoreNode {
             })
         };
         let (reports, reported) = tokio::sync::mpsc::unbounded_channel::<RegionReport>();
-        let reporter: Reporter = Box::new(move |r| {
-            let _ = reports.send(r);
-        });
+        let link = GrpcPd {
+            reports,
+            pd: pd.clone(),
+            cluster_id,
+            runtime: runtime.clone(),
+        };
         let oracle = Arc::new(PdOracle {
             pd: pd.clone(),
             cluster_id,
@@ -213,7 +216,7 @@ impl StoreNode {
             store_id: config.store_id,
             bootstrap: vec![region],
             transport: Box::new(GrpcTransport::new(runtime, resolve)),
-            reporter: Some(reporter),
+            pd: Some(Box::new(link)),
         };
         let storage = Storage::open_store(engine, identity, oracle, config.raft.clone(), setup)?;
         let background = vec![
@@ -373,6 +376,64 @@ async fn region_heartbeats(
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The store thread's link to PD over gRPC: heartbeats through the streaming task, split ids
+/// by a blocking call (on the store thread, as for the TSO below), split reports in the
+/// background.
+struct GrpcPd {
+    reports: tokio::sync::mpsc::UnboundedSender<RegionReport>,
+    pd: PdClient<Channel>,
+    cluster_id: u64,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PdLink for GrpcPd {
+    fn report(&self, report: RegionReport) {
+        let _ = self.reports.send(report);
+    }
+
+    fn ask_split(&self, region: &metapb::Region) -> Result<(u64, Vec<u64>), String> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err("AskBatchSplit was asked from inside the async runtime".into());
+        }
+        let mut pd = self.pd.clone();
+        let request = pdpb::AskBatchSplitRequest {
+            header: header(self.cluster_id),
+            region: Some(region.clone()),
+            split_count: 1,
+        };
+        self.runtime.block_on(async move {
+            let ask = pd.ask_batch_split(request);
+            let resp = tokio::time::timeout(Duration::from_secs(2), ask)
+                .await
+                .map_err(|_| "PD did not answer AskBatchSplit within 2 s".to_string())?
+                .map_err(|e| format!("AskBatchSplit: {e}"))?
+                .into_inner();
+            if let Some(e) = pd_error(&resp.header) {
+                return Err(format!("PD refused AskBatchSplit: {e}"));
+            }
+            let id = resp
+                .ids
+                .into_iter()
+                .next()
+                .ok_or("PD answered AskBatchSplit without ids")?;
+            Ok((id.new_region_id, id.new_peer_ids))
+        })
+    }
+
+    fn report_split(&self, regions: Vec<metapb::Region>) {
+        let mut pd = self.pd.clone();
+        let request = pdpb::ReportBatchSplitRequest {
+            header: header(self.cluster_id),
+            regions,
+        };
+        self.runtime.spawn(async move {
+            if let Err(e) = pd.report_batch_split(request).await {
+                tracing::debug!("ReportBatchSplit failed: {e}");
+            }
+        });
     }
 }
 

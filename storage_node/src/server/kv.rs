@@ -216,6 +216,46 @@ impl Tikv for KvService {
         Ok(Response::new(done))
     }
 
+    // `split_key`, `left` and `right` are deprecated in kvproto but still sent and read by
+    // older clients, so both forms are served.
+    #[allow(deprecated)]
+    async fn split_region(
+        &self,
+        request: Request<kvrpcpb::SplitRegionRequest>,
+    ) -> Result<Response<kvrpcpb::SplitRegionResponse>, Status> {
+        let req = request.into_inner();
+        let Some(ctx) = req.context.as_ref().filter(|c| c.region_id != 0) else {
+            return Err(Status::invalid_argument(
+                "SplitRegion needs the region in its context (region_id, region_epoch)",
+            ));
+        };
+        let mut keys = req.split_keys.clone();
+        if keys.is_empty() && !req.split_key.is_empty() {
+            keys.push(req.split_key.clone());
+        }
+        if req.is_raw_kv {
+            return Err(Status::invalid_argument(
+                "raw-KV splits are not supported: the lab's regions hold transactional keys",
+            ));
+        }
+        let mut resp = kvrpcpb::SplitRegionResponse::default();
+        match self
+            .storage
+            .split(ctx.region_id, ctx.region_epoch, &keys)
+            .await
+        {
+            Ok(regions) => {
+                if let [left, right] = regions.as_slice() {
+                    resp.left = Some(left.clone());
+                    resp.right = Some(right.clone());
+                }
+                resp.regions = regions;
+            }
+            Err(e) => resp.region_error = Some(e.to_pb()),
+        }
+        Ok(Response::new(resp))
+    }
+
     async fn kv_pessimistic_lock(
         &self,
         request: Request<kvrpcpb::PessimisticLockRequest>,

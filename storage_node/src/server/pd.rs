@@ -48,6 +48,8 @@ pub struct PdService {
     /// Timestamp requests are traced (`PdTso`): every transaction starts with one, and a
     /// latency waterfall of a statement would be missing its first step without it.
     tracer: Arc<Tracer>,
+    /// How a split asked through the HTTP API reaches the region's leader.
+    splitter: super::pd_http::Splitter,
 }
 
 impl PdService {
@@ -60,12 +62,25 @@ impl PdService {
         tracer: Arc<Tracer>,
     ) -> Self {
         PdService {
+            splitter: super::pd_http::grpc_splitter(cluster.clone()),
             cluster,
             tso,
             gc,
             listen_addr,
             tracer,
         }
+    }
+
+    /// Splits through `splitter` instead of the leader store's `SplitRegion` RPC (the
+    /// one-process node has no store address to dial: it splits its own storage).
+    pub fn with_splitter(mut self, splitter: super::pd_http::Splitter) -> Self {
+        self.splitter = splitter;
+        self
+    }
+
+    /// How the HTTP API's split reaches the leader.
+    pub fn splitter(&self) -> super::pd_http::Splitter {
+        self.splitter.clone()
     }
 
     /// PD's registry (the HTTP pages read it).
@@ -290,6 +305,53 @@ impl Pd for PdService {
         Ok(Response::new(pdpb::IsBootstrappedResponse {
             header: self.header(),
             bootstrapped: self.cluster.is_bootstrapped(),
+        }))
+    }
+
+    async fn ask_batch_split(
+        &self,
+        request: Request<pdpb::AskBatchSplitRequest>,
+    ) -> Result<Response<pdpb::AskBatchSplitResponse>, Status> {
+        let req = request.into_inner();
+        if let Err(msg) = self.check_cluster(&req.header) {
+            return Ok(Response::new(pdpb::AskBatchSplitResponse {
+                header: self.error_header(msg),
+                ..Default::default()
+            }));
+        }
+        let Some(region) = req.region else {
+            return Err(Status::invalid_argument("AskBatchSplit needs the region"));
+        };
+        let mut ids = Vec::new();
+        for _ in 0..req.split_count.max(1) {
+            let (new_region_id, new_peer_ids) = self
+                .cluster
+                .ask_split(&region)
+                .map_err(|e| Status::unavailable(format!("id allocator: {e}")))?;
+            ids.push(pdpb::SplitId {
+                new_region_id,
+                new_peer_ids,
+            });
+        }
+        Ok(Response::new(pdpb::AskBatchSplitResponse {
+            header: self.header(),
+            ids,
+        }))
+    }
+
+    async fn report_batch_split(
+        &self,
+        request: Request<pdpb::ReportBatchSplitRequest>,
+    ) -> Result<Response<pdpb::ReportBatchSplitResponse>, Status> {
+        let req = request.into_inner();
+        if let Err(msg) = self.check_cluster(&req.header) {
+            return Ok(Response::new(pdpb::ReportBatchSplitResponse {
+                header: self.error_header(msg),
+            }));
+        }
+        self.cluster.report_split(req.regions);
+        Ok(Response::new(pdpb::ReportBatchSplitResponse {
+            header: self.header(),
         }))
     }
 

@@ -1,6 +1,6 @@
-//! PD's HTTP API, the two read-only pages the lab shows: `GET /pd/api/v1/regions` and
-//! `GET /pd/api/v1/stores`, served on PD's gRPC port as real PD serves them on its client
-//! port. The JSON has real PD's field names and shapes (`count`, `regions[].leader.store_id`,
+//! PD's HTTP API as the lab uses it: `GET /pd/api/v1/regions` and `GET /pd/api/v1/stores`,
+//! and `POST /pd/api/v1/regions/split` (PD's own way to split regions at given keys), served on
+//! PD's gRPC port as real PD serves them on its client port. The JSON has real PD's field names and shapes (`count`, `regions[].leader.store_id`,
 //! keys in upper-case hex), so the lab's placement view reads a `tiup playground` PD and ours
 //! through one code path.
 //!
@@ -9,18 +9,76 @@
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::pd::cluster::{PdCluster, RegionInfo, StoreInfo};
 use crate::proto::metapb;
 
+/// How PD has a region split at raw keys: asks the region's leader, answers the regions the
+/// range now consists of.
+pub type Splitter = Arc<
+    dyn Fn(
+            RegionInfo,
+            Vec<Vec<u8>>,
+        ) -> futures::future::BoxFuture<'static, Result<Vec<metapb::Region>, String>>
+        + Send
+        + Sync,
+>;
+
+/// Splits through the leader store's `SplitRegion` RPC, as TiDB's `SPLIT TABLE` does.
+pub fn grpc_splitter(cluster: Arc<PdCluster>) -> Splitter {
+    use crate::proto::kvrpcpb;
+    use crate::proto::tikvpb::tikv_client::TikvClient;
+    Arc::new(move |info: RegionInfo, keys: Vec<Vec<u8>>| {
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            let leader = info
+                .leader
+                .ok_or_else(|| format!("region {} has no leader yet; retry", info.region.id))?;
+            let store = cluster
+                .store(leader.store_id)
+                .ok_or_else(|| format!("store {} is not registered", leader.store_id))?;
+            let mut client = TikvClient::connect(format!("http://{}", store.store.address))
+                .await
+                .map_err(|e| format!("cannot reach store {}: {e}", leader.store_id))?;
+            let resp = client
+                .split_region(kvrpcpb::SplitRegionRequest {
+                    context: Some(kvrpcpb::Context {
+                        region_id: info.region.id,
+                        region_epoch: info.region.region_epoch,
+                        peer: Some(leader),
+                        ..Default::default()
+                    }),
+                    split_keys: keys,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("SplitRegion failed: {e}"))?
+                .into_inner();
+            match resp.region_error {
+                Some(e) => Err(e.message),
+                None => Ok(resp.regions),
+            }
+        })
+    })
+}
+
 /// The HTTP routes, to be merged beside the gRPC services.
-pub fn router(cluster: Arc<PdCluster>) -> axum::Router {
+pub fn router(cluster: Arc<PdCluster>, splitter: Splitter) -> axum::Router {
     let for_stores = cluster.clone();
+    let for_split = cluster.clone();
     axum::Router::new()
+        .route(
+            "/pd/api/v1/regions/split",
+            post(move |body: String| {
+                let (cluster, splitter) = (for_split.clone(), splitter.clone());
+                async move { split(&cluster, &splitter, &body).await }
+            }),
+        )
         .route(
             "/pd/api/v1/regions",
             get(move || {
@@ -35,6 +93,77 @@ pub fn router(cluster: Arc<PdCluster>) -> axum::Router {
                 async move { json_response(body) }
             }),
         )
+}
+
+/// `POST /pd/api/v1/regions/split` with `{"split_keys": ["<hex>", …]}`: keys in the form
+/// `/pd/api/v1/regions` prints them (hex of the encoded key). Answers real PD's
+/// `{"processed-percentage": 100, "regions-id": […]}`, or 400/500 with what to fix.
+async fn split(cluster: &PdCluster, splitter: &Splitter, body: &str) -> axum::response::Response {
+    let fail = |code: StatusCode, msg: String| (code, msg).into_response();
+    let keys: Result<Vec<Vec<u8>>, String> = serde_json::from_str::<Value>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            v["split_keys"]
+                .as_array()
+                .ok_or_else(|| "no split_keys array".to_string())?
+                .iter()
+                .map(|k| {
+                    let text = k.as_str().ok_or("a split key is not a string")?;
+                    unhex(text).ok_or_else(|| format!("{text:?} is not hex"))
+                })
+                .collect()
+        });
+    let keys = match keys {
+        Ok(k) if !k.is_empty() => k,
+        Ok(_) => return fail(StatusCode::BAD_REQUEST, "split_keys is empty".into()),
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e}; send {{\"split_keys\": [\"<hex>\"]}} with keys as /pd/api/v1/regions prints them"
+                ),
+            );
+        }
+    };
+    let mut ids = Vec::new();
+    for key in keys {
+        let Some(raw) = crate::mvcc::keys::decode_bytes(&key).map(|(k, _)| k) else {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} is not an encoded key (hex of the memcomparable form)",
+                    hex(&key)
+                ),
+            );
+        };
+        let Some(info) = cluster.region_by_key(&key) else {
+            return fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no region holds that key yet".into(),
+            );
+        };
+        match splitter(info, vec![raw]).await {
+            Ok(regions) => {
+                ids.extend(regions.iter().map(|r| r.id));
+                // PD knows the result at once, before the leaders' next heartbeats.
+                cluster.report_split(regions);
+            }
+            Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    json_response(json!({ "processed-percentage": 100, "regions-id": ids })).into_response()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn json_response(body: Value) -> impl IntoResponse {

@@ -202,6 +202,9 @@ impl Lab {
             Command::Placement { reply } => {
                 let _ = reply.send(self.placement().await);
             }
+            Command::SplitAt { keys, reply } => {
+                let _ = reply.send(self.split_at(&keys).await);
+            }
             Command::Sql {
                 node,
                 query,

@@ -30,6 +30,23 @@ impl Lab {
         placement::fetch(pd, self.cfg.query_timeout).await
     }
 
+    /// Has PD split the regions at `keys` (encoded).
+    pub(crate) async fn split_at(&mut self, keys: &[Vec<u8>]) -> Result<Vec<u64>, LabError> {
+        let Some(pd) = self.storage.as_ref().and_then(StorageTier::pd) else {
+            return Err(LabError::StorageUnavailable {
+                mode: self.cfg.storage.label(),
+                reason: "isolated nodes have no shared storage tier to split".into(),
+                fix: "start the lab with shared storage (`.storage(StorageMode::Shared)`, the default)".into(),
+            });
+        };
+        placement::split(
+            pd,
+            keys,
+            self.cfg.query_timeout.max(Duration::from_secs(10)),
+        )
+        .await
+    }
+
     /// Every node's status (the spec's Instance entity).
     pub(crate) async fn instances(&mut self) -> Vec<Instance> {
         let now = crate::infra::node::unix_ms();

@@ -19,11 +19,14 @@ use crate::txn_types::{Key, TimeStamp};
 pub const GC_BATCH_KEYS: usize = 512;
 
 /// Collects garbage at or below `safe_point` for up to `GC_BATCH_KEYS` user keys starting at
-/// `from`; returns where to continue (None when the keyspace is done) and versions removed.
+/// `from` and before `end` (empty: no end — a region's range, so each region collects its
+/// own keys through its own log); returns where to continue (None when the range is done) and
+/// versions removed.
 pub fn gc_batch(
     ctx: &mut WriteContext<'_>,
     safe_point: TimeStamp,
     from: &Key,
+    end: &Key,
 ) -> Result<(Option<Key>, usize), TxnError> {
     let start = keys::encode_bytes(from.as_raw());
     let mut txn = MvccTxn::default();
@@ -36,6 +39,9 @@ pub fn gc_batch(
         let (k, v) = entry?;
         let (user_key, commit_ts) = keys::split_versioned(k.value())
             .ok_or_else(|| TxnError::Engine("corrupt write key".into()))?;
+        if !end.is_empty() && user_key.as_raw() >= end.as_raw() {
+            break;
+        }
         if current.as_ref() != Some(&user_key) {
             if seen_keys == GC_BATCH_KEYS {
                 next = Some(user_key);
@@ -99,8 +105,9 @@ mod tests {
     use crate::txn::actions::test_util::*;
 
     fn gc(e: &TestEngine, safe_point: u64) -> usize {
-        let (next, removed) =
-            must_succeed(e.run(|ctx| gc_batch(ctx, ts(safe_point), &Key::default())));
+        let (next, removed) = must_succeed(
+            e.run(|ctx| gc_batch(ctx, ts(safe_point), &Key::default(), &Key::default())),
+        );
         assert_eq!(next, None, "a handful of keys fits one batch");
         removed
     }
