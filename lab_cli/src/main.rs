@@ -36,7 +36,7 @@ mod bench_storage;
 mod failover;
 mod nodes;
 use poc_helpers::facade::{Cluster, default_lab_root};
-use poc_helpers::vocab::config::StorageMode;
+use poc_helpers::vocab::config::{MembershipIntervals, StorageMode};
 use poc_helpers::vocab::error::LabError;
 use poc_helpers::vocab::nodes::{NodeAction, NodeState};
 
@@ -78,6 +78,14 @@ enum Cmd {
         /// plus three stores, every region replicated with Raft, as TiKV runs).
         #[arg(long, default_value_t = 1)]
         stores: usize,
+        /// Keep HTTP RPC sessions in storage (`surreal start --durable-sessions`), so a session
+        /// attached on one node continues on another.
+        #[arg(long)]
+        durable_sessions: bool,
+        /// Membership intervals REFRESH,CHECK,CLEANUP for every node, e.g. `1s,1s,10s`
+        /// (SurrealDB's defaults: 3s,15s,300s).
+        #[arg(long)]
+        membership: Option<String>,
     },
     /// Show every node's state, pid, version, memory and uptime.
     Status,
@@ -232,6 +240,8 @@ fn run(cli: Cli) -> Result<(), LabError> {
             ephemeral,
             storage,
             stores,
+            durable_sessions,
+            membership,
         } => {
             // `lab up` twice would otherwise reap the running lab; say so instead.
             if let Ok(existing) = Cluster::attach_dir(&dir) {
@@ -258,7 +268,11 @@ fn run(cli: Cli) -> Result<(), LabError> {
                 .nodes(nodes)
                 .storage(StorageMode::parse(&storage)?)
                 .stores(stores)
+                .durable_sessions(durable_sessions)
                 .echo(false);
+            if let Some(m) = membership {
+                builder = builder.membership_intervals(MembershipIntervals::parse(&m)?);
+            }
             if let Some(p) = base_port {
                 builder = builder.base_port(p);
             }
