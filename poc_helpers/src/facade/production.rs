@@ -47,6 +47,7 @@ impl Cluster {
             pass: c.pass.clone(),
             ns: c.namespace.clone(),
             db: c.database.clone(),
+            token: None,
         }
     }
 
@@ -313,9 +314,8 @@ impl Cluster {
                 self.sql(a.as_str(), &format!("DEFINE FIELD v ON {table} TYPE int ASSERT $value > 0"))
             })?;
             let acked = Instant::now();
-            let q = format!("CREATE {table}:bad SET v = -1");
+            let r = self.quietly(|| self.sql(b.as_str(), &format!("CREATE {table}:bad SET v = -1")));
             let gap_ms = acked.elapsed().as_secs_f64() * 1000.0;
-            let r = self.quietly(|| self.sql(b.as_str(), &q));
             out.push(SchemaAttempt {
                 table,
                 gap_ms,

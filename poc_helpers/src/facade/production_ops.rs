@@ -43,7 +43,9 @@ impl Cluster {
                 "start the lab with .nodes(2) (the default)",
             ));
         }
-        let auth = self.http_auth();
+        // A token instead of Basic authentication: the node would verify the password hash on
+        // every request, and the clients would measure that instead of the restart.
+        let auth = self.http_auth().signed_in(&http_api::agent(Duration::from_secs(5)), &bases[0].1);
         let tag = format!("{:05x}", fastrand::u32(..0xfffff));
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
@@ -133,8 +135,9 @@ impl Cluster {
         let exporter = self.endpoint(exporter.into())?;
         let writer = self.endpoint(writer.into())?;
         let into = target.http_bases()?.remove(0).1;
-        let (auth, target_auth) = (self.http_auth(), target.http_auth());
         let agent = http_api::agent(Duration::from_secs(300));
+        let auth = self.http_auth().signed_in(&agent, &writer.http);
+        let target_auth = target.http_auth().signed_in(&agent, &into);
         let table = format!("backup_{:05x}", fastrand::u32(..0xfffff));
         let failed = |what: &str, e: CallError| {
             LabError::config(

@@ -26,6 +26,28 @@ pub struct HttpAuth {
     pub ns: String,
     /// Database (`Surreal-DB`).
     pub db: String,
+    /// A token from `/signin`: sent as `Bearer` instead of Basic authentication, which makes
+    /// the node verify the password hash on every request (tens of ms on a small machine).
+    pub token: Option<String>,
+}
+
+impl HttpAuth {
+    /// The same credentials with a token from `POST /signin` on `base` (a root token is valid on
+    /// every node of the cluster: the key that signs it is in the shared storage); unchanged
+    /// (Basic authentication) when the sign-in fails.
+    pub fn signed_in(mut self, agent: &ureq::Agent, base: &str) -> HttpAuth {
+        let body = json!({ "user": self.user, "pass": self.pass }).to_string();
+        let token = agent
+            .post(&format!("{base}/signin"))
+            .header("Accept", "application/json")
+            .send(body.as_str())
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["token"].as_str().map(str::to_string));
+        self.token = token;
+        self
+    }
 }
 
 /// Why one HTTP call failed, in the three kinds a client must tell apart.
@@ -71,8 +93,12 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// The `Authorization` header: the token when there is one, else Basic.
 fn basic(auth: &HttpAuth) -> String {
-    format!("Basic {}", base64(&format!("{}:{}", auth.user, auth.pass)))
+    match &auth.token {
+        Some(t) => format!("Bearer {t}"),
+        None => format!("Basic {}", base64(&format!("{}:{}", auth.user, auth.pass))),
+    }
 }
 
 /// Standard base64 (RFC 4648) of `s`: only the Basic authorization header needs it.
@@ -266,7 +292,7 @@ pub struct Served {
 ///
 /// ```no_run
 /// use poc_helpers::infra::http_api::{FailoverClient, HttpAuth};
-/// let auth = HttpAuth { user: "root".into(), pass: "root".into(), ns: "lab".into(), db: "main".into() };
+/// let auth = HttpAuth { user: "root".into(), pass: "root".into(), ns: "lab".into(), db: "main".into(), token: None };
 /// let mut client = FailoverClient::new(
 ///     vec![("node-a".into(), "http://127.0.0.1:8000".into()), ("node-b".into(), "http://127.0.0.1:8001".into())],
 ///     auth,
@@ -393,7 +419,10 @@ mod tests {
             pass: "root".into(),
             ns: "lab".into(),
             db: "main".into(),
+            token: None,
         };
+        assert!(basic(&auth).starts_with("Basic "));
+        assert_eq!(basic(&HttpAuth { token: Some("t".into()), ..auth.clone() }), "Bearer t");
         let e = FailoverClient::new(vec![], auth.clone()).unwrap_err().to_string();
         assert!(e.contains("at least one node") && e.contains("Fix:"), "{e}");
         let one = vec![("node-a".to_string(), "http://127.0.0.1:9".to_string())];
