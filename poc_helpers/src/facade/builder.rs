@@ -447,15 +447,29 @@ mod tests {
             .config()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("durable_sessions") && e.contains("Fix: use .storage(StorageMode::Shared)"), "{e}");
+        assert!(
+            e.contains("durable_sessions") && e.contains("Fix: use .storage(StorageMode::Shared)"),
+            "{e}"
+        );
         let bad = MembershipIntervals {
             refresh: Duration::from_millis(5),
             check: Duration::from_secs(1),
             cleanup: Duration::from_secs(1),
         };
-        let e = Cluster::builder().membership_intervals(bad).config().unwrap_err().to_string();
-        assert!(e.contains("refresh interval is 5 ms") && e.contains("Fix:"), "{e}");
-        let ok = Cluster::builder().base_port(8000).durable_sessions(true).config().unwrap();
+        let e = Cluster::builder()
+            .membership_intervals(bad)
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refresh interval is 5 ms") && e.contains("Fix:"),
+            "{e}"
+        );
+        let ok = Cluster::builder()
+            .base_port(8000)
+            .durable_sessions(true)
+            .config()
+            .unwrap();
         assert!(ok.durable_sessions);
     }
 

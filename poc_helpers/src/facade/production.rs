@@ -80,9 +80,18 @@ impl Cluster {
             })
             .collect();
         frame(vec![
-            Column::new("node".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
-            Column::new("health".into(), rows.iter().map(|r| r.1.map(u32::from)).collect::<Vec<_>>()),
-            Column::new("ready".into(), rows.iter().map(|r| r.2.map(u32::from)).collect::<Vec<_>>()),
+            Column::new(
+                "node".into(),
+                rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "health".into(),
+                rows.iter().map(|r| r.1.map(u32::from)).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "ready".into(),
+                rows.iter().map(|r| r.2.map(u32::from)).collect::<Vec<_>>(),
+            ),
         ])
     }
 
@@ -118,12 +127,20 @@ impl Cluster {
             for i in 0..rounds {
                 let table = format!("race_{}{tag}_{i}", if defined { "d" } else { "u" });
                 if defined {
-                    self.quietly(|| self.sql(a.as_str(), &format!("DEFINE TABLE {table} SCHEMALESS")))?;
+                    self.quietly(|| {
+                        self.sql(a.as_str(), &format!("DEFINE TABLE {table} SCHEMALESS"))
+                    })?;
                 }
                 let qa = format!("CREATE {table} SET by = '{a}'");
                 let qb = format!("CREATE {table} SET by = '{b}'");
-                let mark = if traced && i == 0 { Some(self.storage_trace_mark()?) } else { None };
-                let outcomes = self.quietly(|| self.race(vec![(a.as_str(), qa.as_str()), (b.as_str(), qb.as_str())]))?;
+                let mark = if traced && i == 0 {
+                    Some(self.storage_trace_mark()?)
+                } else {
+                    None
+                };
+                let outcomes = self.quietly(|| {
+                    self.race(vec![(a.as_str(), qa.as_str()), (b.as_str(), qb.as_str())])
+                })?;
                 let outcomes = [a.clone(), b.clone()]
                     .into_iter()
                     .zip(outcomes)
@@ -138,7 +155,11 @@ impl Cluster {
                         (n, err)
                     })
                     .collect();
-                report_rounds(&mut report, defined).push(RaceRound { table: table.clone(), defined, outcomes });
+                report_rounds(&mut report, defined).push(RaceRound {
+                    table: table.clone(),
+                    defined,
+                    outcomes,
+                });
                 if let Some(mark) = mark {
                     let writes = catalog_writes(&self.storage_trace_rows_since(mark)?, &table);
                     if defined {
@@ -161,13 +182,27 @@ impl Cluster {
         let names = self.node_names();
         self.two_nodes()?;
         let table = format!("feed_{}", nonce());
-        self.quietly(|| self.sql(names[0].as_str(), &format!("DEFINE TABLE {table} CHANGEFEED 1h")))?;
+        self.quietly(|| {
+            self.sql(
+                names[0].as_str(),
+                &format!("DEFINE TABLE {table} CHANGEFEED 1h"),
+            )
+        })?;
         let now = self.quietly(|| self.sql(names[0].as_str(), "RETURN time::now()"))?;
-        let since = now.first().and_then(Value::as_str).unwrap_or_default().to_string();
+        let since = now
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let mut done = Vec::new();
         for k in 0..writes {
             let node = &names[k % 2];
-            self.quietly(|| self.sql(node.as_str(), &format!("CREATE {table}:{k} SET n = {k}, via = '{node}'")))?;
+            self.quietly(|| {
+                self.sql(
+                    node.as_str(),
+                    &format!("CREATE {table}:{k} SET n = {k}, via = '{node}'"),
+                )
+            })?;
             done.push((node.clone(), format!("{table}:{k}")));
         }
         let mut by_vs = Vec::new();
@@ -180,7 +215,12 @@ impl Cluster {
             let r = self.quietly(|| self.sql(n.as_str(), &q))?;
             by_time.push((n.clone(), parse_changes(r.rows())));
         }
-        Ok(FeedReport { table, writes: done, by_versionstamp: by_vs, by_datetime: by_time })
+        Ok(FeedReport {
+            table,
+            writes: done,
+            by_versionstamp: by_vs,
+            by_datetime: by_time,
+        })
     }
 
     /// A node's life: stops `victim` with `signal` (`"SIGTERM"`: `stop_node`; `"SIGKILL"`:
@@ -217,7 +257,10 @@ impl Cluster {
         }
         let (settings, cleanup_s) = match self.config().membership_intervals {
             Some(m) => (m.label(), m.cleanup.as_secs_f64()),
-            None => ("defaults: refresh 3 s · check 15 s · cleanup 300 s".to_string(), 300.0),
+            None => (
+                "defaults: refresh 3 s · check 15 s · cleanup 300 s".to_string(),
+                300.0,
+            ),
         };
         let bases: Vec<String> = self.http_bases()?.into_iter().map(|(_, b)| b).collect();
         let nodes = self.node_names();
@@ -233,7 +276,12 @@ impl Cluster {
                         let t_s = t0.elapsed().as_secs_f64();
                         let health = http_api::probe(&agent, b, "/health");
                         let ready = http_api::probe(&agent, b, "/ready");
-                        out.push(Probe { t_s, node: i, health, ready });
+                        out.push(Probe {
+                            t_s,
+                            node: i,
+                            health,
+                            ready,
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(150));
                 }
@@ -311,10 +359,14 @@ impl Cluster {
             let table = format!("schema_{tag}_{i}");
             self.quietly(|| self.sql(b.as_str(), &format!("CREATE {table}:ok SET v = 1")))?;
             self.quietly(|| {
-                self.sql(a.as_str(), &format!("DEFINE FIELD v ON {table} TYPE int ASSERT $value > 0"))
+                self.sql(
+                    a.as_str(),
+                    &format!("DEFINE FIELD v ON {table} TYPE int ASSERT $value > 0"),
+                )
             })?;
             let acked = Instant::now();
-            let r = self.quietly(|| self.sql(b.as_str(), &format!("CREATE {table}:bad SET v = -1")));
+            let r =
+                self.quietly(|| self.sql(b.as_str(), &format!("CREATE {table}:bad SET v = -1")));
             let gap_ms = acked.elapsed().as_secs_f64() * 1000.0;
             out.push(SchemaAttempt {
                 table,
@@ -323,19 +375,31 @@ impl Cluster {
                 error: r.err().map(|e| e.brief()),
             });
         }
-        Ok(SchemaRace { definer: a, writer: b, attempts: out })
+        Ok(SchemaRace {
+            definer: a,
+            writer: b,
+            attempts: out,
+        })
     }
 }
 
 /// The round list of one kind.
 fn report_rounds(r: &mut DefineRace, defined: bool) -> &mut Vec<RaceRound> {
-    if defined { &mut r.defined } else { &mut r.undefined }
+    if defined {
+        &mut r.defined
+    } else {
+        &mut r.undefined
+    }
 }
 
 /// The definition keys of `table` among the write RPCs of a trace.
 fn catalog_writes(rows: &[crate::infra::trace::TraceRow], table: &str) -> Vec<CatalogWrite> {
     rows.iter()
-        .filter(|r| ["Prewrite", "Commit", "Lock"].iter().any(|k| r.rpc.contains(k)))
+        .filter(|r| {
+            ["Prewrite", "Commit", "Lock"]
+                .iter()
+                .any(|k| r.rpc.contains(k))
+        })
         .flat_map(|r| {
             r.keys.iter().filter_map(move |k| {
                 let meaning = decode_key(k);
@@ -368,7 +432,14 @@ pub(crate) fn open_session(
 ) -> Result<(), http_api::CallError> {
     let sid = Some(s.id.as_str());
     http_api::rpc(agent, base, auth, sid, "attach", json!([]))?;
-    http_api::rpc(agent, base, auth, sid, "signin", json!([{ "user": auth.user, "pass": auth.pass }]))?;
+    http_api::rpc(
+        agent,
+        base,
+        auth,
+        sid,
+        "signin",
+        json!([{ "user": auth.user, "pass": auth.pass }]),
+    )?;
     http_api::rpc(agent, base, auth, sid, "use", json!([auth.ns, auth.db]))?;
     http_api::rpc(agent, base, auth, sid, "set", json!(["marker", s.marker]))?;
     Ok(())

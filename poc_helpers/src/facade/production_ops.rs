@@ -45,11 +45,14 @@ impl Cluster {
         }
         // A token instead of Basic authentication: the node would verify the password hash on
         // every request, and the clients would measure that instead of the restart.
-        let auth = self.http_auth().signed_in(&http_api::agent(Duration::from_secs(5)), &bases[0].1);
+        let auth = self
+            .http_auth()
+            .signed_in(&http_api::agent(Duration::from_secs(5)), &bases[0].1);
         let tag = format!("{:05x}", fastrand::u32(..0xfffff));
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
-        let spawn = |f: Box<dyn FnOnce() -> (Vec<Sample>, usize, usize) + Send>| std::thread::spawn(f);
+        let spawn =
+            |f: Box<dyn FnOnce() -> (Vec<Sample>, usize, usize) + Send>| std::thread::spawn(f);
 
         let naive = {
             let (stop, auth, (name, base)) = (stop.clone(), auth.clone(), bases[0].clone());
@@ -68,7 +71,8 @@ impl Cluster {
         };
         let failover = {
             let stop = stop.clone();
-            let client = FailoverClient::new(bases.clone(), auth.clone())?.attempts(SESSION_ATTEMPTS)?;
+            let client =
+                FailoverClient::new(bases.clone(), auth.clone())?.attempts(SESSION_ATTEMPTS)?;
             let q = format!("UPSERT roll_{tag}:failover SET n += 1");
             spawn(Box::new(move || {
                 let mut client = client;
@@ -88,7 +92,9 @@ impl Cluster {
         let session = {
             let (stop, auth, bases) = (stop.clone(), auth.clone(), bases.clone());
             let q = format!("UPSERT roll_{tag}:session SET n += 1; RETURN $marker;");
-            spawn(Box::new(move || session_client(&bases, &auth, &q, interval, t0, &stop)))
+            spawn(Box::new(move || {
+                session_client(&bases, &auth, &q, interval, t0, &stop)
+            }))
         };
 
         let restarts = (|| {
@@ -150,17 +156,24 @@ impl Cluster {
             "FOR $i IN 0..{seed} {{ CREATE type::record('{table}', $i) SET n = $i, via = 'seed' }};"
         );
         http_api::sql(&agent, &writer.http, &auth, &seed_q).map_err(|e| failed("seeding", e))?;
-        let seeded = count(&agent, &writer.http, &auth, &table).map_err(|e| failed("counting", e))?;
+        let seeded =
+            count(&agent, &writer.http, &auth, &table).map_err(|e| failed("counting", e))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let acks = {
-            let (stop, auth, base, table) = (stop.clone(), auth.clone(), writer.http.clone(), table.clone());
+            let (stop, auth, base, table) = (
+                stop.clone(),
+                auth.clone(),
+                writer.http.clone(),
+                table.clone(),
+            );
             std::thread::spawn(move || {
                 let agent = http_api::agent(Duration::from_secs(10));
                 let mut acks = Vec::new();
                 let mut k = seeded;
                 while !stop.load(Ordering::Relaxed) {
-                    let q = format!("CREATE type::record('{table}', {k}) SET n = {k}, via = 'writer'");
+                    let q =
+                        format!("CREATE type::record('{table}', {k}) SET n = {k}, via = 'writer'");
                     if http_api::sql(&agent, &base, &auth, &q).is_ok() {
                         acks.push(Instant::now());
                         k += 1;
@@ -180,16 +193,23 @@ impl Cluster {
         let acked_before_export = seeded + acks.iter().filter(|t| **t < sent).count() as u64;
 
         let started = Instant::now();
-        http_api::import(&agent, &into, &target_auth, &script).map_err(|e| failed("the import", e))?;
+        http_api::import(&agent, &into, &target_auth, &script)
+            .map_err(|e| failed("the import", e))?;
         let import_s = started.elapsed().as_secs_f64();
 
         let rows_q = format!("SELECT record::id(id) AS k, n, via FROM {table} ORDER BY k");
-        let restored = rows(&agent, &into, &target_auth, &rows_q).map_err(|e| failed("reading the restore", e))?;
-        let source = rows(&agent, &writer.http, &auth, &rows_q).map_err(|e| failed("reading the source", e))?;
+        let restored = rows(&agent, &into, &target_auth, &rows_q)
+            .map_err(|e| failed("reading the restore", e))?;
+        let source = rows(&agent, &writer.http, &auth, &rows_q)
+            .map_err(|e| failed("reading the source", e))?;
         let restored_keys: Vec<u64> = restored.iter().filter_map(|r| r["k"].as_u64()).collect();
         let source_same: Vec<String> = source
             .iter()
-            .filter(|r| r["k"].as_u64().is_some_and(|k| restored_keys.binary_search(&k).is_ok()))
+            .filter(|r| {
+                r["k"]
+                    .as_u64()
+                    .is_some_and(|k| restored_keys.binary_search(&k).is_ok())
+            })
             .map(Value::to_string)
             .collect();
         Ok(BackupReport {
@@ -221,14 +241,27 @@ fn sample(client: &str, t_s: f64, sent: Instant, node: &str, err: Option<CallErr
 }
 
 /// The rows of a one-statement query's result.
-fn rows(agent: &ureq::Agent, base: &str, auth: &HttpAuth, q: &str) -> Result<Vec<Value>, CallError> {
+fn rows(
+    agent: &ureq::Agent,
+    base: &str,
+    auth: &HttpAuth,
+    q: &str,
+) -> Result<Vec<Value>, CallError> {
     let r = http_api::sql(agent, base, auth, q)?;
-    Ok(r.last().and_then(Value::as_array).cloned().unwrap_or_default())
+    Ok(r.last()
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// Records in `table`.
 fn count(agent: &ureq::Agent, base: &str, auth: &HttpAuth, table: &str) -> Result<u64, CallError> {
-    let r = rows(agent, base, auth, &format!("SELECT count() AS c FROM {table} GROUP ALL"))?;
+    let r = rows(
+        agent,
+        base,
+        auth,
+        &format!("SELECT count() AS c FROM {table} GROUP ALL"),
+    )?;
     Ok(r.first().and_then(|v| v["c"].as_u64()).unwrap_or(0))
 }
 
@@ -267,7 +300,10 @@ fn session_client(
                 }
             }
             match http_api::rpc(&agent, base, auth, Some(&s.id), "query", json!([q])) {
-                Ok(v) if v.as_array().and_then(|a| a.last()).map(|l| &l["result"]) == Some(&json!(s.marker)) => {
+                Ok(v)
+                    if v.as_array().and_then(|a| a.last()).map(|l| &l["result"])
+                        == Some(&json!(s.marker)) =>
+                {
                     if last_ok.is_some_and(|n| n != current) && !reopened {
                         kept += 1;
                     }
@@ -282,7 +318,9 @@ fn session_client(
                 }
                 other => {
                     // The node answered but does not know the session (or lost its variable).
-                    err = Some(other.err().unwrap_or(CallError::Statement("the session's $marker was gone".into())));
+                    err = Some(other.err().unwrap_or(CallError::Statement(
+                        "the session's $marker was gone".into(),
+                    )));
                     lost += 1;
                     reopened = true;
                     opened = false;

@@ -107,7 +107,10 @@ fn base64(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, c)| n | (*c as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | (*c as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -163,7 +166,10 @@ pub fn sql(
     for st in parsed.as_array().cloned().unwrap_or_default() {
         if st["status"] != "OK" {
             return Err(CallError::Statement(
-                st["result"].as_str().unwrap_or("statement failed").to_string(),
+                st["result"]
+                    .as_str()
+                    .unwrap_or("statement failed")
+                    .to_string(),
             ));
         }
         out.push(st["result"].clone());
@@ -262,7 +268,14 @@ pub fn new_session_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The base URL of a node at `addr`.
@@ -349,7 +362,10 @@ impl FailoverClient {
         if d > Duration::from_secs(5) {
             return Err(LabError::config(
                 "pause",
-                format!("a {} ms pause between retries stalls every caller", d.as_millis()),
+                format!(
+                    "a {} ms pause between retries stalls every caller",
+                    d.as_millis()
+                ),
                 "use a pause of at most 5 s; 50 ms (the default) is enough for a node restart",
             ));
         }
@@ -422,8 +438,16 @@ mod tests {
             token: None,
         };
         assert!(basic(&auth).starts_with("Basic "));
-        assert_eq!(basic(&HttpAuth { token: Some("t".into()), ..auth.clone() }), "Bearer t");
-        let e = FailoverClient::new(vec![], auth.clone()).unwrap_err().to_string();
+        assert_eq!(
+            basic(&HttpAuth {
+                token: Some("t".into()),
+                ..auth.clone()
+            }),
+            "Bearer t"
+        );
+        let e = FailoverClient::new(vec![], auth.clone())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least one node") && e.contains("Fix:"), "{e}");
         let one = vec![("node-a".to_string(), "http://127.0.0.1:9".to_string())];
         let c = FailoverClient::new(one, auth).unwrap();

@@ -254,9 +254,12 @@ impl MembershipIntervals {
             )
         };
         let [r, c, k] = parts.as_slice() else {
-            return Err(bad(format!("`{text}` is not three comma-separated durations")));
+            return Err(bad(format!(
+                "`{text}` is not three comma-separated durations"
+            )));
         };
-        let one = |p: &str| parse_duration(p).ok_or_else(|| bad(format!("`{p}` is not a duration")));
+        let one =
+            |p: &str| parse_duration(p).ok_or_else(|| bad(format!("`{p}` is not a duration")));
         MembershipIntervals::new(one(r)?, one(c)?, one(k)?)
     }
 
@@ -297,7 +300,7 @@ impl MembershipIntervals {
     /// The settings as one short label: `refresh 1 s · check 1 s · cleanup 10 s`.
     pub fn label(&self) -> String {
         let s = |d: Duration| {
-            if d.as_millis() % 1000 == 0 {
+            if d.as_millis().is_multiple_of(1000) {
                 format!("{} s", d.as_secs())
             } else {
                 format!("{} ms", d.as_millis())
@@ -469,17 +472,34 @@ mod tests {
         let zero = MembershipIntervals::new(ms(0), ms(1000), ms(1000))
             .unwrap_err()
             .to_string();
-        assert!(zero.contains("refresh") && zero.contains("Fix: use at least 100 ms"), "{zero}");
+        assert!(
+            zero.contains("refresh") && zero.contains("Fix: use at least 100 ms"),
+            "{zero}"
+        );
         let inverted = MembershipIntervals::new(ms(2000), ms(1000), ms(5000))
             .unwrap_err()
             .to_string();
-        assert!(inverted.contains("shorter than the heartbeat") && inverted.contains("Fix:"), "{inverted}");
+        assert!(
+            inverted.contains("shorter than the heartbeat") && inverted.contains("Fix:"),
+            "{inverted}"
+        );
         let parsed = MembershipIntervals::parse("500ms, 1s, 4").unwrap();
-        assert_eq!((parsed.refresh, parsed.check, parsed.cleanup), (ms(500), ms(1000), ms(4000)));
+        assert_eq!(
+            (parsed.refresh, parsed.check, parsed.cleanup),
+            (ms(500), ms(1000), ms(4000))
+        );
         let e = MembershipIntervals::parse("1s,1s").unwrap_err().to_string();
         assert!(e.contains("REFRESH,CHECK,CLEANUP"), "{e}");
-        assert!(MembershipIntervals::parse("1s,x,1s").unwrap_err().to_string().contains("`x`"));
-        assert_eq!(MembershipIntervals::fast().label(), "refresh 1 s · check 1 s · cleanup 10 s");
+        assert!(
+            MembershipIntervals::parse("1s,x,1s")
+                .unwrap_err()
+                .to_string()
+                .contains("`x`")
+        );
+        assert_eq!(
+            MembershipIntervals::fast().label(),
+            "refresh 1 s · check 1 s · cleanup 10 s"
+        );
     }
 
     #[test]

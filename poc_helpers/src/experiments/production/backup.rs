@@ -53,7 +53,10 @@ impl BackupReport {
     }
     /// True when the restored keys are 0 … n-1: a prefix of the writer's sequence, no gaps.
     pub fn is_prefix(&self) -> bool {
-        self.restored_keys.iter().enumerate().all(|(i, k)| *k == i as u64)
+        self.restored_keys
+            .iter()
+            .enumerate()
+            .all(|(i, k)| *k == i as u64)
     }
     /// True when every write acknowledged before the export began was restored.
     pub fn has_everything_acked_before(&self) -> bool {
@@ -74,9 +77,15 @@ impl BackupReport {
             Column::new("restored".into(), vec![self.restored()]),
             Column::new("acked_at_end".into(), vec![self.acked_total]),
             Column::new("export_kb".into(), vec![self.export_bytes / 1024]),
-            Column::new("export_s".into(), vec![(self.export_s * 1000.0).round() / 1000.0]),
+            Column::new(
+                "export_s".into(),
+                vec![(self.export_s * 1000.0).round() / 1000.0],
+            ),
             Column::new("export_rec_per_s".into(), vec![r1(self.export_rate())]),
-            Column::new("import_s".into(), vec![(self.import_s * 1000.0).round() / 1000.0]),
+            Column::new(
+                "import_s".into(),
+                vec![(self.import_s * 1000.0).round() / 1000.0],
+            ),
             Column::new("import_rec_per_s".into(), vec![r1(self.import_rate())]),
             Column::new("no_gaps".into(), vec![self.is_prefix()]),
             Column::new("checksum_match".into(), vec![self.checksum_matches()]),

@@ -74,7 +74,11 @@ pub struct DefineRace {
 
 impl DefineRace {
     fn rounds(&self, defined: bool) -> &[RaceRound] {
-        if defined { &self.defined } else { &self.undefined }
+        if defined {
+            &self.defined
+        } else {
+            &self.undefined
+        }
     }
     /// Conflicts over all rounds of one kind.
     pub fn conflicts(&self, defined: bool) -> usize {
@@ -90,7 +94,10 @@ impl DefineRace {
     }
     /// Other errors over all rounds of one kind.
     pub fn other_errors(&self, defined: bool) -> usize {
-        self.rounds(defined).iter().map(RaceRound::other_errors).sum()
+        self.rounds(defined)
+            .iter()
+            .map(RaceRound::other_errors)
+            .sum()
     }
 
     /// Definition keys that both nodes wrote in the traced undefined round: the contended keys.
@@ -104,16 +111,37 @@ impl DefineRace {
         frame(vec![
             Column::new(
                 "table".into(),
-                kinds.map(|d| if d { "defined first" } else { "never defined" }).to_vec(),
+                kinds
+                    .map(|d| if d { "defined first" } else { "never defined" })
+                    .to_vec(),
             ),
-            Column::new("rounds".into(), kinds.map(|d| self.rounds(d).len() as u64).to_vec()),
+            Column::new(
+                "rounds".into(),
+                kinds.map(|d| self.rounds(d).len() as u64).to_vec(),
+            ),
             Column::new(
                 "transactions".into(),
-                kinds.map(|d| self.rounds(d).iter().map(|r| r.outcomes.len() as u64).sum::<u64>()).to_vec(),
+                kinds
+                    .map(|d| {
+                        self.rounds(d)
+                            .iter()
+                            .map(|r| r.outcomes.len() as u64)
+                            .sum::<u64>()
+                    })
+                    .to_vec(),
             ),
-            Column::new("committed".into(), kinds.map(|d| self.committed(d) as u64).to_vec()),
-            Column::new("conflicts".into(), kinds.map(|d| self.conflicts(d) as u64).to_vec()),
-            Column::new("other_errors".into(), kinds.map(|d| self.other_errors(d) as u64).to_vec()),
+            Column::new(
+                "committed".into(),
+                kinds.map(|d| self.committed(d) as u64).to_vec(),
+            ),
+            Column::new(
+                "conflicts".into(),
+                kinds.map(|d| self.conflicts(d) as u64).to_vec(),
+            ),
+            Column::new(
+                "other_errors".into(),
+                kinds.map(|d| self.other_errors(d) as u64).to_vec(),
+            ),
         ])
     }
 
@@ -126,15 +154,35 @@ impl DefineRace {
             .chain(self.catalog_defined.iter().map(|w| ("defined first", w)))
             .collect();
         frame(vec![
-            Column::new("race".into(), rows.iter().map(|(r, _)| *r).collect::<Vec<_>>()),
-            Column::new("node".into(), rows.iter().map(|(_, w)| w.node.clone()).collect::<Vec<_>>()),
-            Column::new("rpc".into(), rows.iter().map(|(_, w)| w.rpc.clone()).collect::<Vec<_>>()),
-            Column::new("start_ts".into(), rows.iter().map(|(_, w)| w.start_ts).collect::<Vec<_>>()),
-            Column::new("key".into(), rows.iter().map(|(_, w)| w.key.clone()).collect::<Vec<_>>()),
-            Column::new("ok".into(), rows.iter().map(|(_, w)| w.ok).collect::<Vec<_>>()),
+            Column::new(
+                "race".into(),
+                rows.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "node".into(),
+                rows.iter().map(|(_, w)| w.node.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "rpc".into(),
+                rows.iter().map(|(_, w)| w.rpc.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "start_ts".into(),
+                rows.iter().map(|(_, w)| w.start_ts).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "key".into(),
+                rows.iter().map(|(_, w)| w.key.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "ok".into(),
+                rows.iter().map(|(_, w)| w.ok).collect::<Vec<_>>(),
+            ),
             Column::new(
                 "error".into(),
-                rows.iter().map(|(_, w)| w.error.clone().unwrap_or_default()).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|(_, w)| w.error.clone().unwrap_or_default())
+                    .collect::<Vec<_>>(),
             ),
         ])
     }
@@ -198,19 +246,40 @@ mod tests {
             defined: false,
             outcomes: vec![
                 ("node-a".into(), None),
-                ("node-b".into(), Some("Transaction conflict: resource busy".into())),
+                (
+                    "node-b".into(),
+                    Some("Transaction conflict: resource busy".into()),
+                ),
             ],
         };
         let report = DefineRace {
             undefined: vec![round.clone()],
-            defined: vec![RaceRound { defined: true, outcomes: vec![("node-a".into(), None), ("node-b".into(), Some("Parse error".into()))], ..round }],
-            catalog_undefined: vec![w("node-a", "table definition `t`"), w("node-b", "table definition `t`"), w("node-a", "record `t:1`")],
+            defined: vec![RaceRound {
+                defined: true,
+                outcomes: vec![
+                    ("node-a".into(), None),
+                    ("node-b".into(), Some("Parse error".into())),
+                ],
+                ..round
+            }],
+            catalog_undefined: vec![
+                w("node-a", "table definition `t`"),
+                w("node-b", "table definition `t`"),
+                w("node-a", "record `t:1`"),
+            ],
             catalog_defined: vec![],
         };
         assert_eq!((report.conflicts(false), report.conflicts(true)), (1, 0));
         assert_eq!(report.other_errors(true), 1);
-        assert_eq!(report.shared_catalog_keys(), vec!["table definition `t`".to_string()]);
-        assert!(report.explain().contains("1 conflict(s) in 1 rounds"), "{}", report.explain());
+        assert_eq!(
+            report.shared_catalog_keys(),
+            vec!["table definition `t`".to_string()]
+        );
+        assert!(
+            report.explain().contains("1 conflict(s) in 1 rounds"),
+            "{}",
+            report.explain()
+        );
         assert_eq!(report.summary_frame().unwrap().height(), 2);
     }
 }

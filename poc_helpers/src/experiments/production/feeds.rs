@@ -72,17 +72,25 @@ impl FeedReport {
     /// True when a feed's versionstamps strictly grow and its records are the writes, in the
     /// order they were acknowledged.
     pub fn in_write_order(&self, feed: &[ChangeSet]) -> bool {
-        let grows = feed.windows(2).all(|w| w[0].versionstamp < w[1].versionstamp);
+        let grows = feed
+            .windows(2)
+            .all(|w| w[0].versionstamp < w[1].versionstamp);
         let written: Vec<String> = self.writes.iter().map(|(_, id)| id.clone()).collect();
         grows && Self::ids(feed) == written
     }
     /// Records in node `i`'s feed by versionstamp.
     pub fn len_by_versionstamp(&self, i: usize) -> usize {
-        self.by_versionstamp.get(i).map(|(_, f)| Self::ids(f).len()).unwrap_or(0)
+        self.by_versionstamp
+            .get(i)
+            .map(|(_, f)| Self::ids(f).len())
+            .unwrap_or(0)
     }
     /// Records in node `i`'s feed by datetime.
     pub fn len_by_datetime(&self, i: usize) -> usize {
-        self.by_datetime.get(i).map(|(_, f)| Self::ids(f).len()).unwrap_or(0)
+        self.by_datetime
+            .get(i)
+            .map(|(_, f)| Self::ids(f).len())
+            .unwrap_or(0)
     }
 
     /// One row per node and way of asking: node, since, change_sets, records, first_vs,
@@ -92,32 +100,68 @@ impl FeedReport {
             .by_versionstamp
             .iter()
             .map(|(n, f)| (n.as_str(), "versionstamp 0", f))
-            .chain(self.by_datetime.iter().map(|(n, f)| (n.as_str(), "datetime before the writes", f)))
+            .chain(
+                self.by_datetime
+                    .iter()
+                    .map(|(n, f)| (n.as_str(), "datetime before the writes", f)),
+            )
             .collect();
         frame(vec![
             Column::new("node".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
             Column::new("since".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
-            Column::new("change_sets".into(), rows.iter().map(|r| r.2.len() as u64).collect::<Vec<_>>()),
-            Column::new("records".into(), rows.iter().map(|r| Self::ids(r.2).len() as u64).collect::<Vec<_>>()),
-            Column::new("first_vs".into(), rows.iter().map(|r| r.2.first().map(|c| c.versionstamp).unwrap_or(0)).collect::<Vec<_>>()),
-            Column::new("last_vs".into(), rows.iter().map(|r| r.2.last().map(|c| c.versionstamp).unwrap_or(0)).collect::<Vec<_>>()),
-            Column::new("in_write_order".into(), rows.iter().map(|r| self.in_write_order(r.2)).collect::<Vec<_>>()),
+            Column::new(
+                "change_sets".into(),
+                rows.iter().map(|r| r.2.len() as u64).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "records".into(),
+                rows.iter()
+                    .map(|r| Self::ids(r.2).len() as u64)
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "first_vs".into(),
+                rows.iter()
+                    .map(|r| r.2.first().map(|c| c.versionstamp).unwrap_or(0))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "last_vs".into(),
+                rows.iter()
+                    .map(|r| r.2.last().map(|c| c.versionstamp).unwrap_or(0))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "in_write_order".into(),
+                rows.iter()
+                    .map(|r| self.in_write_order(r.2))
+                    .collect::<Vec<_>>(),
+            ),
         ])
     }
 
     /// The answer in sentences, from this run.
     pub fn explain(&self) -> String {
         let yes = |b: bool| if b { "yes" } else { "no" };
-        let ordered = self.by_versionstamp.iter().all(|(_, f)| self.in_write_order(f));
+        let ordered = self
+            .by_versionstamp
+            .iter()
+            .all(|(_, f)| self.in_write_order(f));
         format!(
             "{} writes alternating between nodes. By versionstamp: identical on every node: {}; \
              lengths {}; in write order: {}. By datetime: identical: {}; lengths {}.",
             self.writes.len(),
             yes(self.identical_by_versionstamp()),
-            (0..self.by_versionstamp.len()).map(|i| self.len_by_versionstamp(i).to_string()).collect::<Vec<_>>().join(" and "),
+            (0..self.by_versionstamp.len())
+                .map(|i| self.len_by_versionstamp(i).to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
             yes(ordered),
             yes(self.identical_by_datetime()),
-            (0..self.by_datetime.len()).map(|i| self.len_by_datetime(i).to_string()).collect::<Vec<_>>().join(" and "),
+            (0..self.by_datetime.len())
+                .map(|i| self.len_by_datetime(i).to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
         )
     }
 }
@@ -138,8 +182,14 @@ mod tests {
         assert_eq!(feed[1].ids, vec!["feed:1".to_string()]);
         let mut r = FeedReport {
             table: "feed".into(),
-            writes: vec![("node-a".into(), "feed:1".into()), ("node-b".into(), "feed:2".into())],
-            by_versionstamp: vec![("node-a".into(), feed.clone()), ("node-b".into(), feed.clone())],
+            writes: vec![
+                ("node-a".into(), "feed:1".into()),
+                ("node-b".into(), "feed:2".into()),
+            ],
+            by_versionstamp: vec![
+                ("node-a".into(), feed.clone()),
+                ("node-b".into(), feed.clone()),
+            ],
             by_datetime: vec![],
         };
         assert!(r.identical_by_versionstamp() && r.in_write_order(&feed));

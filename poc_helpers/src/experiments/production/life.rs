@@ -60,9 +60,14 @@ impl LifeRun {
         let during: Vec<&Probe> = self
             .probes
             .iter()
-            .filter(|p| p.node == i && p.t_s > self.signalled_at_s + 0.3 && p.t_s < self.restarted_at_s)
+            .filter(|p| {
+                p.node == i && p.t_s > self.signalled_at_s + 0.3 && p.t_s < self.restarted_at_s
+            })
             .collect();
-        (during.iter().filter(|p| p.ready == Some(200)).count(), during.len())
+        (
+            during.iter().filter(|p| p.ready == Some(200)).count(),
+            during.len(),
+        )
     }
 
     /// `/health` and `/ready` of every node over time: each line high while it answers 200.
@@ -90,11 +95,20 @@ impl LifeRun {
             self.restarted_at_s,
         )];
         if let Some(a) = self.archived_s {
-            let end = self.removed_s.unwrap_or(self.restarted_at_s - self.signalled_at_s);
-            windows.push(("ARCHIVED".into(), self.signalled_at_s + a, self.signalled_at_s + end));
+            let end = self
+                .removed_s
+                .unwrap_or(self.restarted_at_s - self.signalled_at_s);
+            windows.push((
+                "ARCHIVED".into(),
+                self.signalled_at_s + a,
+                self.signalled_at_s + end,
+            ));
         }
         timeline::timeline(
-            &format!("{} of {}: /health and /ready ({})", self.signal, self.victim, self.settings),
+            &format!(
+                "{} of {}: /health and /ready ({})",
+                self.signal, self.victim, self.settings
+            ),
             "seconds",
             "each line: up = 200, down = anything else",
             &series,
@@ -113,7 +127,9 @@ pub struct LifeReport {
 impl LifeReport {
     /// The run for `signal` under `settings`, if any.
     pub fn find(&self, signal: &str, settings: &str) -> Option<&LifeRun> {
-        self.runs.iter().find(|r| r.signal == signal && r.settings == settings)
+        self.runs
+            .iter()
+            .find(|r| r.signal == signal && r.settings == settings)
     }
 
     /// One row per run: signal, settings, to_archived_s, to_removed_s, cleanup_s, and how long
@@ -122,11 +138,26 @@ impl LifeReport {
         let r = &self.runs;
         let round = |x: Option<f64>| x.map(|v| (v * 10.0).round() / 10.0);
         frame(vec![
-            Column::new("signal".into(), r.iter().map(|x| x.signal.clone()).collect::<Vec<_>>()),
-            Column::new("settings".into(), r.iter().map(|x| x.settings.clone()).collect::<Vec<_>>()),
-            Column::new("to_archived_s".into(), r.iter().map(|x| round(x.archived_s)).collect::<Vec<_>>()),
-            Column::new("to_removed_s".into(), r.iter().map(|x| round(x.removed_s)).collect::<Vec<_>>()),
-            Column::new("cleanup_s".into(), r.iter().map(|x| x.cleanup_s).collect::<Vec<_>>()),
+            Column::new(
+                "signal".into(),
+                r.iter().map(|x| x.signal.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "settings".into(),
+                r.iter().map(|x| x.settings.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "to_archived_s".into(),
+                r.iter().map(|x| round(x.archived_s)).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "to_removed_s".into(),
+                r.iter().map(|x| round(x.removed_s)).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "cleanup_s".into(),
+                r.iter().map(|x| x.cleanup_s).collect::<Vec<_>>(),
+            ),
             Column::new(
                 "survivor_ready_while_down".into(),
                 r.iter()
@@ -142,7 +173,10 @@ impl LifeReport {
 
     /// The answer in sentences, from this run.
     pub fn explain(&self) -> String {
-        let s = |x: Option<f64>| x.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "not seen".into());
+        let s = |x: Option<f64>| {
+            x.map(|v| format!("{v:.1} s"))
+                .unwrap_or_else(|| "not seen".into())
+        };
         self.runs
             .iter()
             .map(|r| {
@@ -166,7 +200,12 @@ mod tests {
     #[test]
     fn ready_while_down_counts_only_the_down_window() {
         let probes = (0..10)
-            .map(|k| Probe { t_s: k as f64, node: 1, health: Some(200), ready: if k < 5 { Some(200) } else { None } })
+            .map(|k| Probe {
+                t_s: k as f64,
+                node: 1,
+                health: Some(200),
+                ready: if k < 5 { Some(200) } else { None },
+            })
             .collect();
         let run = LifeRun {
             signal: "SIGKILL".into(),
@@ -185,6 +224,10 @@ mod tests {
         assert_eq!(run.ready_while_down(1), (1, 5));
         assert!(run.chart().unwrap().svg.contains("<svg"));
         let report = LifeReport { runs: vec![run] };
-        assert!(report.explain().contains("ARCHIVED after 31.0 s, removed after not seen"));
+        assert!(
+            report
+                .explain()
+                .contains("ARCHIVED after 31.0 s, removed after not seen")
+        );
     }
 }

@@ -72,7 +72,11 @@ impl RollingRun {
     }
     /// A short label: `with durable sessions` / `without durable sessions`.
     pub fn label(&self) -> &'static str {
-        if self.durable_sessions { "with --durable-sessions" } else { "without --durable-sessions" }
+        if self.durable_sessions {
+            "with --durable-sessions"
+        } else {
+            "without --durable-sessions"
+        }
     }
 
     /// One row per client: requests, errors, p50, p99 and max ms, sessions kept and lost.
@@ -81,18 +85,49 @@ impl RollingRun {
         frame(vec![
             Column::new("nodes".into(), CLIENTS.map(|_| self.label()).to_vec()),
             Column::new("client".into(), CLIENTS.to_vec()),
-            Column::new("requests".into(), CLIENTS.map(|c| self.requests(c) as u64).to_vec()),
-            Column::new("errors".into(), CLIENTS.map(|c| self.errors(c) as u64).to_vec()),
-            Column::new("p50_ms".into(), CLIENTS.map(|c| r2(self.latency(c, 0.5))).to_vec()),
-            Column::new("p99_ms".into(), CLIENTS.map(|c| r2(self.latency(c, 0.99))).to_vec()),
-            Column::new("max_ms".into(), CLIENTS.map(|c| r2(self.latency(c, 1.0))).to_vec()),
+            Column::new(
+                "requests".into(),
+                CLIENTS.map(|c| self.requests(c) as u64).to_vec(),
+            ),
+            Column::new(
+                "errors".into(),
+                CLIENTS.map(|c| self.errors(c) as u64).to_vec(),
+            ),
+            Column::new(
+                "p50_ms".into(),
+                CLIENTS.map(|c| r2(self.latency(c, 0.5))).to_vec(),
+            ),
+            Column::new(
+                "p99_ms".into(),
+                CLIENTS.map(|c| r2(self.latency(c, 0.99))).to_vec(),
+            ),
+            Column::new(
+                "max_ms".into(),
+                CLIENTS.map(|c| r2(self.latency(c, 1.0))).to_vec(),
+            ),
             Column::new(
                 "sessions_kept".into(),
-                CLIENTS.map(|c| if c == "session" { self.session_kept as i64 } else { -1 }).to_vec(),
+                CLIENTS
+                    .map(|c| {
+                        if c == "session" {
+                            self.session_kept as i64
+                        } else {
+                            -1
+                        }
+                    })
+                    .to_vec(),
             ),
             Column::new(
                 "sessions_lost".into(),
-                CLIENTS.map(|c| if c == "session" { self.session_lost as i64 } else { -1 }).to_vec(),
+                CLIENTS
+                    .map(|c| {
+                        if c == "session" {
+                            self.session_lost as i64
+                        } else {
+                            -1
+                        }
+                    })
+                    .to_vec(),
             ),
         ])
     }
@@ -104,7 +139,9 @@ impl RollingRun {
             .map(|c| {
                 (
                     format!("{c} client (ms; 0 = failed)"),
-                    self.of(c).map(|s| (s.t_s, if s.ok { s.ms } else { 0.0 })).collect(),
+                    self.of(c)
+                        .map(|s| (s.t_s, if s.ok { s.ms } else { 0.0 }))
+                        .collect(),
                 )
             })
             .collect();
@@ -153,7 +190,11 @@ mod tests {
         };
         let run = RollingRun {
             durable_sessions: true,
-            samples: vec![s("naive", false, 1.0), s("naive", true, 2.0), s("failover", true, 9.0)],
+            samples: vec![
+                s("naive", false, 1.0),
+                s("naive", true, 2.0),
+                s("failover", true, 9.0),
+            ],
             windows: vec![("restart node-a".into(), 0.5, 1.5)],
             session_kept: 2,
             session_lost: 0,
@@ -161,7 +202,11 @@ mod tests {
         assert_eq!((run.errors("naive"), run.errors("failover")), (1, 0));
         assert_eq!(run.latency("naive", 0.99), 2.0);
         assert_eq!(run.frame().unwrap().height(), 3);
-        assert!(run.explain().contains("naive 1 error(s) in 2 requests"), "{}", run.explain());
+        assert!(
+            run.explain().contains("naive 1 error(s) in 2 requests"),
+            "{}",
+            run.explain()
+        );
         assert!(run.chart().is_ok());
     }
 }

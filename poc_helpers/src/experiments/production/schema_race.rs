@@ -45,7 +45,11 @@ impl SchemaRace {
     pub fn refused_by_assert(&self) -> usize {
         self.attempts
             .iter()
-            .filter(|a| a.error.as_deref().is_some_and(|e| e.contains("must conform") || e.contains("ASSERT")))
+            .filter(|a| {
+                a.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("must conform") || e.contains("ASSERT"))
+            })
             .count()
     }
     /// The largest gap between the definition and the violating write, ms.
@@ -60,10 +64,22 @@ impl SchemaRace {
             Column::new("define_on".into(), vec![self.definer.clone()]),
             Column::new("write_on".into(), vec![self.writer.clone()]),
             Column::new("attempts".into(), vec![self.attempts.len() as u64]),
-            Column::new("accepted_violations".into(), vec![self.accepted_violations() as u64]),
-            Column::new("refused_by_assert".into(), vec![self.refused_by_assert() as u64]),
-            Column::new("median_gap_ms".into(), vec![(super::quantile(&gaps, 0.5) * 100.0).round() / 100.0]),
-            Column::new("max_gap_ms".into(), vec![(self.max_gap_ms() * 100.0).round() / 100.0]),
+            Column::new(
+                "accepted_violations".into(),
+                vec![self.accepted_violations() as u64],
+            ),
+            Column::new(
+                "refused_by_assert".into(),
+                vec![self.refused_by_assert() as u64],
+            ),
+            Column::new(
+                "median_gap_ms".into(),
+                vec![(super::quantile(&gaps, 0.5) * 100.0).round() / 100.0],
+            ),
+            Column::new(
+                "max_gap_ms".into(),
+                vec![(self.max_gap_ms() * 100.0).round() / 100.0],
+            ),
         ])
     }
 
@@ -88,13 +104,19 @@ mod tests {
 
     #[test]
     fn counts_accepted_violations() {
-        let a = |accepted: bool| SchemaAttempt {
+        let a = |accepted: bool| {
+            SchemaAttempt {
             table: "t".into(),
             gap_ms: 0.4,
             accepted,
             error: (!accepted).then(|| "Found -1 for field `v`, with record `t:bad`, but field must conform to: $value > 0".into()),
+        }
         };
-        let r = SchemaRace { definer: "node-a".into(), writer: "node-b".into(), attempts: vec![a(false), a(true)] };
+        let r = SchemaRace {
+            definer: "node-a".into(),
+            writer: "node-b".into(),
+            attempts: vec![a(false), a(true)],
+        };
         assert_eq!((r.accepted_violations(), r.refused_by_assert()), (1, 1));
         assert!(r.explain().starts_with("1 of 2 violating writes on node-b"));
     }
