@@ -270,6 +270,8 @@ mod tests {
             catalog_defined: vec![],
         };
         assert_eq!((report.conflicts(false), report.conflicts(true)), (1, 0));
+        // Whatever the case of the word: TiKV says "write conflict", SurrealDB "Transaction conflict".
+        assert!(is_conflict("Failed to commit: Write Conflict on key"));
         assert_eq!(report.other_errors(true), 1);
         assert_eq!(
             report.shared_catalog_keys(),
