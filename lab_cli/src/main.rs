@@ -89,6 +89,23 @@ enum Cmd {
     },
     /// Show every node's state, pid, version, memory and uptime.
     Status,
+    /// Every node's `/health` and `/ready` status now (what a load balancer polls).
+    Ready,
+    /// Export the lab's database through NODE as a SurrealQL script (one consistent snapshot).
+    Export {
+        /// The node (a, b, node-c, …).
+        node: String,
+        /// The file to write; `-` (the default) writes to stdout.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Import a SurrealQL script (an export) through NODE.
+    Import {
+        /// The node (a, b, node-c, …).
+        node: String,
+        /// The .surql file to read.
+        file: PathBuf,
+    },
     /// Where the data lives, as PD sees it: the regions (key ranges), the stores holding a
     /// replica of each, and which store leads each region.
     Placement,
@@ -308,6 +325,45 @@ fn run(cli: Cli) -> Result<(), LabError> {
         Cmd::Status => {
             let cluster = Cluster::attach_dir(&dir)?;
             println!("{}", cluster.status()?);
+            Ok(())
+        }
+        Cmd::Ready => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            println!("{}", cluster.readiness()?);
+            Ok(())
+        }
+        Cmd::Export { node, file } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let script = cluster.export_sql(node.as_str())?;
+            if file == "-" {
+                print!("{script}");
+            } else {
+                std::fs::write(&file, &script).map_err(|e| LabError::Io {
+                    action: "write the export to".into(),
+                    path: file.clone(),
+                    message: e.to_string(),
+                    fix: "pass a file in a folder that exists and you can write, or - for stdout"
+                        .into(),
+                })?;
+                eprintln!("exported {} bytes through {node} to {file}", script.len());
+            }
+            Ok(())
+        }
+        Cmd::Import { node, file } => {
+            let script = std::fs::read_to_string(&file).map_err(|e| LabError::Io {
+                action: "read the script".into(),
+                path: file.display().to_string(),
+                message: e.to_string(),
+                fix: "pass the path of a .surql export, e.g. one written by `lab export b backup.surql`".into(),
+            })?;
+            let cluster = Cluster::attach_dir(&dir)?;
+            let t = Instant::now();
+            cluster.import_sql(node.as_str(), &script)?;
+            eprintln!(
+                "imported {} bytes through {node} in {:.2} s",
+                script.len(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Cmd::Placement => {

@@ -22,6 +22,27 @@ use crate::vocab::nodes::NodeRef;
 const SESSION_ATTEMPTS: u32 = 60;
 
 impl Cluster {
+    /// The lab's database as a SurrealQL script, exported through `node` (`GET /export`, what
+    /// `surreal export` calls): one read transaction, so a consistent snapshot.
+    pub fn export_sql(&self, node: impl Into<NodeRef>) -> Result<String, LabError> {
+        let ep = self.endpoint(node.into())?;
+        let agent = http_api::agent(Duration::from_secs(600));
+        let auth = self.http_auth().signed_in(&agent, &ep.http);
+        http_api::export(&agent, &ep.http, &auth)
+            .map_err(|e| transfer_error("the export", &ep.node, e))
+    }
+
+    /// Runs a SurrealQL script (an export) on `node` through `POST /import`; an empty script
+    /// is refused, since it would restore nothing.
+    pub fn import_sql(&self, node: impl Into<NodeRef>, script: &str) -> Result<(), LabError> {
+        check_script(script)?;
+        let ep = self.endpoint(node.into())?;
+        let agent = http_api::agent(Duration::from_secs(3600));
+        let auth = self.http_auth().signed_in(&agent, &ep.http);
+        http_api::import(&agent, &ep.http, &auth, script)
+            .map_err(|e| transfer_error("the import", &ep.node, e))
+    }
+
     /// A rolling restart under load: each node is restarted in turn (SIGTERM, start, wait until
     /// ready, 1.5 s to settle) while three clients each send a request every `interval`: a
     /// naive client pinned to node-a, a [`FailoverClient`], and a client in one HTTP RPC
@@ -228,6 +249,27 @@ impl Cluster {
     }
 }
 
+/// Refuses an empty import script, naming the fix.
+fn check_script(script: &str) -> Result<(), LabError> {
+    if script.trim().is_empty() {
+        return Err(LabError::config(
+            "import",
+            "the script is empty, so the import would restore nothing",
+            "pass the text of an export, e.g. cluster.export_sql(\"b\") or a .surql file's contents",
+        ));
+    }
+    Ok(())
+}
+
+/// A failed export or import, naming the node and what to check.
+fn transfer_error(what: &str, node: &str, e: CallError) -> LabError {
+    LabError::config(
+        "export/import",
+        format!("{what} through {node} failed: {e}"),
+        "check the node is running (cluster.status()) and, for an import, that the script is a SurrealQL export",
+    )
+}
+
 /// One client request as a sample.
 fn sample(client: &str, t_s: f64, sent: Instant, node: &str, err: Option<CallError>) -> Sample {
     Sample {
@@ -331,4 +373,19 @@ fn session_client(
         std::thread::sleep(interval);
     }
     (out, kept, lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_import_script_is_refused_naming_the_fix() {
+        let e = check_script(" \n").unwrap_err().to_string();
+        assert!(
+            e.contains("empty") && e.contains("Fix: pass the text of an export"),
+            "{e}"
+        );
+        assert!(check_script("OPTION IMPORT;").is_ok());
+    }
 }
