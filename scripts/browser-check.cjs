@@ -23,6 +23,7 @@ const EXPECT = {
   "03_crud.ipynb": { tables: 6, svgs: 0, shots: [["table", 1, "03-crud-compare.png"]] },
   "04_load_test.ipynb": { tables: 4, svgs: 4, shots: [["svg", 0, "04-latency-histogram.png"], ["svg", 2, "04-percentiles.png"]] },
   "05_failure_modes.ipynb": { tables: 12, svgs: 2, shots: [["svg", 0, "05-bank-timeline.png"]] },
+  "06_running_it_for_real.ipynb": { tables: 8, svgs: 2, shots: [] },
 };
 
 // Only the notebook on screen: JupyterLab keeps other documents' panels in the DOM, hidden.

@@ -4,7 +4,7 @@
 #   2. Rust tests of the whole workspace (real `surreal` and `storage-node` processes), then
 #      clippy on it with warnings as errors,
 #   3. setup's server step against a local download site (test_setup.py),
-#   4. the five notebooks executed headless in the real evcxr kernel (any cell error fails), each
+#   4. the six notebooks executed headless in the real evcxr kernel (any cell error fails), each
 #      exercise's reference solution with them; their executed copies are then published to
 #      docs/executed/ (so every test run regenerates them),
 #   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py),

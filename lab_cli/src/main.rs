@@ -36,7 +36,7 @@ mod bench_storage;
 mod failover;
 mod nodes;
 use poc_helpers::facade::{Cluster, default_lab_root};
-use poc_helpers::vocab::config::StorageMode;
+use poc_helpers::vocab::config::{MembershipIntervals, StorageMode};
 use poc_helpers::vocab::error::LabError;
 use poc_helpers::vocab::nodes::{NodeAction, NodeState};
 
@@ -78,9 +78,34 @@ enum Cmd {
         /// plus three stores, every region replicated with Raft, as TiKV runs).
         #[arg(long, default_value_t = 1)]
         stores: usize,
+        /// Keep HTTP RPC sessions in storage (`surreal start --durable-sessions`), so a session
+        /// attached on one node continues on another.
+        #[arg(long)]
+        durable_sessions: bool,
+        /// Membership intervals REFRESH,CHECK,CLEANUP for every node, e.g. `1s,1s,10s`
+        /// (SurrealDB's defaults: 3s,15s,300s).
+        #[arg(long)]
+        membership: Option<String>,
     },
     /// Show every node's state, pid, version, memory and uptime.
     Status,
+    /// Every node's `/health` and `/ready` status now (what a load balancer polls).
+    Ready,
+    /// Export the lab's database through NODE as a SurrealQL script (one consistent snapshot).
+    Export {
+        /// The node (a, b, node-c, …).
+        node: String,
+        /// The file to write; `-` (the default) writes to stdout.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Import a SurrealQL script (an export) through NODE.
+    Import {
+        /// The node (a, b, node-c, …).
+        node: String,
+        /// The .surql file to read.
+        file: PathBuf,
+    },
     /// Where the data lives, as PD sees it: the regions (key ranges), the stores holding a
     /// replica of each, and which store leads each region.
     #[command(alias = "regions")]
@@ -244,6 +269,8 @@ fn run(cli: Cli) -> Result<(), LabError> {
             ephemeral,
             storage,
             stores,
+            durable_sessions,
+            membership,
         } => {
             // `lab up` twice would otherwise reap the running lab; say so instead.
             if let Ok(existing) = Cluster::attach_dir(&dir) {
@@ -270,7 +297,11 @@ fn run(cli: Cli) -> Result<(), LabError> {
                 .nodes(nodes)
                 .storage(StorageMode::parse(&storage)?)
                 .stores(stores)
+                .durable_sessions(durable_sessions)
                 .echo(false);
+            if let Some(m) = membership {
+                builder = builder.membership_intervals(MembershipIntervals::parse(&m)?);
+            }
             if let Some(p) = base_port {
                 builder = builder.base_port(p);
             }
@@ -306,6 +337,45 @@ fn run(cli: Cli) -> Result<(), LabError> {
         Cmd::Status => {
             let cluster = Cluster::attach_dir(&dir)?;
             println!("{}", cluster.status()?);
+            Ok(())
+        }
+        Cmd::Ready => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            println!("{}", cluster.readiness()?);
+            Ok(())
+        }
+        Cmd::Export { node, file } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let script = cluster.export_sql(node.as_str())?;
+            if file == "-" {
+                print!("{script}");
+            } else {
+                std::fs::write(&file, &script).map_err(|e| LabError::Io {
+                    action: "write the export to".into(),
+                    path: file.clone(),
+                    message: e.to_string(),
+                    fix: "pass a file in a folder that exists and you can write, or - for stdout"
+                        .into(),
+                })?;
+                eprintln!("exported {} bytes through {node} to {file}", script.len());
+            }
+            Ok(())
+        }
+        Cmd::Import { node, file } => {
+            let script = std::fs::read_to_string(&file).map_err(|e| LabError::Io {
+                action: "read the script".into(),
+                path: file.display().to_string(),
+                message: e.to_string(),
+                fix: "pass the path of a .surql export, e.g. one written by `lab export b backup.surql`".into(),
+            })?;
+            let cluster = Cluster::attach_dir(&dir)?;
+            let t = Instant::now();
+            cluster.import_sql(node.as_str(), &script)?;
+            eprintln!(
+                "imported {} bytes through {node} in {:.2} s",
+                script.len(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Cmd::Placement => {

@@ -61,6 +61,12 @@ pub mod prelude {
     pub use crate::experiments::handoff::Handoff;
     pub use crate::experiments::partitions::drops::{DropPlan, DropReport};
     pub use crate::experiments::partitions::{ClientCutReport, LatencyReport};
+    pub use crate::experiments::production::backup::BackupReport;
+    pub use crate::experiments::production::define_race::DefineRace;
+    pub use crate::experiments::production::feeds::FeedReport;
+    pub use crate::experiments::production::life::{LifeReport, LifeRun};
+    pub use crate::experiments::production::rolling::RollingRun;
+    pub use crate::experiments::production::schema_race::SchemaRace;
     pub use crate::experiments::scale_out::NodeJoin;
     pub use crate::experiments::store_failover::StoreFailover;
     pub use crate::experiments::unique::{LoserSaw, UniqueRaceReport};
@@ -72,6 +78,7 @@ pub mod prelude {
         WorkloadPlan, WorkloadReport,
     };
     pub use crate::facade::{Cluster, ClusterBuilder, Endpoint, WhereIs};
+    pub use crate::infra::http_api::{FailoverClient, HttpAuth};
     pub use crate::infra::metrics::Instance;
     pub use crate::infra::placement::{Placement, Region, Store};
     pub use crate::infra::trace::TraceRow;

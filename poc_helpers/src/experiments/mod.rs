@@ -19,6 +19,8 @@
 //! - [`key_meaning`]: a storage key decoded into namespace, database, table and record.
 //! - [`partitions`]: a client cut from its node, a slow link, dropped connections.
 //! - [`unique`]: two nodes racing to create the same email under a UNIQUE index.
+//! - [`production`]: notebook 06 — what multi-node users ask: catalog races, changefeeds, a
+//!   node's life, rolling restarts, schema propagation, export and restore.
 
 pub mod bank;
 pub mod commit_shape;
@@ -30,6 +32,7 @@ pub mod key_meaning;
 pub mod live;
 pub mod membership;
 pub mod partitions;
+pub mod production;
 pub mod scale_out;
 pub mod store_failover;
 pub mod unique;

@@ -68,6 +68,7 @@ pub struct ClusterBuilder {
     fault_links: bool,
     membership_intervals: Option<MembershipIntervals>,
     live_query_engine: Option<LiveQueryEngine>,
+    durable_sessions: bool,
     echo: bool,
 }
 
@@ -97,6 +98,7 @@ impl Default for ClusterBuilder {
             fault_links: false,
             membership_intervals: None,
             live_query_engine: None,
+            durable_sessions: false,
             echo: true,
         }
     }
@@ -225,6 +227,13 @@ impl ClusterBuilder {
         self.live_query_engine = Some(engine);
         self
     }
+    /// Start every node with `--durable-sessions` (SurrealDB 3.3.5): HTTP RPC sessions are kept
+    /// in the shared storage, so a session attached on node-a continues on node-b, and survives
+    /// a restart. Needs shared storage (checked at start). Default off, as in `surreal start`.
+    pub fn durable_sessions(mut self, on: bool) -> Self {
+        self.durable_sessions = on;
+        self
+    }
     /// Print log lines (default true).
     pub fn echo(mut self, on: bool) -> Self {
         self.echo = on;
@@ -271,6 +280,20 @@ impl ClusterBuilder {
                 "use .storage(StorageMode::Shared) (the default) with .stores(3), or drop .stores(..)",
             ));
         }
+        if let Some(m) = &self.membership_intervals {
+            m.validate()?;
+        }
+        if self.durable_sessions && !self.storage.is_shared() {
+            return Err(LabError::config(
+                "durable_sessions",
+                format!(
+                    "durable sessions asked with storage {}: each isolated node has its own \
+                     store, so a session kept there cannot be resumed on another node",
+                    self.storage.label()
+                ),
+                "use .storage(StorageMode::Shared) (the default) with .durable_sessions(true)",
+            ));
+        }
         let env = std::env::var(ENV_BASE_PORT).ok();
         let (base_port, ephemeral) = resolve_base_port(self.base_port, self.ephemeral, env)?;
         if !ephemeral {
@@ -307,6 +330,7 @@ impl ClusterBuilder {
             fault_links: self.fault_links,
             membership_intervals: self.membership_intervals,
             live_query_engine: self.live_query_engine,
+            durable_sessions: self.durable_sessions,
         })
     }
 
@@ -413,6 +437,40 @@ mod tests {
         );
         let e = resolve_base_port(None, false, Some("eighty".into())).unwrap_err();
         assert!(e.to_string().contains("ephemeral"), "{e}");
+    }
+
+    #[test]
+    fn node_flags_refuse_bad_input_naming_the_fix() {
+        let e = Cluster::builder()
+            .storage(StorageMode::Isolated(crate::vocab::config::Engine::Memory))
+            .durable_sessions(true)
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("durable_sessions") && e.contains("Fix: use .storage(StorageMode::Shared)"),
+            "{e}"
+        );
+        let bad = MembershipIntervals {
+            refresh: Duration::from_millis(5),
+            check: Duration::from_secs(1),
+            cleanup: Duration::from_secs(1),
+        };
+        let e = Cluster::builder()
+            .membership_intervals(bad)
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refresh interval is 5 ms") && e.contains("Fix:"),
+            "{e}"
+        );
+        let ok = Cluster::builder()
+            .base_port(8000)
+            .durable_sessions(true)
+            .config()
+            .unwrap();
+        assert!(ok.durable_sessions);
     }
 
     #[test]

@@ -37,6 +37,8 @@ mod faults;
 mod load;
 mod membership;
 mod partitions;
+mod production;
+mod production_ops;
 mod queries;
 mod replication;
 pub use replication::WhereIs;

@@ -11,6 +11,7 @@
 pub mod binary;
 pub mod client;
 pub mod embedded_tier;
+pub mod http_api;
 pub mod keyspace;
 pub mod links;
 pub mod metrics;

@@ -99,6 +99,10 @@ pub struct LabConfig {
     /// `SURREAL_LIVE_QUERY_ENGINE` for every node (see `live`); `None` = SurrealDB's default.
     #[serde(default)]
     pub live_query_engine: Option<LiveQueryEngine>,
+    /// `--durable-sessions` for every node: HTTP RPC sessions kept in storage, so a session
+    /// attached on one node continues on another (see `experiments::production::rolling`).
+    #[serde(default)]
+    pub durable_sessions: bool,
 }
 
 fn one_store() -> usize {
@@ -226,6 +230,90 @@ impl MembershipIntervals {
         }
     }
 
+    /// Intervals you choose, checked: each must be at least [`MIN_MEMBERSHIP_INTERVAL`] (a
+    /// node's background tasks would otherwise spin), and the check may not run more often
+    /// than the heartbeat (it would look at the same heartbeats twice). The error names the fix.
+    pub fn new(refresh: Duration, check: Duration, cleanup: Duration) -> Result<Self, LabError> {
+        let m = MembershipIntervals {
+            refresh,
+            check,
+            cleanup,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Parses the CLI's `--membership REFRESH,CHECK,CLEANUP`, e.g. `1s,1s,10s` or `500ms,1s,5s`.
+    pub fn parse(text: &str) -> Result<Self, LabError> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let bad = |why: String| {
+            LabError::config(
+                "membership",
+                why,
+                "write three durations REFRESH,CHECK,CLEANUP such as `1s,1s,10s` (units: ms or s)",
+            )
+        };
+        let [r, c, k] = parts.as_slice() else {
+            return Err(bad(format!(
+                "`{text}` is not three comma-separated durations"
+            )));
+        };
+        let one =
+            |p: &str| parse_duration(p).ok_or_else(|| bad(format!("`{p}` is not a duration")));
+        MembershipIntervals::new(one(r)?, one(c)?, one(k)?)
+    }
+
+    /// Checks the rules of [`new`](Self::new) (also for intervals built as a struct literal).
+    pub fn validate(&self) -> Result<(), LabError> {
+        for (name, d) in [
+            ("refresh", self.refresh),
+            ("check", self.check),
+            ("cleanup", self.cleanup),
+        ] {
+            if d < MIN_MEMBERSHIP_INTERVAL {
+                return Err(LabError::config(
+                    "membership_intervals",
+                    format!(
+                        "the {name} interval is {} ms, below the lab's minimum of {} ms",
+                        d.as_millis(),
+                        MIN_MEMBERSHIP_INTERVAL.as_millis()
+                    ),
+                    "use at least 100 ms for each interval, e.g. MembershipIntervals::fast() (1 s, 1 s, 10 s)",
+                ));
+            }
+        }
+        if self.check < self.refresh {
+            return Err(LabError::config(
+                "membership_intervals",
+                format!(
+                    "the check interval ({} ms) is shorter than the heartbeat refresh ({} ms)",
+                    self.check.as_millis(),
+                    self.refresh.as_millis()
+                ),
+                "make check at least as long as refresh: checking more often than nodes \
+                 heartbeat finds nothing new",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings as one short label: `refresh 1 s · check 1 s · cleanup 10 s`.
+    pub fn label(&self) -> String {
+        let s = |d: Duration| {
+            if d.as_millis().is_multiple_of(1000) {
+                format!("{} s", d.as_secs())
+            } else {
+                format!("{} ms", d.as_millis())
+            }
+        };
+        format!(
+            "refresh {} · check {} · cleanup {}",
+            s(self.refresh),
+            s(self.check),
+            s(self.cleanup)
+        )
+    }
+
     /// The `surreal start` flags.
     pub fn flags(&self) -> Vec<String> {
         let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
@@ -238,6 +326,22 @@ impl MembershipIntervals {
             ms(self.cleanup),
         ]
     }
+}
+
+/// The shortest membership interval the lab passes to `surreal start`.
+pub const MIN_MEMBERSHIP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `250ms`, `1s`, `1.5s` or a bare number of seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms.trim().parse::<u64>().ok().map(Duration::from_millis);
+    }
+    let secs = t.strip_suffix('s').unwrap_or(t).trim();
+    secs.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 /// The environment variable `surreal` 3.3.5 reads to pick its live-query engine.
@@ -359,6 +463,43 @@ mod tests {
             assert!(e.contains("use 1") && e.contains("or 3"), "{e}");
         }
         assert!(check_store_count(3).is_ok());
+    }
+
+    #[test]
+    fn membership_intervals_refuse_tiny_or_inverted_values_naming_the_fix() {
+        let ms = Duration::from_millis;
+        assert!(MembershipIntervals::new(ms(1000), ms(1000), ms(10_000)).is_ok());
+        let zero = MembershipIntervals::new(ms(0), ms(1000), ms(1000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            zero.contains("refresh") && zero.contains("Fix: use at least 100 ms"),
+            "{zero}"
+        );
+        let inverted = MembershipIntervals::new(ms(2000), ms(1000), ms(5000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            inverted.contains("shorter than the heartbeat") && inverted.contains("Fix:"),
+            "{inverted}"
+        );
+        let parsed = MembershipIntervals::parse("500ms, 1s, 4").unwrap();
+        assert_eq!(
+            (parsed.refresh, parsed.check, parsed.cleanup),
+            (ms(500), ms(1000), ms(4000))
+        );
+        let e = MembershipIntervals::parse("1s,1s").unwrap_err().to_string();
+        assert!(e.contains("REFRESH,CHECK,CLEANUP"), "{e}");
+        assert!(
+            MembershipIntervals::parse("1s,x,1s")
+                .unwrap_err()
+                .to_string()
+                .contains("`x`")
+        );
+        assert_eq!(
+            MembershipIntervals::fast().label(),
+            "refresh 1 s · check 1 s · cleanup 10 s"
+        );
     }
 
     #[test]

@@ -145,6 +145,9 @@ impl Lab {
         if let Some(m) = &self.cfg.membership_intervals {
             node.extra_args = m.flags();
         }
+        if self.cfg.durable_sessions {
+            node.extra_args.push("--durable-sessions".into());
+        }
         if let Some(engine) = self.cfg.live_query_engine {
             node.extra_env.push((
                 crate::vocab::config::ENGINE_ENV.to_string(),
@@ -378,6 +381,7 @@ pub(crate) mod tests {
             fault_links: false,
             membership_intervals: None,
             live_query_engine: None,
+            durable_sessions: false,
         }
     }
 
