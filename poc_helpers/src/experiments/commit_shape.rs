@@ -34,13 +34,18 @@ impl CommitShape {
     /// "one phase: 1 prewrite, 0 commits", or "two phases: 2 prewrites, 1 commit".
     pub fn describe(&self) -> String {
         let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let phases = if self.one_phase() {
+            "one phase"
+        } else {
+            "two phases"
+        };
+        let late = if !self.one_phase() && self.commits == 0 {
+            " (the commit requests had not reached the trace yet)"
+        } else {
+            ""
+        };
         format!(
-            "{}: {}, {}",
-            if self.one_phase() {
-                "one phase"
-            } else {
-                "two phases"
-            },
+            "{phases}: {}, {}{late}",
             plural(self.prewrites, "prewrite"),
             plural(self.commits, "commit"),
         )

@@ -16,7 +16,6 @@
 //! - [`commit_shape`]: whether a write committed in one phase or two, from the storage trace.
 //! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
-//! - [`key_meaning`]: a storage key decoded into namespace, database, table and record.
 //! - [`partitions`]: a client cut from its node, a slow link, dropped connections.
 //! - [`unique`]: two nodes racing to create the same email under a UNIQUE index.
 //! - [`production`]: notebook 06 — what multi-node users ask: catalog races, changefeeds, a
@@ -28,7 +27,6 @@ pub mod conflicts;
 pub mod consistency;
 pub mod handoff;
 pub(crate) mod harness;
-pub mod key_meaning;
 pub mod live;
 pub mod membership;
 pub mod partitions;

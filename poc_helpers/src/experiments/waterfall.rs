@@ -25,12 +25,12 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::experiments::key_meaning::{KeyMeaning, decode_key, unescape};
 use crate::infra::trace::{RaftSteps, TraceRow};
 use crate::present::charts::Chart;
 use crate::present::gantt::{GanttBar, gantt};
 use crate::vocab::error::LabError;
 use crate::vocab::frames::frame;
+pub use crate::vocab::key_meaning::{KeyMeaning, decode_key, unescape};
 use polars::prelude::{Column, DataFrame};
 
 /// One storage RPC of a statement.

@@ -11,7 +11,6 @@ use polars::prelude::*;
 use serde_json::{Value, json};
 
 use super::Cluster;
-use crate::experiments::key_meaning::decode_key;
 use crate::experiments::production::define_race::{CatalogWrite, DefineRace, RaceRound};
 use crate::experiments::production::feeds::{FeedReport, parse_changes};
 use crate::experiments::production::life::{LifeRun, Probe};
@@ -19,6 +18,7 @@ use crate::experiments::production::schema_race::{SchemaAttempt, SchemaRace};
 use crate::infra::http_api::{self, FailoverClient, HttpAuth};
 use crate::vocab::error::LabError;
 use crate::vocab::frames::frame;
+use crate::vocab::key_meaning::decode_key;
 use crate::vocab::nodes::NodeRef;
 
 /// A short random suffix, so a re-run cell gets fresh tables.

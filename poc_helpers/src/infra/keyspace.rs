@@ -3,7 +3,7 @@
 //!
 //! Why this exists: regions are ranges of encoded keys, so "which region holds `user:ada`" and
 //! "split at table `user`" both start by building the key SurrealDB itself writes. The layout
-//! (`crates/core/src/key` in SurrealDB, read back by [`crate::experiments::key_meaning`]):
+//! (`crates/core/src/key` in SurrealDB, read back by [`crate::vocab::key_meaning`]):
 //!
 //! ```text
 //! record   /*{ns id: u32 BE}*{db id: u32 BE}*{table}\0*{id}
@@ -157,7 +157,7 @@ impl RecordName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiments::key_meaning::{KeyMeaning, decode_key};
+    use crate::vocab::key_meaning::{KeyMeaning, decode_key};
 
     #[test]
     fn encoding_round_trips_and_keeps_order() {

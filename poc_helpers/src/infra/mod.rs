@@ -3,10 +3,11 @@
 //! Imports only [`crate::vocab`]. Each module owns one kind of thing: processes by pid
 //! ([`procs`]), ports ([`ports`]), finding binaries ([`binary`]), one `surreal` process
 //! ([`node`]), one embedded storage process ([`storage_node`]) and the group of them
-//! ([`embedded_tier`]), the storage tier behind a
-//! mode ([`storage`]), the fault proxy and the links built on it ([`proxy`], [`links`]), SDK
-//! sessions and HTTP ([`client`]), record names to storage keys ([`keyspace`]), process sampling ([`sampler`]), the storage trace
-//! ([`trace`]) and status measurements ([`metrics`]).
+//! ([`embedded_tier`]), the storage tier behind a mode ([`storage`]), the fault proxy and the
+//! links built on it ([`proxy`], [`links`]), SDK sessions and HTTP ([`client`]), SurrealDB's
+//! HTTP API with sessions and failover ([`http_api`]), record names to storage keys
+//! ([`keyspace`]), process sampling ([`sampler`]), the storage trace ([`trace`]) and status
+//! measurements ([`metrics`]).
 
 pub mod binary;
 pub mod client;

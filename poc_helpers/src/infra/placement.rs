@@ -69,7 +69,7 @@ impl Region {
 
 /// A region boundary (hex of an encoded key) as SurrealDB's key layout names it.
 pub fn bound_meaning(hex: &str, empty: &str) -> String {
-    use crate::experiments::key_meaning::{KeyMeaning, decode_key};
+    use crate::vocab::key_meaning::{KeyMeaning, decode_key};
     if hex.is_empty() {
         return empty.to_string();
     }

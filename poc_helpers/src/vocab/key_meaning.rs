@@ -1,6 +1,6 @@
 //! What a storage key means: SurrealDB 3.3.5's key layout decoded into namespace, database,
 //! table and record, so a trace line or a waterfall row says "the table definition of `note`"
-//! instead of printing escaped bytes. [`crate::experiments::waterfall`] and the other storage
+//! instead of printing escaped bytes. The waterfall, the region view and the other storage
 //! experiments read their keys through it.
 
 use serde::{Deserialize, Serialize};
