@@ -348,12 +348,24 @@ impl Cluster {
     }
 
     /// Writes `key = value` through whichever store leads its region, retrying region errors
-    /// (a split or an election moved it) for up to 10 s, as the TiKV client does.
+    /// (a split or an election moved it) for up to 10 s, as the TiKV client does. The region
+    /// is the one the leading store routes the key to (a lagging store's map may be older).
     async fn put_anywhere(&self, key: &str, value: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let region = self.store(1).raft.region_of(key.as_bytes());
-            let leader = self.leader_of(region);
+            let leader = STORES.iter().copied().find(|&id| {
+                let raft = &self.store(id).raft;
+                raft.status(raft.region_of(key.as_bytes()))
+                    .is_some_and(|s| s.is_ready_leader)
+            });
+            let Some(leader) = leader else {
+                assert!(
+                    Instant::now() < deadline,
+                    "no store leads the region of {key}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
             match self.put(leader, key, value).await {
                 Ok(()) => return,
                 Err(TxnError::Region(_)) if Instant::now() < deadline => {
@@ -586,5 +598,41 @@ async fn a_split_on_request_checks_its_epoch_and_key() {
     for id in STORES {
         c.wait_local(id, "a", "left");
         c.wait_local(id, "z", "right");
+    }
+}
+
+/// A follower cut off while its region split, and while the leaders compacted their logs past
+/// it, comes back: it gets the parent's new (smaller) range by snapshot, and a peer of the new
+/// region — which it never saw created — is made from the new leader's messages and filled by
+/// snapshot too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_a_split_gets_both_regions_by_snapshot() {
+    let config = RaftConfig {
+        log_gc_threshold: 5,
+        ..config()
+    };
+    let c = Cluster::start(config);
+    let leader = c.leader_among(&STORES);
+    let lagging = others(leader)[0];
+    c.net.isolate(lagging, &STORES);
+    for i in 0..20 {
+        c.put_anywhere(&format!("a{i:02}"), "x").await;
+    }
+    let regions = c
+        .store(leader)
+        .raft
+        .split(REGION, None, b"m")
+        .await
+        .expect("split at m");
+    assert_eq!(regions.len(), 2);
+    for i in 0..40 {
+        c.put_anywhere(&format!("a{i:02}"), "y").await;
+        c.put_anywhere(&format!("z{i:02}"), "y").await;
+    }
+    c.net.heal();
+    c.agreed_regions(2);
+    for i in 0..40 {
+        c.wait_local(lagging, &format!("a{i:02}"), "y");
+        c.wait_local(lagging, &format!("z{i:02}"), "y");
     }
 }

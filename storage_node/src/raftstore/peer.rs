@@ -110,6 +110,12 @@ impl Peer {
         }
     }
 
+    /// Whether this peer knows its region (range and members): false for a peer created by a
+    /// leader's message until the leader's snapshot arrives.
+    pub fn is_initialized(&self) -> bool {
+        !self.raw.store().region().peers.is_empty()
+    }
+
     /// Whether this peer leads its region.
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader

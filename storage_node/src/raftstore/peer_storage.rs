@@ -482,8 +482,27 @@ impl raft::Storage for PeerStorage {
     }
 }
 
-/// The region's data as puts: every lock and write record in its range, and the GC safe
-/// point. Locks are keyed by raw key, write records by encoded key: each table is ranged by
+/// The meta key under which a snapshot carries its region (range, epoch, peers): it is taken
+/// out before the data is applied, never stored in the meta table.
+pub const SNAPSHOT_REGION: &str = "snapshot_region";
+
+/// Takes the region out of a snapshot's batch (older snapshots carry none).
+pub fn take_snapshot_region(
+    batch: &mut WriteBatch,
+) -> Result<Option<metapb::Region>, prost::DecodeError> {
+    let Some(i) = batch.ops.iter().position(
+        |op| matches!(op, Op::Put { cf: Cf::Meta, key, .. } if key == SNAPSHOT_REGION.as_bytes()),
+    ) else {
+        return Ok(None);
+    };
+    match batch.ops.remove(i) {
+        Op::Put { value, .. } => metapb::Region::decode(value.as_slice()).map(Some),
+        Op::Delete { .. } => Ok(None),
+    }
+}
+
+/// The region's data as puts: every lock and write record in its range, the GC safe point,
+/// and the region itself ([`SNAPSHOT_REGION`]). Locks are keyed by raw key, write records by encoded key: each table is ranged by
 /// the region's bounds in its own form.
 fn region_data(engine: &Engine, region: &metapb::Region) -> Result<WriteBatch, PeerStorageError> {
     let txn = engine.db().begin_read()?;
@@ -519,6 +538,7 @@ fn region_data(engine: &Engine, region: &metapb::Region) -> Result<WriteBatch, P
     if let Some(v) = txn.open_table(META_TABLE)?.get(META_GC_SAFE_POINT)? {
         batch.put_meta(META_GC_SAFE_POINT, v.value());
     }
+    batch.put_meta(SNAPSHOT_REGION, &region.encode_to_vec());
     Ok(batch)
 }
 

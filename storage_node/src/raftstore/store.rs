@@ -241,6 +241,7 @@ impl RaftStore {
         let regions = Arc::new(RwLock::new(
             peers
                 .iter()
+                .filter(|(_, p)| p.is_initialized())
                 .map(|(id, p)| (*id, p.raw.store().region().clone()))
                 .collect(),
         ));
@@ -258,6 +259,7 @@ impl RaftStore {
             last_durable: Instant::now(),
             transport: setup.transport,
             pd: setup.pd,
+            seen_peers: Default::default(),
             ticks: 0,
             waiting_ready: Vec::new(),
         };
@@ -419,8 +421,22 @@ fn open_peer(
             "region {region_id} has no peer on store {store_id}"
         )));
     };
-    let raft_config = raft::Config {
-        id: me,
+    let raft_config = raft_config(me, config, applied);
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let single = storage.voters() == [me];
+    let mut raw = RawNode::new(&raft_config, storage, &logger)
+        .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
+    if single {
+        raw.campaign()
+            .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
+    }
+    Ok(Peer::new(me, raw, applied))
+}
+
+/// raft-rs's settings for peer `id` whose engine state stands at `applied`.
+fn raft_config(id: u64, config: &RaftConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
         election_tick: config.election_ticks,
         heartbeat_tick: config.heartbeat_ticks,
         applied,
@@ -433,16 +449,7 @@ fn open_peer(
         pre_vote: true,
         read_only_option: ReadOnlyOption::Safe,
         ..Default::default()
-    };
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let single = storage.voters() == [me];
-    let mut raw = RawNode::new(&raft_config, storage, &logger)
-        .map_err(|e| EngineError::Redb(format!("raft: {e}")))?;
-    if single {
-        raw.campaign()
-            .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
     }
-    Ok(Peer::new(me, raw, applied))
 }
 
 fn read_applied(engine: &Engine, region_id: u64) -> Result<u64, EngineError> {
@@ -470,6 +477,9 @@ struct StoreThread {
     last_durable: Instant,
     transport: Box<dyn Transport>,
     pd: Option<Box<dyn PdLink>>,
+    /// Every peer of another store that sent this store a message (how an empty peer, which
+    /// knows no members yet, addresses its leader).
+    seen_peers: std::collections::HashMap<u64, metapb::Peer>,
     /// Ticks since start (paces the region heartbeats).
     ticks: usize,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
@@ -592,18 +602,24 @@ impl StoreThread {
                     }
                 }
             },
-            StoreMsg::Raft(m) => match self.peers.get_mut(&m.region_id) {
-                Some(p) if m.to.id == p.peer_id => {
-                    // raft-rs rejects what it must (stale terms, unknown peers) itself.
-                    let _ = p.raw.step(m.message);
+            StoreMsg::Raft(m) => {
+                self.seen_peers.insert(m.from.id, m.from);
+                if !self.peers.contains_key(&m.region_id) && m.to.store_id == self.store_id {
+                    self.create_peer_for(&m);
                 }
-                _ => tracing::debug!(
-                    region = m.region_id,
-                    to = m.to.id,
-                    store = self.store_id,
-                    "raft message for a peer this store does not have"
-                ),
-            },
+                match self.peers.get_mut(&m.region_id) {
+                    Some(p) if m.to.id == p.peer_id => {
+                        // raft-rs rejects what it must (stale terms, unknown peers) itself.
+                        let _ = p.raw.step(m.message);
+                    }
+                    _ => tracing::debug!(
+                        region = m.region_id,
+                        to = m.to.id,
+                        store = self.store_id,
+                        "raft message for a peer this store does not have"
+                    ),
+                }
+            }
             StoreMsg::Status { region_id, done } => {
                 let status = self.peers.get(&region_id).map(|p| PeerStatus {
                     peer_id: p.peer_id,
@@ -657,11 +673,37 @@ impl StoreThread {
     }
 
     /// Sends raft-rs's messages of `peer` through the transport.
-    fn send(transport: &dyn Transport, peer: &Peer, messages: Vec<raft::eraftpb::Message>) {
+    ///
+    /// A peer created by a message (not initialized yet: no region range or peers known) still
+    /// answers: its own address is this store, and the peers it talks to are the ones whose
+    /// messages reached this store (`seen`).
+    fn send(
+        transport: &dyn Transport,
+        peer: &Peer,
+        messages: Vec<raft::eraftpb::Message>,
+        store_id: u64,
+        seen: &std::collections::HashMap<u64, metapb::Peer>,
+    ) {
         let region = peer.raw.store().region();
-        let from = region.peers.iter().find(|p| p.id == peer.peer_id).cloned();
+        let from = region
+            .peers
+            .iter()
+            .find(|p| p.id == peer.peer_id)
+            .cloned()
+            .or_else(|| {
+                Some(metapb::Peer {
+                    id: peer.peer_id,
+                    store_id,
+                    ..Default::default()
+                })
+            });
         for message in messages {
-            let to = region.peers.iter().find(|p| p.id == message.to).cloned();
+            let to = region
+                .peers
+                .iter()
+                .find(|p| p.id == message.to)
+                .or_else(|| seen.get(&message.to))
+                .cloned();
             if let (Some(from), Some(to)) = (from, to) {
                 transport.send(RaftMessage {
                     region_id: peer.region_id,
@@ -685,6 +727,8 @@ impl StoreThread {
             fatal(&format!("cannot start a raft state write: {e}"));
         });
         let mut state_written = false;
+        // Regions whose snapshot was installed: their range may be new to the routing table.
+        let mut installed = Vec::new();
         {
             let mut t = RaftTables::open(&txn)
                 .unwrap_or_else(|e| fatal(&format!("cannot open the raft tables: {e}")));
@@ -709,13 +753,20 @@ impl StoreThread {
                 }
                 // A leader may send before its own log is durable (Raft allows it: the entry
                 // commits only once a quorum, possibly without the leader, has it).
-                Self::send(self.transport.as_ref(), p, rd.take_messages());
+                Self::send(
+                    self.transport.as_ref(),
+                    p,
+                    rd.take_messages(),
+                    self.store_id,
+                    &self.seen_peers,
+                );
                 if !rd.snapshot().is_empty() {
                     let snap = rd.snapshot().clone();
                     if let Err(e) = install_snapshot(&txn, p, &snap, &mut t) {
                         fatal(&format!("cannot install a snapshot: {e}"));
                     }
                     state_written = true;
+                    installed.push(p.region_id);
                 }
                 p.on_read_states(rd.take_read_states());
                 to_apply.push((p.region_id, rd.take_committed_entries()));
@@ -745,6 +796,12 @@ impl StoreThread {
                 fatal(&format!("cannot persist the raft state: {e}"));
             }
             self.made_durable(applied_now);
+            let mut map = self.regions.write().unwrap_or_else(|p| p.into_inner());
+            for region_id in installed {
+                if let Some(p) = self.peers.get(&region_id).filter(|p| p.is_initialized()) {
+                    map.insert(region_id, p.raw.store().region().clone());
+                }
+            }
         } else {
             let _ = txn.abort();
         }
@@ -777,13 +834,25 @@ impl StoreThread {
             };
             // A follower's answers promise the entries are durable: only now.
             let persisted = rd.take_persisted_messages();
-            Self::send(self.transport.as_ref(), p, persisted);
+            Self::send(
+                self.transport.as_ref(),
+                p,
+                persisted,
+                self.store_id,
+                &self.seen_peers,
+            );
             let mut light = p.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
                 p.raw.mut_store().note_commit(commit);
             }
             p.note_progress(Instant::now());
-            Self::send(self.transport.as_ref(), p, light.take_messages());
+            Self::send(
+                self.transport.as_ref(),
+                p,
+                light.take_messages(),
+                self.store_id,
+                &self.seen_peers,
+            );
             let committed = light.take_committed_entries();
             if let Some((_, entries)) = to_apply.iter_mut().find(|(r, _)| *r == region_id) {
                 entries.extend(committed);
@@ -813,6 +882,40 @@ impl StoreThread {
             approximate_keys: size.keys,
             approximate_size: size.bytes,
         });
+    }
+
+    /// A leader's message for a region this store has no peer of: a region split while this
+    /// store was away, or this store lost its data. The peer is created empty (no range, no
+    /// log); its leader finds its log missing and sends a snapshot, which brings the range, the
+    /// members and the data (TiKV creates such peers the same way).
+    fn create_peer_for(&mut self, m: &RaftMessage) {
+        use raft::eraftpb::MessageType;
+        // Only a leader's messages create a peer: a vote from a stale candidate must not.
+        if !matches!(
+            m.message.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        ) {
+            return;
+        }
+        let region = metapb::Region {
+            id: m.region_id,
+            ..Default::default()
+        };
+        let storage = PeerStorage::bootstrap(region, self.engine.clone());
+        let raft_config = raft_config(m.to.id, &self.config, 0);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        match RawNode::new(&raft_config, storage, &logger) {
+            Ok(raw) => {
+                tracing::info!(
+                    region = m.region_id,
+                    peer = m.to.id,
+                    store = self.store_id,
+                    "creating an empty peer for a region this store does not hold; its leader will send a snapshot"
+                );
+                self.peers.insert(m.region_id, Peer::new(m.to.id, raw, 0));
+            }
+            Err(e) => tracing::warn!(region = m.region_id, "cannot create a peer: {e}"),
+        }
     }
 
     /// Measures the regions led here that took writes since their last measure, and marks a
@@ -898,6 +1001,17 @@ impl StoreThread {
     fn finish_split(&mut self, parent_id: u64, regions: Vec<metapb::Region>, child: PeerStorage) {
         let was_leader = self.peers.get(&parent_id).is_some_and(|p| p.is_leader());
         let child_id = child.region_id();
+        if !self.peers.get(&child_id).is_some_and(Peer::is_initialized) {
+            // (An initialized one came from a snapshot, newer than this split: it stays.)
+            self.start_split_child(child, was_leader);
+        }
+        self.finish_split_parent(parent_id, regions, child_id, was_leader);
+    }
+
+    /// Starts this store's peer of a region a split just created (replacing an empty one that
+    /// a message created before the split reached this store).
+    fn start_split_child(&mut self, child: PeerStorage, was_leader: bool) {
+        let child_id = child.region_id();
         match open_peer(
             child,
             self.store_id,
@@ -916,6 +1030,16 @@ impl StoreThread {
                 "cannot start the peer of split region {child_id}: {e}"
             )),
         }
+    }
+
+    /// The parent's side of a split: the routing table, its queued writes, its waiter, PD.
+    fn finish_split_parent(
+        &mut self,
+        parent_id: u64,
+        regions: Vec<metapb::Region>,
+        child_id: u64,
+        was_leader: bool,
+    ) {
         {
             let mut map = self.regions.write().unwrap_or_else(|p| p.into_inner());
             for r in &regions {
@@ -1005,8 +1129,16 @@ impl StoreThread {
                         continue;
                     }
                     if e.context.as_ref() as &[u8] == SPLIT_CONTEXT {
+                        // A replica that already holds the new region (a snapshot of it came
+                        // first) keeps that one: it is newer than the split's starting point.
+                        let have_child = split::decode(&e.data)
+                            .ok()
+                            .and_then(|r| r.first().map(|l| l.id))
+                            .and_then(|id| self.peers.get(&id))
+                            .is_some_and(Peer::is_initialized);
                         if let Some(p) = self.peers.get_mut(region_id)
-                            && let Some(split) = apply_split(&txn, &mut t, p, e, &self.engine)
+                            && let Some(split) =
+                                apply_split(&txn, &mut t, p, e, &self.engine, have_child)
                         {
                             splits.push(split);
                         }
@@ -1097,6 +1229,7 @@ fn apply_split(
     p: &mut Peer,
     e: &Entry,
     engine: &Arc<Engine>,
+    have_child: bool,
 ) -> Option<(u64, Vec<metapb::Region>, PeerStorage)> {
     let regions = split::decode(&e.data).unwrap_or_else(|err| {
         fatal(&format!(
@@ -1120,15 +1253,17 @@ fn apply_split(
             .mut_store()
             .set_region(right, &mut rt)
             .map_err(|e| e.to_string())?;
-        child.persist_all(&mut rt).map_err(|e| e.to_string())?;
-        t.meta
-            .insert(
-                applied_key(left.id).as_str(),
-                super::peer_storage::RAFT_INIT_LOG_INDEX
-                    .to_be_bytes()
-                    .as_slice(),
-            )
-            .map_err(|e| e.to_string())?;
+        if !have_child {
+            child.persist_all(&mut rt).map_err(|e| e.to_string())?;
+            t.meta
+                .insert(
+                    applied_key(left.id).as_str(),
+                    super::peer_storage::RAFT_INIT_LOG_INDEX
+                        .to_be_bytes()
+                        .as_slice(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
         Ok::<_, String>(())
     })();
     if let Err(err) = result {
@@ -1148,12 +1283,20 @@ fn install_snapshot(
     snap: &raft::eraftpb::Snapshot,
     t: &mut RaftTables<'_>,
 ) -> Result<(), String> {
-    let batch = WriteBatch::decode(&snap.data).map_err(|e| e.to_string())?;
+    let mut batch = WriteBatch::decode(&snap.data).map_err(|e| e.to_string())?;
     let meta = snap.get_metadata();
+    // The region as the leader had it (range, epoch, members): an empty peer learns it here,
+    // and a peer that missed a split learns its smaller range.
+    let region = super::peer_storage::take_snapshot_region(&mut batch)
+        .map_err(|e| format!("snapshot region: {e}"))?
+        .unwrap_or_else(|| p.raw.store().region().clone());
+    p.raw
+        .mut_store()
+        .set_region(region.clone(), t)
+        .map_err(|e| e.to_string())?;
     {
         // Only the region's own range: the store's other regions share these tables.
         let mut e = EngineTables::open(txn).map_err(|e| e.to_string())?;
-        let region = p.raw.store().region();
         let raw = (
             split::raw_bound(&region.start_key),
             split::raw_bound(&region.end_key),
