@@ -182,6 +182,11 @@ impl Storage {
         Ok(out)
     }
 
+    /// PD's transfer-leader operator for `region_id`: hand leadership to peer `to_peer`.
+    pub fn transfer_leader(&self, region_id: u64, to_peer: u64) {
+        self.raft.transfer_leader(region_id, to_peer);
+    }
+
     /// How many regions this store holds a peer of.
     pub fn region_count(&self) -> usize {
         self.raft.region_ids().len()

@@ -8,7 +8,10 @@
 //!   two elect a leader and report it to PD;
 //! - with two of three stores down no write commits (the client gets an error, not a hang),
 //!   and restarting one brings service back with every acknowledged write;
-//! - a store started against another cluster's PD refuses to start, naming the fix.
+//! - a store started against another cluster's PD refuses to start, naming the fix;
+//! - PD's HTTP API splits the key space (`POST /pd/api/v1/regions/split`), its balancer spreads
+//!   the new regions' leaders over the stores, and an operator (`POST /pd/api/v1/operators`)
+//!   moves one leader by hand, while a transaction across the regions commits.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -153,18 +156,59 @@ async fn leader_store(pd: &str, key: &[u8]) -> Option<u64> {
 
 /// `GET path` on PD's HTTP API (HTTP/1.1 on the gRPC port), parsed as JSON.
 fn pd_http(pd: &str, path: &str) -> serde_json::Value {
+    let (status, body) = pd_request(pd, "GET", path, "");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// One HTTP/1.1 request to PD: (status, body).
+fn pd_request(pd: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(pd).expect("PD accepts HTTP");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {pd}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {pd}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Upper-case hex of the memcomparable encoding of `raw`: a key as PD's HTTP API writes it.
+fn pd_key(raw: &[u8]) -> String {
+    storage_node::mvcc::keys::encode_bytes(raw)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// Each region's leader store, by region id, once every region has one (within 10 s).
+fn leaders(pd: &str, regions: usize) -> std::collections::BTreeMap<u64, u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = pd_http(pd, "/pd/api/v1/regions");
+        let list = page["regions"].as_array().cloned().unwrap_or_default();
+        let map: std::collections::BTreeMap<u64, u64> = list
+            .iter()
+            .filter_map(|r| Some((r["id"].as_u64()?, r["leader"]["store_id"].as_u64()?)))
+            .collect();
+        if list.len() == regions && map.len() == regions {
+            return map;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PD never showed {regions} led regions: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 async fn put(client: &TransactionClient, k: &[u8], v: &[u8]) -> Result<(), tikv_client::Error> {
@@ -312,4 +356,81 @@ async fn a_store_started_against_another_clusters_pd_refuses_naming_the_fix() {
         .err()
         .expect("store 9 of 3 is refused");
     assert!(bad.contains("--store-id between 1 and 3"), "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_splits_balances_leaders_and_moves_one_on_request() {
+    let cluster = Cluster::start();
+    let pd = cluster.pd.addr.clone();
+    let client = TransactionClient::new(vec![pd.clone()])
+        .await
+        .expect("client connects to PD");
+    put_until(&client, b"a", b"1", Duration::from_secs(20)).await;
+
+    // Two splits through PD's HTTP API: three regions, all led by the parent's leader store.
+    let body = format!(
+        r#"{{"split_keys": ["{}", "{}"]}}"#,
+        pd_key(b"h"),
+        pd_key(b"p")
+    );
+    let (status, answer) = pd_request(&pd, "POST", "/pd/api/v1/regions/split", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("regions-id"), "{answer}");
+    let (status, answer) = pd_request(
+        &pd,
+        "POST",
+        "/pd/api/v1/regions/split",
+        r#"{"split_keys": ["7A"]}"#,
+    );
+    assert_eq!(status, 400, "hex that is not an encoded key: {answer}");
+    assert!(answer.contains("encoded key"), "{answer}");
+
+    // One transaction across the three regions commits, and reads back.
+    let mut txn = client.begin_optimistic().await.unwrap();
+    for k in [&b"b"[..], b"k", b"x"] {
+        txn.put(k.to_vec(), b"3".to_vec()).await.unwrap();
+    }
+    txn.commit()
+        .await
+        .expect("a transaction across three regions");
+    for k in [&b"b"[..], b"k", b"x"] {
+        assert_eq!(get(&client, k).await.unwrap().as_deref(), Some(&b"3"[..]));
+    }
+
+    // The balancer moves leaders until no store leads two more regions than another: with
+    // three regions on three stores, one each.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spread = loop {
+        let by_region = leaders(&pd, 3);
+        let stores: std::collections::BTreeSet<u64> = by_region.values().copied().collect();
+        if stores.len() == 3 {
+            break by_region;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders never spread: {by_region:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // A leader moved by hand; a store without a replica is refused, naming the fix.
+    let (&region, &from) = spread.iter().next().unwrap();
+    let to = (1..=3).find(|s| *s != from).unwrap();
+    let body = format!(r#"{{"name": "transfer-leader", "region_id": {region}, "to_store_id": 9}}"#);
+    let (status, answer) = pd_request(&pd, "POST", "/pd/api/v1/operators", &body);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("holds no replica"), "{answer}");
+    let body =
+        format!(r#"{{"name": "transfer-leader", "region_id": {region}, "to_store_id": {to}}}"#);
+    let (status, answer) = pd_request(&pd, "POST", "/pd/api/v1/operators", &body);
+    assert_eq!(status, 200, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leaders(&pd, 3)[&region] != to {
+        assert!(
+            Instant::now() < deadline,
+            "the leader of region {region} never moved to store {to}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    put_until(&client, b"b", b"4", Duration::from_secs(10)).await;
 }

@@ -6,6 +6,12 @@
 //! range, epoch and peers, and itself as leader. Clients ask `GetRegion(key)` and get the region
 //! holding the key with the leader last reported, then `GetStore` for its address.
 //!
+//! PD also *schedules*, as real PD does, by answering a region heartbeat with an operator the
+//! leader carries out. The lab's PD has one kind: **transfer leader**, asked for by an operator
+//! (`POST /pd/api/v1/operators`) or by its leader balancer, which moves a leader from the store
+//! leading the most regions to the one leading the fewest once they differ by two or more
+//! (TinyKV's `balance_leader`).
+//!
 //! A heartbeat is accepted only if it is not older than what PD has: a higher epoch (a split or
 //! a membership change happened), or the same epoch with a term at least as high (a newer
 //! election). A deposed leader's late heartbeat cannot take the region back.
@@ -96,6 +102,33 @@ struct State {
     regions: BTreeMap<u64, RegionInfo>,
     /// Region id by start key: the key → region lookup.
     by_start: BTreeMap<Vec<u8>, u64>,
+    /// Leader transfers waiting for their region's leader to carry them out: region → the
+    /// store to lead it, and when the operator was made.
+    transfers: BTreeMap<u64, (u64, Instant)>,
+}
+
+/// An operator is dropped if its region's leader has not carried it out by then (the target
+/// store may be down; the balancer may try again).
+const OPERATOR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a leader transfer cannot be asked for.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorError {
+    /// PD knows no such region.
+    #[error("PD knows no region {0}; list them with `/pd/api/v1/regions` (`lab placement`)")]
+    NoRegion(u64),
+    /// The store holds no replica of the region, so it cannot lead it.
+    #[error(
+        "store {store} holds no replica of region {region} (its replicas are on stores {have}); transfer the leader to one of those"
+    )]
+    NoReplica {
+        /// The region.
+        region: u64,
+        /// The store asked for.
+        store: u64,
+        /// The stores that hold a replica.
+        have: String,
+    },
 }
 
 /// PD's cluster state.
@@ -199,6 +232,96 @@ impl PdCluster {
         Ok(())
     }
 
+    /// Asks region `region_id`'s leader to hand leadership to its replica on `store_id`
+    /// (carried out at the leader's next heartbeat, within a second).
+    pub fn transfer_leader(&self, region_id: u64, store_id: u64) -> Result<(), OperatorError> {
+        let mut state = self.write();
+        let info = state
+            .regions
+            .get(&region_id)
+            .ok_or(OperatorError::NoRegion(region_id))?;
+        if !info.region.peers.iter().any(|p| p.store_id == store_id) {
+            let have: Vec<String> = info
+                .region
+                .peers
+                .iter()
+                .map(|p| p.store_id.to_string())
+                .collect();
+            return Err(OperatorError::NoReplica {
+                region: region_id,
+                store: store_id,
+                have: have.join(", "),
+            });
+        }
+        state
+            .transfers
+            .insert(region_id, (store_id, Instant::now()));
+        Ok(())
+    }
+
+    /// What the leader that just reported `region_id` should do: the peer to hand leadership
+    /// to, if an operator (or the balancer) wants one. Forgets operators that are done or
+    /// stale.
+    pub fn next_transfer(&self, region_id: u64) -> Option<metapb::Peer> {
+        let mut state = self.write();
+        let info = state.regions.get(&region_id)?.clone();
+        let leader_store = info.leader.as_ref().map(|l| l.store_id);
+        if let Some(&(store, made)) = state.transfers.get(&region_id) {
+            if Some(store) == leader_store || made.elapsed() > OPERATOR_TIMEOUT {
+                state.transfers.remove(&region_id);
+            } else {
+                return info
+                    .region
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id == store)
+                    .cloned();
+            }
+        }
+        // The balancer: one move at a time, from the busiest leader store to the idlest store
+        // holding a replica of this region, once they differ by two or more.
+        if !state.transfers.is_empty() {
+            return None;
+        }
+        let leader_store = leader_store?;
+        let up: Vec<u64> = state
+            .stores
+            .values()
+            .filter(|s| s.is_up())
+            .map(|s| s.store.id)
+            .collect();
+        let count = |store: u64| {
+            state
+                .regions
+                .values()
+                .filter(|r| r.leader.as_ref().is_some_and(|l| l.store_id == store))
+                .count()
+        };
+        let (target, fewest) = info
+            .region
+            .peers
+            .iter()
+            .map(|p| p.store_id)
+            .filter(|s| *s != leader_store && up.contains(s))
+            .map(|s| (s, count(s)))
+            .min_by_key(|(s, n)| (*n, *s))?;
+        if count(leader_store) < fewest + 2 {
+            return None;
+        }
+        tracing::info!(
+            region = region_id,
+            from = leader_store,
+            to = target,
+            "balance-leader: moving a leader to the store leading the fewest regions"
+        );
+        state.transfers.insert(region_id, (target, Instant::now()));
+        info.region
+            .peers
+            .iter()
+            .find(|p| p.store_id == target)
+            .cloned()
+    }
+
     /// Ids for a split of `region` (`AskBatchSplit`): a new region id, and one new peer id
     /// per replica, in the order of `region.peers`.
     pub fn ask_split(&self, region: &metapb::Region) -> std::io::Result<(u64, Vec<u64>)> {
@@ -216,14 +339,21 @@ impl PdCluster {
     /// keeps its leader; a new region has none until its first heartbeat (a client asking in
     /// between backs off and asks again).
     pub fn report_split(&self, regions: Vec<metapb::Region>) {
-        for region in regions {
-            let mut state = self.write();
-            let (leader, term) = match state.regions.get(&region.id) {
-                Some(have) if epoch(&have.region) >= epoch(&region) => continue,
-                Some(have) => (have.leader, have.term),
-                None => (None, 0),
-            };
-            put_region(&mut state, region, leader, term, 0, 0);
+        let mut state = self.write();
+        // Leaders are read before anything is replaced: the left half overlaps the parent's
+        // old range and would remove it (and its leader) before the parent is updated.
+        let known: Vec<Option<(Option<metapb::Peer>, u64)>> = regions
+            .iter()
+            .map(|region| match state.regions.get(&region.id) {
+                Some(have) if epoch(&have.region) >= epoch(region) => None,
+                Some(have) => Some((have.leader, have.term)),
+                None => Some((None, 0)),
+            })
+            .collect();
+        for (region, known) in regions.into_iter().zip(known) {
+            if let Some((leader, term)) = known {
+                put_region(&mut state, region, leader, term, 0, 0);
+            }
         }
     }
 
@@ -431,6 +561,96 @@ mod tests {
         assert_eq!(pd.region_by_key(b"m").unwrap().region.id, 2);
         assert_eq!(pd.region_by_key(b"zz").unwrap().region.id, 2);
         assert_eq!(pd.regions().len(), 2);
+    }
+
+    fn report_on(region_id: u64, start: &[u8], end: &[u8], leader_store: u64) -> RegionReport {
+        let mut r = region(region_id, start, end, 1, 2);
+        r.peers = (1..=3)
+            .map(|s| metapb::Peer {
+                id: region_id * 10 + s,
+                store_id: s,
+                ..Default::default()
+            })
+            .collect();
+        let leader = r.peers[(leader_store - 1) as usize];
+        RegionReport {
+            region: r,
+            leader,
+            term: 1,
+            approximate_keys: 0,
+            approximate_size: 0,
+        }
+    }
+
+    #[test]
+    fn the_balancer_moves_leaders_off_the_busiest_store_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PdCluster::open(7, dir.path()).unwrap();
+        for id in 1..=3 {
+            pd.put_store(metapb::Store {
+                id,
+                ..Default::default()
+            });
+        }
+        // Three regions, all led by store 1: 3 / 0 / 0.
+        for (id, start, end) in [(2, &b""[..], &b"h"[..]), (3, b"h", b"p"), (4, b"p", b"")] {
+            pd.region_heartbeat(report_on(id, start, end, 1)).unwrap();
+        }
+        let first = pd.next_transfer(2).expect("a move off store 1");
+        assert_eq!(
+            first.store_id, 2,
+            "to the lowest-numbered store of the idlest"
+        );
+        assert_eq!(pd.next_transfer(3), None, "one move at a time");
+        // The leader moved: 2 / 1 / 0 — store 1 leads only one more than store 3: done.
+        pd.region_heartbeat(RegionReport {
+            term: 2,
+            ..report_on(2, b"", b"h", 2)
+        })
+        .unwrap();
+        assert_eq!(pd.next_transfer(2), None, "the operator is done");
+        // 2 / 1 / 0: store 1 still leads two more than store 3.
+        assert_eq!(pd.next_transfer(3).map(|p| p.store_id), Some(3));
+        pd.region_heartbeat(RegionReport {
+            term: 2,
+            ..report_on(3, b"h", b"p", 3)
+        })
+        .unwrap();
+        assert_eq!(pd.next_transfer(3), None, "the operator is done");
+        assert_eq!(pd.next_transfer(4), None, "1 / 1 / 1 is balanced");
+    }
+
+    #[test]
+    fn a_reported_split_keeps_the_parents_leader_and_gives_the_new_region_none_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PdCluster::open(7, dir.path()).unwrap();
+        pd.region_heartbeat(report_on(2, b"", b"", 1)).unwrap();
+        let mut left = region(1000, b"", b"m", 1, 3);
+        let mut right = region(2, b"m", b"", 1, 3);
+        left.peers = pd.region_by_id(2).unwrap().region.peers;
+        right.peers = left.peers.clone();
+        pd.report_split(vec![left, right]);
+        assert_eq!(pd.regions().len(), 2);
+        assert_eq!(
+            pd.region_by_key(b"z").unwrap().leader.map(|l| l.store_id),
+            Some(1)
+        );
+        assert_eq!(pd.region_by_key(b"a").unwrap().region.id, 1000);
+        assert!(pd.region_by_key(b"a").unwrap().leader.is_none());
+    }
+
+    #[test]
+    fn a_transfer_to_a_store_without_a_replica_names_the_stores_that_have_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PdCluster::open(7, dir.path()).unwrap();
+        pd.region_heartbeat(report_on(2, b"", b"", 1)).unwrap();
+        assert_eq!(
+            pd.transfer_leader(2, 4).unwrap_err().to_string(),
+            "store 4 holds no replica of region 2 (its replicas are on stores 1, 2, 3); transfer the leader to one of those"
+        );
+        assert_eq!(pd.transfer_leader(9, 1), Err(OperatorError::NoRegion(9)));
+        pd.transfer_leader(2, 3).unwrap();
+        assert_eq!(pd.next_transfer(2).map(|p| p.store_id), Some(3));
     }
 
     #[test]

@@ -164,6 +164,10 @@ enum StoreMsg {
         key: Vec<u8>,
         done: SplitCallback,
     },
+    TransferLeader {
+        region_id: u64,
+        to_peer: u64,
+    },
     Stop,
 }
 
@@ -295,6 +299,15 @@ impl RaftStore {
             .or_else(|| regions.values().next())
             .map(|r| r.id)
             .unwrap_or(FIRST_REGION_ID)
+    }
+
+    /// Asks this store's peer of `region_id`, if it leads, to hand leadership to peer
+    /// `to_peer` (PD's transfer-leader operator). Raft does it once that peer's log is up to
+    /// date; nothing happens if this peer does not lead.
+    pub fn transfer_leader(&self, region_id: u64, to_peer: u64) {
+        let _ = self
+            .tx
+            .send(StoreMsg::TransferLeader { region_id, to_peer });
     }
 
     /// The region of this store holding the keys just below the raw key `upper` (where a
@@ -568,6 +581,12 @@ impl StoreThread {
                 }
             },
             StoreMsg::WhenReady { region_id, done } => self.waiting_ready.push((region_id, done)),
+            StoreMsg::TransferLeader { region_id, to_peer } => {
+                if let Some(p) = self.peers.get_mut(&region_id).filter(|p| p.is_leader()) {
+                    tracing::info!(region = region_id, to = to_peer, "transferring leadership");
+                    p.raw.transfer_leader(to_peer);
+                }
+            }
             StoreMsg::Split {
                 region_id,
                 epoch,

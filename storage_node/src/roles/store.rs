@@ -9,7 +9,8 @@
 //! - **every second**: a store heartbeat (and `PutStore` again if PD forgot it, e.g. after a PD
 //!   restart), and a look at the GC safe point;
 //! - **region heartbeats**, streamed: each region's leader reports the moment it is elected
-//!   and every second after — how clients find the new leader after a failover;
+//!   and every second after — how clients find the new leader after a failover; PD answers
+//!   on the same stream with operators (a leader transfer), which the store carries out;
 //! - **a timestamp** after each election: the new leader syncs max_ts from PD's TSO before it
 //!   takes writes (see [`crate::concurrency`]).
 //!
@@ -227,7 +228,7 @@ impl StoreNode {
                 addresses,
                 storage.clone(),
             )),
-            tokio::spawn(region_heartbeats(pd, cluster_id, reported)),
+            tokio::spawn(region_heartbeats(pd, cluster_id, reported, storage.clone())),
         ];
         let tracer = open_tracer(&config.trace)?;
         let kv = KvService::new(storage.clone(), tracer);
@@ -346,6 +347,7 @@ async fn region_heartbeats(
     pd: PdClient<Channel>,
     cluster_id: u64,
     reported: tokio::sync::mpsc::UnboundedReceiver<RegionReport>,
+    storage: Arc<Storage>,
 ) {
     let reported = Arc::new(tokio::sync::Mutex::new(reported));
     loop {
@@ -367,8 +369,12 @@ async fn region_heartbeats(
         match client.region_heartbeat(requests).await {
             Ok(resp) => {
                 let mut answers = resp.into_inner();
-                // PD answers only with operators (none are sent yet); drain until it hangs up.
-                while let Ok(Some(_)) = answers.message().await {}
+                // PD answers only with operators: carry out each leader transfer.
+                while let Ok(Some(answer)) = answers.message().await {
+                    if let Some(to) = answer.transfer_leader.and_then(|t| t.peer) {
+                        storage.transfer_leader(answer.region_id, to.id);
+                    }
+                }
             }
             Err(e) => tracing::debug!("region heartbeat stream failed: {e}"),
         }

@@ -434,29 +434,44 @@ impl Pd for PdService {
         let cluster = self.cluster.clone();
         let requests = request.into_inner();
         // Each leader's reports update the registry; PD answers only when it has an operator
-        // for the region (none yet), so the response stream stays quiet until the store hangs up.
+        // for the region (a leader transfer), which the leader carries out.
+        let header = self.header();
         let responses = requests.filter_map(move |req| {
             let cluster = cluster.clone();
+            let header = header.clone();
             async move {
                 let req = match req {
                     Ok(r) => r,
                     Err(e) => return Some(Err(e)),
                 };
-                match report_from_heartbeat(req) {
-                    Some(report) => {
-                        tracing::debug!(
-                            region = report.region.id,
-                            leader_store = report.leader.store_id,
-                            term = report.term,
-                            "region heartbeat"
-                        );
-                        if let Err(e) = cluster.region_heartbeat(report) {
-                            tracing::debug!("{e}");
-                        }
-                    }
-                    None => tracing::warn!("region heartbeat without a region or leader"),
+                let Some(report) = report_from_heartbeat(req) else {
+                    tracing::warn!("region heartbeat without a region or leader");
+                    return None;
+                };
+                tracing::debug!(
+                    region = report.region.id,
+                    leader_store = report.leader.store_id,
+                    term = report.term,
+                    "region heartbeat"
+                );
+                let (region_id, epoch, leader) =
+                    (report.region.id, report.region.region_epoch, report.leader);
+                if let Err(e) = cluster.region_heartbeat(report) {
+                    tracing::debug!("{e}");
+                    return None;
                 }
-                None
+                let to = cluster.next_transfer(region_id)?;
+                Some(Ok(pdpb::RegionHeartbeatResponse {
+                    header,
+                    region_id,
+                    region_epoch: epoch,
+                    target_peer: Some(leader),
+                    transfer_leader: Some(pdpb::TransferLeader {
+                        peer: Some(to),
+                        peers: Vec::new(),
+                    }),
+                    ..Default::default()
+                }))
             }
         });
         Ok(Response::new(Box::pin(responses)))

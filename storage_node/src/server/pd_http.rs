@@ -1,5 +1,6 @@
 //! PD's HTTP API as the lab uses it: `GET /pd/api/v1/regions` and `GET /pd/api/v1/stores`,
-//! and `POST /pd/api/v1/regions/split` (PD's own way to split regions at given keys), served on
+//! `POST /pd/api/v1/regions/split` (PD's own way to split regions at given keys) and
+//! `POST /pd/api/v1/operators` (a leader transfer), served on
 //! PD's gRPC port as real PD serves them on its client port. The JSON has real PD's field names and shapes (`count`, `regions[].leader.store_id`,
 //! keys in upper-case hex), so the lab's placement view reads a `tiup playground` PD and ours
 //! through one code path.
@@ -71,7 +72,15 @@ pub fn grpc_splitter(cluster: Arc<PdCluster>) -> Splitter {
 pub fn router(cluster: Arc<PdCluster>, splitter: Splitter) -> axum::Router {
     let for_stores = cluster.clone();
     let for_split = cluster.clone();
+    let for_operators = cluster.clone();
     axum::Router::new()
+        .route(
+            "/pd/api/v1/operators",
+            post(move |body: String| {
+                let cluster = for_operators.clone();
+                async move { operator(&cluster, &body) }
+            }),
+        )
         .route(
             "/pd/api/v1/regions/split",
             post(move |body: String| {
@@ -154,6 +163,30 @@ async fn split(cluster: &PdCluster, splitter: &Splitter, body: &str) -> axum::re
     ids.sort_unstable();
     ids.dedup();
     json_response(json!({ "processed-percentage": 100, "regions-id": ids })).into_response()
+}
+
+/// `POST /pd/api/v1/operators` with `{"name": "transfer-leader", "region_id": N,
+/// "to_store_id": M}`, real PD's request for a leader transfer (the one operator the lab's PD
+/// has). The region's leader carries it out at its next heartbeat.
+fn operator(cluster: &PdCluster, body: &str) -> axum::response::Response {
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("{e}; send JSON")),
+    };
+    if v["name"] != "transfer-leader" {
+        return bad(format!(
+            "operator {} is not supported; the lab's PD has \"transfer-leader\" only",
+            v["name"]
+        ));
+    }
+    let (Some(region), Some(store)) = (v["region_id"].as_u64(), v["to_store_id"].as_u64()) else {
+        return bad("transfer-leader needs region_id and to_store_id (numbers)".into());
+    };
+    match cluster.transfer_leader(region, store) {
+        Ok(()) => json_response(json!("The operator is created.")).into_response(),
+        Err(e) => bad(e.to_string()),
+    }
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
