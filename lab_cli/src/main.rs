@@ -121,6 +121,13 @@ enum Cmd {
         /// A table of the lab's database.
         table: String,
     },
+    /// Move REGION's leader to STORE (PD's transfer-leader operator), then show the regions.
+    TransferLeader {
+        /// The region id, as `lab placement` lists it.
+        region: u64,
+        /// The store that should lead it (it must hold a replica).
+        store: u64,
+    },
     /// The store-failover drill (a `--stores 3` lab): a writer through NODE, the store that
     /// leads the region killed, the pause measured, every write read back, the store restarted.
     Failover {
@@ -393,6 +400,12 @@ fn run(cli: Cli) -> Result<(), LabError> {
         Cmd::Split { table } => {
             let cluster = Cluster::attach_dir(&dir)?;
             let placement = cluster.split_table(&table)?;
+            println!("{}", placement.regions_frame()?);
+            Ok(())
+        }
+        Cmd::TransferLeader { region, store } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let placement = cluster.transfer_leader(region, store)?;
             println!("{}", placement.regions_frame()?);
             Ok(())
         }

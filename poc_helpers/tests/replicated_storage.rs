@@ -230,5 +230,22 @@ fn a_table_split_gives_its_records_a_region_and_where_is_finds_them() {
         "{row:?}"
     );
     assert_eq!(row.rows(), [serde_json::json!("user:ada")], "{row:?}");
+
+    // The leader of user:ada's region moved by hand; a store without a replica is refused.
+    let region = ada.region.id;
+    let err = cluster.transfer_leader(region, 9).unwrap_err().to_string();
+    assert_mentions(&err, &["store 9 holds no replica", "1, 2, 3"]);
+    let to = ada.followers()[0];
+    let after = cluster
+        .transfer_leader(region, to)
+        .expect("the leader moves");
+    let moved = after.regions.iter().find(|r| r.id == region).unwrap();
+    assert_eq!(moved.leader_store, Some(to));
+    let chart = cluster.placement_chart().expect("the placement chart");
+    assert_eq!(
+        chart.svg.matches("leader").count(),
+        2,
+        "one leader per region"
+    );
     cluster.cleanup().expect("cleanup");
 }

@@ -60,6 +60,12 @@ pub(crate) enum Command {
         keys: Vec<Vec<u8>>,
         reply: Reply<Result<Vec<u64>, LabError>>,
     },
+    /// Ask PD to move a region's leader to a store.
+    TransferLeader {
+        region: u64,
+        store: u64,
+        reply: Reply<Result<(), LabError>>,
+    },
     /// Run SurrealQL on one node. Replies with the log line (if the node was known) and the result.
     Sql {
         node: NodeRef,

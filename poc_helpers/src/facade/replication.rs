@@ -13,6 +13,8 @@ use crate::actor::command::Command;
 use crate::experiments::store_failover::{FailoverWrite, StoreFailover};
 use crate::infra::keyspace::{self, RecordName};
 use crate::infra::placement::{Placement, Region};
+use crate::present::charts::Chart;
+use crate::present::placement_chart::{RegionColumn, placement_grid};
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeRef;
 
@@ -168,6 +170,56 @@ impl Cluster {
                     PD_LIMIT.as_secs()
                 ),
                 fix: "check `cluster.status()`: every store row must be `running`".into(),
+            });
+        }
+        Ok(after)
+    }
+
+    /// PD's map as a picture: stores × regions, a cell per replica, the leader's dark.
+    pub fn placement_chart(&self) -> Result<Chart, LabError> {
+        let p = self.placement()?;
+        let mut stores: Vec<u64> = p.stores.iter().map(|s| s.id).collect();
+        stores.extend(p.regions.iter().flat_map(|r| r.stores.iter().copied()));
+        stores.sort_unstable();
+        stores.dedup();
+        let columns: Vec<RegionColumn> = p
+            .regions
+            .iter()
+            .map(|r| RegionColumn {
+                label: format!("region {}", r.id),
+                stores: r.stores.clone(),
+                leader: r.leader_store,
+            })
+            .collect();
+        placement_grid(
+            "Where the data lives: regions (columns) on stores (rows)",
+            &stores,
+            &columns,
+        )
+    }
+
+    /// Moves region `region`'s leader to store `store` (PD's transfer-leader operator; CLI:
+    /// `lab transfer-leader REGION STORE`) and waits until PD shows it there. A store without a
+    /// replica of the region is refused, naming the stores that have one.
+    pub fn transfer_leader(&self, region: u64, store: u64) -> Result<Placement, LabError> {
+        self.actor.call(|reply| Command::TransferLeader {
+            region,
+            store,
+            reply,
+        })??;
+        let (after, ok) = self.placement_until(PD_LIMIT, |p| {
+            p.regions
+                .iter()
+                .any(|r| r.id == region && r.leader_store == Some(store))
+        });
+        if !ok {
+            return Err(LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: format!(
+                    "region {region}'s leader did not move to store {store} within {} s",
+                    PD_LIMIT.as_secs()
+                ),
+                fix: format!("check `cluster.status()`: store-{store} must be `running`"),
             });
         }
         Ok(after)

@@ -299,6 +299,43 @@ pub(crate) async fn split(
         .unwrap_or_default())
 }
 
+/// Asks the PD at `pd` to move region `region`'s leader to store `store` (real PD's
+/// `POST /pd/api/v1/operators`, `transfer-leader`).
+pub(crate) async fn transfer_leader(
+    pd: SocketAddr,
+    region: u64,
+    store: u64,
+    timeout: Duration,
+) -> Result<(), LabError> {
+    let body = serde_json::json!({
+        "name": "transfer-leader",
+        "region_id": region,
+        "to_store_id": store,
+    })
+    .to_string();
+    let (status, answer) = client::http_post(pd, "/pd/api/v1/operators", body, timeout)
+        .await
+        .map_err(|e| LabError::StorageUnavailable {
+            mode: "shared".into(),
+            reason: format!("PD at {pd} did not answer: {e}"),
+            fix: "check `cluster.status()`: the pd row must be `running`".into(),
+        })?;
+    match status {
+        200 => Ok(()),
+        // PD's own words name the fix (a store without a replica, an unknown region).
+        400 => Err(LabError::config(
+            "transfer_leader",
+            answer.trim().to_string(),
+            "see `cluster.regions()` for each region's stores",
+        )),
+        _ => Err(LabError::StorageUnavailable {
+            mode: "shared".into(),
+            reason: format!("PD answered HTTP {status}: {answer}"),
+            fix: "check `cluster.status()`".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! leader carries out. The lab's PD has one kind: **transfer leader**, asked for by an operator
 //! (`POST /pd/api/v1/operators`) or by its leader balancer, which moves a leader from the store
 //! leading the most regions to the one leading the fewest once they differ by two or more
-//! (TinyKV's `balance_leader`).
+//! (TinyKV's `balance_leader`), and leaves a leader a person placed where it is for a minute.
 //!
 //! A heartbeat is accepted only if it is not older than what PD has: a higher epoch (a split or
 //! a membership change happened), or the same epoch with a term at least as high (a newer
@@ -103,9 +103,15 @@ struct State {
     /// Region id by start key: the key → region lookup.
     by_start: BTreeMap<Vec<u8>, u64>,
     /// Leader transfers waiting for their region's leader to carry them out: region → the
-    /// store to lead it, and when the operator was made.
-    transfers: BTreeMap<u64, (u64, Instant)>,
+    /// store to lead it, when the operator was made, and whether a person asked for it.
+    transfers: BTreeMap<u64, (u64, Instant, bool)>,
+    /// Regions whose leader a person placed: the balancer leaves them alone until then.
+    pinned: BTreeMap<u64, Instant>,
 }
+
+/// How long the balancer leaves a leader where an operator put it (so a learner who moved a
+/// leader sees it stay).
+const PIN_AFTER_TRANSFER: Duration = Duration::from_secs(60);
 
 /// An operator is dropped if its region's leader has not carried it out by then (the target
 /// store may be down; the balancer may try again).
@@ -255,7 +261,7 @@ impl PdCluster {
         }
         state
             .transfers
-            .insert(region_id, (store_id, Instant::now()));
+            .insert(region_id, (store_id, Instant::now(), true));
         Ok(())
     }
 
@@ -266,9 +272,14 @@ impl PdCluster {
         let mut state = self.write();
         let info = state.regions.get(&region_id)?.clone();
         let leader_store = info.leader.as_ref().map(|l| l.store_id);
-        if let Some(&(store, made)) = state.transfers.get(&region_id) {
+        if let Some(&(store, made, by_hand)) = state.transfers.get(&region_id) {
             if Some(store) == leader_store || made.elapsed() > OPERATOR_TIMEOUT {
                 state.transfers.remove(&region_id);
+                if by_hand && Some(store) == leader_store {
+                    state
+                        .pinned
+                        .insert(region_id, Instant::now() + PIN_AFTER_TRANSFER);
+                }
             } else {
                 return info
                     .region
@@ -279,8 +290,11 @@ impl PdCluster {
             }
         }
         // The balancer: one move at a time, from the busiest leader store to the idlest store
-        // holding a replica of this region, once they differ by two or more.
-        if !state.transfers.is_empty() {
+        // holding a replica of this region, once they differ by two or more — never a leader
+        // a person just placed.
+        let now = Instant::now();
+        state.pinned.retain(|_, until| *until > now);
+        if !state.transfers.is_empty() || state.pinned.contains_key(&region_id) {
             return None;
         }
         let leader_store = leader_store?;
@@ -314,7 +328,9 @@ impl PdCluster {
             to = target,
             "balance-leader: moving a leader to the store leading the fewest regions"
         );
-        state.transfers.insert(region_id, (target, Instant::now()));
+        state
+            .transfers
+            .insert(region_id, (target, Instant::now(), false));
         info.region
             .peers
             .iter()
@@ -651,6 +667,34 @@ mod tests {
         assert_eq!(pd.transfer_leader(9, 1), Err(OperatorError::NoRegion(9)));
         pd.transfer_leader(2, 3).unwrap();
         assert_eq!(pd.next_transfer(2).map(|p| p.store_id), Some(3));
+    }
+
+    #[test]
+    fn the_balancer_leaves_a_leader_placed_by_hand_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PdCluster::open(7, dir.path()).unwrap();
+        for id in 1..=3 {
+            pd.put_store(metapb::Store {
+                id,
+                ..Default::default()
+            });
+        }
+        pd.region_heartbeat(report_on(2, b"", b"h", 1)).unwrap();
+        pd.region_heartbeat(report_on(3, b"h", b"", 2)).unwrap();
+        // By hand: region 3 to store 1, which then leads both (2 / 0 / 0).
+        pd.transfer_leader(3, 1).unwrap();
+        assert_eq!(pd.next_transfer(3).map(|p| p.store_id), Some(1));
+        pd.region_heartbeat(RegionReport {
+            term: 2,
+            ..report_on(3, b"h", b"", 1)
+        })
+        .unwrap();
+        assert_eq!(pd.next_transfer(3), None, "pinned where the person put it");
+        assert_eq!(
+            pd.next_transfer(2).map(|p| p.store_id),
+            Some(2),
+            "the balancer moves the other region instead"
+        );
     }
 
     #[test]

@@ -208,6 +208,13 @@ impl Lab {
             Command::SplitAt { keys, reply } => {
                 let _ = reply.send(self.split_at(&keys).await);
             }
+            Command::TransferLeader {
+                region,
+                store,
+                reply,
+            } => {
+                let _ = reply.send(self.transfer_leader(region, store).await);
+            }
             Command::Sql {
                 node,
                 query,

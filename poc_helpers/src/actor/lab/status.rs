@@ -30,6 +30,22 @@ impl Lab {
         placement::fetch(pd, self.cfg.query_timeout).await
     }
 
+    /// Has PD move region `region`'s leader to store `store`.
+    pub(crate) async fn transfer_leader(
+        &mut self,
+        region: u64,
+        store: u64,
+    ) -> Result<(), LabError> {
+        let Some(pd) = self.storage.as_ref().and_then(StorageTier::pd) else {
+            return Err(LabError::StorageUnavailable {
+                mode: self.cfg.storage.label(),
+                reason: "isolated nodes have no shared storage tier".into(),
+                fix: "start the lab with shared storage and `.stores(3)`".into(),
+            });
+        };
+        placement::transfer_leader(pd, region, store, self.cfg.query_timeout).await
+    }
+
     /// Has PD split the regions at `keys` (encoded).
     pub(crate) async fn split_at(&mut self, keys: &[Vec<u8>]) -> Result<Vec<u64>, LabError> {
         let Some(pd) = self.storage.as_ref().and_then(StorageTier::pd) else {
