@@ -155,6 +155,9 @@ fn the_store_failover_drill_measures_the_pause_and_checks_every_write() {
     eprintln!("{}", drill.explain());
     assert!(drill.claim_holds(), "{}", drill.explain());
     assert!(drill.acknowledged() > 20, "a steady writer: {drill:?}");
+    // PD's map, sampled during the drill, shows the leader moving off the killed store.
+    assert!(drill.leader_moved_s().is_some(), "{:?}", drill.leaders);
+    assert!(drill.leader_chart().is_ok());
     assert!(
         drill
             .writes

@@ -29,6 +29,20 @@ pub struct FailoverWrite {
     pub error: Option<String>,
 }
 
+/// Who led one region at one moment, as PD's map said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderSample {
+    /// When PD was asked, seconds from the drill's start.
+    pub at_s: f64,
+    /// The region.
+    pub region: u64,
+    /// The store PD named as its leader (`None`: no leader known).
+    pub leader: Option<u64>,
+}
+
+/// How often the drill asks PD for the map while it writes.
+pub const LEADER_SAMPLE_S: f64 = 0.2;
+
 /// What happened when the leader's store was killed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreFailover {
@@ -46,6 +60,8 @@ pub struct StoreFailover {
     pub lost: Vec<String>,
     /// Seconds from restarting the killed store until PD saw it `Up` again.
     pub rejoin_s: Option<f64>,
+    /// Every region's leader, sampled from PD about every [`LEADER_SAMPLE_S`] during the run.
+    pub leaders: Vec<LeaderSample>,
 }
 
 impl StoreFailover {
@@ -98,6 +114,74 @@ impl StoreFailover {
             .map(|w| w.at_s + w.ms / 1000.0 - self.kill_at_s)
     }
 
+    /// Seconds from the kill until PD's map first named another leader for a region the killed
+    /// store led (as sampled: to within [`LEADER_SAMPLE_S`]).
+    pub fn leader_moved_s(&self) -> Option<f64> {
+        let led: Vec<u64> = self
+            .leaders
+            .iter()
+            .filter(|s| s.at_s < self.kill_at_s && s.leader == Some(self.killed_store))
+            .map(|s| s.region)
+            .collect();
+        self.leaders
+            .iter()
+            .find(|s| {
+                s.at_s >= self.kill_at_s
+                    && led.contains(&s.region)
+                    && s.leader.is_some_and(|l| l != self.killed_store)
+            })
+            .map(|s| s.at_s - self.kill_at_s)
+    }
+
+    /// One row per sample and region: at_s, region, leader_store.
+    pub fn leaders_frame(&self) -> Result<DataFrame, LabError> {
+        let l = &self.leaders;
+        frame(vec![
+            Column::new("at_s".into(), l.iter().map(|s| s.at_s).collect::<Vec<_>>()),
+            Column::new(
+                "region".into(),
+                l.iter().map(|s| s.region).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "leader_store".into(),
+                l.iter().map(|s| s.leader).collect::<Vec<_>>(),
+            ),
+        ])
+    }
+
+    /// Each region's leader over time (store id; 0 while PD knows none), the kill shaded: the
+    /// storage tier's side of the write chart.
+    pub fn leader_chart(&self) -> Result<Chart, LabError> {
+        let mut regions: Vec<u64> = self.leaders.iter().map(|s| s.region).collect();
+        regions.sort_unstable();
+        regions.dedup();
+        let series: Vec<(String, Vec<(f64, f64)>)> = regions
+            .iter()
+            .map(|r| {
+                let points = self
+                    .leaders
+                    .iter()
+                    .filter(|s| s.region == *r)
+                    .map(|s| (s.at_s, s.leader.unwrap_or(0) as f64))
+                    .collect();
+                (format!("region {r}: leader store"), points)
+            })
+            .collect();
+        let end = self.kill_at_s + self.leader_moved_s().unwrap_or(0.0);
+        let windows = vec![(
+            format!("store {} killed", self.killed_store),
+            self.kill_at_s,
+            end.max(self.kill_at_s + 0.05),
+        )];
+        timeline(
+            "Who leads each region, as PD saw it",
+            "seconds",
+            "leader store (0 = none)",
+            &series,
+            &windows,
+        )
+    }
+
     /// The claim: a new leader, writes resumed, nothing acknowledged lost.
     pub fn claim_holds(&self) -> bool {
         self.new_leader.is_some_and(|l| l != self.killed_store)
@@ -118,6 +202,11 @@ impl StoreFailover {
             }
             _ => "PD named no new leader within the limit: the survivors did not elect one.".into(),
         });
+        if let Some(s) = self.leader_moved_s() {
+            out.push(format!(
+                "PD's map named the new leader {s:.2} s after the kill (sampled every {LEADER_SAMPLE_S} s): the new leader reports to PD the moment it is elected, which is how clients find it."
+            ));
+        }
         let failed = self.failed_after_kill();
         out.push(match self.first_ack_after_kill_s() {
             Some(s) => format!(
@@ -228,6 +317,23 @@ mod tests {
             writes,
             lost,
             rejoin_s: Some(0.8),
+            leaders: vec![
+                LeaderSample {
+                    at_s: 0.5,
+                    region: 2,
+                    leader: Some(2),
+                },
+                LeaderSample {
+                    at_s: 1.2,
+                    region: 2,
+                    leader: None,
+                },
+                LeaderSample {
+                    at_s: 1.4,
+                    region: 2,
+                    leader: Some(3),
+                },
+            ],
         }
     }
 
@@ -248,6 +354,10 @@ mod tests {
         );
         assert_eq!(r.writes_frame().unwrap().height(), 4);
         assert!(r.chart().is_ok());
+        assert!((r.leader_moved_s().unwrap() - 0.4).abs() < 1e-9);
+        assert!(text.contains("new leader 0.40 s after the kill"), "{text}");
+        assert_eq!(r.leaders_frame().unwrap().height(), 3);
+        assert!(r.leader_chart().is_ok());
     }
 
     #[test]

@@ -10,7 +10,9 @@ use polars::prelude::DataFrame;
 
 use super::Cluster;
 use crate::actor::command::Command;
-use crate::experiments::store_failover::{FailoverWrite, StoreFailover};
+use crate::experiments::store_failover::{
+    FailoverWrite, LEADER_SAMPLE_S, LeaderSample, StoreFailover,
+};
 use crate::infra::keyspace::{self, RecordName};
 use crate::infra::placement::{Placement, Region};
 use crate::present::charts::Chart;
@@ -294,6 +296,23 @@ impl Cluster {
         let t0 = Instant::now();
         let mut writes = Vec::new();
         let mut acked = BTreeSet::new();
+        // PD's map, sampled while the writes go on: who leads each region over time.
+        let mut leaders = Vec::new();
+        let mut sampled: Option<Instant> = None;
+        let mut sample = |leaders: &mut Vec<LeaderSample>| {
+            if sampled.is_some_and(|t| t.elapsed().as_secs_f64() < LEADER_SAMPLE_S) {
+                return;
+            }
+            sampled = Some(Instant::now());
+            let at_s = t0.elapsed().as_secs_f64();
+            if let Ok(p) = self.placement() {
+                leaders.extend(p.regions.iter().map(|r| LeaderSample {
+                    at_s,
+                    region: r.id,
+                    leader: r.leader_store,
+                }));
+            }
+        };
         let mut write = |i: u64, writes: &mut Vec<FailoverWrite>| {
             let at_s = t0.elapsed().as_secs_f64();
             let t = Instant::now();
@@ -315,6 +334,7 @@ impl Cluster {
         let mut i = 0;
         while t0.elapsed() < BASELINE {
             write(i, &mut writes);
+            sample(&mut leaders);
             i += 1;
             std::thread::sleep(GAP);
         }
@@ -323,6 +343,7 @@ impl Cluster {
         let mut resumed: Option<Instant> = None;
         loop {
             write(i, &mut writes);
+            sample(&mut leaders);
             i += 1;
             if resumed.is_none() && writes.last().is_some_and(|w| w.ok) {
                 resumed = Some(Instant::now());
@@ -373,6 +394,7 @@ impl Cluster {
             writes,
             lost,
             rejoin_s: rejoined.then(|| t.elapsed().as_secs_f64()),
+            leaders,
         })
     }
 }
