@@ -69,6 +69,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Append one JSON line per RPC to this file.
     pub trace: Option<PathBuf>,
+    /// When a region splits by itself.
+    pub split: raftstore::split::SplitPolicy,
 }
 
 /// Why a node could not start; every message names the fix.
@@ -196,11 +198,12 @@ impl Node {
             notes,
             cluster: pd_here.clone(),
         };
-        let (storage, tso) = storage::Storage::open_alone(
-            &config.data_dir,
-            raftstore::RaftConfig::default(),
-            Some(Box::new(link)),
-        )?;
+        let raft = raftstore::RaftConfig {
+            split: config.split,
+            ..Default::default()
+        };
+        let (storage, tso) =
+            storage::Storage::open_alone(&config.data_dir, raft, Some(Box::new(link)))?;
         let cluster = Arc::new(
             pd::cluster::PdCluster::open(storage.cluster_id(), &config.data_dir)
                 .map_err(|e| StartError::Engine(engine::EngineError::Redb(format!("PD: {e}"))))?,

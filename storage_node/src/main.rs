@@ -57,6 +57,22 @@ struct Common {
     /// across threads; each RPC is only ~15 µs of work).
     #[arg(long, default_value_t = 0, env = "STORAGE_NODE_THREADS")]
     threads: usize,
+    /// A region splits at its middle key once it holds more write records (MVCC versions)
+    /// than this. Small by default so a lab shows splits; TiKV's default is 960,000.
+    #[arg(long, default_value_t = storage_node::raftstore::split::SplitPolicy::default().max_keys, value_parser = clap::value_parser!(u64).range(1..))]
+    split_keys: u64,
+    /// … or more bytes of write records than this (TiKV: 96 MiB).
+    #[arg(long, default_value_t = storage_node::raftstore::split::SplitPolicy::default().max_bytes, value_parser = clap::value_parser!(u64).range(1..))]
+    split_bytes: u64,
+}
+
+impl Common {
+    fn split(&self) -> storage_node::raftstore::split::SplitPolicy {
+        storage_node::raftstore::split::SplitPolicy {
+            max_keys: self.split_keys,
+            max_bytes: self.split_bytes,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +190,7 @@ async fn run(args: Args, common: Common) -> ExitCode {
             Node::start(Config {
                 addr: args.addr,
                 data_dir: data_dir.clone(),
+                split: common.split(),
                 trace: common.trace,
             })
             .await
@@ -216,8 +233,11 @@ async fn run(args: Args, common: Common) -> ExitCode {
             pd,
             store_id,
             initial_stores,
+            raft: storage_node::raftstore::RaftConfig {
+                split: common.split(),
+                ..Default::default()
+            },
             trace: common.trace,
-            raft: Default::default(),
         })
         .await
         .map(|store| {

@@ -1,7 +1,9 @@
 //! Crash safety: SIGKILL the storage-node *process* in the middle of a write load, restart it
 //! on the same data directory and port, and check that every write a client saw acknowledged
 //! is there — and that the same client (like a running `surreal` node) carries on without
-//! being restarted.
+//! being restarted. The second run does the same while regions split under the load (a tiny
+//! `--split-keys`): splits before, during and after the kill, and every region is back after
+//! the restart.
 
 mod common;
 
@@ -20,12 +22,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts the binary and waits for its `ready` line.
-fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
+/// Starts the binary (with `extra` flags) and waits for its `ready` line.
+fn spawn_node(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_storage-node"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
         .args(["--log", "warn"])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn storage-node");
@@ -40,11 +43,40 @@ fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
     child
 }
 
+/// How many regions PD's HTTP page lists.
+fn region_count(port: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /pd/api/v1/regions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["count"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill_and_clients_reconnect() {
+    crash_run(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_sigkill_while_regions_split() {
+    crash_run(&["--split-keys", "150"]).await;
+}
+
+/// The crash scenario: returns after checking every acknowledged write (and, with splits,
+/// that the regions survived the restart).
+async fn crash_run(extra: &[&str]) {
+    let splitting = !extra.is_empty();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut node = spawn_node(dir.path(), port);
+    let mut node = spawn_node(dir.path(), port, extra);
     let client = Arc::new(
         tikv_client::TransactionClient::new(vec![format!("127.0.0.1:{port}")])
             .await
@@ -80,10 +112,11 @@ async fn acknowledged_writes_survive_sigkill_and_clients_reconnect() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before_kill = acked.lock().unwrap().len();
+    let regions_before_kill = if splitting { region_count(port) } else { 1 };
     node.kill().unwrap(); // SIGKILL: no chance to flush anything
     node.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut node = spawn_node(dir.path(), port);
+    let mut node = spawn_node(dir.path(), port, extra);
     // Keep writing through the restart for a moment, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -137,6 +170,20 @@ async fn acknowledged_writes_survive_sigkill_and_clients_reconnect() {
         acked.len(),
         String::from_utf8_lossy(&missing[0])
     );
+    if splitting {
+        // Regions split under the load, and the restarted store holds them all again (its
+        // split records were durable before anything depended on them).
+        let after = region_count(port);
+        eprintln!("regions before the kill: {regions_before_kill}, at the end: {after}");
+        assert!(
+            regions_before_kill >= 2,
+            "the load split the region before the kill"
+        );
+        assert!(
+            after >= regions_before_kill,
+            "a split was lost in the crash"
+        );
+    }
     node.kill().unwrap();
     node.wait().unwrap();
 }

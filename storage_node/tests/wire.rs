@@ -68,6 +68,7 @@ async fn a_traced_write_shows_its_raft_steps_and_a_read_none() {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
         trace: Some(trace.clone()),
+        split: Default::default(),
     })
     .await
     .unwrap();

@@ -18,6 +18,7 @@ impl TestNode {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             trace: None,
+            split: Default::default(),
         })
         .await
         .expect("node starts");
