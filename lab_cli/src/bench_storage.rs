@@ -59,6 +59,9 @@ pub struct StorageBench {
     pub commit_floor_p50_us: f64,
     /// p50 service times inside the storage node, µs, by RPC (`KvGet`, `KvPrewrite`, `PdTso`).
     pub service_p50_us: Vec<(String, f64)>,
+    /// p50 of each Raft step of a write (queue + execute, log append + fsync, quorum, apply),
+    /// µs: where a write's service time goes.
+    pub raft_p50_us: Vec<(String, f64)>,
     /// The statements' round trips.
     pub statements: Vec<StatementTiming>,
 }
@@ -138,6 +141,7 @@ pub fn run(lab_root: &Path, samples: usize) -> Result<StorageBench, LabError> {
     let commit_floor_p50_us = sync(SyncProbe::Scattered)?;
     let mut statements = Vec::new();
     let mut service: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut raft: Vec<(String, Vec<f64>)> = Vec::new();
     for (setup, storage) in [
         ("shared-1", StorageMode::Shared),
         ("surrealkv-1", StorageMode::Isolated(Engine::SurrealKv)),
@@ -165,6 +169,12 @@ pub fn run(lab_root: &Path, samples: usize) -> Result<StorageBench, LabError> {
                         None => service.push((s.rpc.clone(), vec![s.ms * 1000.0])),
                     }
                 }
+                for (step, ms) in w.raft_breakdown() {
+                    match raft.iter_mut().find(|(name, _)| *name == step) {
+                        Some((_, v)) => v.push(ms * 1000.0),
+                        None => raft.push((step, vec![ms * 1000.0])),
+                    }
+                }
             }
             let col =
                 |f: &dyn Fn(&Waterfall) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
@@ -186,6 +196,10 @@ pub fn run(lab_root: &Path, samples: usize) -> Result<StorageBench, LabError> {
         service_p50_us: service
             .into_iter()
             .map(|(rpc, v)| (rpc, median(&v)))
+            .collect(),
+        raft_p50_us: raft
+            .into_iter()
+            .map(|(step, v)| (step, median(&v)))
             .collect(),
         statements,
     })
@@ -224,6 +238,17 @@ pub fn table(b: &StorageBench) -> String {
             us / b.fdatasync_p50_us.max(1e-9),
             us / b.commit_floor_p50_us.max(1e-9)
         ));
+    }
+    if !b.raft_p50_us.is_empty() {
+        s.push_str("  a write's Raft steps (p50 of each):\n");
+        for (step, us) in &b.raft_p50_us {
+            s.push_str(&format!(
+                "    {:<34} {:>7.0} µs   {:.2}× the commit floor\n",
+                step,
+                us,
+                us / b.commit_floor_p50_us.max(1e-9)
+            ));
+        }
     }
     s.push_str(&format!(
         "\n  {:<28} {:>10} {:>6} {:>12} {:>9} {:>12} {:>9}\n",
@@ -289,6 +314,7 @@ mod tests {
             fdatasync_p50_us: 200.0,
             commit_floor_p50_us: 400.0,
             service_p50_us: vec![("KvGet".into(), 10.0), ("KvPrewrite".into(), 400.0)],
+            raft_p50_us: vec![("log append + fsync".into(), 150.0)],
             statements: vec![
                 t("shared-1", "SELECT * FROM probe:1", 2.0, 5.0, 0.05),
                 t("surrealkv-1", "SELECT * FROM probe:1", 0.5, 0.0, 0.0),
@@ -311,6 +337,10 @@ mod tests {
         );
         // shared 2.0 ms ÷ SurrealKV 0.5 ms; storage 0.05 of 2.0 ms.
         assert!(text.contains("4.00×") && text.contains("2%"), "{text}");
+        assert!(
+            text.contains("log append + fsync") && text.contains("0.38× the commit floor"),
+            "a write's Raft steps, against the floor: {text}"
+        );
         // Slowest service first.
         assert!(text.find("KvPrewrite") < text.find("KvGet"), "{text}");
     }
