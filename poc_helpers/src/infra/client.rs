@@ -287,46 +287,45 @@ pub(crate) async fn http_get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let url = format!("http://{addr}{path}");
-    tokio::task::spawn_blocking(move || {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            // A 503 from /ready is an answer, not a failure.
-            .http_status_as_error(false)
-            // Loopback must never go through an HTTP proxy from the environment.
-            .proxy(None)
-            .build();
-        let agent: ureq::Agent = config.into();
-        let mut response = agent.get(&url).call().map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Ok((status, body))
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    http_call(addr, path, None, timeout).await
 }
 
-/// One HTTP POST of a JSON body to a loopback address: `(status, body)`, or the transport
-/// error as text (PD's split API; same blocking-pool reasoning as [`http_get`]).
+/// One HTTP POST of a JSON body to a loopback address (PD's split and operator APIs), as
+/// [`http_get`] does a GET.
 pub(crate) async fn http_post(
     addr: SocketAddr,
     path: &str,
     body: String,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    http_call(addr, path, Some(body), timeout).await
+}
+
+/// A GET (no body) or a JSON POST.
+async fn http_call(
+    addr: SocketAddr,
+    path: &str,
+    body: Option<String>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let url = format!("http://{addr}{path}");
     tokio::task::spawn_blocking(move || {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
+            // A 503 from /ready (or a 400 naming the fix) is an answer, not a failure.
             .http_status_as_error(false)
+            // Loopback must never go through an HTTP proxy from the environment.
             .proxy(None)
             .build();
         let agent: ureq::Agent = config.into();
-        let mut response = agent
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .send(body)
-            .map_err(|e| e.to_string())?;
+        let sent = match body {
+            None => agent.get(&url).call(),
+            Some(body) => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body),
+        };
+        let mut response = sent.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap_or_default();
         Ok((status, body))

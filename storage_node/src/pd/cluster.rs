@@ -598,16 +598,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_balancer_moves_leaders_off_the_busiest_store_one_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let pd = PdCluster::open(7, dir.path()).unwrap();
+    /// A PD that knows stores 1, 2 and 3 (all up).
+    fn with_three_stores(dir: &Path) -> PdCluster {
+        let pd = PdCluster::open(7, dir).unwrap();
         for id in 1..=3 {
             pd.put_store(metapb::Store {
                 id,
                 ..Default::default()
             });
         }
+        pd
+    }
+
+    #[test]
+    fn the_balancer_moves_leaders_off_the_busiest_store_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = with_three_stores(dir.path());
         // Three regions, all led by store 1: 3 / 0 / 0.
         for (id, start, end) in [(2, &b""[..], &b"h"[..]), (3, b"h", b"p"), (4, b"p", b"")] {
             pd.region_heartbeat(report_on(id, start, end, 1)).unwrap();
@@ -672,13 +678,7 @@ mod tests {
     #[test]
     fn the_balancer_leaves_a_leader_placed_by_hand_where_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let pd = PdCluster::open(7, dir.path()).unwrap();
-        for id in 1..=3 {
-            pd.put_store(metapb::Store {
-                id,
-                ..Default::default()
-            });
-        }
+        let pd = with_three_stores(dir.path());
         pd.region_heartbeat(report_on(2, b"", b"h", 1)).unwrap();
         pd.region_heartbeat(report_on(3, b"h", b"", 2)).unwrap();
         // By hand: region 3 to store 1, which then leads both (2 / 0 / 0).
