@@ -130,7 +130,7 @@ fn post(
     content_type: &str,
     body: &str,
 ) -> Result<(u16, String), CallError> {
-    let mut r = agent
+    let r = agent
         .post(url)
         .header("Authorization", &basic(auth))
         .header("Surreal-NS", &auth.ns)
@@ -139,6 +139,11 @@ fn post(
         .header("Content-Type", content_type)
         .send(body)
         .map_err(|e| CallError::Transport(e.to_string()))?;
+    status_and_text(r)
+}
+
+/// A response's status and whole body (up to 1 GiB: an export can be large).
+fn status_and_text(mut r: ureq::http::Response<ureq::Body>) -> Result<(u16, String), CallError> {
     let status = r.status().as_u16();
     let text = r
         .body_mut()
@@ -222,7 +227,7 @@ pub fn probe(agent: &ureq::Agent, base: &str, path: &str) -> Option<u16> {
 /// `GET /export`: the database as a SurrealQL script, read in one snapshot (SurrealDB 3.3.5
 /// runs the whole export in one read transaction, `Datastore::export_with_config`).
 pub fn export(agent: &ureq::Agent, base: &str, auth: &HttpAuth) -> Result<String, CallError> {
-    let mut r = agent
+    let r = agent
         .get(&format!("{base}/export"))
         .header("Authorization", &basic(auth))
         .header("Surreal-NS", &auth.ns)
@@ -230,13 +235,7 @@ pub fn export(agent: &ureq::Agent, base: &str, auth: &HttpAuth) -> Result<String
         .header("Accept", "application/octet-stream")
         .call()
         .map_err(|e| CallError::Transport(e.to_string()))?;
-    let status = r.status().as_u16();
-    let text = r
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()
-        .map_err(|e| CallError::Transport(e.to_string()))?;
+    let (status, text) = status_and_text(r)?;
     if status != 200 {
         return Err(CallError::Status(status, text));
     }
