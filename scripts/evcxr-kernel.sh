@@ -38,7 +38,7 @@ elif command -v flock >/dev/null 2>&1 && mkdir -p "$slots"; then
             export EVCXR_TMPDIR="$slots/$i"
             mkdir -p "$EVCXR_TMPDIR"
             # A cold slot takes the newest build of poc_helpers from another slot (hard links,
-            # ~1 s), so the second notebook opened is as quick as the first; it also drops the
+            # 0.3-0.5 s), so the second notebook opened is as quick as the first; it also drops the
             # cells an earlier kernel left here. Best effort: evcxr builds whatever is missing.
             # LAB_KERNEL_SEED=0 leaves the slot cold: only to measure what seeding saves.
             if [ "${LAB_KERNEL_SEED:-1}" != 0 ]; then

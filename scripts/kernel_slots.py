@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-TRIPLE_DEBUG = "x86_64-unknown-linux-gnu/debug"  # evcxr builds cells with --target <host triple>
 SEEDING = ".seeding"  # present while a slot is being seeded: never a donor then
 LINK_MIN = 64 * 1024  # smaller files are copied: cheap, and safe from in-place rewrites
 
