@@ -209,23 +209,33 @@ class KernelRecord:
         """Reads the kernel's pid and build folder once it runs (evcxr-kernel.sh execs evcxr)."""
         if self.pid is None and self.client.km is not None and self.client.km.has_kernel:
             self.pid = self.client.km.provisioner.process.pid
-            env = Path(f"/proc/{self.pid}/environ").read_bytes().split(b"\0")
+            try:
+                env = Path(f"/proc/{self.pid}/environ").read_bytes().split(b"\0")
+            except OSError:  # the kernel died at start: its cell fails and says so
+                return
             self.slot = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"EVCXR_TMPDIR=")), "")
             if self.slot:
                 self.helper_before = kernel_slots.helper_build_time(Path(self.slot), kernel_slots.checkout_helpers())
 
     def processes(self) -> list[int]:
-        """The kernel (evcxr) and its descendants (evcxr's child process runs the cells)."""
+        """The kernel (evcxr) and the process of the same program it runs the cells in; not the
+        lab's nodes, which the cells start as that process's children (reap() stops those)."""
         if self.pid is None:
+            return []
+        try:
+            exe = os.readlink(f"/proc/{self.pid}/exe")
+        except OSError:
             return []
         out, todo = [], [self.pid]
         while todo:
             p = todo.pop()
-            out.append(p)
             try:
+                if os.readlink(f"/proc/{p}/exe") != exe:
+                    continue
                 kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
             except OSError:
                 continue
+            out.append(p)
             todo.extend(int(k) for k in kids)
         return out
 
