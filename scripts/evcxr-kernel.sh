@@ -37,6 +37,14 @@ elif command -v flock >/dev/null 2>&1 && mkdir -p "$slots"; then
         if flock -n 9; then
             export EVCXR_TMPDIR="$slots/$i"
             mkdir -p "$EVCXR_TMPDIR"
+            # A cold slot takes the newest build of poc_helpers from another slot (hard links,
+            # 0.3-0.5 s), so the second notebook opened is as quick as the first; it also drops the
+            # cells an earlier kernel left here. Best effort: evcxr builds whatever is missing.
+            # LAB_KERNEL_SEED=0 leaves the slot cold: only to measure what seeding saves.
+            if [ "${LAB_KERNEL_SEED:-1}" != 0 ]; then
+                "$LAB_VENV/bin/python" "$LAB_ROOT/scripts/kernel_slots.py" prepare "$EVCXR_TMPDIR" \
+                    || echo "evcxr-kernel: could not prepare $EVCXR_TMPDIR; evcxr builds what it needs" >&2
+            fi
             break
         fi
         exec 9>&-

@@ -7,6 +7,17 @@ target/notebooks/ for inspection, for the README screenshots and for docs/execut
 (scripts/publish-executed.py); the committed notebooks must stay output-free, which this script
 also checks. One summary line per notebook: cells, passed, time.
 
+Kernels stay alive until the last notebook has finished, as a learner's JupyterLab keeps them, so
+every notebook after the first starts its kernel beside the earlier ones (each in its own build
+folder, scripts/evcxr-kernel.sh). From that run, at no extra cost, the summary prints what the
+learner waits for and what the kernels cost: each notebook's first-cell time (the `:dep` cell,
+against the 10 s goal; printed, never asserted), each kernel's memory (RSS of evcxr and of its
+child process that runs the cells) after its first cells and with all kernels alive at the end,
+and the kernel build folders' disk use. One check can fail: a kernel that starts while an
+earlier one of this run has built poc_helpers must not compile poc_helpers again (its build
+folder takes the earlier build, scripts/kernel_slots.py). All kernels are shut down at the end,
+also when a notebook fails.
+
 Exercises ("Try it yourself"): a cell with metadata `"exercise": "<id>"` is the one a learner
 edits; it runs unedited, and its check cell (metadata `"exercise_check": "<id>"`) must then say
 "✏️ Not yet". Right after that check, in the same kernel, the reference solution
@@ -21,7 +32,9 @@ Usage: scripts/run-notebooks.py [NOTEBOOK ...] [--timeout SECONDS]
 (scripts/test.sh calls it with the lab's environment from scripts/env.sh.)
 """
 import argparse
+import atexit
 import os
+import signal
 import statistics
 import re
 import subprocess
@@ -35,6 +48,9 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbclient.util import ensure_async, run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import kernel_slots  # noqa: E402
+
 NOTEBOOKS = ROOT / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
 SOLVED, NOT_YET = "✅ Solved", "✏️ Not yet"  # poc_helpers::present::exercise's markers
@@ -95,7 +111,8 @@ class LabNotebookClient(NotebookClient):
 
     async def async_execute(self, reset_kc: bool = False, **kwargs):
         self.reset_execution_trackers()
-        async with self.async_setup_kernel(**kwargs):
+        # The kernel outlives this notebook (KEPT, shut down by main at the end).
+        async with self.async_setup_kernel(cleanup_kc=False, **kwargs):
             info = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
             if info is not None and "language_info" in info["content"]:
                 self.nb.metadata["language_info"] = info["content"]["language_info"]
@@ -171,6 +188,95 @@ class LabNotebookClient(NotebookClient):
 
 # Every executed cell: (seconds, notebook, cell number, first line), for the timing summary.
 CELL_TIMES: list[tuple[float, str, int, str]] = []
+FIRST_CELL_GOAL = 10.0  # seconds to a notebook's first result, with earlier kernels running (issue 24)
+FIRST_CELLS = 3  # "after the first cells": :dep, the prelude, starting the lab
+
+
+class KernelRecord:
+    """A notebook's kernel, kept alive until the run ends, and what it cost."""
+
+    def __init__(self, notebook: str, client):
+        self.notebook, self.client = notebook, client
+        self.pid = None
+        self.slot = ""
+        self.first_cell = None
+        self.first_from_start = None  # also counting the kernel's start, as a learner waits
+        self.rss_first = None
+        self.helper_before = 0.0  # when its slot last built this checkout's poc_helpers
+        self.rebuilt = False
+
+    def attach(self) -> None:
+        """Reads the kernel's pid and build folder once it runs (evcxr-kernel.sh execs evcxr)."""
+        if self.pid is None and self.client.km is not None and self.client.km.has_kernel:
+            self.pid = self.client.km.provisioner.process.pid
+            try:
+                env = Path(f"/proc/{self.pid}/environ").read_bytes().split(b"\0")
+            except OSError:  # the kernel died at start: its cell fails and says so
+                return
+            self.slot = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"EVCXR_TMPDIR=")), "")
+            if self.slot:
+                self.helper_before = kernel_slots.helper_build_time(Path(self.slot), kernel_slots.checkout_helpers())
+
+    def processes(self) -> list[int]:
+        """The kernel (evcxr) and the process of the same program it runs the cells in; not the
+        lab's nodes, which the cells start as that process's children (reap() stops those)."""
+        if self.pid is None:
+            return []
+        try:
+            exe = os.readlink(f"/proc/{self.pid}/exe")
+        except OSError:
+            return []
+        out, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            try:
+                if os.readlink(f"/proc/{p}/exe") != exe:
+                    continue
+                kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            except OSError:
+                continue
+            out.append(p)
+            todo.extend(int(k) for k in kids)
+        return out
+
+    def rss(self) -> tuple[float, float]:
+        """GB resident: (evcxr itself, its child processes)."""
+        sizes = []
+        for p in self.processes():
+            try:
+                sizes.append(int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE / 1e9)
+            except OSError:
+                sizes.append(0.0)
+        return (sizes[0], sum(sizes[1:])) if sizes else (0.0, 0.0)
+
+    def shutdown(self) -> None:
+        pids = self.processes()
+        try:
+            self.client._cleanup_kernel()  # nbclient's own: shutdown request, then kill after a grace time
+        except Exception as e:  # a dead kernel is fine here; the sweep below ends whatever is left
+            print(f"    kernel of {self.notebook}: shutdown: {e}", flush=True)
+        for p in pids:
+            try:
+                os.kill(p, 0)
+            except OSError:
+                continue
+            print(f"    kernel of {self.notebook}: process {p} outlived the shutdown; killing it", flush=True)
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+KEPT: list[KernelRecord] = []
+
+
+def shutdown_kernels() -> None:
+    while KEPT:
+        KEPT.pop().shutdown()
+
+
+atexit.register(shutdown_kernels)
 
 
 def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
@@ -193,6 +299,7 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
     started = [0.0]
 
     def before(cell, cell_index, **_):
+        rec.attach()  # before the first cell runs: its build folder as the kernel found it
         started[0] = time.monotonic()
 
     def after(cell, cell_index, **_):
@@ -200,6 +307,14 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
             print(f"           {time.monotonic() - started[0]:6.1f} s  (exercise {cell.metadata.lab_injected})", flush=True)
             return
         times.append(time.monotonic() - started[0])
+        if len(times) == 1:
+            rec.first_cell = times[0]
+            rec.first_from_start = time.monotonic() - t0
+            # Did the first cell compile poc_helpers in this kernel's build folder?
+            if rec.slot:
+                rec.rebuilt = kernel_slots.helper_build_time(Path(rec.slot), kernel_slots.checkout_helpers()) > rec.helper_before
+        if len(times) == FIRST_CELLS:
+            rec.rss_first = rec.rss()
         CELL_TIMES.append((times[-1], path.name, len(times), cell.source.splitlines()[0][:60] if cell.source else ""))
         print(
             f"    [{len(times):>2}/{code_cells}] {times[-1]:6.1f} s  "
@@ -217,6 +332,8 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
         on_cell_start=before,
         on_cell_executed=after,
     )
+    rec = KernelRecord(path.name, client)
+    KEPT.append(rec)
     t0 = time.monotonic()
     error = None
     try:
@@ -233,6 +350,11 @@ def run(path: Path, out_dir: Path, timeout: int) -> tuple[bool, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
     first = f", first cell {times[0]:.1f} s" if times else ""
+    # A kernel started after an earlier kernel of this run built poc_helpers must find that
+    # build in its own folder (scripts/kernel_slots.py seeds it); compiling again means it did not.
+    if not error and rec.rebuilt and any(k.slot and k is not rec and k.first_cell is not None for k in KEPT):
+        error = (f"the kernel compiled poc_helpers again in {rec.slot}, although an earlier kernel of this run "
+                 "had built it: its build folder did not take that build (scripts/kernel_slots.py prepare)")
     if error:
         summary = (
             f"FAIL {path.name}: {len(times)}/{code_cells} cells ran, {total:.1f} s{first}\n"
@@ -247,6 +369,24 @@ def reap() -> None:
     lab = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "lab"
     if lab.exists():
         subprocess.run([str(lab), "clean", "--all"], capture_output=True, timeout=120)
+
+
+def print_kernels() -> None:
+    """First-cell times, memory and build-folder disk of this run's kernels, all still alive."""
+    print(f"\nkernels ({len(KEPT)} alive, as in a JupyterLab with these notebooks open):")
+    total = 0.0
+    for k in KEPT:
+        evcxr, cells = k.rss()
+        total += evcxr + cells
+        first = (f"{k.first_cell:5.1f} s ({k.first_from_start:.1f} s from the kernel's start)"
+                 if k.first_cell is not None else "n/a")
+        flag = "" if k.first_cell is None or k.first_cell <= FIRST_CELL_GOAL else f"  (over the {FIRST_CELL_GOAL:.0f} s goal)"
+        early = f"{sum(k.rss_first):.2f} GB" if k.rss_first else "n/a"
+        print(f"  {k.notebook:24} first cell {first}{flag}; RSS after {FIRST_CELLS} cells {early}, now "
+              f"{evcxr + cells:.2f} GB (evcxr {evcxr:.2f} + cells {cells:.2f}); build folder {Path(k.slot).name or 'temporary'}"
+              f"{', compiled poc_helpers' if k.rebuilt else ''}", flush=True)
+    print(f"  all kernels: {total:.2f} GB RSS")
+    print("  " + kernel_slots.report(), flush=True)
 
 
 def main() -> int:
@@ -271,12 +411,16 @@ def main() -> int:
         print(f"notebooks/solutions/ has solutions for no exercise: {orphans}; remove them or add the exercise", file=sys.stderr)
         return 1
     results = []
-    for p in paths:
-        print(f"==> {p.name}", flush=True)
-        ok, line = run(p.resolve(), args.out, args.timeout)
-        print(line, flush=True)
-        results.append((ok, line))
-        reap()
+    try:
+        for p in paths:
+            print(f"==> {p.name}", flush=True)
+            ok, line = run(p.resolve(), args.out, args.timeout)
+            print(line, flush=True)
+            results.append((ok, line))
+            reap()
+        print_kernels()
+    finally:
+        shutdown_kernels()
     print("\nnotebooks:")
     for _, line in results:
         print("  " + line.splitlines()[0])

@@ -221,6 +221,11 @@ echo
 echo "setup timeline (also in $SETUP_DIR/timeline.txt):"
 sed 's/^/    /' "$SETUP_DIR/timeline.txt"
 echo "setup done in $(fmt $SECONDS); server: ${server_source:-$(cat "$LAB_CACHE/bin/surreal.source")}; evcxr: $(cat "$LAB_TOOLS/evcxr.source")"
+# Disk: the kernels' build folders that no kernel has used for a week go (never one in use), then
+# what the lab holds: the build folders (files shared by hard links counted once) and the cache.
+"$LAB_VENV/bin/python" scripts/kernel_slots.py clean --days 7
+"$LAB_VENV/bin/python" scripts/kernel_slots.py report
+echo "lab cache: $(du -sh "$LAB_CACHE" 2>/dev/null | cut -f1) in $LAB_CACHE (build targets, evcxr's compile cache, tools)"
 if [ "$defer_cli" = 1 ]; then
     # The `lab` CLI is for the terminal, not the notebooks: it compiles now, at the lowest CPU
     # priority so a notebook's cells come first, in its own session so it outlives this script

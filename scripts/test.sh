@@ -7,7 +7,8 @@
 #   4. the six notebooks executed headless in the real evcxr kernel (any cell error fails), each
 #      exercise's reference solution with them; their executed copies are then published to
 #      docs/executed/ (so every test run regenerates them),
-#   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py),
+#   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py), and the kernels' build
+#      folders: a cold one takes a warm one's build, old ones are cleaned (test_kernel_slots.py),
 #   6. the browser check: JupyterLab started as start-lab.sh starts it, in headless Chromium,
 #   7. the documentation tests (links, runnable examples against a live lab, rustdoc, the notebooks'
 #      glossary links, answered predictions and asserted takeaways), after their own unit tests.
@@ -45,8 +46,9 @@ lab_step "notebooks, headless in the evcxr kernel"
 "$LAB_VENV/bin/python" scripts/run-notebooks.py
 "$LAB_VENV/bin/python" scripts/publish-executed.py
 
-lab_step "kernel restart (no rebuild of an unchanged poc_helpers)"
+lab_step "kernel restart (no rebuild of an unchanged poc_helpers) and the kernels' build folders"
 "$LAB_VENV/bin/python" scripts/test_kernel.py
+"$LAB_VENV/bin/python" scripts/test_kernel_slots.py
 
 lab_step "browser check (JupyterLab in headless Chromium)"
 scripts/browser-check.sh
