@@ -17,6 +17,19 @@ use crate::present::timeline::timeline;
 use crate::vocab::error::LabError;
 use crate::vocab::frames::frame;
 
+/// A failed write's error as the learner needs it, the same for every write it hit: SurrealDB's
+/// message for a rejected statement (without the statement, which differs per write, and without
+/// the gRPC library's debug dump after `, source:`), else [`LabError::brief`].
+pub fn error_gist(e: &LabError) -> String {
+    match e {
+        LabError::Query { message, .. } => {
+            let cut = message.find(", source:").unwrap_or(message.len());
+            message[..cut].trim().to_string()
+        }
+        other => other.brief(),
+    }
+}
+
 /// What happened when two of the three stores were killed and one came back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MajorityLoss {
@@ -335,6 +348,26 @@ mod tests {
             failed_but_stored: vec![],
             rejoin_s: Some(0.3),
         }
+    }
+
+    #[test]
+    fn the_error_gist_drops_the_statement_and_the_debug_dump() {
+        let e = LabError::Query {
+            node: "node-a".into(),
+            port: 1,
+            statement: "CREATE majority:33 SET n = 33".into(),
+            message: "There was a problem with a transaction: gRPC api error: code: 'The service is currently unavailable', message: \"tcp connect error\", source: tonic::transport::Error(Transport, ConnectError(..))".into(),
+            kind: "Internal".into(),
+            detail: None,
+            code: -32000,
+            fix: "retry".into(),
+        };
+        assert_eq!(
+            error_gist(&e),
+            "There was a problem with a transaction: gRPC api error: code: 'The service is currently unavailable', message: \"tcp connect error\""
+        );
+        let other = LabError::config("stores", "one store", "start the lab with `.stores(3)`");
+        assert_eq!(error_gist(&other), other.brief());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::Cluster;
-use crate::experiments::majority_loss::MajorityLoss;
+use crate::experiments::majority_loss::{MajorityLoss, error_gist};
 use crate::experiments::replica_cost::{ReplicaCost, WriteSample};
 use crate::experiments::store_failover::FailoverWrite;
 use crate::infra::placement::Placement;
@@ -106,7 +106,7 @@ impl Cluster {
                 at_s,
                 ms,
                 ok: r.is_ok(),
-                error: r.err().map(|e| e.brief()),
+                error: r.err().map(|e| error_gist(&e)),
             });
         };
         let mut i = 0;
