@@ -67,6 +67,8 @@ pub mod prelude {
     pub use crate::experiments::production::life::{LifeReport, LifeRun};
     pub use crate::experiments::production::rolling::RollingRun;
     pub use crate::experiments::production::schema_race::SchemaRace;
+    pub use crate::experiments::majority_loss::MajorityLoss;
+    pub use crate::experiments::replica_cost::{ReplicaCost, WriteSample};
     pub use crate::experiments::scale_out::NodeJoin;
     pub use crate::experiments::store_failover::StoreFailover;
     pub use crate::experiments::unique::{LoserSaw, UniqueRaceReport};

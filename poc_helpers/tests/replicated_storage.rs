@@ -252,3 +252,85 @@ fn a_table_split_gives_its_records_a_region_and_where_is_finds_them() {
     );
     cluster.cleanup().expect("cleanup");
 }
+
+/// Two of three stores killed under a steady writer (notebook 05, section 10): no write is
+/// acknowledged without a majority, the failures carry an error the learner can read, every
+/// acknowledged write survives, and restarting one store brings writes back. The drill leaves
+/// the tier whole. On a one-store lab the drill names the fix.
+#[test]
+fn two_of_three_stores_down_stop_writes_and_one_back_resumes_them() {
+    let (_root, builder) = shared_lab("majority");
+    let cluster = builder
+        .stores(3)
+        .start()
+        .expect("PD and three stores start");
+    let drill = cluster.majority_loss("a").expect("the drill runs");
+    eprintln!("{}", drill.explain());
+    assert!(drill.claim_holds(), "{}", drill.explain());
+    assert!(drill.failed_while_down() > 0, "{drill:?}");
+    assert_eq!(
+        drill.acknowledged_while_down(),
+        0,
+        "a write committed without a majority: {drill:?}"
+    );
+    assert!(drill.lost.is_empty(), "{drill:?}");
+    assert!(
+        drill.errors_while_down().iter().all(|e| !e.trim().is_empty()),
+        "every failure carries a message: {drill:?}"
+    );
+    assert!(drill.rejoin_s.is_some(), "the last store rejoined: {drill:?}");
+    assert_eq!(drill.frame().unwrap().height(), drill.writes.len());
+    // The tier is whole again: three stores up, and a write commits.
+    let p = placement_until(&cluster, Duration::from_secs(15), |p| {
+        p.stores.len() == 3 && p.stores.iter().all(|s| s.state == "Up")
+    });
+    eprintln!("PD's map after the drill: {p:?}");
+    cluster
+        .sql("b", "CREATE majority:after SET n = 1000000")
+        .expect("a write after the drill");
+}
+
+/// Replication's cost to one write (notebook 04): a traced one-store lab's write waits for no
+/// other store (its quorum step is bookkeeping, shorter than its own fsync), a three-replica
+/// lab's write waits for a follower, and both fsync their leader's log. Misuse names
+/// the fix: the labs swapped, an untraced replicated lab, the majority drill on one store.
+#[test]
+fn a_three_replica_write_waits_for_a_quorum_a_one_store_write_does_not() {
+    let (_root1, b1) = shared_lab("cost-one");
+    let one = b1.storage_trace(true).start().expect("one store, traced");
+    let (_root3, b3) = shared_lab("cost-three");
+    let three = b3
+        .stores(3)
+        .storage_trace(true)
+        .start()
+        .expect("three stores, traced");
+    let cost = one
+        .replica_write_cost(&three, "a", 20)
+        .expect("the same write on both labs");
+    eprintln!("{}", cost.explain());
+    assert_eq!((cost.one.replicas, cost.many.replicas), (1, 3));
+    assert_eq!((cost.one.ms.len(), cost.many.ms.len()), (20, 20));
+    let (r1, r3) = (cost.one.raft().unwrap(), cost.many.raft().unwrap());
+    assert!(r1.writes > 0 && r3.writes > 0, "{cost:?}");
+    // One replica: the leader is the majority, so its quorum step is Raft's bookkeeping (a few
+    // µs), never a second store's fsync: shorter than the leader's own fsync.
+    assert!(r1.quorum < r1.persist, "one replica waits for nobody: {r1:?}");
+    assert!(r3.quorum > 0.0, "three replicas wait for a follower: {r3:?}");
+    assert!(r1.persist > 0.0 && r3.persist > 0.0, "{r1:?} {r3:?}");
+    assert_eq!(cost.frame().unwrap().height(), 2);
+
+    let err = three.replica_write_cost(&one, "a", 5).unwrap_err().to_string();
+    assert_mentions(&err, &["1 store(s)", ".stores(3)"]);
+    let err = one.replica_write_cost(&three, "a", 0).unwrap_err().to_string();
+    assert_mentions(&err, &["1 to 2000"]);
+    let err = one.majority_loss("a").unwrap_err().to_string();
+    assert_mentions(&err, &["1 store(s)", ".stores(3)"]);
+    drop(three);
+    let (_root4, b4) = shared_lab("cost-untraced");
+    let untraced = b4.stores(3).start().expect("three stores, untraced");
+    let err = one
+        .replica_write_cost(&untraced, "a", 5)
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&err, &[".storage_trace(true)"]);
+}

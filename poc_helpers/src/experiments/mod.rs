@@ -15,6 +15,8 @@
 //! - [`consistency`]: the same query on every node, compared.
 //! - [`commit_shape`]: whether a write committed in one phase or two, from the storage trace.
 //! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
+//! - [`majority_loss`]: two of three stores killed under a writer; one restarted.
+//! - [`replica_cost`]: one write on one replica beside three, explained by its Raft steps.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
 //! - [`partitions`]: a client cut from its node, a slow link, dropped connections.
 //! - [`unique`]: two nodes racing to create the same email under a UNIQUE index.
@@ -28,9 +30,11 @@ pub mod consistency;
 pub mod handoff;
 pub(crate) mod harness;
 pub mod live;
+pub mod majority_loss;
 pub mod membership;
 pub mod partitions;
 pub mod production;
+pub mod replica_cost;
 pub mod scale_out;
 pub mod store_failover;
 pub mod unique;

@@ -41,6 +41,7 @@ mod production;
 mod production_ops;
 mod queries;
 mod replication;
+mod storage_drills;
 pub use replication::WhereIs;
 
 pub use builder::{

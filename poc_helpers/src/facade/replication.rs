@@ -228,7 +228,7 @@ impl Cluster {
     }
 
     /// Polls PD until `ok` holds for its map; the last map and `false` after `limit`.
-    fn placement_until(
+    pub(super) fn placement_until(
         &self,
         limit: Duration,
         ok: impl Fn(&Placement) -> bool,
