@@ -59,6 +59,7 @@ pub mod prelude {
     pub use crate::experiments::conflicts::{ContentionPlan, RetryPolicy};
     pub use crate::experiments::consistency::Comparison;
     pub use crate::experiments::handoff::Handoff;
+    pub use crate::experiments::majority_loss::MajorityLoss;
     pub use crate::experiments::partitions::drops::{DropPlan, DropReport};
     pub use crate::experiments::partitions::{ClientCutReport, LatencyReport};
     pub use crate::experiments::production::backup::BackupReport;
@@ -67,7 +68,6 @@ pub mod prelude {
     pub use crate::experiments::production::life::{LifeReport, LifeRun};
     pub use crate::experiments::production::rolling::RollingRun;
     pub use crate::experiments::production::schema_race::SchemaRace;
-    pub use crate::experiments::majority_loss::MajorityLoss;
     pub use crate::experiments::replica_cost::{ReplicaCost, WriteSample};
     pub use crate::experiments::scale_out::NodeJoin;
     pub use crate::experiments::store_failover::StoreFailover;

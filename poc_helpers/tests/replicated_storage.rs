@@ -275,10 +275,16 @@ fn two_of_three_stores_down_stop_writes_and_one_back_resumes_them() {
     );
     assert!(drill.lost.is_empty(), "{drill:?}");
     assert!(
-        drill.errors_while_down().iter().all(|e| !e.trim().is_empty()),
+        drill
+            .errors_while_down()
+            .iter()
+            .all(|e| !e.trim().is_empty()),
         "every failure carries a message: {drill:?}"
     );
-    assert!(drill.rejoin_s.is_some(), "the last store rejoined: {drill:?}");
+    assert!(
+        drill.rejoin_s.is_some(),
+        "the last store rejoined: {drill:?}"
+    );
     assert_eq!(drill.frame().unwrap().height(), drill.writes.len());
     // The tier is whole again: three stores up, and a write commits.
     let p = placement_until(&cluster, Duration::from_secs(15), |p| {
@@ -314,14 +320,26 @@ fn a_three_replica_write_waits_for_a_quorum_a_one_store_write_does_not() {
     assert!(r1.writes > 0 && r3.writes > 0, "{cost:?}");
     // One replica: the leader is the majority, so its quorum step is Raft's bookkeeping (a few
     // µs), never a second store's fsync: shorter than the leader's own fsync.
-    assert!(r1.quorum < r1.persist, "one replica waits for nobody: {r1:?}");
-    assert!(r3.quorum > 0.0, "three replicas wait for a follower: {r3:?}");
+    assert!(
+        r1.quorum < r1.persist,
+        "one replica waits for nobody: {r1:?}"
+    );
+    assert!(
+        r3.quorum > 0.0,
+        "three replicas wait for a follower: {r3:?}"
+    );
     assert!(r1.persist > 0.0 && r3.persist > 0.0, "{r1:?} {r3:?}");
     assert_eq!(cost.frame().unwrap().height(), 2);
 
-    let err = three.replica_write_cost(&one, "a", 5).unwrap_err().to_string();
+    let err = three
+        .replica_write_cost(&one, "a", 5)
+        .unwrap_err()
+        .to_string();
     assert_mentions(&err, &["1 store(s)", ".stores(3)"]);
-    let err = one.replica_write_cost(&three, "a", 0).unwrap_err().to_string();
+    let err = one
+        .replica_write_cost(&three, "a", 0)
+        .unwrap_err()
+        .to_string();
     assert_mentions(&err, &["1 to 2000"]);
     let err = one.majority_loss("a").unwrap_err().to_string();
     assert_mentions(&err, &["1 store(s)", ".stores(3)"]);

@@ -11,9 +11,8 @@
 
 use polars::prelude::{Column, DataFrame};
 
-use crate::experiments::store_failover::FailoverWrite;
+use crate::experiments::store_failover::{FailoverWrite, writes_timeline};
 use crate::present::charts::Chart;
-use crate::present::timeline::timeline;
 use crate::vocab::error::LabError;
 use crate::vocab::frames::frame;
 
@@ -234,9 +233,7 @@ impl MajorityLoss {
             Column::new("at_s".into(), w.iter().map(|w| w.at_s).collect::<Vec<_>>()),
             Column::new(
                 "phase".into(),
-                w.iter()
-                    .map(|w| self.phase(w).label())
-                    .collect::<Vec<_>>(),
+                w.iter().map(|w| self.phase(w).label()).collect::<Vec<_>>(),
             ),
             Column::new("ms".into(), w.iter().map(|w| w.ms).collect::<Vec<_>>()),
             Column::new("ok".into(), w.iter().map(|w| w.ok).collect::<Vec<_>>()),
@@ -292,29 +289,14 @@ impl MajorityLoss {
 
     /// Write latency over time, the majority loss shaded from the kills to the restart.
     pub fn chart(&self) -> Result<Chart, LabError> {
-        let points = |ok: bool| -> Vec<(f64, f64)> {
-            self.writes
-                .iter()
-                .filter(|w| w.ok == ok)
-                .map(|w| (w.at_s, w.ms))
-                .collect()
-        };
-        let mut series = vec![("acknowledged write (ms)".to_string(), points(true))];
-        let failed = points(false);
-        if !failed.is_empty() {
-            series.push(("failed write (ms)".to_string(), failed));
-        }
-        let windows = vec![(
-            format!("stores {} and {} down", self.killed[0], self.killed[1]),
-            self.kill_at_s,
-            self.restart_at_s.max(self.kill_at_s + 0.05),
-        )];
-        timeline(
+        writes_timeline(
             "Writes while two of three stores are down",
-            "seconds",
-            "write latency (ms)",
-            &series,
-            &windows,
+            &self.writes,
+            (
+                format!("stores {} and {} down", self.killed[0], self.killed[1]),
+                self.kill_at_s,
+                self.restart_at_s.max(self.kill_at_s + 0.05),
+            ),
         )
     }
 }
@@ -382,10 +364,19 @@ mod tests {
         assert_eq!(r.failure_ms(), Some((1400.0, 1500.0)));
         assert!((r.resumed_after_s().unwrap() - 0.25).abs() < 1e-9);
         let text = r.explain();
-        assert!(text.contains("all 2 write(s) failed, each after 1400 to 1500 ms"), "{text}");
+        assert!(
+            text.contains("all 2 write(s) failed, each after 1400 to 1500 ms"),
+            "{text}"
+        );
         assert!(text.contains("region has no leader"), "{text}");
-        assert!(text.contains("first write succeeded 0.25 s after the restart"), "{text}");
-        assert!(text.contains("All 4 acknowledged writes were read back"), "{text}");
+        assert!(
+            text.contains("first write succeeded 0.25 s after the restart"),
+            "{text}"
+        );
+        assert!(
+            text.contains("All 4 acknowledged writes were read back"),
+            "{text}"
+        );
         assert!(text.contains("store 2 was restarted too"), "{text}");
         let phases = r.phases_frame().unwrap();
         assert_eq!(phases.height(), 3);
@@ -407,7 +398,10 @@ mod tests {
 
     #[test]
     fn losses_no_resume_and_unknown_outcomes_are_named() {
-        let mut r = run(vec![write(1.0, 1500.0, false)], vec![write(4.0, 9000.0, false)]);
+        let mut r = run(
+            vec![write(1.0, 1500.0, false)],
+            vec![write(4.0, 9000.0, false)],
+        );
         assert!(!r.claim_holds(), "no write resumed");
         assert!(r.explain().contains("no write succeeded afterwards"));
         r.writes.push(write(5.0, 4.0, true));
@@ -418,6 +412,9 @@ mod tests {
         r.failed_but_stored = vec!["majority:2".into()];
         assert!(r.explain().contains("unknown outcome"), "{}", r.explain());
         let none = run(vec![], vec![write(4.0, 5.0, true)]);
-        assert!(!none.claim_holds(), "no failed write: the outage was not shown");
+        assert!(
+            !none.claim_holds(),
+            "no failed write: the outage was not shown"
+        );
     }
 }

@@ -291,10 +291,16 @@ mod tests {
         assert_eq!(r.writes, 1);
         assert!((r.quorum - 0.8).abs() < 1e-9 && (r.persist - 0.5).abs() < 1e-9);
         let text = c.explain();
-        assert!(text.contains("1.40× the one-replica median (1.00 ms slower)"), "{text}");
+        assert!(
+            text.contains("1.40× the one-replica median (1.00 ms slower)"),
+            "{text}"
+        );
         assert!(text.contains("0.80 ms waiting for a quorum"), "{text}");
         assert!(text.contains("80% of the difference"), "{text}");
-        assert!(text.contains("most of the extra cost of three replicas is waiting"), "{text}");
+        assert!(
+            text.contains("most of the extra cost of three replicas is waiting"),
+            "{text}"
+        );
         assert!(text.contains("quorum step took 0.00 ms"), "{text}");
         assert!(text.contains("service time"), "{text}");
         let f = c.frame().unwrap();
@@ -311,8 +317,14 @@ mod tests {
             many: sample(3, vec![6.7; 20], Some(160)),
         };
         let text = c.explain();
-        assert!(text.contains("is only 6% of the difference in medians (2.70 ms)"), "{text}");
-        assert!(!text.contains("most of the extra cost of three replicas is waiting"), "{text}");
+        assert!(
+            text.contains("is only 6% of the difference in medians (2.70 ms)"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("most of the extra cost of three replicas is waiting"),
+            "{text}"
+        );
     }
 
     #[test]

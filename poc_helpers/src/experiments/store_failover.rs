@@ -261,36 +261,39 @@ impl StoreFailover {
 
     /// Write latency over time, the kill shaded from the kill to the first acknowledged write.
     pub fn chart(&self) -> Result<Chart, LabError> {
-        let ok: Vec<(f64, f64)> = self
-            .writes
-            .iter()
-            .filter(|w| w.ok)
-            .map(|w| (w.at_s, w.ms))
-            .collect();
-        let failed: Vec<(f64, f64)> = self
-            .writes
-            .iter()
-            .filter(|w| !w.ok)
-            .map(|w| (w.at_s, w.ms))
-            .collect();
-        let mut series = vec![("acknowledged write (ms)".to_string(), ok)];
-        if !failed.is_empty() {
-            series.push(("failed write (ms)".to_string(), failed));
-        }
         let end = self.kill_at_s + self.first_ack_after_kill_s().unwrap_or(0.0);
-        let windows = vec![(
-            format!("store {} killed", self.killed_store),
-            self.kill_at_s,
-            end.max(self.kill_at_s + 0.05),
-        )];
-        timeline(
+        writes_timeline(
             "Writes while the leader's store dies",
-            "seconds",
-            "write latency (ms)",
-            &series,
-            &windows,
+            &self.writes,
+            (
+                format!("store {} killed", self.killed_store),
+                self.kill_at_s,
+                end.max(self.kill_at_s + 0.05),
+            ),
         )
     }
+}
+
+/// A drill's writes over time, acknowledged and failed apart, with the fault's window shaded:
+/// the picture every storage drill draws (this one and the majority-loss drill).
+pub(crate) fn writes_timeline(
+    title: &str,
+    writes: &[FailoverWrite],
+    window: (String, f64, f64),
+) -> Result<Chart, LabError> {
+    let points = |ok: bool| -> Vec<(f64, f64)> {
+        writes
+            .iter()
+            .filter(|w| w.ok == ok)
+            .map(|w| (w.at_s, w.ms))
+            .collect()
+    };
+    let mut series = vec![("acknowledged write (ms)".to_string(), points(true))];
+    let failed = points(false);
+    if !failed.is_empty() {
+        series.push(("failed write (ms)".to_string(), failed));
+    }
+    timeline(title, "seconds", "write latency (ms)", &series, &[window])
 }
 
 #[cfg(test)]

@@ -201,7 +201,9 @@ impl Cluster {
                 "start it with `.stores(3).storage_trace(true)`",
             ));
         }
-        let one_map = self.placement_until(PD_LIMIT, |p| p.busiest_leader().is_some()).0;
+        let one_map = self
+            .placement_until(PD_LIMIT, |p| p.busiest_leader().is_some())
+            .0;
         let many_map = replicated
             .placement_until(PD_LIMIT, |p| p.busiest_leader().is_some())
             .0;
@@ -238,9 +240,8 @@ impl Cluster {
         }
         let waterfall = |lab: &Cluster| -> Result<_, LabError> {
             if lab.config().storage_trace {
-                let w = lab.quietly(|| {
-                    lab.sql_waterfall(node.clone(), "UPSERT repl_cost:1 SET n = -1")
-                })?;
+                let w = lab
+                    .quietly(|| lab.sql_waterfall(node.clone(), "UPSERT repl_cost:1 SET n = -1"))?;
                 Ok(Some(w))
             } else {
                 Ok(None)
