@@ -11,7 +11,7 @@
 
 use polars::prelude::{Column, DataFrame};
 
-use crate::experiments::store_failover::{FailoverWrite, writes_timeline};
+use crate::experiments::store_failover::{FailoverWrite, distinct_errors, writes_timeline};
 use crate::present::charts::Chart;
 use crate::vocab::error::LabError;
 use crate::vocab::frames::frame;
@@ -116,16 +116,7 @@ impl MajorityLoss {
     /// The distinct errors of the writes that failed while two stores were down, as the
     /// learner sees them (`LabError::brief`).
     pub fn errors_while_down(&self) -> Vec<String> {
-        let mut seen: Vec<String> = Vec::new();
-        for e in self
-            .in_phase(Phase::MajorityLost)
-            .filter_map(|w| w.error.clone())
-        {
-            if !seen.contains(&e) {
-                seen.push(e);
-            }
-        }
-        seen
+        distinct_errors(self.in_phase(Phase::MajorityLost))
     }
 
     /// How long a write took to fail while two stores were down, ms: (fastest, slowest).

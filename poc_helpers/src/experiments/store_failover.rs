@@ -88,13 +88,7 @@ impl StoreFailover {
     /// The distinct errors of the writes that failed after the kill, as SurrealDB's error
     /// reached the client (first line each).
     pub fn after_kill_errors(&self) -> Vec<String> {
-        let mut seen: Vec<String> = Vec::new();
-        for e in self.after().filter_map(|w| w.error.clone()) {
-            if !seen.contains(&e) {
-                seen.push(e);
-            }
-        }
-        seen
+        distinct_errors(self.after())
     }
 
     /// The slowest write before the kill, ms: the healthy baseline.
@@ -272,6 +266,17 @@ impl StoreFailover {
             ),
         )
     }
+}
+
+/// The distinct errors among `writes`, in the order they first appeared.
+pub(crate) fn distinct_errors<'a>(writes: impl Iterator<Item = &'a FailoverWrite>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for e in writes.filter_map(|w| w.error.clone()) {
+        if !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    seen
 }
 
 /// A drill's writes over time, acknowledged and failed apart, with the fault's window shaded:
