@@ -52,7 +52,7 @@ pub struct Member {
 impl Member {
     /// Seconds since the last heartbeat.
     pub fn seen_ago_s(&self) -> f64 {
-        (crate::infra::node::unix_ms() as f64 - self.seen_unix_ms as f64).max(0.0) / 1000.0
+        (crate::infra::process::unix_ms() as f64 - self.seen_unix_ms as f64).max(0.0) / 1000.0
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::infra::ports;
-use crate::infra::procs::Stopped;
+use crate::infra::process::Stopped;
 use crate::infra::storage_node::{Role, StorageNode};
 use crate::vocab::config::check_store_count;
 use crate::vocab::error::LabError;
@@ -164,7 +164,7 @@ impl EmbeddedTier {
         for p in self.procs.iter_mut() {
             p.refresh();
         }
-        self.procs[0].state.clone()
+        self.procs[0].state().clone()
     }
 
     /// SIGTERM every process, stores first (PD last, so no store loses its PD mid-shutdown).

@@ -1,5 +1,6 @@
-//! Processes by pid: is it alive, what is its command line, send it a signal, stop it with a
-//! deadline, and the pidfiles that let a later run find (and reap) what an earlier run left behind.
+//! Processes by pid: is it alive, what is its command line, send it a signal, and the pidfiles
+//! that let a later run find (and reap) what an earlier run left behind. The life of a process
+//! the lab runs — spawn, adopt, stop, kill, reap — is built on these in [`crate::infra::process`].
 //!
 //! Why pidfiles: a notebook kernel that crashes or restarts leaves its `surreal` children running,
 //! still holding ports 8000/8001. The next lab start reads `run/node-*.pid`, checks that the pid
@@ -112,74 +113,6 @@ pub fn is_lab_node_cmd(cmd: &[String], port: u16) -> bool {
     is_surreal && cmd.iter().any(|a| a == "start") && binds_port
 }
 
-/// How a stop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// The process was already gone.
-    AlreadyGone,
-    /// It exited after SIGTERM within the grace period.
-    Graceful,
-    /// It ignored SIGTERM for the whole grace period and was SIGKILLed.
-    Killed,
-}
-
-/// Stops a process we did *not* spawn (so cannot `wait` for): SIGTERM, wait up to `grace`, then
-/// SIGKILL and wait briefly for it to disappear.
-///
-/// A paused (SIGSTOPped) process cannot act on SIGTERM, so it also gets SIGCONT.
-pub async fn terminate_pid(pid: u32, grace: Duration) -> Stopped {
-    if !is_alive(pid) {
-        return Stopped::AlreadyGone;
-    }
-    let _ = send(pid, Signal::SIGTERM);
-    let _ = send(pid, Signal::SIGCONT);
-    if wait_gone(pid, grace).await {
-        return Stopped::Graceful;
-    }
-    let _ = send(pid, Signal::SIGKILL);
-    wait_gone(pid, Duration::from_secs(5)).await;
-    Stopped::Killed
-}
-
-/// Stops a child we spawned (so can `wait` for, which also reaps it): with `grace`, SIGTERM and
-/// up to `grace` to exit, then SIGKILL; without, SIGKILL at once. Both the `surreal` nodes and
-/// the storage node end this way.
-///
-/// A paused (SIGSTOPped) process cannot act on SIGTERM until it is continued, so it also gets
-/// SIGCONT.
-pub async fn end_child(child: &mut std::process::Child, grace: Option<Duration>) -> Stopped {
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return Stopped::AlreadyGone;
-    }
-    if let Some(g) = grace {
-        let pid = child.id();
-        let _ = send(pid, Signal::SIGTERM);
-        let _ = send(pid, Signal::SIGCONT);
-        let deadline = Instant::now() + g;
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return Stopped::Graceful;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Stopped::Killed
-}
-
-/// Polls until `pid` is gone or `limit` passes; true if it is gone.
-pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if !is_alive(pid) {
-            return true;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    !is_alive(pid)
-}
-
 /// Writes `pid` to `path` (the file holds just the number, so `kill $(cat node-a.pid)` works).
 pub fn write_pidfile(path: &Path, pid: u32) -> Result<(), LabError> {
     std::fs::write(path, format!("{pid}\n")).map_err(|e| {
@@ -203,68 +136,6 @@ pub fn remove_pidfile_if(path: &Path, pid: Option<u32>) {
 /// Reads a pidfile; `None` if it is missing or does not hold a number.
 pub fn read_pidfile(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// What [`reap_pidfile`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reaped {
-    /// No pidfile: nothing to do.
-    NoPidfile,
-    /// The pid was dead; the stale file was removed.
-    StaleRemoved {
-        /// The pid the file named.
-        pid: u32,
-    },
-    /// The pid is alive but is not our node (pid reuse): the file was removed, the process left alone.
-    ForeignLeftAlone {
-        /// The pid the file named.
-        pid: u32,
-        /// That process's command line, for the start report.
-        cmd: String,
-    },
-    /// Our node from an earlier run was stopped.
-    Stopped {
-        /// The pid of the stopped process.
-        pid: u32,
-        /// How it ended: after SIGTERM, or SIGKILLed after the grace period.
-        how: Stopped,
-    },
-}
-
-/// Cleans up after an earlier run: see the module docs for the rules.
-pub async fn reap_pidfile(pidfile: &Path, port: u16, grace: Duration) -> Reaped {
-    reap_pidfile_if(pidfile, grace, |cmd| is_lab_node_cmd(cmd, port)).await
-}
-
-/// [`reap_pidfile`] with the "is this really ours?" test given by the caller (the storage node
-/// has its own command line).
-pub async fn reap_pidfile_if(
-    pidfile: &Path,
-    grace: Duration,
-    ours: impl Fn(&[String]) -> bool,
-) -> Reaped {
-    let Some(pid) = read_pidfile(pidfile) else {
-        let _ = std::fs::remove_file(pidfile);
-        return Reaped::NoPidfile;
-    };
-    let outcome = match inspect(pid) {
-        Some(info) if !info.zombie && is_alive(pid) => {
-            if ours(&info.cmd) {
-                Reaped::Stopped {
-                    pid,
-                    how: terminate_pid(pid, grace).await,
-                }
-            } else {
-                Reaped::ForeignLeftAlone {
-                    pid,
-                    cmd: info.cmd.join(" "),
-                }
-            }
-        }
-        _ => Reaped::StaleRemoved { pid },
-    };
-    let _ = std::fs::remove_file(pidfile);
-    outcome
 }
 
 #[cfg(test)]
@@ -340,41 +211,5 @@ mod tests {
                 "resumed, so no longer stopped"
             );
         }
-    }
-
-    #[tokio::test]
-    async fn reaping_leaves_foreign_processes_alone_and_removes_stale_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("node-a.pid");
-
-        // A dead pid: the file goes away.
-        let mut dead = std::process::Command::new("true").spawn().unwrap();
-        let dead_pid = dead.id();
-        dead.wait().unwrap();
-        write_pidfile(&pidfile, dead_pid).unwrap();
-        assert_eq!(
-            reap_pidfile(&pidfile, 8000, POLL).await,
-            Reaped::StaleRemoved { pid: dead_pid }
-        );
-        assert!(!pidfile.exists());
-
-        // A live process that is not ours: the file goes away, the process stays.
-        let mut sleeper = std::process::Command::new("sleep")
-            .arg("100")
-            .spawn()
-            .unwrap();
-        write_pidfile(&pidfile, sleeper.id()).unwrap();
-        let got = reap_pidfile(&pidfile, 8000, POLL).await;
-        assert!(
-            matches!(got, Reaped::ForeignLeftAlone { pid, .. } if pid == sleeper.id()),
-            "{got:?}"
-        );
-        assert!(!pidfile.exists());
-        assert!(
-            sleeper.try_wait().unwrap().is_none(),
-            "the foreign process must still run"
-        );
-        sleeper.kill().unwrap();
-        sleeper.wait().unwrap();
     }
 }

@@ -188,7 +188,7 @@ impl StorageTier {
     pub(crate) fn log(&self) -> Option<&Path> {
         match self {
             StorageTier::Tiup { log, .. } => Some(log),
-            StorageTier::Embedded(tier) => Some(&tier.procs[0].log),
+            StorageTier::Embedded(tier) => Some(tier.procs[0].log()),
             _ => None,
         }
     }
@@ -269,7 +269,7 @@ async fn start_tiup(logs_dir: &Path) -> Result<StorageTier, LabError> {
                         "did not bring up PD and TiKV in time"
                     },
                     log.display(),
-                    crate::infra::node::log_tail(&log, 20)
+                    crate::infra::process::log_tail(&log, crate::infra::process::LOG_TAIL_LINES)
                 ),
                 fix: "read the log above; run `tiup playground --mode tikv-slim` by hand once \
                       (its first run downloads components)"

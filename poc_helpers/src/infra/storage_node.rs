@@ -9,22 +9,20 @@
 //! Every `surreal` node in `StorageMode::Shared` connects to the combined node or to PD with
 //! `tikv://127.0.0.1:<port>`; PD tells it which store leads which region.
 //!
-//! This module owns one such process the way [`crate::infra::node`] owns a `surreal` node: spawn
-//! it with its own log and pidfile, wait until it says it is ready, stop / kill / pause /
-//! restart it, and report its pid, RSS and data size. Its data directory survives restarts,
-//! which is how the failure experiments show that nothing acknowledged is lost.
+//! This module owns one such process the way [`crate::infra::node`] owns a `surreal` node: the
+//! process itself (spawn with its own log and pidfile, state, stop / kill / pause, reaping) is
+//! a [`LabProcess`]; this module adds the role, the arguments, the readiness check (the ready
+//! line in the log) and the data directory. Its data directory survives restarts, which is how
+//! the failure experiments show that nothing acknowledged is lost.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::infra::node::{LOG_TAIL_LINES, log_tail, unix_ms};
-use crate::infra::procs::{self, Stopped};
+use crate::infra::process::{LOG_TAIL_LINES, LabProcess, SignalError, Stopped, unix_ms};
 use crate::vocab::config::LOOPBACK;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeState;
@@ -74,7 +72,8 @@ impl Role {
 /// How often start-up polls the log.
 const READY_POLL: Duration = Duration::from_millis(20);
 
-/// The embedded storage node process, owned by the lab's actor.
+/// The embedded storage node process, owned by the lab's actor: a [`LabProcess`] plus its
+/// role, address, data directory and readiness check.
 #[derive(Debug)]
 pub(crate) struct StorageNode {
     /// Combined, PD or store N.
@@ -83,21 +82,12 @@ pub(crate) struct StorageNode {
     pub addr: SocketAddr,
     /// `<lab>/storage` (combined), `<lab>/pd` or `<lab>/stores/store-N`.
     pub data_dir: PathBuf,
-    /// `<lab>/logs/<name>.log`.
-    pub log: PathBuf,
-    /// `<lab>/run/<name>.pid`.
-    pub pidfile: PathBuf,
     /// `<lab>/storage-trace.jsonl` when the operation trace is on.
     pub trace: Option<PathBuf>,
-    /// Current state (same vocabulary as the nodes').
-    pub state: NodeState,
-    /// When the current process was spawned (Unix ms).
-    pub started_unix_ms: Option<u64>,
     /// Spawn → ready of the last start, in ms.
     pub ready_ms: Option<f64>,
     bin: PathBuf,
-    child: Option<Child>,
-    adopted: Option<u32>,
+    process: LabProcess,
 }
 
 impl StorageNode {
@@ -124,25 +114,25 @@ impl StorageNode {
         StorageNode {
             addr: SocketAddr::from((LOOPBACK, port)),
             data_dir,
-            log: lab_dir.join("logs").join(format!("{name}.log")),
-            pidfile: lab_dir.join("run").join(format!("{name}.pid")),
+            process: LabProcess::new(&name, lab_dir),
             role,
             trace: trace.then(|| lab_dir.join("storage-trace.jsonl")),
-            state: NodeState::NotStarted,
-            started_unix_ms: None,
             ready_ms: None,
             bin,
-            child: None,
-            adopted: None,
         }
     }
 
-    /// Rebuilds around a pid found in `state.json` (for `Cluster::attach`).
-    pub(crate) fn adopt(mut self, pid: u32, started_unix_ms: Option<u64>) -> Self {
-        self.adopted = Some(pid);
-        self.state = NodeState::Running;
-        self.started_unix_ms = started_unix_ms;
-        self
+    /// Takes over this process by pid (from `state.json`, for `Cluster::attach`) if that pid
+    /// still runs `storage-node … --addr <our address>`. True if adopted.
+    pub(crate) fn adopt(&mut self, pid: u32, started_unix_ms: Option<u64>) -> bool {
+        let port = self.addr.port();
+        self.process
+            .adopt_if(pid, started_unix_ms, |cmd| is_lab_storage_cmd(cmd, port))
+    }
+
+    /// For a process that could not be adopted: the state `state.json` recorded.
+    pub(crate) fn set_gone_state(&mut self, state: NodeState) {
+        self.process.set_gone_state(state);
     }
 
     /// The arguments of `storage-node`; `--addr 127.0.0.1:PORT` is also how the reaper
@@ -178,133 +168,81 @@ impl StorageNode {
 
     /// The process id while there is a process.
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id).or(self.adopted)
+        self.process.pid()
+    }
+
+    /// The state as last seen ([`StorageNode::refresh`] looks again).
+    pub(crate) fn state(&self) -> &NodeState {
+        self.process.state()
+    }
+
+    /// When the current process was spawned (Unix ms).
+    pub(crate) fn started_unix_ms(&self) -> Option<u64> {
+        self.process.started_unix_ms()
+    }
+
+    /// `<lab>/logs/<name>.log`.
+    pub(crate) fn log(&self) -> &Path {
+        self.process.log()
+    }
+
+    /// Resident memory in MB, while there is a process.
+    pub(crate) fn rss_mb(&self) -> Option<f64> {
+        self.process.rss_mb()
     }
 
     /// Forgets the process without stopping it (`detach`).
     pub(crate) fn forget(&mut self) {
-        self.child = None;
-        self.adopted = None;
+        self.process.forget();
     }
 
     /// Re-reads the process state (exited by itself? paused?).
     pub(crate) fn refresh(&mut self) -> &NodeState {
-        let own_pid = self.pid();
-        let exited = match (&mut self.child, self.adopted) {
-            (Some(child), _) => match child.try_wait() {
-                Ok(Some(status)) => Some(format!("{status}")),
-                _ => None,
-            },
-            (None, Some(pid)) => (!procs::is_alive(pid)).then(|| "unknown status".to_string()),
-            _ => None,
-        };
-        if let Some(how) = exited {
-            self.child = None;
-            self.adopted = None;
-            procs::remove_pidfile_if(&self.pidfile, own_pid);
-            if matches!(self.state, NodeState::Running | NodeState::Paused) {
-                self.state = NodeState::Exited(how);
-            }
-        } else if let Some(pid) = self.pid()
-            && matches!(self.state, NodeState::Running | NodeState::Paused)
-        {
-            let paused = procs::inspect(pid).is_some_and(|p| p.stopped);
-            self.state = if paused {
-                NodeState::Paused
-            } else {
-                NodeState::Running
-            };
-        }
-        &self.state
+        self.process.refresh()
     }
 
     /// True while the process is alive (running or paused).
     pub(crate) fn is_up(&mut self) -> bool {
-        matches!(self.refresh(), NodeState::Running | NodeState::Paused)
+        self.process.is_up()
     }
 
-    /// Spawns the process (own process group, log appended, pidfile written).
+    /// Spawns the process (own process group, log appended, pidfile written: see
+    /// [`LabProcess::spawn`]).
     pub(crate) fn spawn(&mut self) -> Result<(), LabError> {
-        for dir in [
-            &self.data_dir,
-            self.log.parent().unwrap(),
-            self.pidfile.parent().unwrap(),
-        ] {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                LabError::io(
-                    "creating directory",
-                    dir,
-                    &e,
-                    "check that the lab directory is writable (LAB_DIR)",
-                )
-            })?;
-        }
-        let args = self.args();
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| {
-                LabError::io(
-                    "opening log",
-                    &self.log,
-                    &e,
-                    "check that the lab directory is writable",
-                )
-            })?;
-        let _ = writeln!(
-            log,
-            "{} at unix {} ms: {} {}",
-            self.start_header(),
-            unix_ms(),
-            self.bin.display(),
-            args.join(" ")
-        );
-        let stderr = log
-            .try_clone()
-            .map_err(|e| LabError::io("opening log", &self.log, &e, "check the lab directory"))?;
+        crate::infra::process::create_dir(&self.data_dir)?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|e| LabError::BinaryUnusable {
+        cmd.args(self.args());
+        self.ready_ms = None;
+        let bin = self.bin.display().to_string();
+        self.process.spawn(cmd, &[], |e| LabError::BinaryUnusable {
             name: "storage-node".into(),
-            path: self.bin.display().to_string(),
+            path: bin,
             reason: format!("starting it failed: {e}"),
             fix: "rebuild it with scripts/build-server.sh".into(),
         })?;
-        let pid = child.id();
-        self.child = Some(child);
-        self.adopted = None;
-        self.state = NodeState::Running;
-        self.started_unix_ms = Some(unix_ms());
-        self.ready_ms = None;
-        procs::write_pidfile(&self.pidfile, pid)
-    }
-
-    /// The line the lab writes into the log before each start of this process.
-    fn start_header(&self) -> String {
-        format!("=== lab: {} starting", self.role.name())
+        Ok(())
     }
 
     /// Waits for the ready line of the current start; on exit or timeout the error quotes the
     /// log (a refused data directory, a taken port…) and nothing is left running.
     pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, LabError> {
         let begun = Instant::now();
-        let spawned_at = self.started_unix_ms.unwrap_or_else(unix_ms);
+        let spawned_at = self.started_unix_ms().unwrap_or_else(unix_ms);
         loop {
             if let NodeState::Exited(how) = self.refresh().clone() {
                 return Err(LabError::StorageUnavailable {
                     mode: "shared".into(),
-                    reason: format!("the storage process {} exited ({how}); log {}:\n{}", self.role.name(), self.log.display(), log_tail(&self.log, LOG_TAIL_LINES)),
+                    reason: format!("the storage process {} exited ({how}); log {}:\n{}", self.role.name(), self.log().display(), self.process.log_tail(LOG_TAIL_LINES)),
                     fix: "read the log above: a port in use needs another `.storage_port(..)`; a refused data directory \
                           needs `cluster.cleanup()` (or `lab clean`) to start from empty"
                         .into(),
                 });
             }
-            if current_start_is_ready(&self.log, &self.start_header(), &self.role.ready_line()) {
+            if current_start_is_ready(
+                self.log(),
+                &self.process.start_marker(),
+                &self.role.ready_line(),
+            ) {
                 let took = Duration::from_millis(unix_ms().saturating_sub(spawned_at));
                 self.ready_ms = Some(took.as_secs_f64() * 1000.0);
                 return Ok(took);
@@ -316,8 +254,8 @@ impl StorageNode {
                     reason: format!(
                         "the storage process {} did not become ready within {timeout:?}; log {}:\n{}",
                         self.role.name(),
-                        self.log.display(),
-                        log_tail(&self.log, LOG_TAIL_LINES)
+                        self.log().display(),
+                        self.process.log_tail(LOG_TAIL_LINES)
                     ),
                     fix: "read the log above".into(),
                 });
@@ -328,50 +266,28 @@ impl StorageNode {
 
     /// SIGTERM, up to `grace`, then SIGKILL.
     pub(crate) async fn stop(&mut self, grace: Duration) -> Stopped {
-        let how = self.end(Some(grace)).await;
-        self.state = NodeState::Stopped;
-        how
+        self.process.stop(grace).await
     }
 
     /// SIGKILL, like a crash or a power cut.
     pub(crate) async fn kill(&mut self) -> Stopped {
-        let how = self.end(None).await;
-        self.state = NodeState::Killed;
-        how
+        self.process.kill().await
     }
 
     /// SIGSTOP / SIGCONT: a hung storage tier.
     pub(crate) fn signal(&mut self, sig: Signal) -> Result<(), LabError> {
-        let pid = self.pid().ok_or_else(|| LabError::StorageUnavailable {
-            mode: "shared".into(),
-            reason: format!("the storage node is {}", self.state),
-            fix: "restart it with `cluster.restart_storage()`".into(),
-        })?;
-        procs::send(pid, sig).map_err(|reason| LabError::StorageUnavailable {
-            mode: "shared".into(),
-            reason,
-            fix: "check the pid".into(),
+        self.process.signal(sig).map_err(|e| match e {
+            SignalError::NoProcess => LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: format!("the storage node is {}", self.state()),
+                fix: "restart it with `cluster.restart_storage()`".into(),
+            },
+            SignalError::Failed(reason) => LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason,
+                fix: "check the pid".into(),
+            },
         })
-    }
-
-    async fn end(&mut self, grace: Option<Duration>) -> Stopped {
-        let own_pid = self.pid();
-        let how = if let Some(mut child) = self.child.take() {
-            procs::end_child(&mut child, grace).await
-        } else if let Some(pid) = self.adopted.take() {
-            match grace {
-                Some(g) => procs::terminate_pid(pid, g).await,
-                None => {
-                    let _ = procs::send(pid, Signal::SIGKILL);
-                    procs::wait_gone(pid, Duration::from_secs(5)).await;
-                    Stopped::Killed
-                }
-            }
-        } else {
-            Stopped::AlreadyGone
-        };
-        procs::remove_pidfile_if(&self.pidfile, own_pid);
-        how
     }
 
     /// Bytes on disk in the data directory.
@@ -418,6 +334,7 @@ pub fn is_lab_storage_cmd(cmd: &[String], port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     #[test]
     fn the_reaper_recognises_its_own_storage_node_only() {
@@ -451,7 +368,7 @@ mod tests {
             !is_lab_storage_cmd(&cmd, 2379),
             "PD's address is not the store's own"
         );
-        assert_eq!(store.log, Path::new("/lab/logs/store-2.log"));
+        assert_eq!(store.log(), Path::new("/lab/logs/store-2.log"));
         assert_eq!(store.data_dir, Path::new("/lab/stores/store-2"));
     }
 

@@ -8,7 +8,7 @@ use crate::infra::binary::{self};
 use crate::infra::embedded_tier::EmbeddedTier;
 use crate::infra::links::{self};
 use crate::infra::ports;
-use crate::infra::procs::Stopped;
+use crate::infra::process::Stopped;
 use crate::infra::storage::{StorageTier, TierPlan};
 use crate::infra::storage_node::{Role, StorageNode};
 use crate::vocab::error::LabError;

@@ -24,7 +24,7 @@ impl Lab {
                 return Err(LabError::NodeDown {
                     node: n.name.clone(),
                     port: n.port,
-                    state: n.state.to_string(),
+                    state: n.state().to_string(),
                 });
             }
         }
@@ -40,7 +40,7 @@ impl Lab {
         targets.push(("client".into(), std::process::id()));
         let sampler = crate::infra::sampler::Sampler::start(targets, spec.sample_every);
         self.runs += 1;
-        let nonce = crate::infra::node::unix_ms() * 1000 + self.runs % 1000;
+        let nonce = crate::infra::process::unix_ms() * 1000 + self.runs % 1000;
         let ctx = workload::run::RunContext {
             targets: self
                 .nodes

@@ -112,7 +112,7 @@ impl Lab {
             storage: None,
             adopted_storage_pid: None,
             oplog: VecDeque::new(),
-            created_unix_ms: crate::infra::node::unix_ms(),
+            created_unix_ms: crate::infra::process::unix_ms(),
             live: false,
             faults: FaultLog::default(),
             member_ids: HashMap::new(),

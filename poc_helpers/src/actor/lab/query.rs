@@ -84,7 +84,7 @@ impl Lab {
                 Ok(i) => Err(LabError::NodeDown {
                     node: self.nodes[i].name.clone(),
                     port: self.nodes[i].port,
-                    state: self.nodes[i].state.to_string(),
+                    state: self.nodes[i].state().to_string(),
                 }),
                 Err(e) => Err(e),
             };
@@ -164,7 +164,7 @@ impl Lab {
                 Err(LabError::NodeDown {
                     node: n.name.clone(),
                     port: n.port,
-                    state: n.state.to_string(),
+                    state: n.state().to_string(),
                 }),
                 0.0,
             );
@@ -212,7 +212,7 @@ impl Lab {
             return Err(LabError::NodeDown {
                 node: n.name.clone(),
                 port: n.port,
-                state: n.state.to_string(),
+                state: n.state().to_string(),
             });
         }
         let path = if path.starts_with('/') {

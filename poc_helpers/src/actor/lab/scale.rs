@@ -148,7 +148,7 @@ impl Lab {
     }
 
     /// Stops the newest node `i` and drops everything the lab kept for it.
-    async fn forget_newest(&mut self, i: usize) -> crate::infra::procs::Stopped {
+    async fn forget_newest(&mut self, i: usize) -> crate::infra::process::Stopped {
         debug_assert_eq!(i + 1, self.nodes.len());
         self.clients[i] = None;
         self.drop_load_pool(i);

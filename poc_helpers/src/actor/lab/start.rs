@@ -11,7 +11,8 @@ use crate::infra::client::{self, ConnectSpec, Db};
 use crate::infra::links::NodeLinks;
 use crate::infra::node::Node;
 use crate::infra::ports;
-use crate::infra::procs::{self, Reaped, Stopped};
+use crate::infra::process::{self, Reaped, Stopped};
+use crate::infra::procs;
 use crate::infra::storage::{StorageTier, TierPlan};
 use crate::vocab::config::StorageMode;
 use crate::vocab::error::LabError;
@@ -22,7 +23,7 @@ impl Lab {
     /// registers (see `experiments::membership`).
     pub(super) async fn learn_member_id(&mut self, i: usize) {
         let spec = self.connect_spec(i);
-        let spawned = self.nodes[i].started_unix_ms.unwrap_or(0);
+        let spawned = self.nodes[i].started_unix_ms().unwrap_or(0);
         if let Some(id) = membership::learn_member_id(&spec, spawned, &self.member_ids).await {
             self.member_ids.insert(id, spec.node.clone());
         }
@@ -164,7 +165,8 @@ impl Lab {
             .collect())
     }
 
-    /// Stops processes an earlier run of this lab left behind (see `procs` for the rules).
+    /// Stops processes an earlier run of this lab left behind (see `procs` for the rules,
+    /// `process::reap_pidfile` for the steps).
     pub(super) async fn reap_previous_run(&mut self) -> Vec<String> {
         let old_state = StateFile::read(&self.cfg.lab_dir).ok();
         let old_storage_port = old_state.as_ref().and_then(|s| s.storage_port);
@@ -206,7 +208,7 @@ impl Lab {
                         old_storage_port.unwrap_or(crate::infra::storage_node::DEFAULT_STORAGE_PORT)
                     }
                 };
-                let reaped = procs::reap_pidfile_if(&path, self.cfg.stop_timeout, |cmd| {
+                let reaped = process::reap_pidfile(&path, self.cfg.stop_timeout, |cmd| {
                     crate::infra::storage_node::is_lab_storage_cmd(cmd, port)
                 })
                 .await;
@@ -222,7 +224,10 @@ impl Lab {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
-            let line = match procs::reap_pidfile(&path, port, self.cfg.stop_timeout).await {
+            let reaped = process::reap_pidfile(&path, self.cfg.stop_timeout, |cmd| {
+                procs::is_lab_node_cmd(cmd, port)
+            });
+            let line = match reaped.await {
                 Reaped::NoPidfile => continue,
                 Reaped::StaleRemoved { pid } => {
                     format!("[{name}] removed a stale pidfile (pid {pid} is no longer running)")
@@ -349,7 +354,7 @@ impl Lab {
             self.storage = None;
         }
         if let Some(pid) = self.adopted_storage_pid.take() {
-            procs::terminate_pid(pid, grace).await;
+            process::terminate_pid(pid, grace).await;
             lines.push(format!("[storage] stopped (pid {pid})"));
         }
         let _ = self.save_state();

@@ -174,10 +174,6 @@ impl Lab {
         lab.adopted_storage_pid = state.storage_pid.filter(|p| procs::is_alive(*p));
         if let (StorageMode::Shared, Some(port)) = (&state.config.storage, state.storage_port) {
             // Our own storage node: adopt it as a tier, so stop/kill/restart/status work.
-            let ours = lab.adopted_storage_pid.filter(|pid| {
-                procs::inspect(*pid)
-                    .is_some_and(|p| crate::infra::storage_node::is_lab_storage_cmd(&p.cmd, port))
-            });
             let bin =
                 binary::locate_workspace_binary("storage-node", "STORAGE_NODE_BIN", None, None)
                     .map(|b| b.path)
@@ -201,30 +197,20 @@ impl Lab {
                     .map(|(k, p)| {
                         let (pid, started, recorded) = match k {
                             0 => (
-                                ours,
+                                lab.adopted_storage_pid,
                                 state.storage_started_unix_ms,
                                 state.storage_state.clone(),
                             ),
                             _ => {
                                 let rec = &state.stores[k - 1];
-                                let alive = rec.pid.filter(|pid| {
-                                    procs::inspect(*pid).is_some_and(|p| {
-                                        crate::infra::storage_node::is_lab_storage_cmd(
-                                            &p.cmd, rec.port,
-                                        )
-                                    })
-                                });
-                                (alive, rec.started_unix_ms, Some(rec.state.clone()))
+                                (rec.pid, rec.started_unix_ms, Some(rec.state.clone()))
                             }
                         };
-                        match pid {
-                            Some(pid) => p.adopt(pid, started),
-                            None => {
-                                let mut p = p;
-                                p.state = gone_state(recorded.as_ref());
-                                p
-                            }
+                        let mut p = p;
+                        if !pid.is_some_and(|pid| p.adopt(pid, started)) {
+                            p.set_gone_state(gone_state(recorded.as_ref()));
                         }
+                        p
                     })
                     .collect();
                 lab.storage = Some(StorageTier::Embedded(EmbeddedTier { procs }));
@@ -242,18 +228,14 @@ impl Lab {
         for (i, rec) in state.nodes.iter().enumerate() {
             let mut node = lab.make_node(i, rec.port);
             node.path_arg = rec.path_arg.clone();
-            let ours = rec.pid.filter(|pid| {
-                procs::inspect(*pid)
-                    .is_some_and(|p| !p.zombie && procs::is_lab_node_cmd(&p.cmd, rec.port))
-            });
-            node = match ours {
-                Some(pid) => node.adopt(pid, rec.started_unix_ms, rec.ready_ms),
-                None => {
-                    node.state = gone_state(Some(&rec.state));
-                    node.ready_ms = rec.ready_ms;
-                    node
-                }
-            };
+            // Adopted only if the pid still runs our `surreal start` on this port.
+            let adopted = rec
+                .pid
+                .is_some_and(|pid| node.adopt(pid, rec.started_unix_ms, rec.ready_ms));
+            if !adopted {
+                node.set_gone_state(gone_state(Some(&rec.state)));
+                node.ready_ms = rec.ready_ms;
+            }
             lab.nodes.push(node);
             lab.clients.push(None);
         }
@@ -280,15 +262,15 @@ impl Lab {
                             },
                             port: p.addr.port(),
                             pid: p.pid(),
-                            state: p.state.clone(),
-                            started_unix_ms: p.started_unix_ms,
+                            state: p.state().clone(),
+                            started_unix_ms: p.started_unix_ms(),
                         })
                         .collect();
                     let front = tier.front();
                     (
                         Some(front.addr.port()),
-                        front.started_unix_ms,
-                        Some(front.state.clone()),
+                        front.started_unix_ms(),
+                        Some(front.state().clone()),
                         stores,
                     )
                 }
@@ -303,13 +285,13 @@ impl Lab {
                     name: n.name.clone(),
                     port: n.port,
                     pid: n.pid(),
-                    state: n.state.clone(),
+                    state: n.state().clone(),
                     path_arg: n.path_arg.clone(),
-                    started_unix_ms: n.started_unix_ms,
+                    started_unix_ms: n.started_unix_ms(),
                     ready_ms: n.ready_ms,
                     data_dir: n.data_dir.clone(),
-                    log: n.log.clone(),
-                    pidfile: n.pidfile.clone(),
+                    log: n.log().to_path_buf(),
+                    pidfile: n.pidfile().to_path_buf(),
                 }
             })
             .collect();
@@ -423,8 +405,8 @@ mod tests {
                 started_unix_ms: Some(7),
                 ready_ms: Some(350.5),
                 data_dir: node.data_dir.clone(),
-                log: node.log.clone(),
-                pidfile: node.pidfile.clone(),
+                log: node.log().to_path_buf(),
+                pidfile: node.pidfile().to_path_buf(),
             }],
             owner_pid: Some(42),
             run_id: 7,

@@ -9,7 +9,7 @@ use crate::experiments::waterfall::Waterfall;
 use crate::infra::binary::{self};
 use crate::infra::client::{self};
 use crate::infra::links::{self, LinkStatus};
-use crate::infra::metrics::{self, Instance};
+use crate::infra::metrics::Instance;
 use crate::infra::placement::{self, Placement};
 use crate::infra::storage::StorageTier;
 use crate::infra::storage_node::{Role, StorageNode};
@@ -65,7 +65,7 @@ impl Lab {
 
     /// Every node's status (the spec's Instance entity).
     pub(crate) async fn instances(&mut self) -> Vec<Instance> {
-        let now = crate::infra::node::unix_ms();
+        let now = crate::infra::process::unix_ms();
         let binary_version = self.binary.as_ref().map(|b| b.version.clone());
         let storage = self.cfg.storage.label();
         let mut out = Vec::with_capacity(self.nodes.len() + 1);
@@ -86,8 +86,8 @@ impl Lab {
                 pid,
                 state: state.clone(),
                 version,
-                rss_mb: pid.and_then(metrics::rss_mb),
-                uptime_s: uptime_s(&state, n.started_unix_ms, now),
+                rss_mb: n.rss_mb(),
+                uptime_s: uptime_s(&state, n.started_unix_ms(), now),
                 // Shared nodes show where their storage is (tikv://127.0.0.1:PORT).
                 storage: n
                     .path_arg
@@ -216,7 +216,7 @@ impl Lab {
             .trace_path()
             .ok()
             .map(|p| crate::infra::trace::mark(&p));
-        let sent_us = crate::infra::node::unix_us();
+        let sent_us = crate::infra::process::unix_us();
         let (line, result) = self.sql(node, query.clone(), None).await;
         let r = match result {
             Ok(r) => r,
@@ -258,7 +258,7 @@ fn uptime_s(state: &NodeState, started_unix_ms: Option<u64>, now: u64) -> Option
 
 fn storage_process_row(s: &mut StorageNode, stores: usize, now: u64) -> Instance {
     let state = s.refresh().clone();
-    let uptime_s = uptime_s(&state, s.started_unix_ms, now);
+    let uptime_s = uptime_s(&state, s.started_unix_ms(), now);
     let pid = s.pid();
     let holds = match s.role {
         Role::Combined => "pd+tikv".to_string(),
@@ -271,7 +271,7 @@ fn storage_process_row(s: &mut StorageNode, stores: usize, now: u64) -> Instance
         pid,
         state,
         version: Some(format!("storage-node {}", env!("CARGO_PKG_VERSION"))),
-        rss_mb: pid.and_then(metrics::rss_mb),
+        rss_mb: s.rss_mb(),
         uptime_s,
         storage: holds,
         ready_ms: s.ready_ms,
