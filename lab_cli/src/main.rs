@@ -128,6 +128,20 @@ enum Cmd {
         /// The store that should lead it (it must hold a replica).
         store: u64,
     },
+    /// Start one more store (a `--stores 3` lab): it joins with no replica and PD moves
+    /// replicas onto it until no store holds two more than another; then show the regions.
+    AddStore,
+    /// Ask PD to remove STORE: its replicas move to the other stores, then it is a tombstone.
+    RemoveStore {
+        /// The store id, as `lab placement` lists it.
+        store: u64,
+    },
+    /// Replace STORE whose machine is lost: kill it, delete its data folder, remove it in PD
+    /// and start a new store that takes its replicas; then show the regions.
+    ReplaceStore {
+        /// The store id, as `lab placement` lists it.
+        store: u64,
+    },
     /// The store-failover drill (a `--stores 3` lab): a writer through NODE, the store that
     /// leads the region killed, the pause measured, every write read back, the store restarted.
     Failover {
@@ -407,6 +421,32 @@ fn run(cli: Cli) -> Result<(), LabError> {
             let cluster = Cluster::attach_dir(&dir)?;
             let placement = cluster.transfer_leader(region, store)?;
             println!("{}", placement.regions_frame()?);
+            Ok(())
+        }
+        Cmd::AddStore => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let id = cluster.add_store()?;
+            eprintln!("store-{id} joined; waiting for PD to move replicas onto it…");
+            let (placement, took) = cluster.wait_settled(Duration::from_secs(120))?;
+            eprintln!("settled in {:.1} s", took.as_secs_f64());
+            println!("{}", placement.stores_frame()?);
+            Ok(())
+        }
+        Cmd::RemoveStore { store } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            eprintln!("PD: {}", cluster.remove_store(store)?);
+            let (placement, took) = cluster.wait_settled(Duration::from_secs(120))?;
+            eprintln!("settled in {:.1} s", took.as_secs_f64());
+            println!("{}", placement.stores_frame()?);
+            Ok(())
+        }
+        Cmd::ReplaceStore { store } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            let id = cluster.replace_store(store)?;
+            eprintln!("store-{store} removed, store-{id} joined; waiting for its replicas…");
+            let (placement, took) = cluster.wait_settled(Duration::from_secs(120))?;
+            eprintln!("settled in {:.1} s", took.as_secs_f64());
+            println!("{}", placement.stores_frame()?);
             Ok(())
         }
         Cmd::Failover { node, repeat } => failover::run(&dir, &node, repeat),

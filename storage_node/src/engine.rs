@@ -227,6 +227,18 @@ impl Engine {
         Ok(identity)
     }
 
+    /// The (cluster id, store id) this data directory was tied to, if it ever joined a
+    /// cluster as a store.
+    pub fn bound_store(&self) -> Result<Option<(u64, u64)>, EngineError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META_TABLE)?;
+        Ok(meta.get(META_STORE_IDENT)?.and_then(|v| {
+            let b = v.value();
+            let word = |i: usize| Some(u64::from_be_bytes(b.get(i..i + 8)?.try_into().ok()?));
+            Some((word(0)?, word(8)?))
+        }))
+    }
+
     /// Ties this data directory to store `store_id` of PD's cluster `cluster_id` on first use,
     /// and refuses it afterwards for any other cluster or store: data of one cluster served
     /// under another's timestamps would break every guarantee.

@@ -171,6 +171,10 @@ impl raftstore::store::PdLink for LocalPd {
     fn report_split(&self, regions: Vec<proto::metapb::Region>) {
         let _ = self.notes.send(PdNote::Split(regions));
     }
+
+    fn region_by_id(&self, region_id: u64) -> Option<proto::metapb::Region> {
+        Some(self.cluster.get()?.region_by_id(region_id)?.region)
+    }
 }
 
 /// A node that is listening (used by the binary and by in-process tests): PD and its one
@@ -210,7 +214,8 @@ impl Node {
         );
         let _ = pd_here.set(cluster.clone());
         // The store is reached at whatever address a client dialed (no address of its own).
-        cluster.put_store(proto::metapb::Store {
+        // A fresh registry: nothing is a tombstone yet, so this cannot be refused.
+        let _ = cluster.put_store(proto::metapb::Store {
             id: raftstore::store::STORE_ID,
             state: proto::metapb::StoreState::Up as i32,
             version: env!("CARGO_PKG_VERSION").into(),

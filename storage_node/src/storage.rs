@@ -187,6 +187,17 @@ impl Storage {
         self.raft.transfer_leader(region_id, to_peer);
     }
 
+    /// Asks this store's peer of `region_id`, if it leads, to make one membership change
+    /// (a step of PD's operator).
+    pub fn change_peer(
+        &self,
+        region_id: u64,
+        change: raft::eraftpb::ConfChangeType,
+        peer: crate::proto::metapb::Peer,
+    ) {
+        self.raft.change_peer(region_id, change, peer);
+    }
+
     /// How many regions this store holds a peer of.
     pub fn region_count(&self) -> usize {
         self.raft.region_ids().len()
@@ -213,10 +224,14 @@ impl Storage {
         let Some(region) = self.raft.region(ctx.region_id) else {
             return Some(RegionError::RegionNotFound(ctx.region_id));
         };
+        // Only the version (splits) matters to a data request, as in TiKV: a membership change
+        // (conf_ver) does not move any key.
         match (&ctx.region_epoch, &region.region_epoch) {
-            (Some(asked), Some(now)) if asked != now => Some(RegionError::EpochNotMatch {
-                current: vec![region],
-            }),
+            (Some(asked), Some(now)) if asked.version != now.version => {
+                Some(RegionError::EpochNotMatch {
+                    current: vec![region],
+                })
+            }
             _ => None,
         }
     }

@@ -7,7 +7,9 @@
 //! - the majority elects a new leader after the old one is cut off;
 //! - a deposed leader never serves a read (even one that never noticed it was deposed);
 //! - a follower that missed entries catches up from the log, or from a snapshot once the
-//!   leader compacted its log past what the follower has.
+//!   leader compacted its log past what the follower has;
+//! - a replica moves to a new store (learner → voter → old one removed) and the new store
+//!   counts in the quorum; the removed replica is destroyed, data and all.
 //!
 //! The stores run their real threads and timers; each wait is bounded and says what it waited for.
 //! One test runs the same cluster over real gRPC (TiKV's `Raft` stream on loopback ports), the
@@ -101,6 +103,9 @@ struct Cluster {
     net: Arc<Net>,
     stores: Vec<Store>,
     tso: Arc<Tso>,
+    /// Region ids, and PD's view of the regions, shared by every store's [`TestPd`].
+    pd: TestPd,
+    config: RaftConfig,
     _tso_dir: tempfile::TempDir,
 }
 
@@ -172,7 +177,7 @@ impl Cluster {
         // One timestamp oracle for all stores, as PD is.
         let tso = Arc::new(Tso::open(tso_dir.path()).unwrap());
         let region = first_region(&[(11, 1), (12, 2), (13, 3)]);
-        let ids = Arc::new(AtomicU64::new(1000));
+        let pd = TestPd::default();
         let stores = STORES
             .iter()
             .map(|&store_id| {
@@ -183,7 +188,7 @@ impl Cluster {
                     store_id,
                     bootstrap: vec![region.clone()],
                     transport: transport(store_id),
-                    pd: Some(Box::new(TestPd(ids.clone()))),
+                    pd: Some(Box::new(pd.clone())),
                 };
                 let raft = RaftStore::start_with(
                     engine.clone(),
@@ -205,8 +210,51 @@ impl Cluster {
             net: Arc::default(),
             stores,
             tso,
+            pd,
+            config,
             _tso_dir: tso_dir,
         }
+    }
+
+    /// Starts store `id` (the next one) with no replica, on the same network: how a store
+    /// joins a running cluster.
+    fn add_store(&mut self, id: u64) {
+        assert_eq!(
+            id as usize,
+            self.stores.len() + 1,
+            "stores are added in order"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open(dir.path()).unwrap();
+        let engine = Arc::new(engine);
+        let setup = StoreSetup {
+            store_id: id,
+            bootstrap: Vec::new(),
+            transport: Box::new(Link {
+                net: self.net.clone(),
+                from: id,
+            }),
+            pd: Some(Box::new(self.pd.clone())),
+        };
+        let raft = RaftStore::start_with(
+            engine.clone(),
+            Arc::new(ConcurrencyManager::new(self.tso.clone())),
+            Arc::new(LockManager::default()),
+            self.config.clone(),
+            setup,
+        )
+        .unwrap();
+        self.net
+            .mailboxes
+            .lock()
+            .unwrap()
+            .insert(id, raft.mailbox());
+        self.stores.push(Store {
+            raft,
+            engine,
+            server: None,
+            _dir: dir,
+        });
     }
 
     fn store(&self, id: u64) -> &Store {
@@ -281,18 +329,48 @@ impl Cluster {
     }
 }
 
-/// PD as far as splits need it: ids from one counter shared by the stores.
-struct TestPd(Arc<AtomicU64>);
+/// PD as far as the stores need it here: ids from one counter shared by the stores, and the
+/// regions their leaders last reported (what a removed replica asks about).
+#[derive(Clone)]
+struct TestPd {
+    ids: Arc<AtomicU64>,
+    regions: Arc<Mutex<HashMap<u64, metapb::Region>>>,
+}
+
+impl Default for TestPd {
+    fn default() -> Self {
+        TestPd {
+            ids: Arc::new(AtomicU64::new(1000)),
+            regions: Arc::default(),
+        }
+    }
+}
 
 impl PdLink for TestPd {
-    fn report(&self, _: storage_node::pd::cluster::RegionReport) {}
+    fn report(&self, report: storage_node::pd::cluster::RegionReport) {
+        let mut regions = self.regions.lock().unwrap();
+        let newer = |have: &metapb::Region| {
+            let (a, b) = (
+                have.region_epoch.unwrap(),
+                report.region.region_epoch.unwrap(),
+            );
+            (b.conf_ver, b.version) >= (a.conf_ver, a.version)
+        };
+        if regions.get(&report.region.id).is_none_or(newer) {
+            regions.insert(report.region.id, report.region);
+        }
+    }
 
     fn ask_split(&self, region: &metapb::Region) -> Result<(u64, Vec<u64>), String> {
-        let next = || self.0.fetch_add(1, Ordering::SeqCst);
+        let next = || self.ids.fetch_add(1, Ordering::SeqCst);
         Ok((next(), region.peers.iter().map(|_| next()).collect()))
     }
 
     fn report_split(&self, _: Vec<metapb::Region>) {}
+
+    fn region_by_id(&self, region_id: u64) -> Option<metapb::Region> {
+        self.regions.lock().unwrap().get(&region_id).cloned()
+    }
 }
 
 impl Cluster {
@@ -635,4 +713,102 @@ async fn a_follower_that_missed_a_split_gets_both_regions_by_snapshot() {
         c.wait_local(lagging, &format!("a{i:02}"), "y");
         c.wait_local(lagging, &format!("z{i:02}"), "y");
     }
+}
+
+/// A replica moves from store `gone` to a new store 4 the way PD moves one: a learner first
+/// (it catches up by snapshot: the log was compacted long before it joined), promoted to voter,
+/// then the old replica removed. The new store then counts in the quorum (writes commit with
+/// the old third store cut off), and the removed replica destroys itself and its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_a_new_store_learner_then_voter_then_the_old_one_removed() {
+    use raft::eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    let mut c = Cluster::start(RaftConfig {
+        log_gc_threshold: 5,
+        ..config()
+    });
+    let leader = c.leader_among(&STORES);
+    for i in 0..40 {
+        c.put(leader, &format!("k{i}"), &i.to_string())
+            .await
+            .unwrap();
+    }
+    c.add_store(4);
+    let raft = c.store(leader).raft.clone();
+    let newcomer = metapb::Peer {
+        id: 2000,
+        store_id: 4,
+        ..Default::default()
+    };
+    let region = raft
+        .change_peer_and_wait(REGION, AddLearnerNode, newcomer)
+        .await
+        .expect("the learner is added");
+    let learner = region.peers.iter().find(|p| p.id == 2000).unwrap();
+    assert_eq!(learner.role, metapb::PeerRole::Learner as i32);
+    assert_eq!(region.region_epoch.unwrap().conf_ver, 2, "conf_ver + 1");
+    for i in 0..40 {
+        c.wait_local(4, &format!("k{i}"), &i.to_string());
+    }
+    let s4 = c.store(4).raft.status(REGION).unwrap();
+    assert!(
+        s4.first_index > 1,
+        "the learner started from a snapshot: {s4:?}"
+    );
+
+    // A second change while one is under way is refused by Raft's one-at-a-time rule only
+    // before it applies; this one applied, so promotion goes ahead.
+    raft.change_peer_and_wait(REGION, AddNode, newcomer)
+        .await
+        .expect("the learner is promoted");
+    let gone = others(leader)[0];
+    let stays = others(leader)[1];
+    let gone_peer = raft
+        .region(REGION)
+        .unwrap()
+        .peers
+        .into_iter()
+        .find(|p| p.store_id == gone)
+        .unwrap();
+    let err = raft
+        .change_peer_and_wait(
+            REGION,
+            RemoveNode,
+            raft.region(REGION)
+                .unwrap()
+                .peers
+                .into_iter()
+                .find(|p| p.store_id == leader)
+                .unwrap(),
+        )
+        .await
+        .expect_err("the leader may not remove itself");
+    assert!(err.to_string().contains("transfer the leader"), "{err}");
+    let region = raft
+        .change_peer_and_wait(REGION, RemoveNode, gone_peer)
+        .await
+        .expect("the old replica is removed");
+    let stores: HashSet<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    assert_eq!(stores, HashSet::from([leader, stays, 4]));
+    assert_eq!(region.region_epoch.unwrap().conf_ver, 4);
+
+    // The removed replica learns it from PD (its group no longer talks to it) and destroys
+    // itself, data included.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.store(gone).raft.region(REGION).is_some() || c.local(gone, "k0").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "store {gone} still holds its removed replica after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Store 4 is a voter now: with store `stays` cut off, the leader and store 4 are a quorum.
+    c.net.isolate(stays, &[leader, gone, 4]);
+    c.put(leader, "after", "move")
+        .await
+        .expect("the leader and the new store commit without the third");
+    c.wait_local(4, "after", "move");
+    assert_eq!(c.local(stays, "after"), None);
+    c.net.heal();
+    c.wait_local(stays, "after", "move");
 }

@@ -66,6 +66,20 @@ pub(crate) enum Command {
         store: u64,
         reply: Reply<Result<(), LabError>>,
     },
+    /// Start one more store (it joins with no replica). Replies with its id and a log line.
+    AddStore {
+        reply: Reply<Result<(u64, String), LabError>>,
+    },
+    /// Ask PD to remove a store (its replicas move away). Replies with PD's answer.
+    RemoveStore {
+        store: u64,
+        reply: Reply<Result<String, LabError>>,
+    },
+    /// Replace a store that lost its data: remove it, start a new one.
+    ReplaceStore {
+        store: u64,
+        reply: Reply<Result<(u64, String), LabError>>,
+    },
     /// Run SurrealQL on one node. Replies with the log line (if the node was known) and the result.
     Sql {
         node: NodeRef,

@@ -16,6 +16,8 @@
 //! - [`commit_shape`]: whether a write committed in one phase or two, from the storage trace.
 //! - [`handoff`]: one node's traced write of a record beside another node's traced read of it.
 //! - [`majority_loss`]: two of three stores killed under a writer; one restarted.
+//! - [`store_replacement`]: a store's machine lost under a writer; a new store rebuilt in its
+//!   place (PD's replica checker), the old id refused.
 //! - [`replica_cost`]: one write on one replica beside three, explained by its Raft steps.
 //! - [`waterfall`]: where one statement's time goes, storage RPC by storage RPC.
 //! - [`partitions`]: a client cut from its node, a slow link, dropped connections.
@@ -37,6 +39,7 @@ pub mod production;
 pub mod replica_cost;
 pub mod scale_out;
 pub mod store_failover;
+pub mod store_replacement;
 pub mod unique;
 pub mod waterfall;
 pub mod workload;

@@ -227,6 +227,64 @@ impl Cluster {
         Ok(after)
     }
 
+    /// Starts one more store (`store-4` after three; CLI: `lab add-store`). It joins with no
+    /// replica; PD's balance-region then moves replicas onto it, one region at a time, until
+    /// no store holds two more than another. Returns the new store's id at once; watch the
+    /// moves with [`Cluster::wait_settled`] and `cluster.placement_chart()`.
+    pub fn add_store(&self) -> Result<u64, LabError> {
+        let (id, _) = self.actor.call(|reply| Command::AddStore { reply })??;
+        Ok(id)
+    }
+
+    /// Asks PD to remove store `id` (CLI: `lab remove-store ID`): PD's replica checker moves
+    /// each of its replicas to a store that lacks one (learner → voter → old one removed),
+    /// then marks it a tombstone. Returns PD's answer in words, which says when there is no
+    /// store to move to (add one first).
+    pub fn remove_store(&self, id: u64) -> Result<String, LabError> {
+        self.actor
+            .call(|reply| Command::RemoveStore { store: id, reply })?
+    }
+
+    /// Replaces store `id` whose machine is lost (CLI: `lab replace-store ID`): stops it if
+    /// it runs, deletes its data folder, removes it in PD and starts a new store, which PD
+    /// fills with the lost store's replicas. Returns the new store's id.
+    pub fn replace_store(&self, id: u64) -> Result<u64, LabError> {
+        let (new_id, _) = self
+            .actor
+            .call(|reply| Command::ReplaceStore { store: id, reply })??;
+        Ok(new_id)
+    }
+
+    /// Waits (up to `limit`) until every region has three voters on up stores and no move is
+    /// half done; returns the map and how long it took, or an error naming what is still
+    /// moving.
+    pub fn wait_settled(&self, limit: Duration) -> Result<(Placement, Duration), LabError> {
+        let start = Instant::now();
+        let (p, ok) = self.placement_until(limit, |p| p.is_settled(3));
+        if !ok {
+            let moving: Vec<String> = p
+                .regions
+                .iter()
+                .filter(|r| !r.learners.is_empty() || r.stores.len() != 3)
+                .map(|r| format!("region {} on stores {:?}", r.id, r.stores))
+                .collect();
+            return Err(LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: format!(
+                    "the replicas did not settle within {} s: {}",
+                    limit.as_secs(),
+                    if moving.is_empty() {
+                        "a store holding replicas is not up".to_string()
+                    } else {
+                        moving.join("; ")
+                    }
+                ),
+                fix: "check `cluster.status()` (every store that holds replicas must be running) and `cluster.placement()`".into(),
+            });
+        }
+        Ok((p, start.elapsed()))
+    }
+
     /// Polls PD until `ok` holds for its map; the last map and `false` after `limit`.
     pub(super) fn placement_until(
         &self,

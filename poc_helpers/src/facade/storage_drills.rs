@@ -1,7 +1,8 @@
-//! Two more storage-tier drills, as the facade offers them: the majority-loss drill (two of
-//! three stores killed under a steady writer, one restarted) and the replica write cost (one
-//! write repeated on a one-store lab and on a three-replica lab, interleaved, plus the
-//! three-replica write's waterfall). Each is a timed sequence of ordinary facade calls made on
+//! Three more storage-tier drills, as the facade offers them: the majority-loss drill (two of
+//! three stores killed under a steady writer, one restarted), the store-replacement drill (a
+//! store's machine lost under a steady writer, a new store rebuilt in its place) and the replica
+//! write cost (one write repeated on a one-store lab and on a three-replica lab, interleaved,
+//! plus the three-replica write's waterfall). Each is a timed sequence of ordinary facade calls made on
 //! the caller's thread, like the store-failover drill beside it in `replication.rs`.
 
 use std::collections::BTreeSet;
@@ -11,6 +12,7 @@ use super::Cluster;
 use crate::experiments::majority_loss::{MajorityLoss, error_gist};
 use crate::experiments::replica_cost::{ReplicaCost, WriteSample};
 use crate::experiments::store_failover::FailoverWrite;
+use crate::experiments::store_replacement::StoreReplacement;
 use crate::infra::placement::Placement;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeRef;
@@ -30,6 +32,25 @@ const GAP: Duration = Duration::from_millis(20);
 const PD_LIMIT: Duration = Duration::from_secs(15);
 /// Most writes a replica-cost sample may take (each is a full round trip).
 const MAX_WRITES: usize = 2000;
+
+/// How long the replacement drill waits for every region to have three voters again.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The sentence of a failed start that says why the store was refused (the store's own
+/// error, found in the log tail the lab's error carries), else the error's first line.
+fn refusal(error: &str, store: u64) -> String {
+    let needle = format!("store {store}");
+    error
+        .lines()
+        .map(|l| l.trim())
+        .find(|l| l.contains(&needle) && (l.contains("tombstone") || l.contains("lost")))
+        .map(|l| {
+            // From the store's own words on (the log line's prefix is noise here).
+            let at = l.find(&needle).unwrap_or(0);
+            l[at..].to_string()
+        })
+        .unwrap_or_else(|| error.lines().next().unwrap_or_default().to_string())
+}
 
 /// The most replicas any region has, as PD's map shows.
 fn replicas(p: &Placement) -> usize {
@@ -172,6 +193,143 @@ impl Cluster {
             lost,
             failed_but_stored,
             rejoin_s: rejoined.then(|| t.elapsed().as_secs_f64()),
+        })
+    }
+
+    /// The store-replacement drill (a `.stores(3)` lab): writes a record through `node` every
+    /// ~20 ms; after 1 s kills a store that leads no region (this drill is about the lost
+    /// replica; section 9's drill is about the lost leader) and deletes its data folder; writes
+    /// on for 1 s; replaces it (`replace_store`: PD removes it, a new store joins) and writes on
+    /// until every region has three voters again, plus 1 s (at most 60 s); reads every record
+    /// back; then tries to restart the lost store under its old id, which must be refused. See
+    /// [`StoreReplacement`].
+    pub fn store_replacement(
+        &self,
+        node: impl Into<NodeRef>,
+    ) -> Result<StoreReplacement, LabError> {
+        let node = node.into();
+        let (before, ok) = self.placement_until(PD_LIMIT, |p| {
+            p.busiest_leader().is_some() && p.is_settled(3)
+        });
+        let up: Vec<&crate::infra::placement::Store> =
+            before.stores.iter().filter(|s| s.state == "Up").collect();
+        if up.len() < 3 {
+            return Err(self.needs_three_stores(
+                up.len(),
+                "the drill loses one of three and rebuilds its replicas on a new store",
+            ));
+        }
+        if !ok {
+            return Err(LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: "PD's map does not show every region with a leader and three replicas".into(),
+                fix: "check `cluster.placement()`: restart any store that is down, then run the drill again".into(),
+            });
+        }
+        let lost_store = up
+            .iter()
+            .min_by_key(|s| (s.leader_count, std::cmp::Reverse(s.id)))
+            .map(|s| s.id)
+            .expect("three stores are up");
+        self.quietly(|| {
+            self.sql(
+                node.clone(),
+                "REMOVE TABLE IF EXISTS replaced; DEFINE TABLE replaced SCHEMALESS",
+            )
+        })?;
+
+        let t0 = Instant::now();
+        let mut writes: Vec<FailoverWrite> = Vec::new();
+        let mut acked = BTreeSet::new();
+        let mut i: u64 = 0;
+        let mut write = |writes: &mut Vec<FailoverWrite>| {
+            let at_s = t0.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let r = self
+                .quietly(|| self.sql(node.clone(), &format!("CREATE replaced:{i} SET n = {i}")));
+            if r.is_ok() {
+                acked.insert(i);
+            }
+            writes.push(FailoverWrite {
+                at_s,
+                ms: t.elapsed().as_secs_f64() * 1000.0,
+                ok: r.is_ok(),
+                error: r.err().map(|e| error_gist(&e)),
+            });
+            i += 1;
+        };
+        while t0.elapsed() < BASELINE {
+            write(&mut writes);
+            std::thread::sleep(GAP);
+        }
+        self.kill_store(lost_store)?;
+        let lost_at = t0.elapsed();
+        while t0.elapsed() - lost_at < BASELINE {
+            write(&mut writes);
+            std::thread::sleep(GAP);
+        }
+        let new_store = self.replace_store(lost_store)?;
+        let replace_at = t0.elapsed();
+        let mut settled: Option<Duration> = None;
+        let mut after = before.clone();
+        let mut n = 0u32;
+        loop {
+            write(&mut writes);
+            n += 1;
+            if settled.is_none()
+                && n.is_multiple_of(5)
+                && let Ok(p) = self.placement()
+            {
+                let done =
+                    p.is_settled(3) && p.regions.iter().all(|r| !r.stores.contains(&lost_store));
+                after = p;
+                if done {
+                    settled = Some(t0.elapsed() - replace_at);
+                }
+            }
+            let since = t0.elapsed() - replace_at;
+            if settled.is_some_and(|s| since >= s + BASELINE) || since >= SETTLE_LIMIT {
+                break;
+            }
+            std::thread::sleep(GAP);
+        }
+        // PD marks the lost store a tombstone once nothing is left on it; take the map again.
+        if settled.is_some() {
+            let (p, _) =
+                self.placement_until(PD_LIMIT, |p| p.store_state(lost_store) == Some("Tombstone"));
+            after = p;
+        }
+
+        let stored: BTreeSet<u64> = self
+            .quietly(|| self.sql(node.clone(), "SELECT VALUE n FROM replaced"))?
+            .rows()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect();
+        let lost = acked
+            .difference(&stored)
+            .map(|n| format!("replaced:{n}"))
+            .collect();
+
+        // The lost store under its old id, with its empty folder: must be refused.
+        let old_id_refused = match self.quietly(|| self.restart_store(lost_store)) {
+            Ok(()) => {
+                let _ = self.quietly(|| self.kill_store(lost_store));
+                None
+            }
+            Err(e) => Some(refusal(&e.to_string(), lost_store)),
+        };
+        Ok(StoreReplacement {
+            lost_store,
+            new_store,
+            before,
+            after,
+            lost_at_s: lost_at.as_secs_f64(),
+            replace_at_s: replace_at.as_secs_f64(),
+            settled_s: settled.map(|d| d.as_secs_f64()),
+            writes,
+            lost,
+            old_id_refused,
         })
     }
 

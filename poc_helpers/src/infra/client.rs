@@ -301,7 +301,19 @@ pub(crate) async fn http_post(
     http_call(addr, path, Some(body), timeout).await
 }
 
-/// A GET (no body) or a JSON POST.
+/// HTTP DELETE on `addr`; `(status, body)` (PD's `DELETE /pd/api/v1/store/{id}`).
+pub(crate) async fn http_delete(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    http_call(addr, path, Some(DELETE.into()), timeout).await
+}
+
+/// The body marker that makes [`http_call`] send a DELETE instead of a POST.
+const DELETE: &str = "\u{0}DELETE";
+
+/// A GET (no body), a JSON POST, or a DELETE.
 async fn http_call(
     addr: SocketAddr,
     path: &str,
@@ -320,6 +332,7 @@ async fn http_call(
         let agent: ureq::Agent = config.into();
         let sent = match body {
             None => agent.get(&url).call(),
+            Some(body) if body == DELETE => agent.delete(&url).call(),
             Some(body) => agent
                 .post(&url)
                 .header("Content-Type", "application/json")

@@ -117,6 +117,37 @@ impl EmbeddedTier {
         Ok(&mut self.procs[n])
     }
 
+    /// Plans store N+1 (the next id), which joins the running cluster with no replica: PD's
+    /// balance-region (or replica checker) then moves replicas onto it. Its `--initial-stores`
+    /// stays the tier's first count, so it never bootstraps a region of its own.
+    pub(crate) fn plan_new_store(&mut self, trace: bool) -> Result<u64, LabError> {
+        let Some(Role::Store { pd, initial, .. }) = self.procs.get(1).map(|p| p.role.clone())
+        else {
+            return Err(LabError::InvalidConfig {
+                setting: "stores".into(),
+                reason: "this lab's storage is one combined process (PD and one store)".into(),
+                fix: "start the lab with `.stores(3)` (CLI: `lab up --stores 3`) to add stores"
+                    .into(),
+            });
+        };
+        let id = self.procs.len() as u64;
+        let lab_dir = self.procs[0]
+            .data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let port = free_port_other_than(pd.port())?;
+        let bin = self.procs[0].bin().to_path_buf();
+        self.procs.push(StorageNode::with_role(
+            Role::Store { id, pd, initial },
+            &lab_dir,
+            port,
+            trace,
+            bin,
+        ));
+        Ok(id)
+    }
+
     /// Spawns every process that is not running, PD first, and waits until each is ready.
     pub(crate) async fn start(&mut self, timeout: Duration) -> Result<Duration, LabError> {
         let begun = std::time::Instant::now();

@@ -30,6 +30,9 @@ pub struct Region {
     pub leader_store: Option<u64>,
     /// Every store holding a replica, in peer order.
     pub stores: Vec<u64>,
+    /// The stores among them whose replica is a learner (copying, not voting yet: a replica
+    /// being moved onto that store).
+    pub learners: Vec<u64>,
     /// Approximate keys (MVCC versions), as the leader last reported.
     pub approximate_keys: u64,
     /// Approximate size in MiB, as PD prints it (at least 1).
@@ -226,6 +229,11 @@ pub(crate) fn parse(regions: &Value, stores: &Value) -> Placement {
                 .iter()
                 .map(|p| u64_at(p, &["store_id"]))
                 .collect(),
+            learners: list(r, "peers")
+                .iter()
+                .filter(|p| p["role_name"] == "Learner" || p["is_learner"] == true)
+                .map(|p| u64_at(p, &["store_id"]))
+                .collect(),
             approximate_keys: u64_at(r, &["approximate_keys"]),
             approximate_mib: u64_at(r, &["approximate_size"]),
             epoch: (
@@ -297,6 +305,58 @@ pub(crate) async fn split(
         .as_array()
         .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default())
+}
+
+/// Asks the PD at `pd` to take store `store` out of the cluster (real PD's
+/// `DELETE /pd/api/v1/store/{id}`): PD moves its replicas to other stores, then marks it a
+/// tombstone. Returns PD's answer in words.
+pub(crate) async fn remove_store(
+    pd: SocketAddr,
+    store: u64,
+    timeout: Duration,
+) -> Result<String, LabError> {
+    let path = format!("/pd/api/v1/store/{store}");
+    let (status, answer) = client::http_delete(pd, &path, timeout).await.map_err(|e| {
+        LabError::StorageUnavailable {
+            mode: "shared".into(),
+            reason: format!("PD at {pd} did not answer DELETE {path}: {e}"),
+            fix: "check `cluster.status()`: the pd row must be `running`".into(),
+        }
+    })?;
+    let text = serde_json::from_str::<Value>(&answer)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| answer.trim().to_string());
+    match status {
+        200 => Ok(text),
+        _ => Err(LabError::config(
+            "remove_store",
+            text,
+            "see `cluster.placement()` for the stores there are",
+        )),
+    }
+}
+
+impl Placement {
+    /// Whether every region has `replicas` voters on up stores and no move is half-done (no
+    /// learner): what a replica move or a store removal ends with.
+    pub fn is_settled(&self, replicas: usize) -> bool {
+        self.regions.iter().all(|r| {
+            r.learners.is_empty()
+                && r.stores.len() == replicas
+                && r.stores
+                    .iter()
+                    .all(|s| self.stores.iter().any(|x| x.id == *s && x.state == "Up"))
+        })
+    }
+
+    /// Store `id`'s state as PD names it (`Up`, `Disconnected`, `Offline`, `Tombstone`).
+    pub fn store_state(&self, id: u64) -> Option<&str> {
+        self.stores
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.state.as_str())
+    }
 }
 
 /// Asks the PD at `pd` to move region `region`'s leader to store `store` (real PD's
@@ -405,6 +465,7 @@ mod tests {
             end_key: keyspace::hex(&user),
             leader_store: Some(2),
             stores: vec![1, 2, 3],
+            learners: vec![],
             approximate_keys: 0,
             approximate_mib: 1,
             epoch: (1, 2),

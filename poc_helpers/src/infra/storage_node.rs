@@ -202,6 +202,11 @@ impl StorageNode {
     }
 
     /// True while the process is alive (running or paused).
+    pub(crate) fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Whether the process is alive (running or paused).
     pub(crate) fn is_up(&mut self) -> bool {
         self.process.is_up()
     }

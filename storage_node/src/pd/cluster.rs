@@ -6,11 +6,18 @@
 //! range, epoch and peers, and itself as leader. Clients ask `GetRegion(key)` and get the region
 //! holding the key with the leader last reported, then `GetStore` for its address.
 //!
-//! PD also *schedules*, as real PD does, by answering a region heartbeat with an operator the
-//! leader carries out. The lab's PD has one kind: **transfer leader**, asked for by an operator
-//! (`POST /pd/api/v1/operators`) or by its leader balancer, which moves a leader from the store
-//! leading the most regions to the one leading the fewest once they differ by two or more
-//! (TinyKV's `balance_leader`), and leaves a leader a person placed where it is for a minute.
+//! PD also *schedules*, as real PD does, by answering a region heartbeat with an operator step
+//! the leader carries out. In the order PD looks for work:
+//!
+//! 1. a **move-peer** operator under way (see [`super::operator`]);
+//! 2. a **transfer leader** asked for by a person (`POST /pd/api/v1/operators`);
+//! 3. the **replica checker**: a region with a replica on a store being removed
+//!    (`DELETE /pd/api/v1/store/{id}`) gets that replica moved to an up store that lacks one;
+//! 4. **balance-region**: a replica moves from the store holding the most to one holding two or
+//!    more fewer (how a new store fills up);
+//! 5. **balance-leader**: a leader moves from the store leading the most regions to the one
+//!    leading the fewest once they differ by two or more (TinyKV's `balance_leader`), leaving a
+//!    leader a person placed where it is for a minute.
 //!
 //! A heartbeat is accepted only if it is not older than what PD has: a higher epoch (a split or
 //! a membership change happened), or the same epoch with a term at least as high (a newer
@@ -23,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use super::operator::{Instruction, Operator, Progress};
 use crate::proto::metapb;
 
 /// Ids below this are the fixed ones of the first region and the initial stores (see
@@ -64,6 +72,8 @@ pub struct RegionInfo {
     pub approximate_size: u64,
     /// When the last heartbeat arrived.
     pub updated: Instant,
+    /// Replicas the leader reported as still catching up.
+    pub pending_peers: Vec<metapb::Peer>,
 }
 
 /// A region heartbeat: what a leader reports.
@@ -79,6 +89,8 @@ pub struct RegionReport {
     pub approximate_keys: u64,
     /// Approximate bytes.
     pub approximate_size: u64,
+    /// Replicas whose log lags behind what the leader keeps (waiting for a snapshot).
+    pub pending_peers: Vec<metapb::Peer>,
 }
 
 /// Why a heartbeat was not taken.
@@ -107,6 +119,15 @@ struct State {
     transfers: BTreeMap<u64, (u64, Instant, bool)>,
     /// Regions whose leader a person placed: the balancer leaves them alone until then.
     pinned: BTreeMap<u64, Instant>,
+    /// Move-peer operators under way, by region.
+    operators: BTreeMap<u64, Operator>,
+}
+
+/// At most this many replica moves run at once (each copies a region to a new store).
+const MAX_MOVES: usize = 4;
+
+fn is_offline(s: &StoreInfo) -> bool {
+    s.store.state != metapb::StoreState::Up as i32
 }
 
 /// How long the balancer leaves a leader where an operator put it (so a learner who moved a
@@ -179,16 +200,278 @@ impl PdCluster {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers (or re-registers) a store; also counts as a heartbeat.
-    pub fn put_store(&self, store: metapb::Store) {
+    /// Registers (or re-registers) a store; also counts as a heartbeat. A store being removed
+    /// stays so; a removed one (tombstone) is refused: its replicas were moved away and its
+    /// data folder belongs to the past.
+    pub fn put_store(&self, mut store: metapb::Store) -> Result<(), String> {
         let id = store.id;
-        self.write().stores.insert(
+        let mut state = self.write();
+        if let Some(have) = state.stores.get(&id) {
+            if have.store.state == metapb::StoreState::Tombstone as i32 {
+                return Err(format!(
+                    "store {id} was removed from this cluster (tombstone); its data folder is stale: delete it and join as a new store (`lab add-store`)"
+                ));
+            }
+            store.state = have.store.state;
+        }
+        state.stores.insert(
             id,
             StoreInfo {
                 store,
                 last_heartbeat: Instant::now(),
             },
         );
+        Ok(())
+    }
+
+    /// Whether PD knows store `store_id` holds replicas (a store that restarts with an empty
+    /// data folder under that id would have forgotten what it acknowledged).
+    pub fn store_holds_replicas(&self, store_id: u64) -> Vec<u64> {
+        self.read()
+            .regions
+            .values()
+            .filter(|r| r.region.peers.iter().any(|p| p.store_id == store_id))
+            .map(|r| r.region.id)
+            .collect()
+    }
+
+    /// Starts removing store `store_id` (real PD's `DELETE /pd/api/v1/store/{id}`): it is
+    /// marked offline and the replica checker moves its replicas to other stores; once it
+    /// holds none it becomes a tombstone. Returns what will happen, in words.
+    pub fn remove_store(&self, store_id: u64) -> Result<String, String> {
+        let mut state = self.write();
+        let up_others = state
+            .stores
+            .values()
+            .filter(|s| s.store.id != store_id && !is_offline(s))
+            .count();
+        let Some(s) = state.stores.get_mut(&store_id) else {
+            return Err(format!(
+                "PD knows no store {store_id}; list them with `/pd/api/v1/stores` (`lab status`)"
+            ));
+        };
+        if s.store.state == metapb::StoreState::Tombstone as i32 {
+            return Ok(format!("store {store_id} is already removed (tombstone)"));
+        }
+        s.store.state = metapb::StoreState::Offline as i32;
+        let replicas = state
+            .regions
+            .values()
+            .filter(|r| r.region.peers.iter().any(|p| p.store_id == store_id))
+            .count();
+        tracing::info!(
+            store = store_id,
+            replicas,
+            "store is offline: moving its replicas away"
+        );
+        refresh_tombstones(&mut state);
+        if replicas > 0 && up_others < 3 {
+            return Ok(format!(
+                "store {store_id} is offline; its {replicas} replica(s) can move only to a store that lacks one, and only {up_others} other store(s) are up: add a store (`lab add-store`)"
+            ));
+        }
+        Ok(format!(
+            "store {store_id} is offline; PD moves its {replicas} replica(s) to other stores, then marks it a tombstone"
+        ))
+    }
+
+    /// Moves region `region_id`'s replica from store `from` to store `to` (real PD's
+    /// `transfer-peer` operator).
+    pub fn transfer_peer(&self, region_id: u64, from: u64, to: u64) -> Result<(), String> {
+        let mut state = self.write();
+        let info = state
+            .regions
+            .get(&region_id)
+            .ok_or_else(|| OperatorError::NoRegion(region_id).to_string())?
+            .clone();
+        let stores = |r: &metapb::Region| {
+            r.peers
+                .iter()
+                .map(|p| p.store_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(source) = info.region.peers.iter().find(|p| p.store_id == from) else {
+            return Err(format!(
+                "store {from} holds no replica of region {region_id} (its replicas are on stores {}); move one of those",
+                stores(&info.region)
+            ));
+        };
+        if info.region.peers.iter().any(|p| p.store_id == to) {
+            return Err(format!(
+                "store {to} already holds a replica of region {region_id}; pick a store without one"
+            ));
+        }
+        if !state
+            .stores
+            .get(&to)
+            .is_some_and(|s| s.is_up() && !is_offline(s))
+        {
+            return Err(format!(
+                "store {to} is not an up store of this cluster; list them with `/pd/api/v1/stores` (`lab status`)"
+            ));
+        }
+        if state.operators.contains_key(&region_id) {
+            return Err(format!(
+                "region {region_id} already has an operator under way; retry when it finishes"
+            ));
+        }
+        let id = self
+            .alloc_id()
+            .map_err(|e| format!("PD cannot allocate an id: {e}"))?;
+        let op = Operator::move_peer(
+            region_id,
+            *source,
+            metapb::Peer {
+                id,
+                store_id: to,
+                ..Default::default()
+            },
+            format!(
+                "transfer-peer (asked for): region {region_id} from store {from} to store {to}"
+            ),
+        );
+        state.operators.insert(region_id, op);
+        Ok(())
+    }
+
+    /// The move-peer operators under way: (region, from store, to store, step, why).
+    pub fn operators(&self) -> Vec<(u64, u64, u64, &'static str, String)> {
+        self.read()
+            .operators
+            .values()
+            .map(|op| {
+                let (to, from) = op.stores();
+                (op.region_id, from, to, op.step_name(), op.why.clone())
+            })
+            .collect()
+    }
+
+    /// What the leader that just reported `region_id` should do next, if anything: a step of
+    /// the region's operator, a leader transfer, or a new operator from the checkers.
+    pub fn next_operation(&self, region_id: u64) -> Option<Instruction> {
+        if let Some(step) = self.operator_step(region_id) {
+            return Some(step);
+        }
+        if let Some(to) = self.next_transfer(region_id) {
+            return Some(Instruction::TransferLeader(to));
+        }
+        None
+    }
+
+    /// Advances `region_id`'s operator (or makes one, if a checker finds work) and returns
+    /// its step. `None` also when it waits or just finished.
+    fn operator_step(&self, region_id: u64) -> Option<Instruction> {
+        let mut state = self.write();
+        let info = state.regions.get(&region_id)?.clone();
+        if !state.operators.contains_key(&region_id) {
+            let made = self.replica_check(&state, &info).or_else(|| {
+                state
+                    .operators
+                    .is_empty()
+                    .then(|| self.balance_region(&state, &info))
+                    .flatten()
+            });
+            match made {
+                Some(op) if state.operators.len() < MAX_MOVES => {
+                    tracing::info!(region = region_id, "operator created: {}", op.why);
+                    state.operators.insert(region_id, op);
+                }
+                _ => return None,
+            }
+        }
+        let op = state.operators.get_mut(&region_id)?;
+        match op.next(&info.region, info.leader.as_ref(), &info.pending_peers) {
+            Progress::Do(step) => Some(step),
+            Progress::Wait => None,
+            Progress::Finished => {
+                tracing::info!(region = region_id, "operator finished: {}", op.why);
+                state.operators.remove(&region_id);
+                refresh_tombstones(&mut state);
+                None
+            }
+            Progress::TimedOut => {
+                tracing::warn!(
+                    region = region_id,
+                    step = op.step_name(),
+                    "operator abandoned: its step did not finish in time ({})",
+                    op.why
+                );
+                state.operators.remove(&region_id);
+                None
+            }
+        }
+    }
+
+    /// Up stores (not being removed) that hold no replica of `region`, fewest replicas first.
+    fn targets(state: &State, region: &metapb::Region) -> Vec<(u64, usize)> {
+        let mut out: Vec<(u64, usize)> = state
+            .stores
+            .values()
+            .filter(|s| !is_offline(s) && s.is_up())
+            .map(|s| s.store.id)
+            .filter(|id| !region.peers.iter().any(|p| p.store_id == *id))
+            .map(|id| (id, replica_count(state, id)))
+            .collect();
+        out.sort_by_key(|&(id, n)| (n, id));
+        out
+    }
+
+    /// The replica checker: a replica on a store being removed moves to an up store.
+    fn replica_check(&self, state: &State, info: &RegionInfo) -> Option<Operator> {
+        let from = info.region.peers.iter().find(|p| {
+            state
+                .stores
+                .get(&p.store_id)
+                .is_some_and(|s| s.store.state == metapb::StoreState::Offline as i32)
+        })?;
+        let (target, _) = *Self::targets(state, &info.region).first()?;
+        let id = self.alloc_id().ok()?;
+        let to = metapb::Peer {
+            id,
+            store_id: target,
+            ..Default::default()
+        };
+        Some(Operator::move_peer(
+            info.region.id,
+            *from,
+            to,
+            format!(
+                "replica-checker: store {} is being removed; region {}'s replica moves to store {target}",
+                from.store_id, info.region.id
+            ),
+        ))
+    }
+
+    /// balance-region: a replica moves from the store holding the most replicas to one that
+    /// holds two or more fewer (a new store fills up this way).
+    fn balance_region(&self, state: &State, info: &RegionInfo) -> Option<Operator> {
+        let (target, fewest) = *Self::targets(state, &info.region).first()?;
+        let from = info
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.role == metapb::PeerRole::Voter as i32)
+            .max_by_key(|p| (replica_count(state, p.store_id), p.store_id))?;
+        let most = replica_count(state, from.store_id);
+        if most < fewest + 2 {
+            return None;
+        }
+        let id = self.alloc_id().ok()?;
+        let to = metapb::Peer {
+            id,
+            store_id: target,
+            ..Default::default()
+        };
+        Some(Operator::move_peer(
+            info.region.id,
+            *from,
+            to,
+            format!(
+                "balance-region: store {} holds {most} replicas and store {target} {fewest}; region {}'s replica moves",
+                from.store_id, info.region.id
+            ),
+        ))
     }
 
     /// A store says it is alive; false if PD does not know it (it must `PutStore` first).
@@ -235,6 +518,9 @@ impl PdCluster {
             report.approximate_keys,
             report.approximate_size,
         );
+        if let Some(info) = state.regions.get_mut(&id) {
+            info.pending_peers = report.pending_peers;
+        }
         Ok(())
     }
 
@@ -392,6 +678,7 @@ impl PdCluster {
                 approximate_keys: 0,
                 approximate_size: 0,
                 updated: Instant::now(),
+                pending_peers: Vec::new(),
             },
         );
         true
@@ -464,8 +751,35 @@ fn put_region(
             approximate_keys,
             approximate_size,
             updated: Instant::now(),
+            pending_peers: Vec::new(),
         },
     );
+}
+
+/// How many regions have a replica on `store_id`.
+fn replica_count(state: &State, store_id: u64) -> usize {
+    state
+        .regions
+        .values()
+        .filter(|r| r.region.peers.iter().any(|p| p.store_id == store_id))
+        .count()
+}
+
+/// An offline store that no longer holds a replica is removed for good (a tombstone).
+fn refresh_tombstones(state: &mut State) {
+    let empty: Vec<u64> = state
+        .stores
+        .values()
+        .filter(|s| s.store.state == metapb::StoreState::Offline as i32)
+        .map(|s| s.store.id)
+        .filter(|&id| replica_count(state, id) == 0)
+        .collect();
+    for id in empty {
+        if let Some(s) = state.stores.get_mut(&id) {
+            tracing::info!(store = id, "store holds no replica any more: tombstone");
+            s.store.state = metapb::StoreState::Tombstone as i32;
+        }
+    }
 }
 
 fn overlaps(r: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
@@ -547,6 +861,7 @@ mod tests {
             term,
             approximate_keys: 0,
             approximate_size: 0,
+            pending_peers: Vec::new(),
         }
     }
 
@@ -595,6 +910,7 @@ mod tests {
             term: 1,
             approximate_keys: 0,
             approximate_size: 0,
+            pending_peers: Vec::new(),
         }
     }
 
@@ -605,9 +921,102 @@ mod tests {
             pd.put_store(metapb::Store {
                 id,
                 ..Default::default()
-            });
+            })
+            .unwrap();
         }
         pd
+    }
+
+    /// Applies what a leader would do with `step` to `report` (the next heartbeat's view).
+    fn carry_out(report: &mut RegionReport, step: &Instruction) {
+        use raft::eraftpb::ConfChangeType;
+        let r = &mut report.region;
+        match step {
+            Instruction::TransferLeader(to) => report.leader = *to,
+            Instruction::ChangePeer(ConfChangeType::AddLearnerNode, p) => r.peers.push(*p),
+            Instruction::ChangePeer(ConfChangeType::AddNode, p) => {
+                r.peers.iter_mut().find(|x| x.id == p.id).unwrap().role =
+                    metapb::PeerRole::Voter as i32
+            }
+            Instruction::ChangePeer(ConfChangeType::RemoveNode, p) => {
+                r.peers.retain(|x| x.id != p.id)
+            }
+        }
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        report.term += 1;
+    }
+
+    #[test]
+    fn a_new_store_receives_replicas_and_a_removed_store_gives_them_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = with_three_stores(dir.path());
+        let mut reports: Vec<RegionReport> =
+            [(2, &b""[..], &b"h"[..]), (3, b"h", b"p"), (4, b"p", b"")]
+                .into_iter()
+                .map(|(id, start, end)| report_on(id, start, end, 1))
+                .collect();
+        for r in &reports {
+            pd.region_heartbeat(r.clone()).unwrap();
+        }
+        assert!(
+            !matches!(pd.next_operation(2), Some(Instruction::ChangePeer(..))),
+            "three stores, three replicas each: no replica moves"
+        );
+        pd.put_store(metapb::Store {
+            id: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        // Heartbeats until nothing is asked: each step carried out as a leader would.
+        let settle = |reports: &mut Vec<RegionReport>| {
+            for _ in 0..50 {
+                let mut asked = false;
+                for r in reports.iter_mut() {
+                    pd.region_heartbeat(r.clone()).unwrap();
+                    if let Some(step) = pd.next_operation(r.region.id) {
+                        carry_out(r, &step);
+                        asked = true;
+                    }
+                }
+                if !asked {
+                    return;
+                }
+            }
+            panic!("PD kept asking for steps");
+        };
+        settle(&mut reports);
+        let on = |store: u64, reports: &[RegionReport]| {
+            reports
+                .iter()
+                .filter(|r| r.region.peers.iter().any(|p| p.store_id == store))
+                .count()
+        };
+        assert_eq!(on(4, &reports), 2, "9 replicas on 4 stores: 3/2/2/2");
+        assert!(reports.iter().all(|r| r.region.peers.len() == 3));
+
+        let said = pd.remove_store(1).unwrap();
+        assert!(said.contains("offline"), "{said}");
+        settle(&mut reports);
+        assert_eq!(on(1, &reports), 0, "store 1 gave up every replica");
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.region.peers.len() == 3 && r.leader.store_id != 1)
+        );
+        assert_eq!(
+            pd.store(1).unwrap().store.state,
+            metapb::StoreState::Tombstone as i32
+        );
+        let err = pd
+            .put_store(metapb::Store {
+                id: 1,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.contains("lab add-store"), "{err}");
+        // Three stores left, each region on all three: removing another cannot be carried out.
+        let said = pd.remove_store(2).unwrap();
+        assert!(said.contains("add a store"), "{said}");
     }
 
     #[test]

@@ -4,4 +4,5 @@
 
 pub mod cluster;
 pub mod gc;
+pub mod operator;
 pub mod tso;

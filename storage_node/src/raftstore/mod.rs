@@ -12,6 +12,8 @@
 //! - [`store`]: the store thread that ticks the peers, executes writes on leaders, persists
 //!   every peer's log in one fsync, and applies what Raft committed.
 //! - [`split`]: regions by key range, and how a region that grew splits in two.
+//! - [`conf_change`]: which stores hold a region's replicas, and how PD moves one (learner →
+//!   voter → old replica removed).
 //! - [`transport`] and [`grpc`]: how Raft messages reach the other stores of a region (TiKV's
 //!   `Raft` gRPC stream between store processes).
 //!
@@ -20,6 +22,7 @@
 //! replicated region uses (propose → persist → commit → apply), only with a quorum of one.
 
 pub mod command;
+pub mod conf_change;
 pub mod grpc;
 pub mod log_file;
 pub mod peer;

@@ -45,6 +45,17 @@ pub struct PendingSplit {
     pub done: Option<SplitCallback>,
 }
 
+/// Answers a membership change: the region once the change applied here, or why not.
+pub type ConfCallback = tokio::sync::oneshot::Sender<Result<metapb::Region, RegionError>>;
+
+/// A membership change this leader proposed and waits to see applied.
+pub struct PendingConf {
+    /// Its entry.
+    pub index: u64,
+    /// Who asked (none for PD's operator steps, which PD follows through heartbeats).
+    pub done: Option<ConfCallback>,
+}
+
 /// Reads that share one read-index request.
 struct ReadBatch {
     id: u64,
@@ -80,6 +91,11 @@ pub struct Peer {
     pub split_wanted: Option<(Vec<u8>, Option<SplitCallback>)>,
     /// The split proposed and not yet applied: writes wait for it (their region changes).
     pub pending_split: Option<PendingSplit>,
+    /// The membership change proposed and not yet applied.
+    pub pending_conf: Option<PendingConf>,
+    /// Ticks of the stale-peer check at which this peer knew no leader (see
+    /// `StoreThread::check_stale_peers`).
+    pub leaderless_checks: u32,
     /// Write records applied since the region was last measured.
     pub written_since_measure: u64,
     /// The region's size when last measured (`None` before the first measure).
@@ -105,6 +121,8 @@ impl Peer {
             was_leader: false,
             split_wanted: None,
             pending_split: None,
+            pending_conf: None,
+            leaderless_checks: 0,
             written_since_measure: 0,
             size: None,
         }
@@ -173,6 +191,8 @@ impl Peer {
         self.split_wanted.is_some()
             && self.inflight.is_none()
             && self.pending_split.is_none()
+            && self.pending_conf.is_none()
+            && !self.raw.raft.has_pending_conf()
             && self.is_ready_leader()
     }
 
@@ -180,6 +200,32 @@ impl Peer {
     pub fn reject_queued(&mut self, err: RegionError) {
         for (task, _, _) in self.queued.drain(..) {
             task.reject(err.clone().into());
+        }
+    }
+
+    /// Answers everything waiting on this peer with `err`: the peer is being destroyed (its
+    /// replica was removed from the region).
+    pub fn abandon(&mut self, err: RegionError) {
+        self.reject_queued(err.clone());
+        if let Some(executed) = self.inflight.take().and_then(|f| f.executed) {
+            executed.finish(Err(err.clone().into()));
+        }
+        for (done, _) in self.reads_unsent.drain(..) {
+            let _ = done.send(Err(err.clone()));
+        }
+        for b in self.reads.drain(..) {
+            for done in b.callbacks {
+                let _ = done.send(Err(err.clone()));
+            }
+        }
+        if let Some((_, Some(done))) = self.split_wanted.take() {
+            let _ = done.send(Err(err.clone()));
+        }
+        if let Some(done) = self.pending_split.take().and_then(|s| s.done) {
+            let _ = done.send(Err(err.clone()));
+        }
+        if let Some(done) = self.pending_conf.take().and_then(|c| c.done) {
+            let _ = done.send(Err(err));
         }
     }
 
@@ -332,6 +378,9 @@ impl Peer {
             }
             if let Some(done) = self.pending_split.as_mut().and_then(|s| s.done.take()) {
                 // It may still apply under the new leader: its outcome is unknown here.
+                let _ = done.send(Err(RegionError::StaleCommand));
+            }
+            if let Some(done) = self.pending_conf.take().and_then(|c| c.done) {
                 let _ = done.send(Err(RegionError::StaleCommand));
             }
         }

@@ -40,6 +40,9 @@ const HARD_STATE: u8 = b'h';
 const CONF_STATE: u8 = b'c';
 const TRUNCATED: u8 = b't';
 const REGION: u8 = b'r';
+/// A peer this store destroyed (removed from its region): its id, so a late message for it
+/// does not bring it back.
+const TOMBSTONE: u8 = b'x';
 
 /// Where a region created by a split starts its log (TiKV's `RAFT_INIT_LOG_INDEX`): above
 /// zero, so its peers can tell its first state from an empty one.
@@ -111,6 +114,10 @@ pub struct PeerStorage {
     /// durable before the messages that depend on them are sent.
     persisted_vote: (u64, u64),
     conf_state: ConfState,
+    /// The region and configuration as of `applied`: what a snapshot carries. A membership
+    /// change or split updates `region` and `conf_state` while its apply is still under way
+    /// (raft-rs may ask for a snapshot in that window), so a snapshot must not read those.
+    applied_view: (metapb::Region, ConfState),
     /// The last entry dropped by compaction (index, term); (0, 0) before any.
     truncated: (u64, u64),
     /// Entries `truncated.0 + 1 ..= last`.
@@ -121,10 +128,20 @@ impl PeerStorage {
     /// A new peer's state at index 0, with the region's peers as the voters (bootstrap: every
     /// store of the region starts from this same state, as raft-rs requires).
     pub fn bootstrap(region: metapb::Region, engine: Arc<Engine>) -> PeerStorage {
+        let learner = |p: &&metapb::Peer| p.role == metapb::PeerRole::Learner as i32;
         let mut conf_state = ConfState::default();
-        conf_state.set_voters(region.peers.iter().map(|p| p.id).collect());
+        conf_state.set_voters(
+            region
+                .peers
+                .iter()
+                .filter(|p| !learner(p))
+                .map(|p| p.id)
+                .collect(),
+        );
+        conf_state.set_learners(region.peers.iter().filter(learner).map(|p| p.id).collect());
         PeerStorage {
             region_id: region.id,
+            applied_view: (region.clone(), conf_state.clone()),
             region,
             engine,
             applied: (0, 0),
@@ -177,6 +194,64 @@ impl PeerStorage {
     ) -> Result<(), PeerStorageError> {
         self.region = region;
         self.put_state(t, REGION, &self.region.encode_to_vec())
+    }
+
+    /// Takes a conf change that was applied: the region's new members and raft-rs's
+    /// configuration, durably with `t`.
+    pub fn set_conf(
+        &mut self,
+        region: metapb::Region,
+        conf_state: ConfState,
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        self.conf_state = conf_state;
+        self.write_conf_state(t)?;
+        self.set_region(region, t)
+    }
+
+    /// Forgets region `region_id`'s Raft state on this store (its peer `peer_id` was removed)
+    /// and leaves a tombstone, so a late message for that peer does not create it again.
+    pub fn destroy(
+        region_id: u64,
+        peer_id: u64,
+        t: &mut RaftTables<'_>,
+    ) -> Result<(), PeerStorageError> {
+        for tag in [HARD_STATE, CONF_STATE, TRUNCATED, REGION] {
+            t.state.remove(state_key(region_id, tag).as_slice())?;
+        }
+        t.state.insert(
+            state_key(region_id, TOMBSTONE).as_slice(),
+            peer_id.to_be_bytes().as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// The peers this store destroyed: region id → the highest destroyed peer id.
+    pub fn tombstones(
+        engine: &Engine,
+    ) -> Result<std::collections::HashMap<u64, u64>, PeerStorageError> {
+        let txn = engine.db().begin_read()?;
+        let state = match txn.open_table(RAFT_STATE_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = std::collections::HashMap::new();
+        for row in redb::ReadableTable::iter(&state)? {
+            let (k, v) = row?;
+            let (k, v) = (k.value(), v.value());
+            if k.len() == 9 && k[8] == TOMBSTONE && v.len() == 8 {
+                let region = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
+                let peer = u64::from_be_bytes(v.try_into().unwrap_or_default());
+                out.insert(region, peer);
+            }
+        }
+        Ok(out)
+    }
+
+    /// raft-rs's configuration (voters and learners).
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
     }
 
     /// Writes the whole state (used right after [`bootstrap`](Self::bootstrap)).
@@ -239,6 +314,7 @@ impl PeerStorage {
         }
         Ok(Some(PeerStorage {
             region_id,
+            applied_view: (region.clone(), conf_state.clone()),
             region,
             engine: engine.clone(),
             applied: (0, 0),
@@ -263,6 +339,7 @@ impl PeerStorage {
     /// Records where the engine's state stands (a snapshot is taken there).
     pub fn set_applied(&mut self, index: u64, term: u64) {
         self.applied = (index, term);
+        self.applied_view = (self.region.clone(), self.conf_state.clone());
     }
 
     /// Installs a snapshot's Raft state: the log restarts after it. (The store writes the
@@ -275,6 +352,7 @@ impl PeerStorage {
         self.entries.clear();
         self.truncated = (meta.index, meta.term);
         self.conf_state = meta.get_conf_state().clone();
+        self.applied_view = (self.region.clone(), self.conf_state.clone());
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.applied = (meta.index, meta.term);
@@ -468,7 +546,8 @@ impl raft::Storage for PeerStorage {
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         // Called on the store thread, where applies happen: the engine is exactly at
         // `applied`, so its data and that index describe the same state.
-        let data = region_data(&self.engine, &self.region)
+        let (region, conf_state) = &self.applied_view;
+        let data = region_data(&self.engine, region)
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
         let mut snap = Snapshot {
             data: data.encode().into(),
@@ -477,7 +556,7 @@ impl raft::Storage for PeerStorage {
         let meta = snap.mut_metadata();
         meta.index = self.applied.0;
         meta.term = self.applied.1;
-        meta.set_conf_state(self.conf_state.clone());
+        meta.set_conf_state(conf_state.clone());
         Ok(snap)
     }
 }

@@ -20,13 +20,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{Entry, EntryType};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use raft::{RawNode, ReadOnlyOption};
 use redb::{Durability, ReadableDatabase};
 
 use super::command::{Cf, EngineTables, Op, WriteBatch};
+use super::conf_change::{self, ChangeContext};
 use super::log_file::RaftLogFile;
-use super::peer::{Peer, PendingSplit, ReadCallback, SplitCallback};
+use super::peer::{ConfCallback, Peer, PendingConf, PendingSplit, ReadCallback, SplitCallback};
 use super::peer_storage::{PeerStorage, PeerStorageError, RaftTables};
 use super::split::{self, SPLIT_CONTEXT};
 use super::transport::{NoTransport, RaftMessage, Transport};
@@ -46,6 +48,10 @@ pub const FIRST_REGION_ID: u64 = 2;
 /// The first region's peer on this store.
 pub const FIRST_PEER_ID: u64 = 3;
 
+/// A replica more than this many entries behind the commit index is reported to PD as
+/// pending (still catching up).
+const PENDING_LAG: u64 = 16;
+
 /// The Raft log's folder inside the data directory.
 pub const LOG_DIR: &str = "raft-log";
 
@@ -63,6 +69,9 @@ pub trait PdLink: Send {
     fn ask_split(&self, region: &metapb::Region) -> Result<(u64, Vec<u64>), String>;
     /// The regions a split produced (`ReportBatchSplit`). Must not block.
     fn report_split(&self, regions: Vec<metapb::Region>);
+    /// Region `region_id` as PD knows it (`GetRegionByID`), for a peer that lost its leader
+    /// to learn whether it was removed. May block briefly: it is asked rarely.
+    fn region_by_id(&self, region_id: u64) -> Option<metapb::Region>;
 }
 
 /// What a store is and which regions it starts with.
@@ -168,6 +177,12 @@ enum StoreMsg {
         region_id: u64,
         to_peer: u64,
     },
+    ChangePeer {
+        region_id: u64,
+        change: ConfChangeType,
+        peer: metapb::Peer,
+        done: Option<ConfCallback>,
+    },
     Stop,
 }
 
@@ -212,6 +227,7 @@ impl RaftStore {
         let (log, mut recovered) = RaftLogFile::open(&log_dir, config.log_segment_bytes)
             .map_err(|e| EngineError::Redb(format!("raft log {}: {e}", log_dir.display())))?;
         let mut peers = BTreeMap::new();
+        let tombstones = PeerStorage::tombstones(&engine).map_err(err)?;
         // Every region this store already holds (splits made more than it was bootstrapped
         // with); a fresh engine starts with the bootstrap regions.
         let mut storages = Vec::new();
@@ -264,6 +280,7 @@ impl RaftStore {
             transport: setup.transport,
             pd: setup.pd,
             seen_peers: Default::default(),
+            tombstones,
             ticks: 0,
             waiting_ready: Vec::new(),
         };
@@ -308,6 +325,37 @@ impl RaftStore {
         let _ = self
             .tx
             .send(StoreMsg::TransferLeader { region_id, to_peer });
+    }
+
+    /// Asks this store's peer of `region_id`, if it leads, to make one membership change
+    /// (PD's `ChangePeer` operator step); nothing happens if it does not lead.
+    pub fn change_peer(&self, region_id: u64, change: ConfChangeType, peer: metapb::Peer) {
+        let _ = self.tx.send(StoreMsg::ChangePeer {
+            region_id,
+            change,
+            peer,
+            done: None,
+        });
+    }
+
+    /// Makes one membership change of `region_id` (which must lead here) and answers with the
+    /// region as it is once the change applied here.
+    pub async fn change_peer_and_wait(
+        &self,
+        region_id: u64,
+        change: ConfChangeType,
+        peer: metapb::Peer,
+    ) -> Result<metapb::Region, RegionError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(StoreMsg::ChangePeer {
+                region_id,
+                change,
+                peer,
+                done: Some(done),
+            })
+            .map_err(|_| RegionError::RegionNotFound(region_id))?;
+        rx.await.unwrap_or(Err(RegionError::StaleCommand))
     }
 
     /// The region of this store holding the keys just below the raw key `upper` (where a
@@ -493,6 +541,9 @@ struct StoreThread {
     /// Every peer of another store that sent this store a message (how an empty peer, which
     /// knows no members yet, addresses its leader).
     seen_peers: std::collections::HashMap<u64, metapb::Peer>,
+    /// Peers this store destroyed (region → highest such peer id): their late messages are
+    /// ignored rather than creating them again.
+    tombstones: std::collections::HashMap<u64, u64>,
     /// Ticks since start (paces the region heartbeats).
     ticks: usize,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
@@ -549,6 +600,12 @@ impl StoreThread {
                 {
                     self.check_splits();
                 }
+                if self
+                    .ticks
+                    .is_multiple_of(self.config.pd_heartbeat_ticks.max(1) * 2)
+                {
+                    self.check_stale_peers();
+                }
                 next_tick = now + self.config.tick;
             }
             self.round(now);
@@ -583,10 +640,48 @@ impl StoreThread {
             StoreMsg::WhenReady { region_id, done } => self.waiting_ready.push((region_id, done)),
             StoreMsg::TransferLeader { region_id, to_peer } => {
                 if let Some(p) = self.peers.get_mut(&region_id).filter(|p| p.is_leader()) {
-                    tracing::info!(region = region_id, to = to_peer, "transferring leadership");
-                    p.raw.transfer_leader(to_peer);
+                    // TiKV's pre-transfer check: only to a replica that is alive and caught up.
+                    // A leader waiting on a transfer drops proposals until it gives up (an
+                    // election timeout), so a transfer to a dead store would stall writes.
+                    let last = p.raw.raft.raft_log.last_index();
+                    let voter = p
+                        .raw
+                        .store()
+                        .region()
+                        .peers
+                        .iter()
+                        .any(|x| x.id == to_peer && x.role == metapb::PeerRole::Voter as i32);
+                    let ready = voter
+                        && p.raw
+                            .raft
+                            .prs()
+                            .get(to_peer)
+                            .is_some_and(|pr| pr.recent_active && pr.matched + 2 >= last);
+                    if ready {
+                        tracing::info!(region = region_id, to = to_peer, "transferring leadership");
+                        p.raw.transfer_leader(to_peer);
+                    } else {
+                        tracing::info!(
+                            region = region_id,
+                            to = to_peer,
+                            "not transferring leadership: that replica is not alive and caught up"
+                        );
+                    }
                 }
             }
+            StoreMsg::ChangePeer {
+                region_id,
+                change,
+                peer,
+                done,
+            } => match self.peers.get_mut(&region_id) {
+                None => {
+                    if let Some(done) = done {
+                        let _ = done.send(Err(RegionError::RegionNotFound(region_id)));
+                    }
+                }
+                Some(p) => Self::propose_conf_change(p, change, peer, done),
+            },
             StoreMsg::Split {
                 region_id,
                 epoch,
@@ -894,12 +989,31 @@ impl StoreThread {
             return;
         };
         let size = p.size.clone().unwrap_or_default();
+        // Pending peers: replicas still catching up — nothing acknowledged yet (a new learner),
+        // waiting for a snapshot, or far behind the commit index. PD promotes a learner only
+        // once it is not pending, so the quorum never waits on a replica still copying.
+        let truncated = p.raw.store().first_index_now().saturating_sub(1);
+        let committed = p.raw.raft.raft_log.committed;
+        let pending_peers = p
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, pr)| {
+                pr.matched == 0
+                    || pr.matched < truncated
+                    || pr.matched + PENDING_LAG < committed
+                    || pr.state == raft::ProgressState::Snapshot
+            })
+            .filter_map(|(id, _)| region.peers.iter().find(|x| x.id == *id).cloned())
+            .collect();
         pd.report(RegionReport {
             region,
             leader,
             term: p.raw.raft.term,
             approximate_keys: size.keys,
             approximate_size: size.bytes,
+            pending_peers,
         });
     }
 
@@ -909,6 +1023,14 @@ impl StoreThread {
     /// members and the data (TiKV creates such peers the same way).
     fn create_peer_for(&mut self, m: &RaftMessage) {
         use raft::eraftpb::MessageType;
+        // A peer this store destroyed stays destroyed (a newer peer of the region may come).
+        if self
+            .tombstones
+            .get(&m.region_id)
+            .is_some_and(|&dead| m.to.id <= dead)
+        {
+            return;
+        }
         // Only a leader's messages create a peer: a vote from a stale candidate must not.
         if !matches!(
             m.message.get_msg_type(),
@@ -1124,10 +1246,19 @@ impl StoreThread {
             es.iter()
                 .any(|e| e.context.as_ref() as &[u8] == SPLIT_CONTEXT)
         });
+        // So is a membership change: a restart must find the members it made.
+        let has_conf = work.iter().any(|(_, es)| {
+            es.iter()
+                .any(|e| e.get_entry_type() == EntryType::EntryConfChange)
+        });
         let durable = has_split
+            || has_conf
             || self.last_durable.elapsed() >= Duration::from_secs(1)
             || behind >= self.config.log_gc_threshold / 2;
         let mut splits: Vec<(u64, Vec<metapb::Region>, PeerStorage)> = Vec::new();
+        // Membership changes applied: region → its new self, and whether this store's peer
+        // was the one removed (then it is destroyed once the commit is durable).
+        let mut confs: Vec<(u64, metapb::Region, bool)> = Vec::new();
         // Write records applied per region (what decides when a region is measured again).
         let mut written: std::collections::HashMap<u64, u64> = Default::default();
         let mut txn = self
@@ -1142,9 +1273,23 @@ impl StoreThread {
             let mut t = EngineTables::open(&txn)
                 .unwrap_or_else(|e| fatal(&format!("cannot open the engine tables: {e}")));
             for (region_id, entries) in &work {
+                let mut destroyed = false;
                 for e in entries {
+                    if destroyed {
+                        break;
+                    }
+                    if e.get_entry_type() == EntryType::EntryConfChange {
+                        if let Some(p) = self.peers.get_mut(region_id)
+                            && let Some((region, removed_self)) =
+                                apply_conf_change(&txn, &mut t, p, e)
+                        {
+                            destroyed = removed_self;
+                            confs.push((*region_id, region, removed_self));
+                        }
+                        continue;
+                    }
                     if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                        // Empty entries are new leaders' no-ops; conf changes come later.
+                        // Empty entries are new leaders' no-ops.
                         continue;
                     }
                     if e.context.as_ref() as &[u8] == SPLIT_CONTEXT {
@@ -1176,7 +1321,7 @@ impl StoreThread {
                         fatal(&format!("cannot apply entry {}: {err}", e.index));
                     }
                 }
-                if let Some(last) = entries.last() {
+                if let Some(last) = entries.last().filter(|_| !destroyed) {
                     let key = applied_key(*region_id);
                     if let Err(err) = t
                         .meta
@@ -1214,6 +1359,183 @@ impl StoreThread {
         for (parent, regions, child) in splits {
             self.finish_split(parent, regions, child);
         }
+        for (region_id, region, removed_self) in confs {
+            self.finish_conf_change(region_id, region, removed_self);
+        }
+        // A change of ours that was not applied (stale: another change got in first) is not
+        // coming.
+        for p in self.peers.values_mut() {
+            let applied = p.applied.0;
+            if let Some(pending) = p.pending_conf.take_if(|c| c.index <= applied)
+                && let Some(done) = pending.done
+            {
+                let _ = done.send(Err(RegionError::StaleCommand));
+            }
+        }
+    }
+
+    /// Makes an applied (and durable) membership change take effect on this store: the
+    /// routing table, PD, whoever waited — or, if this store's replica was the one removed,
+    /// its destruction.
+    fn finish_conf_change(&mut self, region_id: u64, region: metapb::Region, removed_self: bool) {
+        if removed_self {
+            if let Some(mut p) = self.peers.remove(&region_id) {
+                p.abandon(RegionError::RegionNotFound(region_id));
+                self.tombstones.insert(region_id, p.peer_id);
+                tracing::info!(
+                    region = region_id,
+                    peer = p.peer_id,
+                    store = self.store_id,
+                    "this replica was removed from its region; destroyed it and its data"
+                );
+            }
+            self.regions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&region_id);
+            return;
+        }
+        self.regions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(region_id, region.clone());
+        let Some(p) = self.peers.get_mut(&region_id) else {
+            return;
+        };
+        tracing::info!(
+            region = region_id,
+            store = self.store_id,
+            conf_ver = conf_change::conf_ver(&region),
+            peers = ?region.peers.iter().map(|x| (x.id, x.store_id, x.role)).collect::<Vec<_>>(),
+            "membership change applied"
+        );
+        let applied = p.applied.0;
+        if let Some(pending) = p.pending_conf.take_if(|c| c.index <= applied)
+            && let Some(done) = pending.done
+        {
+            let _ = done.send(Ok(region));
+        }
+        if p.is_leader() {
+            // PD follows its operator by heartbeats: tell it at once.
+            self.report(region_id);
+        }
+    }
+
+    /// Proposes one membership change of `p`'s region, if `p` leads and no other change is
+    /// under way; answers `done` at once when it cannot.
+    fn propose_conf_change(
+        p: &mut Peer,
+        change: ConfChangeType,
+        peer: metapb::Peer,
+        done: Option<ConfCallback>,
+    ) {
+        let fail = |done: Option<ConfCallback>, e: RegionError| {
+            tracing::info!("membership change not proposed: {e}");
+            if let Some(done) = done {
+                let _ = done.send(Err(e));
+            }
+        };
+        if !p.is_ready_leader() {
+            return fail(done, p.not_leader());
+        }
+        // Raft changes one member at a time: the next waits until this one applied.
+        if p.pending_conf.is_some() || p.raw.raft.has_pending_conf() || p.pending_split.is_some() {
+            return fail(
+                done,
+                RegionError::Refused(format!(
+                    "region {} is already changing; retry when that change is applied",
+                    p.region_id
+                )),
+            );
+        }
+        let region = p.raw.store().region().clone();
+        if let Err(e) = conf_change::changed_region(&region, change, &peer, Some(p.peer_id)) {
+            return fail(done, RegionError::Refused(e.to_string()));
+        }
+        let context = ChangeContext {
+            peer: Some(peer),
+            conf_ver: conf_change::conf_ver(&region),
+        }
+        .encode();
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = peer.id;
+        let before = p.raw.raft.raft_log.last_index();
+        if p.raw.propose_conf_change(context, cc).is_err()
+            || p.raw.raft.raft_log.last_index() == before
+        {
+            let err = p.not_leader();
+            return fail(done, err);
+        }
+        tracing::info!(
+            region = p.region_id,
+            peer = peer.id,
+            store = peer.store_id,
+            "proposing {change:?}"
+        );
+        p.pending_conf = Some(PendingConf {
+            index: p.raw.raft.raft_log.last_index(),
+            done,
+        });
+    }
+
+    /// TiKV's stale-peer check: a peer that has known no leader for two checks in a row asks
+    /// PD whether it is still a member. A replica removed while it was away (or partitioned)
+    /// never hears of its removal from the region — its old group no longer sends it anything
+    /// — so PD, which saw the change, is the one to tell it; it then destroys itself.
+    fn check_stale_peers(&mut self) {
+        let Some(pd) = self.pd.as_deref() else {
+            return;
+        };
+        let mut stale = Vec::new();
+        for p in self.peers.values_mut() {
+            if p.raw.raft.leader_id != 0 || p.is_leader() {
+                p.leaderless_checks = 0;
+                continue;
+            }
+            p.leaderless_checks += 1;
+            if p.leaderless_checks < 2 || !p.is_initialized() {
+                continue;
+            }
+            let Some(now) = pd.region_by_id(p.region_id) else {
+                continue;
+            };
+            let ours = conf_change::conf_ver(p.raw.store().region());
+            if conf_change::conf_ver(&now) > ours && !now.peers.iter().any(|x| x.id == p.peer_id) {
+                stale.push(p.region_id);
+            }
+        }
+        for region_id in stale {
+            self.destroy_peer(region_id);
+        }
+    }
+
+    /// Destroys this store's replica of `region_id` (PD says it was removed): its data, its
+    /// Raft state and log, durably, leaving a tombstone.
+    fn destroy_peer(&mut self, region_id: u64) {
+        let Some(p) = self.peers.get(&region_id) else {
+            return;
+        };
+        let (peer_id, region) = (p.peer_id, p.raw.store().region().clone());
+        let result = (|| {
+            let txn = self.engine.db().begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut t = EngineTables::open(&txn).map_err(|e| e.to_string())?;
+                clear_region_data(&mut t, &region)?;
+                t.meta
+                    .remove(applied_key(region_id).as_str())
+                    .map_err(|e| e.to_string())?;
+                let mut rt = RaftTables::open(&txn).map_err(|e| e.to_string())?;
+                PeerStorage::destroy(region_id, peer_id, &mut rt).map_err(|e| e.to_string())?;
+            }
+            txn.commit().map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            fatal(&format!(
+                "cannot destroy the replica of region {region_id}: {e}"
+            ));
+        }
+        self.finish_conf_change(region_id, region, true);
     }
 }
 
@@ -1223,6 +1545,14 @@ impl StoreThread {
 fn compact_index(p: &Peer, threshold: u64) -> Option<u64> {
     let first = p.raw.store().first_index_now();
     let mut to = p.durable_applied;
+    // A new replica (nothing acknowledged yet) is an empty peer that knows no region: it must
+    // start from a snapshot, which brings the range and members, never from the region's first
+    // entries (TiKV starts every region's log at index 5 for the same reason). While the log
+    // still holds its first entry, compact it so the leader has to send a snapshot.
+    let new_replica = p.is_leader() && p.raw.raft.prs().iter().any(|(_, pr)| pr.matched == 0);
+    if new_replica && first <= 1 && to >= first {
+        return Some(to);
+    }
     if p.is_leader() {
         let slowest = p
             .raw
@@ -1294,6 +1624,94 @@ fn apply_split(
     Some((p.region_id, regions, child))
 }
 
+/// Applies a membership change entry of `p`'s region in the apply transaction: raft-rs's
+/// configuration and the region's members (or, if this store's replica is the one removed, its
+/// data and state gone). Returns the region after the change and whether this replica was
+/// removed, or `None` for a stale change (skipped alike on every replica).
+fn apply_conf_change(
+    txn: &redb::WriteTransaction,
+    t: &mut EngineTables<'_>,
+    p: &mut Peer,
+    e: &Entry,
+) -> Option<(metapb::Region, bool)> {
+    let (region_id, index) = (p.region_id, e.index);
+    let corrupt = |what: String| -> ! {
+        fatal(&format!(
+            "region {region_id} conf change entry {index}: {what}"
+        ))
+    };
+    let cc = ConfChange::parse_from_bytes(&e.data).unwrap_or_else(|err| corrupt(err.to_string()));
+    let ctx = ChangeContext::decode_from(&e.context).unwrap_or_else(|err| corrupt(err.to_string()));
+    let peer = ctx
+        .peer
+        .unwrap_or_else(|| corrupt("no peer in its context".into()));
+    let region = p.raw.store().region().clone();
+    if ctx.conf_ver != conf_change::conf_ver(&region) {
+        tracing::info!(
+            region = region_id,
+            index,
+            "skipping a stale membership change"
+        );
+        return None;
+    }
+    let changed = match conf_change::changed_region(&region, cc.get_change_type(), &peer, None) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::info!(region = region_id, "skipping a membership change: {err}");
+            return None;
+        }
+    };
+    let conf_state = p
+        .raw
+        .apply_conf_change(&cc)
+        .unwrap_or_else(|err| corrupt(err.to_string()));
+    let removed_self = cc.get_change_type() == ConfChangeType::RemoveNode && peer.id == p.peer_id;
+    let result = (|| {
+        let mut rt = RaftTables::open(txn).map_err(|e| e.to_string())?;
+        if removed_self {
+            clear_region_data(t, &region)?;
+            t.meta
+                .remove(applied_key(region_id).as_str())
+                .map_err(|e| e.to_string())?;
+            PeerStorage::destroy(region_id, p.peer_id, &mut rt).map_err(|e| e.to_string())
+        } else {
+            p.raw
+                .mut_store()
+                .set_conf(changed.clone(), conf_state, &mut rt)
+                .map_err(|e| e.to_string())
+        }
+    })();
+    if let Err(err) = result {
+        fatal(&format!(
+            "cannot apply a membership change of region {region_id}: {err}"
+        ));
+    }
+    Some((changed, removed_self))
+}
+
+/// Deletes `region`'s rows (locks and write records) from the engine tables; the store's other
+/// regions share the tables, so only the region's own range.
+fn clear_region_data(e: &mut EngineTables<'_>, region: &metapb::Region) -> Result<(), String> {
+    let raw = (
+        split::raw_bound(&region.start_key),
+        split::raw_bound(&region.end_key),
+    );
+    let encoded = (region.start_key.clone(), region.end_key.clone());
+    for (table, (lo, hi)) in [(&mut e.lock, raw), (&mut e.write, encoded)] {
+        let upper = if hi.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(hi.as_slice())
+        };
+        table
+            .retain_in::<&[u8], _>((std::ops::Bound::Included(lo.as_slice()), upper), |_, _| {
+                false
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Replaces the region's data with a snapshot's, and its log with the snapshot's point, in the
 /// same (fsync'd) commit.
 fn install_snapshot(
@@ -1316,23 +1734,7 @@ fn install_snapshot(
     {
         // Only the region's own range: the store's other regions share these tables.
         let mut e = EngineTables::open(txn).map_err(|e| e.to_string())?;
-        let raw = (
-            split::raw_bound(&region.start_key),
-            split::raw_bound(&region.end_key),
-        );
-        let encoded = (region.start_key.clone(), region.end_key.clone());
-        for (table, (lo, hi)) in [(&mut e.lock, raw), (&mut e.write, encoded)] {
-            let upper = if hi.is_empty() {
-                std::ops::Bound::Unbounded
-            } else {
-                std::ops::Bound::Excluded(hi.as_slice())
-            };
-            table
-                .retain_in::<&[u8], _>((std::ops::Bound::Included(lo.as_slice()), upper), |_, _| {
-                    false
-                })
-                .map_err(|e| e.to_string())?;
-        }
+        clear_region_data(&mut e, &region)?;
         batch.apply_to(&mut e).map_err(|e| e.to_string())?;
         e.meta
             .insert(

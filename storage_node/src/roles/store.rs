@@ -61,15 +61,35 @@ pub struct StoreConfig {
 /// Why a store could not join its cluster; each message names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    /// The store id is outside the initial stores.
+    /// Store id 0.
     #[error(
-        "--store-id {store_id} is not one of the initial stores 1..={initial}; pass --store-id between 1 and {initial} (or raise --initial-stores when creating a new cluster)"
+        "--store-id must be 1 or more (1..={initial} are the initial stores; a higher id joins a running cluster)"
     )]
-    NotInitial {
+    ZeroId {
+        /// `--initial-stores`.
+        initial: u64,
+    },
+    /// A joining store (id above the initial ones) needs a cluster to join.
+    #[error(
+        "store {store_id} joins a running cluster, but PD at {pd} has no regions yet; start the initial stores 1..={initial} first"
+    )]
+    NothingToJoin {
         /// The id given.
         store_id: u64,
         /// `--initial-stores`.
         initial: u64,
+        /// `--pd`.
+        pd: String,
+    },
+    /// The data folder is empty but PD knows this store: it lost what it acknowledged.
+    #[error(
+        "store {store_id}'s data folder {dir} is empty, but PD knows store {store_id}: its replicas acknowledged writes this folder no longer holds, and Raft would count votes and log entries it forgot. A store that lost its data cannot rejoin under its old id: remove it and start a new store (`lab replace-store {store_id}` does both)"
+    )]
+    LostData {
+        /// The store.
+        store_id: u64,
+        /// Its data folder.
+        dir: String,
     },
     /// PD cannot be reached.
     #[error("cannot reach PD at {pd}: {why}; start it first (`storage-node pd`) or fix --pd")]
@@ -131,15 +151,17 @@ impl StoreNode {
     /// Joins the cluster behind `config.pd`, opens the data directory, and starts serving.
     pub async fn start(config: StoreConfig) -> Result<StoreNode, StartError> {
         let fail = |e: String| StartError::Engine(EngineError::Redb(e));
-        if config.store_id == 0 || config.store_id > config.initial_stores {
+        if config.store_id == 0 {
             return Err(fail(
-                JoinError::NotInitial {
-                    store_id: config.store_id,
+                JoinError::ZeroId {
                     initial: config.initial_stores,
                 }
                 .to_string(),
             ));
         }
+        // Stores 1..=initial bootstrap the first region together; a higher id joins a running
+        // cluster with no replica, and PD moves replicas onto it.
+        let joining = config.store_id > config.initial_stores;
         let (listener, addr) = bind(config.addr).await?;
         let mut pd = connect_pd(&config.pd)
             .await
@@ -156,6 +178,18 @@ impl StoreNode {
             .into_inner();
         let cluster_id = members.header.map(|h| h.cluster_id).unwrap_or(0);
         let (engine, identity) = Engine::open(&config.data_dir)?;
+        let fresh = engine.bound_store()?.is_none();
+        if fresh && pd_knows_store(&mut pd, cluster_id, config.store_id).await {
+            // PD learns of a store only after its data folder was tied to it: a folder that
+            // was never tied, under an id PD knows, was deleted or replaced.
+            return Err(fail(
+                JoinError::LostData {
+                    store_id: config.store_id,
+                    dir: config.data_dir.display().to_string(),
+                }
+                .to_string(),
+            ));
+        }
         engine.bind_store(cluster_id, config.store_id)?;
         let store = metapb::Store {
             id: config.store_id,
@@ -169,24 +203,37 @@ impl StoreNode {
             .map_err(|e| fail(format!("PD at {} refused this store: {e}", config.pd)))?;
 
         // The first region exists from now on, leader or not (every initial store sends the
-        // same one; PD keeps the first).
+        // same one; PD keeps the first). A joining store bootstraps nothing.
         let region = first_region(&initial_peers(config.initial_stores));
-        let boot = pd
-            .bootstrap(pdpb::BootstrapRequest {
-                header: header(cluster_id),
-                store: Some(store.clone()),
-                region: Some(region.clone()),
-            })
-            .await
-            .map_err(|e| fail(format!("PD at {} did not answer Bootstrap: {e}", config.pd)))?
-            .into_inner();
-        if let Some(e) = boot.header.as_ref().and_then(|h| h.error.as_ref())
-            && e.r#type != pdpb::ErrorType::AlreadyBootstrapped as i32
-        {
-            return Err(fail(format!(
-                "PD at {} refused Bootstrap: {}",
-                config.pd, e.message
-            )));
+        if joining {
+            if !pd_is_bootstrapped(&mut pd, cluster_id).await {
+                return Err(fail(
+                    JoinError::NothingToJoin {
+                        store_id: config.store_id,
+                        initial: config.initial_stores,
+                        pd: config.pd.clone(),
+                    }
+                    .to_string(),
+                ));
+            }
+        } else {
+            let boot = pd
+                .bootstrap(pdpb::BootstrapRequest {
+                    header: header(cluster_id),
+                    store: Some(store.clone()),
+                    region: Some(region.clone()),
+                })
+                .await
+                .map_err(|e| fail(format!("PD at {} did not answer Bootstrap: {e}", config.pd)))?
+                .into_inner();
+            if let Some(e) = boot.header.as_ref().and_then(|h| h.error.as_ref())
+                && e.r#type != pdpb::ErrorType::AlreadyBootstrapped as i32
+            {
+                return Err(fail(format!(
+                    "PD at {} refused Bootstrap: {}",
+                    config.pd, e.message
+                )));
+            }
         }
 
         let runtime = tokio::runtime::Handle::current();
@@ -215,7 +262,13 @@ impl StoreNode {
         });
         let setup = StoreSetup {
             store_id: config.store_id,
-            bootstrap: vec![region],
+            // Only a fresh initial store creates the first region; a store restarting finds
+            // its regions in its data folder (even none, if PD moved them all away).
+            bootstrap: if joining || !fresh {
+                Vec::new()
+            } else {
+                vec![region]
+            },
             transport: Box::new(GrpcTransport::new(runtime, resolve)),
             pd: Some(Box::new(link)),
         };
@@ -253,6 +306,28 @@ impl StoreNode {
     pub async fn wait(&mut self) -> Result<(), String> {
         self.serving.wait().await
     }
+}
+
+/// Whether PD knows store `store_id` (it registered before).
+async fn pd_knows_store(pd: &mut PdClient<Channel>, cluster_id: u64, store_id: u64) -> bool {
+    pd.get_store(pdpb::GetStoreRequest {
+        header: header(cluster_id),
+        store_id,
+    })
+    .await
+    .is_ok_and(|r| {
+        let r = r.into_inner();
+        pd_error(&r.header).is_none() && r.store.is_some()
+    })
+}
+
+/// Whether PD's cluster has its first region.
+async fn pd_is_bootstrapped(pd: &mut PdClient<Channel>, cluster_id: u64) -> bool {
+    pd.is_bootstrapped(pdpb::IsBootstrappedRequest {
+        header: header(cluster_id),
+    })
+    .await
+    .is_ok_and(|r| r.into_inner().bootstrapped)
 }
 
 async fn put_store(
@@ -361,6 +436,7 @@ async fn region_heartbeats(
                 term: report.term,
                 approximate_keys: report.approximate_keys,
                 approximate_size: report.approximate_size,
+                pending_peers: report.pending_peers,
                 ..Default::default()
             };
             Some((req, feed))
@@ -369,10 +445,24 @@ async fn region_heartbeats(
         match client.region_heartbeat(requests).await {
             Ok(resp) => {
                 let mut answers = resp.into_inner();
-                // PD answers only with operators: carry out each leader transfer.
+                // PD answers only with operators: carry out each step (a leader transfer or
+                // one membership change).
                 while let Ok(Some(answer)) = answers.message().await {
                     if let Some(to) = answer.transfer_leader.and_then(|t| t.peer) {
                         storage.transfer_leader(answer.region_id, to.id);
+                    }
+                    if let Some(change) = answer.change_peer
+                        && let Some(peer) = change.peer
+                    {
+                        use protobuf::ProtobufEnum as _;
+                        // PD's enum is eraftpb's: AddNode 0, RemoveNode 1, AddLearnerNode 2.
+                        match raft::eraftpb::ConfChangeType::from_i32(change.change_type) {
+                            Some(kind) => storage.change_peer(answer.region_id, kind, peer),
+                            None => tracing::warn!(
+                                "PD asked for an unknown conf change {}",
+                                change.change_type
+                            ),
+                        }
                     }
                 }
             }
@@ -426,6 +516,27 @@ impl PdLink for GrpcPd {
                 .next()
                 .ok_or("PD answered AskBatchSplit without ids")?;
             Ok((id.new_region_id, id.new_peer_ids))
+        })
+    }
+
+    fn region_by_id(&self, region_id: u64) -> Option<metapb::Region> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return None;
+        }
+        let mut pd = self.pd.clone();
+        let request = pdpb::GetRegionByIdRequest {
+            header: header(self.cluster_id),
+            region_id,
+            ..Default::default()
+        };
+        self.runtime.block_on(async move {
+            let ask = pd.get_region_by_id(request);
+            tokio::time::timeout(Duration::from_secs(1), ask)
+                .await
+                .ok()?
+                .ok()?
+                .into_inner()
+                .region
         })
     }
 

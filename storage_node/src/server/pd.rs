@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pd::cluster::{PdCluster, RegionInfo, RegionReport};
+use crate::pd::operator::Instruction;
 use crate::pd::tso::Tso;
 use crate::proto::metapb;
 use crate::proto::pdpb::{self, pd_server::Pd};
@@ -200,6 +201,7 @@ pub fn report_from_heartbeat(req: pdpb::RegionHeartbeatRequest) -> Option<Region
         term: req.term,
         approximate_keys: req.approximate_keys,
         approximate_size: req.approximate_size,
+        pending_peers: req.pending_peers,
     })
 }
 
@@ -281,8 +283,13 @@ impl Pd for PdService {
         let Some(region) = req.region else {
             return Err(Status::invalid_argument("Bootstrap needs the first region"));
         };
-        if let Some(store) = req.store {
-            self.cluster.put_store(store);
+        if let Some(store) = req.store
+            && let Err(msg) = self.cluster.put_store(store)
+        {
+            return Ok(Response::new(pdpb::BootstrapResponse {
+                header: self.typed_error_header(pdpb::ErrorType::InvalidValue, msg),
+                ..Default::default()
+            }));
         }
         let header = if self.cluster.bootstrap(region) {
             self.header()
@@ -393,7 +400,12 @@ impl Pd for PdService {
             ));
         };
         tracing::info!(store = store.id, address = %store.address, "store registered");
-        self.cluster.put_store(store);
+        if let Err(msg) = self.cluster.put_store(store) {
+            return Ok(Response::new(pdpb::PutStoreResponse {
+                header: self.typed_error_header(pdpb::ErrorType::InvalidValue, msg),
+                ..Default::default()
+            }));
+        }
         Ok(Response::new(pdpb::PutStoreResponse {
             header: self.header(),
             ..Default::default()
@@ -460,18 +472,28 @@ impl Pd for PdService {
                     tracing::debug!("{e}");
                     return None;
                 }
-                let to = cluster.next_transfer(region_id)?;
-                Some(Ok(pdpb::RegionHeartbeatResponse {
+                let mut answer = pdpb::RegionHeartbeatResponse {
                     header,
                     region_id,
                     region_epoch: epoch,
                     target_peer: Some(leader),
-                    transfer_leader: Some(pdpb::TransferLeader {
-                        peer: Some(to),
-                        peers: Vec::new(),
-                    }),
                     ..Default::default()
-                }))
+                };
+                match cluster.next_operation(region_id)? {
+                    Instruction::TransferLeader(to) => {
+                        answer.transfer_leader = Some(pdpb::TransferLeader {
+                            peer: Some(to),
+                            peers: Vec::new(),
+                        })
+                    }
+                    Instruction::ChangePeer(kind, peer) => {
+                        answer.change_peer = Some(pdpb::ChangePeer {
+                            peer: Some(peer),
+                            change_type: kind as i32,
+                        })
+                    }
+                }
+                Some(Ok(answer))
             }
         });
         Ok(Response::new(Box::pin(responses)))
@@ -571,10 +593,15 @@ impl Pd for PdService {
         request: Request<pdpb::GetAllStoresRequest>,
     ) -> Result<Response<pdpb::GetAllStoresResponse>, Status> {
         let dialed = self.advertised(&request);
+        let request_exclude_tombstones = request.get_ref().exclude_tombstone_stores;
+        let exclude_tombstones = request_exclude_tombstones;
         let stores = self
             .cluster
             .stores()
             .into_iter()
+            .filter(|info| {
+                !(exclude_tombstones && info.store.state == metapb::StoreState::Tombstone as i32)
+            })
             .map(|info| self.store_for_client(info.store, &dialed))
             .collect();
         Ok(Response::new(pdpb::GetAllStoresResponse {

@@ -1,6 +1,7 @@
 //! PD's HTTP API as the lab uses it: `GET /pd/api/v1/regions` and `GET /pd/api/v1/stores`,
 //! `POST /pd/api/v1/regions/split` (PD's own way to split regions at given keys) and
-//! `POST /pd/api/v1/operators` (a leader transfer), served on
+//! `POST /pd/api/v1/operators` (a leader transfer or a replica move), `GET /pd/api/v1/operators`
+//! and `DELETE /pd/api/v1/store/{id}` (take a store out of the cluster), served on
 //! PD's gRPC port as real PD serves them on its client port. The JSON has real PD's field names and shapes (`count`, `regions[].leader.store_id`,
 //! keys in upper-case hex), so the lab's placement view reads a `tiup playground` PD and ours
 //! through one code path.
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
 use crate::pd::cluster::{PdCluster, RegionInfo, StoreInfo};
@@ -73,12 +74,30 @@ pub fn router(cluster: Arc<PdCluster>, splitter: Splitter) -> axum::Router {
     let for_stores = cluster.clone();
     let for_split = cluster.clone();
     let for_operators = cluster.clone();
+    let for_listing = cluster.clone();
+    let for_delete = cluster.clone();
     axum::Router::new()
         .route(
             "/pd/api/v1/operators",
             post(move |body: String| {
                 let cluster = for_operators.clone();
                 async move { operator(&cluster, &body) }
+            })
+            .get(move || {
+                let body = operators_json(&for_listing);
+                async move { json_response(body) }
+            }),
+        )
+        .route(
+            "/pd/api/v1/store/{id}",
+            delete(move |axum::extract::Path(id): axum::extract::Path<u64>| {
+                let cluster = for_delete.clone();
+                async move {
+                    match cluster.remove_store(id) {
+                        Ok(msg) => json_response(json!(msg)).into_response(),
+                        Err(msg) => (StatusCode::NOT_FOUND, msg).into_response(),
+                    }
+                }
             }),
         )
         .route(
@@ -165,18 +184,54 @@ async fn split(cluster: &PdCluster, splitter: &Splitter, body: &str) -> axum::re
     json_response(json!({ "processed-percentage": 100, "regions-id": ids })).into_response()
 }
 
-/// `POST /pd/api/v1/operators` with `{"name": "transfer-leader", "region_id": N,
-/// "to_store_id": M}`, real PD's request for a leader transfer (the one operator the lab's PD
-/// has). The region's leader carries it out at its next heartbeat.
+/// The move operators under way, in real PD's `GET /pd/api/v1/operators` spirit: one entry
+/// per region with the step it is at.
+fn operators_json(cluster: &PdCluster) -> Value {
+    let ops: Vec<Value> = cluster
+        .operators()
+        .into_iter()
+        .map(|(region, from, to, step, why)| {
+            json!({
+                "region_id": region,
+                "desc": "transfer-peer",
+                "from_store_id": from,
+                "to_store_id": to,
+                "step": step,
+                "why": why,
+            })
+        })
+        .collect();
+    Value::Array(ops)
+}
+
+/// `POST /pd/api/v1/operators`, real PD's request for an operator: `{"name":
+/// "transfer-leader", "region_id": N, "to_store_id": M}` or `{"name": "transfer-peer",
+/// "region_id": N, "from_store_id": A, "to_store_id": B}`. The region's leader carries out
+/// each step at its heartbeats.
 fn operator(cluster: &PdCluster, body: &str) -> axum::response::Response {
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
     let v: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(e) => return bad(format!("{e}; send JSON")),
     };
+    if v["name"] == "transfer-peer" {
+        let (Some(region), Some(from), Some(to)) = (
+            v["region_id"].as_u64(),
+            v["from_store_id"].as_u64(),
+            v["to_store_id"].as_u64(),
+        ) else {
+            return bad(
+                "transfer-peer needs region_id, from_store_id and to_store_id (numbers)".into(),
+            );
+        };
+        return match cluster.transfer_peer(region, from, to) {
+            Ok(()) => json_response(json!("The operator is created.")).into_response(),
+            Err(e) => bad(e),
+        };
+    }
     if v["name"] != "transfer-leader" {
         return bad(format!(
-            "operator {} is not supported; the lab's PD has \"transfer-leader\" only",
+            "operator {} is not supported; the lab's PD has \"transfer-leader\" and \"transfer-peer\"",
             v["name"]
         ));
     }
@@ -261,8 +316,14 @@ fn store_json(s: &StoreInfo, regions: &[RegionInfo]) -> Value {
             "id": id,
             "address": s.store.address,
             "version": s.store.version,
-            // PD's names: "Up" while heartbeats arrive, "Disconnected" after a short silence.
-            "state_name": if s.is_up() { "Up" } else { "Disconnected" },
+            // PD's names: "Up" while heartbeats arrive, "Disconnected" after a short silence;
+            // "Offline" while its replicas move away, "Tombstone" once it holds none.
+            "state_name": match metapb::StoreState::try_from(s.store.state) {
+                Ok(metapb::StoreState::Offline) => "Offline",
+                Ok(metapb::StoreState::Tombstone) => "Tombstone",
+                _ if s.is_up() => "Up",
+                _ => "Disconnected",
+            },
         },
         "status": {
             "leader_count": leader_count,
@@ -305,7 +366,8 @@ mod tests {
                 id,
                 address: format!("127.0.0.1:{}", 20160 + id),
                 ..Default::default()
-            });
+            })
+            .unwrap();
         }
         let region = metapb::Region {
             id: 2,
@@ -324,6 +386,7 @@ mod tests {
             term: 4,
             approximate_keys: 5,
             approximate_size: 100,
+            pending_peers: Vec::new(),
         })
         .unwrap();
 

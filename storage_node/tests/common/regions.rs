@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 pub use base::{ALL_MODES, Mode, is_write_conflict, key, options};
 use storage_node::raftstore::RaftConfig;
-use storage_node::raftstore::store::FIRST_REGION_ID;
 use storage_node::roles::pd::{PdConfig, PdNode};
 use storage_node::roles::store::{StoreConfig, StoreNode};
 use storage_node::storage::Storage;
@@ -70,18 +69,47 @@ impl TestNode {
             dirs.push(dir);
             stores.push(store);
         }
-        let leader = wait_for_leader(&pd, &stores, FIRST_REGION_ID).await;
-        let keys: Vec<Vec<u8>> = SPLIT_KEYS.iter().map(|k| k.to_vec()).collect();
-        let regions = stores[leader]
-            .storage
-            .split(FIRST_REGION_ID, None, &keys)
-            .await
-            .expect("the split");
-        assert_eq!(regions.len(), SPLIT_KEYS.len() + 1);
+        // One key at a time, each in the region that holds it now, as the TiKV client would:
+        // a busy machine can cost a leader its lease mid-way (an election timeout is 0.5 s),
+        // and then the split is retried at the leader PD names, skipping keys already cut.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for key in SPLIT_KEYS {
+            let encoded = storage_node::mvcc::keys::encode_bytes(key);
+            loop {
+                let Some(region) = pd.cluster.region_by_key(&encoded) else {
+                    panic!("PD knows no region for {key:?}");
+                };
+                if region.region.start_key == encoded {
+                    break;
+                }
+                let leader = wait_for_leader(&pd, &stores, region.region.id).await;
+                match stores[leader]
+                    .storage
+                    .split(region.region.id, None, &[key.to_vec()])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("split at {key:?} not done yet: {e:?}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("the split at {key:?}: {e:?}"),
+                }
+            }
+        }
+        // Every store holds every region once the splits applied everywhere.
+        let regions = loop {
+            let regions = stores[0].storage.region_count();
+            if regions == SPLIT_KEYS.len() + 1 || Instant::now() >= deadline {
+                break regions;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(regions, SPLIT_KEYS.len() + 1);
         // Every region elects its leader (the split's leader store campaigns at once) and
         // reports to PD before the suite's client asks.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pd.cluster.regions().len() != regions.len()
+        while pd.cluster.regions().len() != regions
             || pd.cluster.regions().iter().any(|r| r.leader.is_none())
         {
             assert!(

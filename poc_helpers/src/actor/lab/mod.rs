@@ -43,6 +43,7 @@ mod scale;
 mod start;
 pub mod state_file;
 mod status;
+mod stores;
 
 pub use state_file::{NodeRecord, STATE_FILE, StateFile};
 
@@ -214,6 +215,15 @@ impl Lab {
                 reply,
             } => {
                 let _ = reply.send(self.transfer_leader(region, store).await);
+            }
+            Command::AddStore { reply } => {
+                let _ = reply.send(self.add_store().await);
+            }
+            Command::RemoveStore { store, reply } => {
+                let _ = reply.send(self.remove_store(store).await);
+            }
+            Command::ReplaceStore { store, reply } => {
+                let _ = reply.send(self.replace_store(store).await);
             }
             Command::Sql {
                 node,
