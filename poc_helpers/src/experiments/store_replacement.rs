@@ -269,7 +269,7 @@ mod tests {
         let good = run(vec![1, 2, 4], "Tombstone");
         assert!(good.claim_holds(), "{}", good.explain());
         assert!(
-            good.explain().contains("store 4 now holds 1 replica"),
+            good.explain().contains("Store 4 now holds 1 replica"),
             "{}",
             good.explain()
         );
