@@ -352,3 +352,40 @@ fn a_three_replica_write_waits_for_a_quorum_a_one_store_write_does_not() {
         .to_string();
     assert_mentions(&err, &[".storage_trace(true)"]);
 }
+
+/// A store's machine is lost and replaced (notebook 05's drill): PD removes it, a new store
+/// joins, and each lost replica is rebuilt there while a writer carries on; nothing is lost and
+/// the old id may not come back. With three stores left, removing one more is answered with
+/// what to do instead.
+#[test]
+fn a_lost_store_is_replaced_and_its_replicas_rebuilt_on_a_new_store() {
+    let (_root, builder) = shared_lab("replace");
+    let cluster = builder
+        .stores(3)
+        .start()
+        .expect("PD and three stores start");
+    cluster
+        .sql("a", "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'")
+        .unwrap();
+    cluster.split_table("user").expect("two regions");
+
+    let r = cluster.store_replacement("a").expect("the replacement drill");
+    eprintln!("{}", r.explain());
+    assert!(r.claim_holds(), "{}", r.explain());
+    assert_eq!(r.new_store, 4);
+    assert!(r.replicas_to_rebuild() >= 2, "{}", r.explain());
+    let names: Vec<String> = cluster
+        .instances()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.node)
+        .collect();
+    assert!(names.iter().any(|n| n == "store-4"), "{names:?}");
+    assert_eq!(
+        cluster.sql("b", "SELECT VALUE name FROM user:ada").unwrap().rows(),
+        vec![serde_json::json!("Ada")]
+    );
+
+    let said = cluster.remove_store(1).expect("PD answers");
+    assert_mentions(&said, &["offline", "add a store"]);
+}

@@ -44,8 +44,13 @@ impl Lab {
             });
         };
         let id = tier.plan_new_store(trace)?;
-        let took = tier.start(timeout).await;
-        if let Err(e) = took {
+        // Only the new store: a store that is down (killed, being replaced) stays down.
+        let new = tier.store(id)?;
+        let started = match new.spawn() {
+            Ok(()) => new.wait_ready(timeout).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
             // Not ready: stop what was spawned and forget it, so the tier stays as it was.
             if let Some(mut s) = tier.procs.pop() {
                 s.kill().await;
