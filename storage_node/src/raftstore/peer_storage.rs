@@ -422,18 +422,35 @@ impl PeerStorage {
         self.entries.iter()
     }
 
+    /// Whether [`set_hard_state`](Self::set_hard_state) with `hs` would write the engine: its
+    /// term or vote differs from the persisted one. (A commit index alone is never written
+    /// at once: a restart recomputes it from the log and the applied index.)
+    pub fn hard_state_needs_write(&self, hs: &HardState) -> bool {
+        (hs.term, hs.vote) != self.persisted_vote
+    }
+
     /// Replaces the hard state in memory, and in `t` when its term or vote changed; returns
-    /// whether `t` was written (it must then be committed before messages are sent).
+    /// whether `t` was written (it must then be committed before messages are sent). `t` may
+    /// be `None` only when [`hard_state_needs_write`](Self::hard_state_needs_write) said no:
+    /// a term or vote that reached no engine write would be forgotten by a crash, and a peer
+    /// could vote twice in one term.
     pub fn set_hard_state(
         &mut self,
         hs: HardState,
-        t: &mut RaftTables<'_>,
+        t: Option<&mut RaftTables<'_>>,
     ) -> Result<bool, PeerStorageError> {
         let vote = (hs.term, hs.vote);
-        self.hard_state = hs;
         if vote == self.persisted_vote {
+            self.hard_state = hs;
             return Ok(false);
         }
+        let Some(t) = t else {
+            return Err(PeerStorageError::Engine(format!(
+                "region {}: the hard state's term or vote changed but no engine write was open",
+                self.region_id
+            )));
+        };
+        self.hard_state = hs;
         self.write_hard_state(t)?;
         self.persisted_vote = vote;
         Ok(true)
@@ -675,7 +692,7 @@ mod tests {
                 commit: 4,
                 ..Default::default()
             };
-            ps.set_hard_state(hs, t).unwrap();
+            ps.set_hard_state(hs, Some(t)).unwrap();
             ps.compact_to(3, t).unwrap();
         });
         assert_eq!(ps.first_index_now(), 3);
@@ -706,5 +723,46 @@ mod tests {
                 .is_none(),
             "another region has no state"
         );
+    }
+
+    /// A ready that only moves the commit index writes no engine state; one that changes the
+    /// term or vote cannot be kept in memory alone.
+    #[test]
+    fn only_a_term_or_vote_change_needs_an_engine_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open(dir.path()).unwrap();
+        let region = metapb::Region {
+            id: 7,
+            peers: vec![metapb::Peer {
+                id: 1,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut ps = PeerStorage::bootstrap(region, Arc::new(engine));
+        let hs = |term, vote, commit| HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        };
+        assert!(ps.hard_state_needs_write(&hs(1, 1, 0)));
+        assert!(
+            ps.set_hard_state(hs(1, 1, 0), None).is_err(),
+            "a new vote with nowhere to write it is refused"
+        );
+        assert_eq!(ps.hard_state().term, 0, "and not taken in memory either");
+        write(&ps.engine.clone(), |t| {
+            ps.persist_all(t).unwrap();
+            assert!(ps.set_hard_state(hs(1, 1, 0), Some(t)).unwrap());
+        });
+        assert!(!ps.hard_state_needs_write(&hs(1, 1, 9)));
+        assert!(!ps.set_hard_state(hs(1, 1, 9), None).unwrap());
+        assert_eq!(ps.hard_state().commit, 9);
+        let back = PeerStorage::load(&ps.engine, 7, &mut Recovered::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!((back.hard_state().term, back.hard_state().vote), (1, 1));
     }
 }

@@ -6,8 +6,10 @@
 //!
 //! 1. **Tick** the peers (elections, heartbeats) and answer whatever waited too long.
 //! 2. **Execute** each leader's queued writes as one batch and **propose** its engine writes.
-//! 3. **Ready:** collect every peer's new log entries and hard state and write them in **one
-//!    redb commit with an fsync** — the point where an entry counts as persisted here.
+//! 3. **Ready:** append every peer's new log entries to the log file and make them durable
+//!    with **one fdatasync** — the point where an entry counts as persisted here. The rare
+//!    state changes (a new term or vote, a snapshot, a compaction point) go first, in one
+//!    fsync'd engine commit, opened only for a ready that has one.
 //! 4. **Advance** each peer: Raft now knows what is committed.
 //! 5. **Apply** the committed entries to the engine in one commit *without* an fsync (a crash
 //!    loses at most applies that the durable log replays on restart), then answer the
@@ -836,88 +838,113 @@ impl StoreThread {
         let mut readies = Vec::new();
         let mut new_leaders = Vec::new();
         let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
-        // Rare writes (a vote, a snapshot, a compaction point) go to the engine file.
-        let txn = self.engine.db().begin_write().unwrap_or_else(|e| {
-            fatal(&format!("cannot start a raft state write: {e}"));
-        });
+        // Rare writes (a vote, a snapshot, a compaction point) go to the engine file. Its write
+        // transaction is begun only when a ready has such a write: most readies carry only log
+        // entries (and a commit index, which needs no fsync, see `set_hard_state`), and a
+        // redb write transaction would also wait for the engine's write lock.
+        let txn_cell: std::cell::OnceCell<redb::WriteTransaction> = std::cell::OnceCell::new();
+        let mut tables: Option<RaftTables<'_>> = None;
         let mut state_written = false;
         // Regions whose snapshot was installed: their range may be new to the routing table.
         let mut installed = Vec::new();
-        {
-            let mut t = RaftTables::open(&txn)
-                .unwrap_or_else(|e| fatal(&format!("cannot open the raft tables: {e}")));
-            for p in self.peers.values_mut() {
-                if !p.raw.has_ready() {
-                    continue;
-                }
-                let mut rd = p.raw.ready();
-                if let Some(ss) = rd.ss() {
-                    tracing::info!(
-                        region = p.region_id,
-                        peer = p.peer_id,
-                        store = self.store_id,
-                        term = p.raw.raft.term,
-                        leader = ss.leader_id,
-                        "raft role: {:?}",
-                        ss.raft_state
-                    );
-                    if ss.raft_state == raft::StateRole::Leader {
-                        new_leaders.push(p.region_id);
-                    }
-                }
-                // A leader may send before its own log is durable (Raft allows it: the entry
-                // commits only once a quorum, possibly without the leader, has it).
-                Self::send(
-                    self.transport.as_ref(),
-                    p,
-                    rd.take_messages(),
-                    self.store_id,
-                    &self.seen_peers,
+        for p in self.peers.values_mut() {
+            if !p.raw.has_ready() {
+                continue;
+            }
+            let mut rd = p.raw.ready();
+            if let Some(ss) = rd.ss() {
+                tracing::info!(
+                    region = p.region_id,
+                    peer = p.peer_id,
+                    store = self.store_id,
+                    term = p.raw.raft.term,
+                    leader = ss.leader_id,
+                    "raft role: {:?}",
+                    ss.raft_state
                 );
-                if !rd.snapshot().is_empty() {
-                    let snap = rd.snapshot().clone();
-                    if let Err(e) = install_snapshot(&txn, p, &snap, &mut t) {
-                        fatal(&format!("cannot install a snapshot: {e}"));
-                    }
+                if ss.raft_state == raft::StateRole::Leader {
+                    new_leaders.push(p.region_id);
+                }
+            }
+            // A leader may send before its own log is durable (Raft allows it: the entry
+            // commits only once a quorum, possibly without the leader, has it).
+            Self::send(
+                self.transport.as_ref(),
+                p,
+                rd.take_messages(),
+                self.store_id,
+                &self.seen_peers,
+            );
+            let compact = compact_index(p, self.config.log_gc_threshold);
+            let writes_state = !rd.snapshot().is_empty()
+                || compact.is_some()
+                || rd
+                    .hs()
+                    .is_some_and(|hs| p.raw.store().hard_state_needs_write(hs));
+            let mut t = writes_state.then(|| {
+                tables.get_or_insert_with(|| {
+                    let txn = txn_cell.get_or_init(|| {
+                        self.engine.db().begin_write().unwrap_or_else(|e| {
+                            fatal(&format!("cannot start a raft state write: {e}"))
+                        })
+                    });
+                    RaftTables::open(txn)
+                        .unwrap_or_else(|e| fatal(&format!("cannot open the raft tables: {e}")))
+                })
+            });
+            if !rd.snapshot().is_empty()
+                && let (Some(txn), Some(t)) = (txn_cell.get(), t.as_deref_mut())
+            {
+                let snap = rd.snapshot().clone();
+                if let Err(e) = install_snapshot(txn, p, &snap, t) {
+                    fatal(&format!("cannot install a snapshot: {e}"));
+                }
+                state_written = true;
+                installed.push(p.region_id);
+            }
+            p.on_read_states(rd.take_read_states());
+            to_apply.push((p.region_id, rd.take_committed_entries()));
+            let log = &mut self.log;
+            let result = (|| {
+                p.raw.mut_store().append(rd.entries(), log)?;
+                if let Some(hs) = rd.hs() {
+                    // Without `t`, only the commit index moved: kept in memory (a restart
+                    // recomputes it), no engine write.
+                    state_written |= p
+                        .raw
+                        .mut_store()
+                        .set_hard_state(hs.clone(), t.as_deref_mut())?;
+                }
+                if let (Some(to), Some(t)) = (compact, t.as_deref_mut()) {
+                    p.raw.mut_store().compact_to(to, t)?;
                     state_written = true;
-                    installed.push(p.region_id);
                 }
-                p.on_read_states(rd.take_read_states());
-                to_apply.push((p.region_id, rd.take_committed_entries()));
-                let log = &mut self.log;
-                let result = (|| {
-                    p.raw.mut_store().append(rd.entries(), log)?;
-                    if let Some(hs) = rd.hs() {
-                        state_written |= p.raw.mut_store().set_hard_state(hs.clone(), &mut t)?;
-                    }
-                    if let Some(to) = compact_index(p, self.config.log_gc_threshold) {
-                        p.raw.mut_store().compact_to(to, &mut t)?;
-                        state_written = true;
-                    }
-                    Ok::<_, PeerStorageError>(())
-                })();
-                if let Err(e) = result {
-                    fatal(&format!("cannot write the raft log: {e}"));
-                }
-                readies.push((p.region_id, rd));
+                Ok::<_, PeerStorageError>(())
+            })();
+            if let Err(e) = result {
+                fatal(&format!("cannot write the raft log: {e}"));
             }
+            readies.push((p.region_id, rd));
         }
-        if state_written {
-            // Durable before the log moves on, and before any message depends on it. It also
-            // persists every apply committed before it.
-            let applied_now = self.applied_now();
-            if let Err(e) = txn.commit() {
-                fatal(&format!("cannot persist the raft state: {e}"));
-            }
-            self.made_durable(applied_now);
-            let mut map = self.regions.write().unwrap_or_else(|p| p.into_inner());
-            for region_id in installed {
-                if let Some(p) = self.peers.get(&region_id).filter(|p| p.is_initialized()) {
-                    map.insert(region_id, p.raw.store().region().clone());
+        drop(tables);
+        if let Some(txn) = txn_cell.into_inner() {
+            if state_written {
+                // Durable before the log moves on, and before any message depends on it. It
+                // also persists every apply committed before it.
+                let applied_now = self.applied_now();
+                if let Err(e) = txn.commit() {
+                    fatal(&format!("cannot persist the raft state: {e}"));
                 }
+                self.made_durable(applied_now);
+                let mut map = self.regions.write().unwrap_or_else(|p| p.into_inner());
+                for region_id in installed {
+                    if let Some(p) = self.peers.get(&region_id).filter(|p| p.is_initialized()) {
+                        map.insert(region_id, p.raw.store().region().clone());
+                    }
+                }
+            } else {
+                let _ = txn.abort();
             }
-        } else {
-            let _ = txn.abort();
         }
         if self.log.has_pending() {
             // The fsync: the entries are persisted. A full segment rolls over to a new one
@@ -1833,7 +1860,7 @@ mod tests {
                 commit: 3,
                 ..Default::default()
             };
-            ps.set_hard_state(hs, &mut t).unwrap();
+            ps.set_hard_state(hs, Some(&mut t)).unwrap();
         }
         txn.commit().unwrap();
         drop(log);
@@ -1879,5 +1906,134 @@ mod tests {
             after.last_index_now(),
             "every entry, the new leader's no-op included, is applied"
         );
+    }
+
+    /// Checks, as each vote or vote answer leaves the store, that the engine file already
+    /// holds the term and vote it promises (a crash after the send must not forget them).
+    struct VoteChecker {
+        engine: Arc<Engine>,
+        sent: Arc<Mutex<Vec<Sent>>>,
+    }
+
+    /// A message sent: its type, its term, and whether the state it promises was durable.
+    type Sent = (raft::eraftpb::MessageType, u64, Result<(), String>);
+
+    impl Transport for VoteChecker {
+        fn send(&self, msg: RaftMessage) {
+            use raft::eraftpb::MessageType::*;
+            let m = &msg.message;
+            let voted_for = match m.get_msg_type() {
+                MsgRequestVote => m.from,
+                MsgRequestVoteResponse if !m.reject => m.to,
+                t => {
+                    self.sent.lock().unwrap().push((t, m.term, Ok(())));
+                    return;
+                }
+            };
+            let durable = PeerStorage::load(&self.engine, msg.region_id, &mut Default::default())
+                .unwrap()
+                .map(|ps| ps.hard_state().clone())
+                .unwrap_or_default();
+            let check = if durable.term == m.term && durable.vote == voted_for {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} of term {} for {voted_for} sent while the engine holds term {} vote {}",
+                    m.get_msg_type(),
+                    m.term,
+                    durable.term,
+                    durable.vote
+                ))
+            };
+            self.sent
+                .lock()
+                .unwrap()
+                .push((m.get_msg_type(), m.term, check));
+        }
+    }
+
+    /// Hard state must be durable before the messages that depend on it are sent: a peer that
+    /// grants a vote, or asks for votes, and then crashes must still know that vote on restart,
+    /// or it could vote twice in one term. (Since most readies write no engine state, the
+    /// store opens an engine write only for those that do; this checks the ones that do.)
+    #[test]
+    fn a_vote_is_durable_before_the_message_that_carries_it_is_sent() {
+        use raft::eraftpb::{Message, MessageType};
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open(dir.path()).unwrap();
+        let engine = Arc::new(engine);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let cm = Arc::new(ConcurrencyManager::new(Arc::new(
+            Tso::open(dir.path()).unwrap(),
+        )));
+        // Store 1 of a three-store region whose other stores are silent: this test plays them.
+        let peers = initial_peers(3);
+        let region = first_region(&peers);
+        let setup = StoreSetup {
+            store_id: 1,
+            bootstrap: vec![region.clone()],
+            transport: Box::new(VoteChecker {
+                engine: engine.clone(),
+                sent: sent.clone(),
+            }),
+            pd: None,
+        };
+        let config = RaftConfig {
+            tick: Duration::from_millis(10),
+            ..RaftConfig::default()
+        };
+        let store = RaftStore::start_with(
+            engine.clone(),
+            cm,
+            Arc::new(LockManager::default()),
+            config,
+            setup,
+        )
+        .unwrap();
+        let (me, other) = (peers[0].0, peers[1].0);
+        let peer = |id: u64| *region.peers.iter().find(|p| p.id == id).unwrap();
+        let deliver = |t: MessageType, term: u64, reject: bool| {
+            let mut m = Message::default();
+            m.set_msg_type(t);
+            m.from = other;
+            m.to = me;
+            m.term = term;
+            m.reject = reject;
+            store.mailbox().deliver(RaftMessage {
+                region_id: FIRST_REGION_ID,
+                from: peer(other),
+                to: peer(me),
+                message: m,
+            });
+        };
+        let wait_for = |t: MessageType| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(&(_, term, _)) =
+                    sent.lock().unwrap().iter().rev().find(|(x, _, _)| *x == t)
+                {
+                    return term;
+                }
+                assert!(Instant::now() < deadline, "no {t:?} was sent");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // The other peer asks for our vote in term 5: we grant it, so term 5 and that vote
+        // must be on disk before the answer leaves.
+        deliver(MessageType::MsgRequestVote, 5, false);
+        wait_for(MessageType::MsgRequestVoteResponse);
+        // Our own campaign: a pre-vote (no state), granted, then a real vote for ourselves in
+        // a new term, on disk before the requests leave.
+        let pre_term = wait_for(MessageType::MsgRequestPreVote);
+        deliver(MessageType::MsgRequestPreVoteResponse, pre_term, false);
+        let vote_term = wait_for(MessageType::MsgRequestVote);
+        assert!(vote_term > 5);
+        drop(store);
+        let sent = sent.lock().unwrap();
+        let errors: Vec<&String> = sent
+            .iter()
+            .filter_map(|(_, _, c)| c.as_ref().err())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
     }
 }
