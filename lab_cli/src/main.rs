@@ -128,6 +128,17 @@ enum Cmd {
         /// The store that should lead it (it must hold a replica).
         store: u64,
     },
+    /// Cut STORE (`store-2`) off from the other stores: a network partition inside the storage
+    /// tier. Raft messages between them are dropped; clients and PD still reach it.
+    Partition {
+        /// `store-N`.
+        store: String,
+    },
+    /// Heal STORE's partition (`store-2`): it hears from the other stores again and catches up.
+    Heal {
+        /// `store-N`.
+        store: String,
+    },
     /// Start one more store (a `--stores 3` lab): it joins with no replica and PD moves
     /// replicas onto it until no store holds two more than another; then show the regions.
     AddStore,
@@ -421,6 +432,18 @@ fn run(cli: Cli) -> Result<(), LabError> {
             let cluster = Cluster::attach_dir(&dir)?;
             let placement = cluster.transfer_leader(region, store)?;
             println!("{}", placement.regions_frame()?);
+            Ok(())
+        }
+        Cmd::Partition { store } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            cluster.partition_store(store_id(&store)?)?;
+            println!("{}", cluster.status()?);
+            Ok(())
+        }
+        Cmd::Heal { store } => {
+            let cluster = Cluster::attach_dir(&dir)?;
+            cluster.heal_store(store_id(&store)?)?;
+            println!("{}", cluster.status()?);
             Ok(())
         }
         Cmd::AddStore => {
@@ -790,4 +813,17 @@ fn clean(dir: &std::path::Path) -> Result<(), LabError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// `store-2` (or `2`) → 2; anything else is refused, naming the form.
+fn store_id(given: &str) -> Result<u64, LabError> {
+    let g = given.trim().to_ascii_lowercase();
+    g.strip_prefix("store-")
+        .unwrap_or(&g)
+        .parse()
+        .map_err(|_| LabError::InvalidConfig {
+            setting: "store".into(),
+            reason: format!("`{given}` is not a store"),
+            fix: "name a store as `store-2` (see `lab placement` for the stores there are)".into(),
+        })
 }

@@ -365,11 +365,16 @@ fn a_lost_store_is_replaced_and_its_replicas_rebuilt_on_a_new_store() {
         .start()
         .expect("PD and three stores start");
     cluster
-        .sql("a", "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'")
+        .sql(
+            "a",
+            "CREATE user:ada SET name = 'Ada', email = 'ada@example.com'",
+        )
         .unwrap();
     cluster.split_table("user").expect("two regions");
 
-    let r = cluster.store_replacement("a").expect("the replacement drill");
+    let r = cluster
+        .store_replacement("a")
+        .expect("the replacement drill");
     eprintln!("{}", r.explain());
     assert!(r.claim_holds(), "{}", r.explain());
     assert_eq!(r.new_store, 4);
@@ -382,7 +387,10 @@ fn a_lost_store_is_replaced_and_its_replicas_rebuilt_on_a_new_store() {
         .collect();
     assert!(names.iter().any(|n| n == "store-4"), "{names:?}");
     assert_eq!(
-        cluster.sql("b", "SELECT VALUE name FROM user:ada").unwrap().rows(),
+        cluster
+            .sql("b", "SELECT VALUE name FROM user:ada")
+            .unwrap()
+            .rows(),
         vec![serde_json::json!("Ada")]
     );
 

@@ -236,6 +236,11 @@ impl Storage {
         }
     }
 
+    /// Which stores this one is cut off from (a partition inside the storage tier).
+    pub fn net_filter(&self) -> &Arc<crate::raftstore::transport::NetFilter> {
+        self.raft.net_filter()
+    }
+
     /// Where other stores deliver Raft messages for this store's regions.
     pub fn raft_mailbox(&self) -> crate::raftstore::store::Mailbox {
         self.raft.mailbox()

@@ -812,3 +812,30 @@ async fn a_replica_moves_to_a_new_store_learner_then_voter_then_the_old_one_remo
     c.net.heal();
     c.wait_local(stays, "after", "move");
 }
+
+/// A store cut off by its own partition filter (what `POST /lab/v1/partition` sets: no proxy,
+/// the store drops Raft messages to and from the others) loses the region: it commits nothing,
+/// the other two elect a leader and carry on, and once healed it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_partitioned_by_its_filter_commits_nothing_and_catches_up_when_healed() {
+    let c = Cluster::start(config());
+    let leader = c.leader_among(&STORES);
+    c.put(leader, "k", "before").await.unwrap();
+    c.store(leader).raft.net_filter().set(others(leader));
+    let err = c
+        .put(leader, "k", "minority")
+        .await
+        .expect_err("a leader cut off from both followers commits nothing");
+    eprintln!("the cut-off leader answered: {err}");
+    let new = c.leader_among(&others(leader));
+    c.put(new, "k", "majority")
+        .await
+        .expect("the majority commits");
+    assert!(
+        c.read(leader, "k").await.is_err(),
+        "the cut-off store serves no read"
+    );
+    assert_eq!(c.local(leader, "k").as_deref(), Some("before"));
+    c.store(leader).raft.net_filter().set([]);
+    c.wait_local(leader, "k", "majority");
+}

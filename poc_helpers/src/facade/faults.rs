@@ -99,6 +99,19 @@ impl Cluster {
         self.inject(Fault::Store(id, NodeAction::Resume))
     }
 
+    /// Cuts store `id` off from the other stores (a network partition inside the storage
+    /// tier; CLI: `lab partition store-2`): Raft messages between it and them are dropped, so
+    /// it commits nothing alone and the regions it led elect leaders among the others. The
+    /// `surreal` nodes and PD still reach it.
+    pub fn partition_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::partition_store(id))
+    }
+
+    /// Heals store `id`'s partition (CLI: `lab heal store-2`): it catches up from the leaders.
+    pub fn heal_store(&self, id: u64) -> Result<(), LabError> {
+        self.inject(Fault::heal_store(id))
+    }
+
     /// SIGCONT the embedded storage node.
     pub fn resume_storage(&self) -> Result<(), LabError> {
         self.inject(Fault::Storage(NodeAction::Resume))

@@ -94,6 +94,17 @@ impl EmbeddedTier {
         self.procs.iter().skip(1).map(|p| p.addr.port()).collect()
     }
 
+    /// The ids of the tier's stores (empty for the combined node).
+    pub(crate) fn store_ids(&self) -> Vec<u64> {
+        self.procs
+            .iter()
+            .filter_map(|p| match p.role {
+                Role::Store { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Store `id` (1-based) of a replicated tier; the error names the stores there are.
     pub(crate) fn store(&mut self, id: u64) -> Result<&mut StorageNode, LabError> {
         let count = self.procs.len() - 1;

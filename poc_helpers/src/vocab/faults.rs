@@ -46,6 +46,9 @@ pub enum Fault {
     Store(u64, NodeAction),
     /// New settings for one network link (needs `.fault_links(true)`).
     Link(Link, LinkFault),
+    /// Store `id` cut off from the other stores of a replicated tier (`true`), or healed
+    /// (`false`): a network partition inside the storage tier. Clients and PD still reach it.
+    StoreNet(u64, bool),
 }
 
 impl Fault {
@@ -99,11 +102,23 @@ impl Fault {
         Fault::Store(id, NodeAction::Restart)
     }
 
+    /// Cut store `id` off from the other stores (a partition inside the storage tier): the
+    /// regions it led elect leaders among the others; it commits nothing alone.
+    pub fn partition_store(id: u64) -> Fault {
+        Fault::StoreNet(id, true)
+    }
+    /// Heal store `id`'s partition: it hears from the others again and catches up.
+    pub fn heal_store(id: u64) -> Fault {
+        Fault::StoreNet(id, false)
+    }
+
     /// The fault log's action name: `kill`, `restart`, `cut`, `latency`, …
     pub fn action(&self) -> &'static str {
         match self {
             Fault::Node(_, a) | Fault::Storage(a) | Fault::Store(_, a) => a.name(),
             Fault::Link(_, f) => f.action(),
+            Fault::StoreNet(_, true) => "cut",
+            Fault::StoreNet(_, false) => "heal",
         }
     }
 

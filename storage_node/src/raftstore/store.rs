@@ -33,7 +33,7 @@ use super::log_file::RaftLogFile;
 use super::peer::{ConfCallback, Peer, PendingConf, PendingSplit, ReadCallback, SplitCallback};
 use super::peer_storage::{PeerStorage, PeerStorageError, RaftTables};
 use super::split::{self, SPLIT_CONTEXT};
-use super::transport::{NoTransport, RaftMessage, Transport};
+use super::transport::{Filtered, NetFilter, NoTransport, RaftMessage, Transport};
 use super::{RaftConfig, RegionError};
 use crate::concurrency::ConcurrencyManager;
 use crate::engine::{Engine, EngineError, META_TABLE};
@@ -141,11 +141,16 @@ pub struct PeerStatus {
 #[derive(Clone)]
 pub struct Mailbox {
     tx: mpsc::Sender<StoreMsg>,
+    filter: Arc<NetFilter>,
 }
 
 impl Mailbox {
-    /// Hands `msg` to the store (dropped if the store stopped).
+    /// Hands `msg` to the store (dropped if the store stopped, or if it comes from a store this
+    /// one is cut off from).
     pub fn deliver(&self, msg: RaftMessage) {
+        if self.filter.blocks(msg.from.store_id) {
+            return;
+        }
         let _ = self.tx.send(StoreMsg::Raft(Box::new(msg)));
     }
 }
@@ -194,6 +199,8 @@ pub struct RaftStore {
     /// The regions this store holds (range, epoch, peers), for request checks; the store
     /// thread keeps it current.
     regions: Arc<RwLock<BTreeMap<u64, metapb::Region>>>,
+    /// Which stores this one is cut off from (a partition a person set).
+    filter: Arc<NetFilter>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -268,6 +275,7 @@ impl RaftStore {
                 .collect(),
         ));
         let (tx, rx) = mpsc::channel();
+        let filter = Arc::new(NetFilter::default());
         let mut thread = StoreThread {
             regions: regions.clone(),
             engine,
@@ -279,7 +287,10 @@ impl RaftStore {
             rx,
             log,
             last_durable: Instant::now(),
-            transport: setup.transport,
+            transport: Box::new(Filtered {
+                inner: setup.transport,
+                filter: filter.clone(),
+            }),
             pd: setup.pd,
             seen_peers: Default::default(),
             tombstones,
@@ -293,6 +304,7 @@ impl RaftStore {
         Ok(Arc::new(RaftStore {
             tx,
             regions,
+            filter,
             thread: Mutex::new(Some(handle)),
         }))
     }
@@ -411,7 +423,13 @@ impl RaftStore {
     pub fn mailbox(&self) -> Mailbox {
         Mailbox {
             tx: self.tx.clone(),
+            filter: self.filter.clone(),
         }
+    }
+
+    /// The partition filter of this store (see [`NetFilter`]).
+    pub fn net_filter(&self) -> &Arc<NetFilter> {
+        &self.filter
     }
 
     /// The state of this store's peer of `region_id`, if it has one.

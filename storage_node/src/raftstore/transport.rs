@@ -23,10 +23,62 @@ pub struct RaftMessage {
     pub message: Message,
 }
 
+/// The stores this store is cut off from: a network partition inside the storage tier, set
+/// by a person (`POST /lab/v1/partition` on the store's port, `cluster.partition_store(2)`).
+/// Messages to and from those stores are dropped on this side, the way TinyKV's
+/// `test_raftstore` filters drop them, so a partition needs no proxy between the stores: the
+/// surrounding stores just stop hearing from this one, and it from them. Clients and PD still
+/// reach the store (a partition of the store-to-store network only).
+#[derive(Debug, Default)]
+pub struct NetFilter {
+    cut: std::sync::RwLock<std::collections::BTreeSet<u64>>,
+}
+
+impl NetFilter {
+    /// Cuts this store off from `stores` (replacing any earlier cut); empty heals.
+    pub fn set(&self, stores: impl IntoIterator<Item = u64>) {
+        *self.cut.write().unwrap_or_else(|p| p.into_inner()) = stores.into_iter().collect();
+    }
+
+    /// The stores this store is cut off from.
+    pub fn cut(&self) -> Vec<u64> {
+        self.cut
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Whether messages between this store and `store` are dropped.
+    pub fn blocks(&self, store: u64) -> bool {
+        self.cut
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&store)
+    }
+}
+
 /// Carries messages to other stores; delivery may fail silently (Raft retries).
 pub trait Transport: Send + 'static {
     /// Sends `msg` towards `msg.to.store_id`.
     fn send(&self, msg: RaftMessage);
+}
+
+/// A transport that drops what a [`NetFilter`] blocks, then hands the rest on.
+pub struct Filtered {
+    /// Where messages go.
+    pub inner: Box<dyn Transport>,
+    /// What is cut.
+    pub filter: std::sync::Arc<NetFilter>,
+}
+
+impl Transport for Filtered {
+    fn send(&self, msg: RaftMessage) {
+        if !self.filter.blocks(msg.to.store_id) {
+            self.inner.send(msg);
+        }
+    }
 }
 
 /// A store alone: its groups have one peer and nothing to send.

@@ -33,6 +33,11 @@ pub struct KvService {
 }
 
 impl KvService {
+    /// The storage it serves.
+    pub fn storage(&self) -> Arc<Storage> {
+        self.storage.clone()
+    }
+
     /// A service over `storage`, tracing through `tracer`.
     pub fn new(storage: Arc<Storage>, tracer: Arc<Tracer>) -> Self {
         KvService { storage, tracer }

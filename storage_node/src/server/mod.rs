@@ -5,6 +5,7 @@
 pub mod kv;
 pub mod pd;
 pub mod pd_http;
+pub mod store_http;
 
 use std::task::{Context, Poll};
 
@@ -62,6 +63,7 @@ pub async fn serve(
     let http = pd
         .as_ref()
         .map(|pd| pd_http::router(pd.cluster(), pd.splitter()));
+    let store_http = kv.as_ref().map(|kv| store_http::router(kv.storage()));
     let pd = pd.map(|pd| {
         PdServer::new(pd)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -81,6 +83,9 @@ pub async fn serve(
     }
     let mut router = routes.routes().into_axum_router();
     if let Some(http) = http {
+        router = router.merge(http);
+    }
+    if let Some(http) = store_http {
         router = router.merge(http);
     }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -254,7 +254,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn json_response(body: Value) -> impl IntoResponse {
+pub(crate) fn json_response(body: Value) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),

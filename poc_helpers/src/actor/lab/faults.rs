@@ -35,6 +35,9 @@ impl Lab {
                 format!("store-{id}"),
                 self.storage_action(Some(*id), *action).await,
             ),
+            (Fault::StoreNet(id, cut), Ok(())) => {
+                (store_net_name(*id), self.store_net(*id, *cut).await)
+            }
             (Fault::Link(link, change), Ok(())) => match self.link_fault(link, *change) {
                 Ok((target, line)) => (target, Ok(line)),
                 Err(e) => (self.fault_target(fault), Err(e)),
@@ -51,6 +54,7 @@ impl Lab {
             Fault::Node(node, _) => self.target_name(node),
             Fault::Storage(_) => "storage".into(),
             Fault::Store(id, _) => format!("store-{id}"),
+            Fault::StoreNet(id, _) => store_net_name(*id),
             Fault::Link(link, _) => {
                 let node = self.target_name(link.node());
                 match link {
@@ -191,6 +195,48 @@ impl Lab {
         };
         self.save_state()?;
         Ok(line)
+    }
+
+    /// Cuts store `id` off from the tier's other stores (`cut`), or heals it: the store's own
+    /// partition page (`POST /lab/v1/partition`), which drops Raft messages to and from them.
+    async fn store_net(&mut self, id: u64, cut: bool) -> Result<String, LabError> {
+        self.check_owner()?;
+        let label = self.cfg.storage.label();
+        let timeout = self.cfg.query_timeout;
+        let Some(tier) = self.storage.as_mut().and_then(StorageTier::embedded) else {
+            return Err(LabError::StorageUnavailable {
+                mode: label,
+                reason: "this lab does not run the embedded storage tier".into(),
+                fix: "a partition inside the storage tier needs `.stores(3)` (StorageMode::Shared)"
+                    .into(),
+            });
+        };
+        let others: Vec<u64> = tier.store_ids().into_iter().filter(|s| *s != id).collect();
+        let store = tier.store(id)?;
+        let addr = store.addr;
+        let body = serde_json::json!({ "cut_from": if cut { others.clone() } else { vec![] } });
+        let (status, answer) =
+            crate::infra::client::http_post(addr, "/lab/v1/partition", body.to_string(), timeout)
+                .await
+                .map_err(|e| LabError::StorageUnavailable {
+                    mode: "shared".into(),
+                    reason: format!("store-{id} did not answer its partition page: {e}"),
+                    fix: format!("check `cluster.status()`: store-{id} must be running"),
+                })?;
+        if status != 200 {
+            return Err(LabError::StorageUnavailable {
+                mode: "shared".into(),
+                reason: format!("store-{id} refused the partition: HTTP {status}: {answer}"),
+                fix: "check the store's log".into(),
+            });
+        }
+        Ok(if cut {
+            format!(
+                "store-{id} cut off from stores {others:?}: Raft messages between them are dropped"
+            )
+        } else {
+            format!("store-{id} healed: it hears from the other stores again")
+        })
     }
 
     /// Restart node `i` on the same port and data directory, then reconnect its session.
@@ -368,4 +414,9 @@ fn not_paused(target: &str, state: &NodeState, restart: &str) -> Result<(), LabE
         reason: format!("it is {state}, not paused"),
         fix,
     })
+}
+
+/// The fault log's name for store `id`'s partition from the other stores.
+fn store_net_name(id: u64) -> String {
+    format!("store-{id}↔stores")
 }
