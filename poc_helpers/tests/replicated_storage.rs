@@ -397,3 +397,49 @@ fn a_lost_store_is_replaced_and_its_replicas_rebuilt_on_a_new_store() {
     let said = cluster.remove_store(1).expect("PD answers");
     assert_mentions(&said, &["offline", "add a store"]);
 }
+
+/// A partition inside the storage tier (notebook 05's drill and bank run): the leader's store
+/// cut off from the other two loses the region to them and commits nothing alone; writes
+/// resume; and the bank test with a leader store killed and restarted, then a store cut off
+/// and healed, is judged Valid.
+#[test]
+fn a_partitioned_leader_store_loses_its_region_and_the_bank_stays_valid() {
+    let (_root, builder) = shared_lab("partition");
+    let cluster = builder
+        .stores(3)
+        .start()
+        .expect("PD and three stores start");
+    let p = cluster.store_partition("a").expect("the partition drill");
+    eprintln!("{}", p.explain());
+    assert!(p.claim_holds(), "{}", p.explain());
+    assert!(p.explain().contains("cut off"), "{}", p.explain());
+
+    let leader = placement_until(&cluster, Duration::from_secs(10), |p| {
+        p.busiest_leader().is_some()
+    })
+    .busiest_leader()
+    .unwrap();
+    let other = (1..=3).find(|s| *s != leader).unwrap();
+    let bank = cluster
+        .bank(BankPlan {
+            duration: Duration::from_secs(6),
+            schedule: vec![
+                FaultStep::at(1.0, Fault::kill_store(leader)),
+                FaultStep::at(2.5, Fault::restart_store(leader)),
+                FaultStep::at(3.5, Fault::partition_store(other)),
+                FaultStep::at(5.0, Fault::heal_store(other)),
+            ],
+            ..BankPlan::default()
+        })
+        .expect("the bank run");
+    let v = &bank.verdict;
+    eprintln!("{}", bank.explain());
+    assert_eq!(v.validity, Validity::Valid, "{v:?}");
+    // The breaking faults (a kill, a cut); their repairs close the windows.
+    assert_eq!(
+        bank.injected_faults().len(),
+        2,
+        "{:?}",
+        bank.injected_faults()
+    );
+}

@@ -46,7 +46,10 @@ pub const LEADER_SAMPLE_S: f64 = 0.2;
 /// What happened when the leader's store was killed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreFailover {
-    /// The store that led the region, and was killed.
+    /// Whether the leader's store was cut off from the others (a partition) rather than
+    /// killed; it was healed rather than restarted at the end.
+    pub partitioned: bool,
+    /// The store that led the region, and was killed (or cut off).
     pub killed_store: u64,
     /// The store PD named as leader afterwards (`None`: none within the limit).
     pub new_leader: Option<u64>,
@@ -163,7 +166,7 @@ impl StoreFailover {
             .collect();
         let end = self.kill_at_s + self.leader_moved_s().unwrap_or(0.0);
         let windows = vec![(
-            format!("store {} killed", self.killed_store),
+            format!("store {} {}", self.killed_store, self.fault_word()),
             self.kill_at_s,
             end.max(self.kill_at_s + 0.05),
         )];
@@ -176,6 +179,15 @@ impl StoreFailover {
         )
     }
 
+    /// What happened to the leader's store, in a word for charts.
+    fn fault_word(&self) -> &'static str {
+        if self.partitioned {
+            "cut off"
+        } else {
+            "killed"
+        }
+    }
+
     /// The claim: a new leader, writes resumed, nothing acknowledged lost.
     pub fn claim_holds(&self) -> bool {
         self.new_leader.is_some_and(|l| l != self.killed_store)
@@ -186,25 +198,40 @@ impl StoreFailover {
     /// What this run showed, in sentences computed from it.
     pub fn explain(&self) -> String {
         let mut out = Vec::new();
+        let (fault, others, event) = if self.partitioned {
+            (
+                "cut off from the other stores (a partition)",
+                "other two",
+                "the cut",
+            )
+        } else {
+            ("killed", "two survivors", "the kill")
+        };
         out.push(format!(
-            "The region had {} replicas; store {} led it and was killed {:.1} s into the run.",
+            "The region had {} replicas; store {} led it and was {fault} {:.1} s into the run.",
             self.replicas, self.killed_store, self.kill_at_s
         ));
+        if self.partitioned {
+            out.push(format!(
+                "Store {} kept running and kept talking to PD and to the SurrealDB nodes, but alone it is a minority of one: its leadership lapsed once it heard from no quorum, and nothing it was asked to write could commit.",
+                self.killed_store
+            ));
+        }
         out.push(match self.new_leader {
             Some(l) if l != self.killed_store => {
-                format!("The two survivors elected a new leader: PD now names store {l}.")
+                format!("The {others} elected a new leader: PD now names store {l}.")
             }
             _ => "PD named no new leader within the limit: the survivors did not elect one.".into(),
         });
         if let Some(s) = self.leader_moved_s() {
             out.push(format!(
-                "PD's map named the new leader {s:.2} s after the kill (sampled every {LEADER_SAMPLE_S} s): the new leader reports to PD the moment it is elected, which is how clients find it."
+                "PD's map named the new leader {s:.2} s after {event} (sampled every {LEADER_SAMPLE_S} s): the new leader reports to PD the moment it is elected, which is how clients find it."
             ));
         }
         let failed = self.failed_after_kill();
         out.push(match self.first_ack_after_kill_s() {
             Some(s) => format!(
-                "Writes resumed {s:.2} s after the kill. The slowest write took {:.0} ms, against {:.0} ms at most before the kill; {}.",
+                "Writes resumed {s:.2} s after {event}. The slowest write took {:.0} ms, against {:.0} ms at most before {event}; {}.",
                 self.pause_ms(),
                 self.slowest_before_ms(),
                 if failed == 0 {
@@ -216,7 +243,7 @@ impl StoreFailover {
                     )
                 }
             ),
-            None => "No write succeeded after the kill: the tier lost its majority.".into(),
+            None => format!("No write succeeded after {event}: the tier lost its majority."),
         });
         out.push(if self.lost.is_empty() {
             format!(
@@ -230,7 +257,12 @@ impl StoreFailover {
                 self.lost
             )
         });
-        if let Some(s) = self.rejoin_s {
+        if self.partitioned {
+            out.push(format!(
+                "Healed, store {} hears from the others again and catches up from the leader's log (the storage node's own tests check that part).",
+                self.killed_store
+            ));
+        } else if let Some(s) = self.rejoin_s {
             out.push(format!(
                 "Restarted, store {} reported to PD again {s:.2} s later; it then catches up from the leader's log (the storage node's own tests check that part).",
                 self.killed_store
@@ -257,10 +289,14 @@ impl StoreFailover {
     pub fn chart(&self) -> Result<Chart, LabError> {
         let end = self.kill_at_s + self.first_ack_after_kill_s().unwrap_or(0.0);
         writes_timeline(
-            "Writes while the leader's store dies",
+            if self.partitioned {
+                "Writes while the leader's store is cut off"
+            } else {
+                "Writes while the leader's store dies"
+            },
             &self.writes,
             (
-                format!("store {} killed", self.killed_store),
+                format!("store {} {}", self.killed_store, self.fault_word()),
                 self.kill_at_s,
                 end.max(self.kill_at_s + 0.05),
             ),
@@ -318,6 +354,7 @@ mod tests {
         let mut writes = vec![write(0.0, 3.0, true), write(0.1, 5.0, true)];
         writes.extend(after);
         StoreFailover {
+            partitioned: false,
             killed_store: 2,
             new_leader: Some(3),
             replicas: 3,

@@ -315,7 +315,24 @@ impl Cluster {
     /// been acknowledged again for 1.5 s (at most 20 s), asks PD for the new leader, reads every
     /// acknowledged record back, and restarts the killed store. See [`StoreFailover`].
     pub fn store_failover(&self, node: impl Into<NodeRef>) -> Result<StoreFailover, LabError> {
-        let node = node.into();
+        self.leader_store_drill(node.into(), false)
+    }
+
+    /// The store-partition drill (a `.stores(3)` lab): the store-failover drill with the
+    /// leader's store cut off from the other two (`partition_store`) instead of killed, then
+    /// healed (`heal_store`). The cut-off store keeps running and stays reachable for clients
+    /// and PD, but it is a minority of one: it commits nothing, its leadership passes to the
+    /// other two, and once healed it catches up from their logs. See [`StoreFailover`].
+    pub fn store_partition(&self, node: impl Into<NodeRef>) -> Result<StoreFailover, LabError> {
+        self.leader_store_drill(node.into(), true)
+    }
+
+    /// Both drills: the leader's store killed, or (`partition`) cut off from the others.
+    fn leader_store_drill(
+        &self,
+        node: NodeRef,
+        partition: bool,
+    ) -> Result<StoreFailover, LabError> {
         let (before, led) = self.placement_until(PD_LIMIT, |p| p.busiest_leader().is_some());
         if before.stores.len() < 3 {
             return Err(LabError::InvalidConfig {
@@ -396,7 +413,11 @@ impl Cluster {
             i += 1;
             std::thread::sleep(GAP);
         }
-        self.kill_store(killed_store)?;
+        if partition {
+            self.partition_store(killed_store)?;
+        } else {
+            self.kill_store(killed_store)?;
+        }
         let kill_at = t0.elapsed();
         let mut resumed: Option<Instant> = None;
         loop {
@@ -433,9 +454,14 @@ impl Cluster {
             .collect();
 
         let t = Instant::now();
-        self.restart_store(killed_store)?;
+        if partition {
+            self.heal_store(killed_store)?;
+        } else {
+            self.restart_store(killed_store)?;
+        }
         // Rejoined: PD heard from the restarted process (a heartbeat younger than the restart;
-        // a real PD's page has no such age, and then `Up` alone counts).
+        // a real PD's page has no such age, and then `Up` alone counts). A cut-off store kept
+        // its heartbeats to PD, so for it this is immediate.
         let (_, rejoined) = self.placement_until(PD_LIMIT, |p| {
             p.stores.iter().any(|s| {
                 s.id == killed_store
@@ -445,6 +471,7 @@ impl Cluster {
             })
         });
         Ok(StoreFailover {
+            partitioned: partition,
             killed_store,
             new_leader,
             replicas,
