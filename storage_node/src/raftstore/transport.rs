@@ -93,3 +93,52 @@ impl Transport for NoTransport {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    struct Recording(Arc<Mutex<Vec<u64>>>);
+
+    impl Transport for Recording {
+        fn send(&self, msg: RaftMessage) {
+            self.0.lock().unwrap().push(msg.to.store_id);
+        }
+    }
+
+    fn to(store_id: u64) -> RaftMessage {
+        RaftMessage {
+            region_id: 2,
+            from: metapb::Peer {
+                id: 3,
+                store_id: 1,
+                ..Default::default()
+            },
+            to: metapb::Peer {
+                id: store_id + 2,
+                store_id,
+                ..Default::default()
+            },
+            message: Message::default(),
+        }
+    }
+
+    #[test]
+    fn a_cut_drops_messages_to_those_stores_only_and_healing_lets_them_through() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let filter = Arc::new(NetFilter::default());
+        let t = Filtered {
+            inner: Box::new(Recording(sent.clone())),
+            filter: filter.clone(),
+        };
+        filter.set([2]);
+        t.send(to(2));
+        t.send(to(3));
+        assert_eq!(*sent.lock().unwrap(), vec![3], "store 2 is cut off");
+        assert_eq!(filter.cut(), vec![2]);
+        filter.set([]);
+        t.send(to(2));
+        assert_eq!(*sent.lock().unwrap(), vec![3, 2], "healed");
+    }
+}
