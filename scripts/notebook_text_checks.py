@@ -103,6 +103,7 @@ TERMS: tuple[Term, ...] = (
     Term("store", ("stores", "store"),
          avoid=("own store", "local store", "in-memory store", "shared store", "separate stores",
                 "transactional store", "stores a link", "that store the keys")),
+    Term("learner-and-tombstone", ("learner", "tombstone")),
     Term("raft-and-leader", ("Raft", "leaders", "leader")),
     Term("percolator", ("Percolator",)),
     Term("two-phase-commit-2pc", ("two-phase commit", "2PC", "prewrite/commit")),
