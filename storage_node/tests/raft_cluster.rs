@@ -80,6 +80,8 @@ impl Transport for Link {
 struct Store {
     raft: Arc<RaftStore>,
     engine: Arc<Engine>,
+    /// The store's max_ts keeper (what a read raises, what a new leader syncs from the TSO).
+    cm: Arc<ConcurrencyManager>,
     /// The store's gRPC server, when the cluster runs over gRPC.
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -190,9 +192,10 @@ impl Cluster {
                     transport: transport(store_id),
                     pd: Some(Box::new(pd.clone())),
                 };
+                let cm = Arc::new(ConcurrencyManager::new(tso.clone()));
                 let raft = RaftStore::start_with(
                     engine.clone(),
-                    Arc::new(ConcurrencyManager::new(tso.clone())),
+                    cm.clone(),
                     Arc::new(LockManager::default()),
                     config.clone(),
                     setup,
@@ -201,6 +204,7 @@ impl Cluster {
                 Store {
                     raft,
                     engine,
+                    cm,
                     server: None,
                     _dir: dir,
                 }
@@ -236,9 +240,10 @@ impl Cluster {
             }),
             pd: Some(Box::new(self.pd.clone())),
         };
+        let cm = Arc::new(ConcurrencyManager::new(self.tso.clone()));
         let raft = RaftStore::start_with(
             engine.clone(),
-            Arc::new(ConcurrencyManager::new(self.tso.clone())),
+            cm.clone(),
             Arc::new(LockManager::default()),
             self.config.clone(),
             setup,
@@ -252,6 +257,7 @@ impl Cluster {
         self.stores.push(Store {
             raft,
             engine,
+            cm,
             server: None,
             _dir: dir,
         });
@@ -838,4 +844,25 @@ async fn a_store_partitioned_by_its_filter_commits_nothing_and_catches_up_when_h
     assert_eq!(c.local(leader, "k").as_deref(), Some("before"));
     c.store(leader).raft.net_filter().set([]);
     c.wait_local(leader, "k", "majority");
+}
+
+/// A new leader cannot know which timestamps its predecessor served reads at, so before it
+/// takes a one-phase or async-commit write (whose commit timestamp comes from the store's
+/// max_ts) it raises max_ts from the TSO. Otherwise a commit could land at or below a
+/// timestamp the old leader already answered a read for, and that read would have missed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_syncs_max_ts_from_the_tso_before_it_serves() {
+    use storage_node::concurrency::TimestampOracle as _;
+    let c = Cluster::start(config());
+    let old = c.leader_among(&STORES);
+    let read_ts = c.tso.next().unwrap();
+    // A read served by the old leader at `read_ts` (what KvGet does to max_ts).
+    c.store(old).cm.update_max_ts(read_ts);
+    c.net.isolate(old, &STORES);
+    let new = c.leader_among(&others(old));
+    assert!(
+        c.store(new).cm.max_ts() > read_ts,
+        "store {new} leads and may take writes, but its max_ts {:?} is not above the read the old leader served at {read_ts:?}",
+        c.store(new).cm.max_ts()
+    );
 }
