@@ -827,3 +827,18 @@ fn store_id(given: &str) -> Result<u64, LabError> {
             fix: "name a store as `store-2` (see `lab placement` for the stores there are)".into(),
         })
 }
+
+#[cfg(test)]
+mod store_arg_tests {
+    use super::store_id;
+
+    #[test]
+    fn a_store_is_named_store_n_or_n_and_anything_else_names_the_form() {
+        assert_eq!(store_id("store-2").unwrap(), 2);
+        assert_eq!(store_id(" Store-3 ").unwrap(), 3);
+        assert_eq!(store_id("4").unwrap(), 4);
+        let err = store_id("node-b").unwrap_err().to_string();
+        assert!(err.contains("`node-b` is not a store"), "{err}");
+        assert!(err.contains("store-2"), "{err}");
+    }
+}
