@@ -255,12 +255,13 @@ impl Cluster {
         Ok(new_id)
     }
 
-    /// Waits (up to `limit`) until every region has three voters on up stores and no move is
-    /// half done; returns the map and how long it took, or an error naming what is still
-    /// moving.
+    /// Waits (up to `limit`) until every region has three voters on up stores, no move is
+    /// half done, and no up store holds two replicas more than another (PD's balance-region
+    /// is done filling a new store); returns the map and how long it took, or an error naming
+    /// what is still moving.
     pub fn wait_settled(&self, limit: Duration) -> Result<(Placement, Duration), LabError> {
         let start = Instant::now();
-        let (p, ok) = self.placement_until(limit, |p| p.is_settled(3));
+        let (p, ok) = self.placement_until(limit, |p| p.is_settled(3) && p.is_balanced());
         if !ok {
             let moving: Vec<String> = p
                 .regions

@@ -350,6 +350,26 @@ impl Placement {
         })
     }
 
+    /// Whether the replicas are spread as PD's balance-region leaves them: no up store holds
+    /// two or more replicas more than another (a store that just joined is still filling).
+    pub fn is_balanced(&self) -> bool {
+        let counts: Vec<u64> = self
+            .stores
+            .iter()
+            .filter(|s| s.state == "Up")
+            .map(|s| {
+                self.regions
+                    .iter()
+                    .filter(|r| r.stores.contains(&s.id))
+                    .count() as u64
+            })
+            .collect();
+        match (counts.iter().max(), counts.iter().min()) {
+            (Some(max), Some(min)) => max - min < 2,
+            _ => true,
+        }
+    }
+
     /// Store `id`'s state as PD names it (`Up`, `Disconnected`, `Offline`, `Tombstone`).
     pub fn store_state(&self, id: u64) -> Option<&str> {
         self.stores
