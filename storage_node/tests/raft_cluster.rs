@@ -852,7 +852,6 @@ async fn a_store_partitioned_by_its_filter_commits_nothing_and_catches_up_when_h
 /// timestamp the old leader already answered a read for, and that read would have missed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_syncs_max_ts_from_the_tso_before_it_serves() {
-    use storage_node::concurrency::TimestampOracle as _;
     let c = Cluster::start(config());
     let old = c.leader_among(&STORES);
     let read_ts = c.tso.next().unwrap();
