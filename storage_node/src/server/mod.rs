@@ -54,11 +54,15 @@ where
 
 /// Serves PD, TiKV or both on `listener` until `shutdown` resolves: the one-process node
 /// serves both, a PD process only PD, a store process only TiKV (its `Raft` stream included).
+///
+/// Connections end when they end, or when `sever` turns true: then every connection still
+/// open (a peer's `Raft` stream, a client's idle HTTP/2 connection) is closed at once.
 pub async fn serve(
     pd: Option<pd::PdService>,
     kv: Option<kv::KvService>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
+    sever: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let http = pd
         .as_ref()
@@ -88,7 +92,12 @@ pub async fn serve(
     if let Some(http) = store_http {
         router = router.merge(http);
     }
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = {
+        use futures::StreamExt;
+        tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(move |io| io.map(|io| Severable::new(io, sever.clone())))
+    };
     Server::builder()
         // HTTP/1.1 for PD's HTTP pages; gRPC clients still speak HTTP/2 (detected per connection).
         .accept_http1(true)
@@ -105,6 +114,7 @@ pub const GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(1)
 /// A server running in the background: stop it, or wait for it to fail.
 pub struct Serving {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    sever: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -116,11 +126,19 @@ impl Serving {
         listener: tokio::net::TcpListener,
     ) -> Serving {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(pd, kv, listener, async {
-            let _ = rx.await;
-        }));
+        let (sever, severed) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve(
+            pd,
+            kv,
+            listener,
+            async {
+                let _ = rx.await;
+            },
+            severed,
+        ));
         Serving {
             shutdown: Some(tx),
+            sever,
             task,
         }
     }
@@ -129,13 +147,24 @@ impl Serving {
     /// [`GRACEFUL_STOP`]: a store's `Raft` streams from its peers and PD's heartbeat streams
     /// from the stores never end by themselves, and waiting for them made every store of a
     /// stopping lab sit out its whole SIGTERM grace period (22 s for three stores).
+    ///
+    /// Then every connection still open is closed, so nothing of the server outlives `stop`:
+    /// hyper serves each connection in a task of its own, which would otherwise go on
+    /// answering over a connection accepted before (and keep the store's storage, its data
+    /// folder and its Raft groups alive) — a store stopped inside a test process would not be
+    /// down.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if tokio::time::timeout(GRACEFUL_STOP, &mut self.task)
+        let stopped = tokio::time::timeout(GRACEFUL_STOP, &mut self.task)
             .await
-            .is_err()
+            .is_ok();
+        let _ = self.sever.send(true);
+        if !stopped
+            && tokio::time::timeout(GRACEFUL_STOP, &mut self.task)
+                .await
+                .is_err()
         {
             self.task.abort();
         }
@@ -148,5 +177,99 @@ impl Serving {
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// A connection that fails its reads and writes once the server is stopping for good (see
+/// [`Serving::stop`]), so hyper closes it and drops the services it holds.
+struct Severable<IO> {
+    io: IO,
+    severed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    done: bool,
+}
+
+impl<IO> Severable<IO> {
+    fn new(io: IO, mut sever: tokio::sync::watch::Receiver<bool>) -> Self {
+        Severable {
+            io,
+            severed: Box::pin(async move {
+                // A `Serving` dropped without `stop` leaves its connections be, as before.
+                if sever.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }),
+            done: false,
+        }
+    }
+
+    /// Whether the connection is severed; registers the task to be woken when it is.
+    fn poll_severed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.done && self.severed.as_mut().poll(cx).is_ready() {
+            self.done = true;
+        }
+        self.done
+    }
+}
+
+fn severed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the server stopped: connection closed",
+    )
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Severable<IO> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_severed(cx) {
+            return Poll::Ready(Err(severed_error()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Severable<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.poll_severed(cx) {
+            return Poll::Ready(Err(severed_error()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_severed(cx) {
+            return Poll::Ready(Err(severed_error()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for Severable<IO>
+{
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
     }
 }
