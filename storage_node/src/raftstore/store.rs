@@ -294,6 +294,7 @@ impl RaftStore {
             pd: setup.pd,
             seen_peers: Default::default(),
             tombstones,
+            last_heard: Default::default(),
             ticks: 0,
             waiting_ready: Vec::new(),
         };
@@ -564,6 +565,9 @@ struct StoreThread {
     /// Peers this store destroyed (region → highest such peer id): their late messages are
     /// ignored rather than creating them again.
     tombstones: std::collections::HashMap<u64, u64>,
+    /// When each other store last sent this one a Raft message (a leader transfers only to a
+    /// store it heard from lately).
+    last_heard: std::collections::HashMap<u64, Instant>,
     /// Ticks since start (paces the region heartbeats).
     ticks: usize,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
@@ -663,28 +667,37 @@ impl StoreThread {
                     // TiKV's pre-transfer check: only to a replica that is alive and caught up.
                     // A leader waiting on a transfer drops proposals until it gives up (an
                     // election timeout), so a transfer to a dead store would stall writes.
+                    // Alive: its store sent us something within an election timeout (raft-rs's
+                    // own `recent_active` is reset at every election timeout, so it says no
+                    // for a moment each time, and PD's requests can arrive in that moment).
                     let last = p.raw.raft.raft_log.last_index();
-                    let voter = p
+                    let alive_within = self.config.tick * self.config.election_ticks as u32;
+                    let target = p
                         .raw
                         .store()
                         .region()
                         .peers
                         .iter()
-                        .any(|x| x.id == to_peer && x.role == metapb::PeerRole::Voter as i32);
-                    let ready = voter
-                        && p.raw
-                            .raft
-                            .prs()
-                            .get(to_peer)
-                            .is_some_and(|pr| pr.recent_active && pr.matched + 2 >= last);
-                    if ready {
+                        .find(|x| x.id == to_peer && x.role == metapb::PeerRole::Voter as i32)
+                        .map(|x| x.store_id);
+                    let alive = target.is_some_and(|store| {
+                        self.last_heard
+                            .get(&store)
+                            .is_some_and(|t| t.elapsed() < alive_within)
+                    });
+                    let matched = p.raw.raft.prs().get(to_peer).map(|pr| pr.matched);
+                    if alive && matched.is_some_and(|m| m + 2 >= last) {
                         tracing::info!(region = region_id, to = to_peer, "transferring leadership");
                         p.raw.transfer_leader(to_peer);
                     } else {
                         tracing::info!(
                             region = region_id,
                             to = to_peer,
-                            "not transferring leadership: that replica is not alive and caught up"
+                            voter = target.is_some(),
+                            alive,
+                            matched,
+                            last,
+                            "not transferring leadership: that replica is not an alive, caught-up voter"
                         );
                     }
                 }
@@ -737,6 +750,7 @@ impl StoreThread {
                 }
             },
             StoreMsg::Raft(m) => {
+                self.last_heard.insert(m.from.store_id, Instant::now());
                 self.seen_peers.insert(m.from.id, m.from);
                 if !self.peers.contains_key(&m.region_id) && m.to.store_id == self.store_id {
                     self.create_peer_for(&m);
