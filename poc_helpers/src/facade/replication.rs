@@ -443,16 +443,7 @@ impl Cluster {
             None
         };
 
-        let stored: BTreeSet<u64> = self
-            .quietly(|| self.sql(node.clone(), "SELECT VALUE n FROM failover"))?
-            .rows()
-            .iter()
-            .filter_map(|v| v.as_u64())
-            .collect();
-        let lost = acked
-            .difference(&stored)
-            .map(|n| format!("failover:{n}"))
-            .collect();
+        let lost = self.missing(&node, "failover", &acked)?;
 
         let t = Instant::now();
         if partition {

@@ -58,6 +58,35 @@ fn replicas(p: &Placement) -> usize {
 }
 
 impl Cluster {
+    /// The `n` of every record of a drill's `table`, read back through `node`.
+    pub(super) fn stored_numbers(
+        &self,
+        node: &NodeRef,
+        table: &str,
+    ) -> Result<BTreeSet<u64>, LabError> {
+        Ok(self
+            .quietly(|| self.sql(node.clone(), &format!("SELECT VALUE n FROM {table}")))?
+            .rows()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect())
+    }
+
+    /// The acknowledged records of a drill's `table` that a read-back through `node` does not
+    /// find (`table:n`): what the drill lost, which must be nothing.
+    pub(super) fn missing(
+        &self,
+        node: &NodeRef,
+        table: &str,
+        acked: &BTreeSet<u64>,
+    ) -> Result<Vec<String>, LabError> {
+        let stored = self.stored_numbers(node, table)?;
+        Ok(acked
+            .difference(&stored)
+            .map(|n| format!("{table}:{n}"))
+            .collect())
+    }
+
     /// The error for a drill that needs three stores on a lab that has fewer.
     fn needs_three_stores(&self, have: usize, what: &str) -> LabError {
         LabError::InvalidConfig {
@@ -161,12 +190,7 @@ impl Cluster {
             std::thread::sleep(GAP);
         }
 
-        let stored: BTreeSet<u64> = self
-            .quietly(|| self.sql(node.clone(), "SELECT VALUE n FROM majority"))?
-            .rows()
-            .iter()
-            .filter_map(|v| v.as_u64())
-            .collect();
+        let stored = self.stored_numbers(&node, "majority")?;
         let name = |n: &u64| format!("majority:{n}");
         let lost = acked.difference(&stored).map(name).collect();
         let failed_but_stored = failed.intersection(&stored).map(name).collect();
@@ -300,16 +324,7 @@ impl Cluster {
             after = p;
         }
 
-        let stored: BTreeSet<u64> = self
-            .quietly(|| self.sql(node.clone(), "SELECT VALUE n FROM replaced"))?
-            .rows()
-            .iter()
-            .filter_map(|v| v.as_u64())
-            .collect();
-        let lost = acked
-            .difference(&stored)
-            .map(|n| format!("replaced:{n}"))
-            .collect();
+        let lost = self.missing(&node, "replaced", &acked)?;
 
         // The lost store under its old id, with its empty folder: must be refused.
         let old_id_refused = match self.quietly(|| self.restart_store(lost_store)) {

@@ -7,6 +7,7 @@
 //! in the reverse order. A fault on "the storage" acts on every process of the tier; a fault
 //! on one store acts on that store alone, which is how the lab shows a Raft failover.
 
+use crate::infra::process::Managed as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

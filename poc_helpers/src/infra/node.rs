@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::infra::process::{LOG_TAIL_LINES, LabProcess, SignalError, Stopped, unix_ms};
+use crate::infra::process::{LOG_TAIL_LINES, LabProcess, Managed, SignalError, Stopped, unix_ms};
 use crate::vocab::config::LOOPBACK;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::{NodeState, node_name};
@@ -93,59 +93,14 @@ impl Node {
         adopted
     }
 
-    /// For a node whose process could not be adopted: the state `state.json` recorded.
-    pub(crate) fn set_gone_state(&mut self, state: NodeState) {
-        self.process.set_gone_state(state);
-    }
-
     /// The HTTP address, `127.0.0.1:<port>`.
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from((LOOPBACK, self.port))
     }
 
-    /// The process id, while there is a process.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// The state as last seen ([`Node::refresh`] looks again).
-    pub(crate) fn state(&self) -> &NodeState {
-        self.process.state()
-    }
-
-    /// When the current process was spawned (Unix ms), for uptime.
-    pub(crate) fn started_unix_ms(&self) -> Option<u64> {
-        self.process.started_unix_ms()
-    }
-
-    /// The node's log file (`logs/<name>.log`).
-    pub(crate) fn log(&self) -> &Path {
-        self.process.log()
-    }
-
     /// The node's pidfile (`run/<name>.pid`).
     pub(crate) fn pidfile(&self) -> &Path {
         self.process.pidfile()
-    }
-
-    /// Resident memory in MB, while there is a process.
-    pub(crate) fn rss_mb(&self) -> Option<f64> {
-        self.process.rss_mb()
-    }
-
-    /// Forgets the process without stopping it (used by `detach`, which leaves nodes running).
-    pub(crate) fn forget(&mut self) {
-        self.process.forget();
-    }
-
-    /// Re-reads the process state: notices a process that exited by itself, or was paused.
-    pub(crate) fn refresh(&mut self) -> &NodeState {
-        self.process.refresh()
-    }
-
-    /// True while the process is alive (running or paused).
-    pub(crate) fn is_up(&mut self) -> bool {
-        self.process.is_up()
     }
 
     /// Spawns `surreal start` for this node. `path_arg` is the storage path from `StorageTier`.
@@ -301,6 +256,15 @@ pub(crate) fn tuning_env(is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, St
     .into_iter()
     .filter(|(k, _)| !is_set(k))
     .collect()
+}
+
+impl Managed for Node {
+    fn process(&self) -> &LabProcess {
+        &self.process
+    }
+    fn process_mut(&mut self) -> &mut LabProcess {
+        &mut self.process
+    }
 }
 
 #[cfg(test)]

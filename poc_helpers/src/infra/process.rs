@@ -165,6 +165,52 @@ pub(crate) enum Found {
     },
 }
 
+/// What every lab process type (a `surreal` node, a storage process) says about its process,
+/// written once here over the [`LabProcess`] each one holds: a type only says where that is.
+pub(crate) trait Managed {
+    /// The process this value manages.
+    fn process(&self) -> &LabProcess;
+    /// The same, to change.
+    fn process_mut(&mut self) -> &mut LabProcess;
+
+    /// The process id, while there is a process.
+    fn pid(&self) -> Option<u32> {
+        self.process().pid()
+    }
+    /// The state as last seen (`refresh` looks again).
+    fn state(&self) -> &NodeState {
+        self.process().state()
+    }
+    /// When the current process was spawned (Unix ms), for uptime.
+    fn started_unix_ms(&self) -> Option<u64> {
+        self.process().started_unix_ms()
+    }
+    /// Its log file (`logs/<name>.log`).
+    fn log(&self) -> &Path {
+        self.process().log()
+    }
+    /// Resident memory in MB, while there is a process.
+    fn rss_mb(&self) -> Option<f64> {
+        self.process().rss_mb()
+    }
+    /// Forgets the process without stopping it (`detach` leaves processes running).
+    fn forget(&mut self) {
+        self.process_mut().forget()
+    }
+    /// Re-reads the state: notices a process that exited by itself, or was paused.
+    fn refresh(&mut self) -> &NodeState {
+        self.process_mut().refresh()
+    }
+    /// True while the process is alive (running or paused).
+    fn is_up(&mut self) -> bool {
+        self.process_mut().is_up()
+    }
+    /// For a process that could not be adopted: the state `state.json` recorded.
+    fn set_gone_state(&mut self, state: NodeState) {
+        self.process_mut().set_gone_state(state)
+    }
+}
+
 /// One managed process: its name, log, pidfile and state, and the process itself while there
 /// is one. Owned by a [`crate::infra::node::Node`] or a
 /// [`crate::infra::storage_node::StorageNode`], which add what is specific to them.

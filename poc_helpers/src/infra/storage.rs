@@ -18,6 +18,7 @@
 //! the running thing behind a shared mode (a tiup child process, an external PD address), owned
 //! by the lab's actor thread.
 
+use crate::infra::process::Managed as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

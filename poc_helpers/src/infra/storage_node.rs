@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::infra::process::{LOG_TAIL_LINES, LabProcess, SignalError, Stopped, unix_ms};
+use crate::infra::process::{LOG_TAIL_LINES, LabProcess, Managed, SignalError, Stopped, unix_ms};
 use crate::vocab::config::LOOPBACK;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::NodeState;
@@ -130,11 +130,6 @@ impl StorageNode {
             .adopt_if(pid, started_unix_ms, |cmd| is_lab_storage_cmd(cmd, port))
     }
 
-    /// For a process that could not be adopted: the state `state.json` recorded.
-    pub(crate) fn set_gone_state(&mut self, state: NodeState) {
-        self.process.set_gone_state(state);
-    }
-
     /// The arguments of `storage-node`; `--addr 127.0.0.1:PORT` is also how the reaper
     /// recognises it.
     pub(crate) fn args(&self) -> Vec<String> {
@@ -166,49 +161,9 @@ impl StorageNode {
         args
     }
 
-    /// The process id while there is a process.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// The state as last seen ([`StorageNode::refresh`] looks again).
-    pub(crate) fn state(&self) -> &NodeState {
-        self.process.state()
-    }
-
-    /// When the current process was spawned (Unix ms).
-    pub(crate) fn started_unix_ms(&self) -> Option<u64> {
-        self.process.started_unix_ms()
-    }
-
-    /// `<lab>/logs/<name>.log`.
-    pub(crate) fn log(&self) -> &Path {
-        self.process.log()
-    }
-
-    /// Resident memory in MB, while there is a process.
-    pub(crate) fn rss_mb(&self) -> Option<f64> {
-        self.process.rss_mb()
-    }
-
-    /// Forgets the process without stopping it (`detach`).
-    pub(crate) fn forget(&mut self) {
-        self.process.forget();
-    }
-
-    /// Re-reads the process state (exited by itself? paused?).
-    pub(crate) fn refresh(&mut self) -> &NodeState {
-        self.process.refresh()
-    }
-
-    /// True while the process is alive (running or paused).
+    /// The `storage-node` binary it runs.
     pub(crate) fn bin(&self) -> &Path {
         &self.bin
-    }
-
-    /// Whether the process is alive (running or paused).
-    pub(crate) fn is_up(&mut self) -> bool {
-        self.process.is_up()
     }
 
     /// Spawns the process (own process group, log appended, pidfile written: see
@@ -334,6 +289,15 @@ pub fn is_lab_storage_cmd(cmd: &[String], port: u16) -> bool {
         .is_some_and(|n| n == "storage-node");
     let addr = format!("127.0.0.1:{port}");
     is_storage && cmd.windows(2).any(|w| w[0] == "--addr" && w[1] == addr)
+}
+
+impl Managed for StorageNode {
+    fn process(&self) -> &LabProcess {
+        &self.process
+    }
+    fn process_mut(&mut self) -> &mut LabProcess {
+        &mut self.process
+    }
 }
 
 #[cfg(test)]

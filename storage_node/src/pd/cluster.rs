@@ -316,21 +316,12 @@ impl PdCluster {
                 "region {region_id} already has an operator under way; retry when it finishes"
             ));
         }
-        let id = self
-            .alloc_id()
-            .map_err(|e| format!("PD cannot allocate an id: {e}"))?;
-        let op = Operator::move_peer(
-            region_id,
-            *source,
-            metapb::Peer {
-                id,
-                store_id: to,
-                ..Default::default()
-            },
-            format!(
-                "transfer-peer (asked for): region {region_id} from store {from} to store {to}"
-            ),
+        let why = format!(
+            "transfer-peer (asked for): region {region_id} from store {from} to store {to}"
         );
+        let op = self
+            .move_to(region_id, *source, to, why)
+            .map_err(|e| format!("PD cannot allocate an id: {e}"))?;
         state.operators.insert(region_id, op);
         Ok(())
     }
@@ -426,21 +417,28 @@ impl PdCluster {
                 .is_some_and(|s| s.store.state == metapb::StoreState::Offline as i32)
         })?;
         let (target, _) = *Self::targets(state, &info.region).first()?;
-        let id = self.alloc_id().ok()?;
+        let why = format!(
+            "replica-checker: store {} is being removed; region {}'s replica moves to store {target}",
+            from.store_id, info.region.id
+        );
+        self.move_to(info.region.id, *from, target, why).ok()
+    }
+
+    /// A move-peer operator for replica `from` of region `region_id` to a new peer on store
+    /// `target` (its id allocated now).
+    fn move_to(
+        &self,
+        region_id: u64,
+        from: metapb::Peer,
+        target: u64,
+        why: String,
+    ) -> std::io::Result<Operator> {
         let to = metapb::Peer {
-            id,
+            id: self.alloc_id()?,
             store_id: target,
             ..Default::default()
         };
-        Some(Operator::move_peer(
-            info.region.id,
-            *from,
-            to,
-            format!(
-                "replica-checker: store {} is being removed; region {}'s replica moves to store {target}",
-                from.store_id, info.region.id
-            ),
-        ))
+        Ok(Operator::move_peer(region_id, from, to, why))
     }
 
     /// balance-region: a replica moves from the store holding the most replicas to one that
@@ -457,21 +455,11 @@ impl PdCluster {
         if most < fewest + 2 {
             return None;
         }
-        let id = self.alloc_id().ok()?;
-        let to = metapb::Peer {
-            id,
-            store_id: target,
-            ..Default::default()
-        };
-        Some(Operator::move_peer(
-            info.region.id,
-            *from,
-            to,
-            format!(
-                "balance-region: store {} holds {most} replicas and store {target} {fewest}; region {}'s replica moves",
-                from.store_id, info.region.id
-            ),
-        ))
+        let why = format!(
+            "balance-region: store {} holds {most} replicas and store {target} {fewest}; region {}'s replica moves",
+            from.store_id, info.region.id
+        );
+        self.move_to(info.region.id, *from, target, why).ok()
     }
 
     /// A store says it is alive; false if PD does not know it (it must `PutStore` first).

@@ -8,6 +8,7 @@ use crate::infra::binary::{self};
 use crate::infra::embedded_tier::EmbeddedTier;
 use crate::infra::links::{self};
 use crate::infra::ports;
+use crate::infra::process::Managed as _;
 use crate::infra::process::Stopped;
 use crate::infra::storage::{StorageTier, TierPlan};
 use crate::infra::storage_node::{Role, StorageNode};

@@ -4,6 +4,7 @@
 use super::Lab;
 use crate::experiments::harness::Harness;
 use crate::infra::client::ConnectSpec;
+use crate::infra::process::Managed as _;
 use crate::vocab::config::LabConfig;
 use crate::vocab::error::LabError;
 use crate::vocab::faults::{Fault, FaultRecord, Link};

@@ -5,6 +5,7 @@ use super::*;
 use crate::experiments::workload::{self, WorkloadPlan, WorkloadReport};
 use crate::infra::client::{self, ConnectSpec};
 use crate::infra::node::Node;
+use crate::infra::process::Managed as _;
 use crate::infra::procs::{self};
 use crate::infra::storage::StorageTier;
 use crate::vocab::error::LabError;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::infra::client;
+use crate::infra::process::Managed as _;
 use crate::infra::storage::StorageTier;
 use crate::vocab::error::LabError;
 use crate::vocab::nodes::{NodeRef, NodeState};

@@ -12,6 +12,7 @@ use super::start::{describe_stop, node_links};
 use super::*;
 use crate::infra::binary::{self};
 use crate::infra::ports;
+use crate::infra::process::Managed as _;
 use crate::infra::storage::StorageTier;
 use crate::vocab::config::StorageMode;
 use crate::vocab::error::LabError;

@@ -2,6 +2,7 @@
 //! tier and the nodes (with fault proxies when asked), connect, apply the schema; and the way
 //! back: stop everything, clean up, or detach and leave the processes running.
 
+use crate::infra::process::Managed as _;
 use std::collections::HashMap;
 
 use super::*;

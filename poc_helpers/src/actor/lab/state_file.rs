@@ -2,6 +2,7 @@
 //! process (the `lab` CLI) can attach to it, and so a newer start of the same lab can tell an
 //! older handle that it has been taken over.
 
+use crate::infra::process::Managed as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,7 @@
 //! Status: every node's (and the storage node's) state, the link proxies' counters, and the
 //! storage trace attributed to nodes.
 
+use crate::infra::process::Managed as _;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 //! never rejoin under its old id (Raft would count votes and log entries it forgot).
 
 use crate::infra::placement;
+use crate::infra::process::Managed as _;
 use crate::infra::storage::StorageTier;
 use crate::vocab::error::LabError;
 
