@@ -181,27 +181,27 @@ enum Cmd {
     /// SIGKILL a node, like a crash. NODE: a, b, node-c, …, `storage` (the whole tier) or
     /// `store-2` (one store of a `--stores 3` lab).
     Kill {
-        /// The node, `storage` or `store-N`.
+        /// The node, `storage`, `pd` or `store-N`.
         node: String,
     },
     /// Stop a node gracefully (SIGTERM, then SIGKILL after the grace period).
     Stop {
-        /// The node, `storage` or `store-N`.
+        /// The node, `storage`, `pd` or `store-N`.
         node: String,
     },
     /// Freeze a node with SIGSTOP: it keeps its sockets but answers nothing.
     Pause {
-        /// The node, `storage` or `store-N`.
+        /// The node, `storage`, `pd` or `store-N`.
         node: String,
     },
     /// Unfreeze a paused node with SIGCONT.
     Resume {
-        /// The node, `storage` or `store-N`.
+        /// The node, `storage`, `pd` or `store-N`.
         node: String,
     },
     /// Start a node again on the same port and data (after a stop or kill, or while running).
     Restart {
-        /// The node, `storage` or `store-N`.
+        /// The node, `storage`, `pd` or `store-N`.
         node: String,
     },
     /// Stop every node (data of surrealkv nodes is kept).

@@ -38,6 +38,8 @@ pub fn act(dir: &Path, action: NodeAction, node: &str) -> Result<(), LabError> {
         Fault::Storage(action)
     } else if let Some(id) = given.strip_prefix("store-").and_then(|n| n.parse().ok()) {
         Fault::Store(id, action)
+    } else if given == "pd" {
+        Fault::Pd(action)
     } else {
         Fault::Node(node.into(), action)
     };
@@ -50,7 +52,7 @@ fn with_storage_hint(e: LabError) -> LabError {
         LabError::UnknownNode { given, known } => LabError::UnknownNode {
             given,
             known: format!(
-                "{known} (and `{STORAGE}` for the whole storage tier, `store-1`, `store-2`… for one store)"
+                "{known} (and `{STORAGE}` for the whole storage tier, `pd` for PD alone, `store-1`, `store-2`… for one store)"
             ),
         },
         other => other,

@@ -443,3 +443,34 @@ fn a_partitioned_leader_store_loses_its_region_and_the_bank_stays_valid() {
         bank.injected_faults()
     );
 }
+
+/// PD alone killed (`lab kill pd`): the stores keep their data, but no transaction can start
+/// without a timestamp; restarted on its data, PD hears from the stores again and statements
+/// succeed. On a one-store lab, a PD fault is refused naming `.stores(3)`.
+#[test]
+fn killing_pd_stops_new_transactions_until_it_is_back() {
+    let (_root, builder) = shared_lab("pd");
+    let cluster = builder.stores(3).start().expect("PD and three stores start");
+    cluster.sql("a", "CREATE item:1 SET n = 1").unwrap();
+    cluster.kill_pd().expect("kill PD");
+    assert!(
+        cluster.sql("a", "CREATE item:2 SET n = 2").is_err(),
+        "no transaction starts without PD's timestamps"
+    );
+    cluster.restart_pd().expect("restart PD");
+    let start = Instant::now();
+    while cluster.sql("a", "CREATE item:3 SET n = 3").is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no write succeeded within 30 s of PD's restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("first write after PD's restart: {:?}", start.elapsed());
+    assert_eq!(count(&cluster, "b"), 2, "item:1 and item:3 (item:2 never started)");
+
+    let (_root1, one) = shared_lab("pd-one");
+    let one = one.start().expect("a one-store lab");
+    let err = one.kill_pd().unwrap_err().to_string();
+    assert_mentions(&err, &[".stores(3)", "kill_storage()"]);
+}

@@ -99,6 +99,19 @@ impl Cluster {
         self.inject(Fault::Store(id, NodeAction::Resume))
     }
 
+    /// SIGKILL PD alone (a `.stores(3)` lab; CLI: `lab kill pd`): the stores keep their data
+    /// and their leaders, but no transaction can start (each needs a timestamp from PD) until
+    /// it is back.
+    pub fn kill_pd(&self) -> Result<(), LabError> {
+        self.inject(Fault::kill_pd())
+    }
+
+    /// Start PD again on its port and data (CLI: `lab restart pd`); the stores register with it
+    /// again and their leaders report the regions, so transactions resume.
+    pub fn restart_pd(&self) -> Result<(), LabError> {
+        self.inject(Fault::restart_pd())
+    }
+
     /// Cuts store `id` off from the other stores (a network partition inside the storage
     /// tier; CLI: `lab partition store-2`): Raft messages between it and them are dropped, so
     /// it commits nothing alone and the regions it led elect leaders among the others. The

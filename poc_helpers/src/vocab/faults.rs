@@ -46,6 +46,10 @@ pub enum Fault {
     Store(u64, NodeAction),
     /// New settings for one network link (needs `.fault_links(true)`).
     Link(Link, LinkFault),
+    /// A lifecycle action on PD alone, in a replicated tier (`.stores(3)`): the stores keep
+    /// their data, but no transaction can start (each needs a timestamp) and no client can find
+    /// a region until PD is back.
+    Pd(NodeAction),
     /// Store `id` cut off from the other stores of a replicated tier (`true`), or healed
     /// (`false`): a network partition inside the storage tier. Clients and PD still reach it.
     StoreNet(u64, bool),
@@ -102,6 +106,15 @@ impl Fault {
         Fault::Store(id, NodeAction::Restart)
     }
 
+    /// SIGKILL PD (a replicated tier): no new transaction until it is back.
+    pub fn kill_pd() -> Fault {
+        Fault::Pd(NodeAction::Kill)
+    }
+    /// Start PD again on its port and data; the stores register and report their regions again.
+    pub fn restart_pd() -> Fault {
+        Fault::Pd(NodeAction::Restart)
+    }
+
     /// Cut store `id` off from the other stores (a partition inside the storage tier): the
     /// regions it led elect leaders among the others; it commits nothing alone.
     pub fn partition_store(id: u64) -> Fault {
@@ -115,7 +128,7 @@ impl Fault {
     /// The fault log's action name: `kill`, `restart`, `cut`, `latency`, …
     pub fn action(&self) -> &'static str {
         match self {
-            Fault::Node(_, a) | Fault::Storage(a) | Fault::Store(_, a) => a.name(),
+            Fault::Node(_, a) | Fault::Storage(a) | Fault::Store(_, a) | Fault::Pd(a) => a.name(),
             Fault::Link(_, f) => f.action(),
             Fault::StoreNet(_, true) => "cut",
             Fault::StoreNet(_, false) => "heal",

@@ -36,6 +36,7 @@ impl Lab {
                 format!("store-{id}"),
                 self.storage_action(Some(*id), *action).await,
             ),
+            (Fault::Pd(action), Ok(())) => ("pd".into(), self.pd_action(*action).await),
             (Fault::StoreNet(id, cut), Ok(())) => {
                 (store_net_name(*id), self.store_net(*id, *cut).await)
             }
@@ -56,6 +57,7 @@ impl Lab {
             Fault::Storage(_) => "storage".into(),
             Fault::Store(id, _) => format!("store-{id}"),
             Fault::StoreNet(id, _) => store_net_name(*id),
+            Fault::Pd(_) => "pd".into(),
             Fault::Link(link, _) => {
                 let node = self.target_name(link.node());
                 match link {
@@ -194,6 +196,31 @@ impl Lab {
             Some(id) => process_action(tier.store(id)?, action, grace, timeout).await?,
             None => tier_action(tier, action, grace, timeout).await?,
         };
+        self.save_state()?;
+        Ok(line)
+    }
+
+    /// One action on PD alone (a replicated tier's first process).
+    async fn pd_action(&mut self, action: NodeAction) -> Result<String, LabError> {
+        self.check_owner()?;
+        let (grace, timeout) = (self.cfg.stop_timeout, self.cfg.start_timeout);
+        let label = self.cfg.storage.label();
+        let Some(tier) = self.storage.as_mut().and_then(StorageTier::embedded) else {
+            return Err(LabError::StorageUnavailable {
+                mode: label,
+                reason: "this lab does not run the embedded storage tier".into(),
+                fix: "PD faults need StorageMode::Shared with `.stores(3)`".into(),
+            });
+        };
+        if !tier.is_replicated() {
+            return Err(LabError::InvalidConfig {
+                setting: "pd".into(),
+                reason: "this lab's PD runs in one process with its only store".into(),
+                fix: "start the lab with `.stores(3)` (CLI: `lab up --stores 3`) to fault PD alone; `kill_storage()` crashes the combined process"
+                    .into(),
+            });
+        }
+        let line = process_action(tier.front(), action, grace, timeout).await?;
         self.save_state()?;
         Ok(line)
     }
@@ -358,6 +385,7 @@ async fn process_action(
     let tag = format!("[{name} :{}]", node.addr.port());
     let restart_call = match node.role {
         Role::Store { id, .. } => format!("restart_store({id})"),
+        Role::Pd => "restart_pd()".into(),
         _ => "restart_storage()".into(),
     };
     Ok(match action {

@@ -39,7 +39,7 @@ pub(crate) async fn run(plan: BankPlan, h: &mut impl Harness) -> Result<BankRepo
                     ));
                 }
             }
-            Fault::Storage(_) | Fault::Store(..) | Fault::StoreNet(..) => {
+            Fault::Storage(_) | Fault::Store(..) | Fault::StoreNet(..) | Fault::Pd(_) => {
                 if h.storage_is_up().is_none() {
                     return Err(LabError::config(
                         "BankPlan",
