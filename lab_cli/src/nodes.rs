@@ -72,7 +72,9 @@ mod tests {
         .to_string();
         assert!(e.contains("no node `z`"), "{e}");
         assert!(
-            e.contains("node-a, node-b (and `storage` for the whole storage tier, `store-1`"),
+            e.contains(
+                "node-a, node-b (and `storage` for the whole storage tier, `pd` for PD alone, `store-1`"
+            ),
             "{e}"
         );
     }

@@ -450,7 +450,10 @@ fn a_partitioned_leader_store_loses_its_region_and_the_bank_stays_valid() {
 #[test]
 fn killing_pd_stops_new_transactions_until_it_is_back() {
     let (_root, builder) = shared_lab("pd");
-    let cluster = builder.stores(3).start().expect("PD and three stores start");
+    let cluster = builder
+        .stores(3)
+        .start()
+        .expect("PD and three stores start");
     cluster.sql("a", "CREATE item:1 SET n = 1").unwrap();
     cluster.kill_pd().expect("kill PD");
     assert!(
@@ -467,7 +470,11 @@ fn killing_pd_stops_new_transactions_until_it_is_back() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("first write after PD's restart: {:?}", start.elapsed());
-    assert_eq!(count(&cluster, "b"), 2, "item:1 and item:3 (item:2 never started)");
+    assert_eq!(
+        count(&cluster, "b"),
+        2,
+        "item:1 and item:3 (item:2 never started)"
+    );
 
     let (_root1, one) = shared_lab("pd-one");
     let one = one.start().expect("a one-store lab");
