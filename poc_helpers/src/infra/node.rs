@@ -1,6 +1,6 @@
 //! One SurrealDB node: a `surreal start` process with its own port, data directory, log file and
 //! pidfile, and the start / health-wait / stop / kill / restart steps around it. The process
-//! itself — spawn, log, pidfile, state, signals, reaping — is a [`LabProcess`], shared with the
+//! itself — spawn, log, pidfile, state, signals, reaping — is a `process::LabProcess`, shared with the
 //! storage processes; this module adds what only a node has: its arguments and environment,
 //! and the HTTP readiness check.
 //!

@@ -8,7 +8,7 @@
 //! the copies drifted: one ended its child with `Child::kill`, the other with `kill(2)` on the
 //! pid; one described an exit as `code 1`, the other as `exit status: 1`. Now the owners keep
 //! only what is theirs (ports, arguments, the readiness check, the data directory) and hold a
-//! [`LabProcess`] for the rest.
+//! `LabProcess` for the rest.
 //!
 //! Every signal goes through one function, `Handle::send` (which calls [`procs::send`]), so a
 //! process we spawned and a process we adopted by pid are signalled alike.
@@ -480,7 +480,7 @@ pub(crate) async fn terminate_pid(pid: u32, grace: Duration) -> Stopped {
     Handle::Adopted(pid).end(Some(grace)).await
 }
 
-/// What [`reap_pidfile`] did.
+/// What `reap_pidfile` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reaped {
     /// No pidfile: nothing to do.

@@ -11,7 +11,7 @@
 //!
 //! This module owns one such process the way [`crate::infra::node`] owns a `surreal` node: the
 //! process itself (spawn with its own log and pidfile, state, stop / kill / pause, reaping) is
-//! a [`LabProcess`]; this module adds the role, the arguments, the readiness check (the ready
+//! a `process::LabProcess`; this module adds the role, the arguments, the readiness check (the ready
 //! line in the log) and the data directory. Its data directory survives restarts, which is how
 //! the failure experiments show that nothing acknowledged is lost.
 
