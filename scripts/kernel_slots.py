@@ -16,6 +16,12 @@ bookkeeping files are copies, because cargo rewrites those in place: a link woul
 rebuild mark the other slot's old library as fresh. It also removes the cell libraries a previous
 kernel left in SLOT (evcxr never deletes them; ~16 MB per cell).
 
+`prepare` and `clean` also prune what no kernel can use again, which would otherwise pile up in a
+slot that stays in use: builds of poc_helpers whose checkout is gone (each clone, worktree or CI
+run at a new path adds one: ~30 MB of libraries), and all but the newest incremental state of
+poc_helpers and of the cell crate (~250 MB per poc_helpers build; it only speeds up the rebuild
+after an edit, and rustc starts a new one when it finds none).
+
 `clean` removes slots that no kernel holds and that were last used more than --days ago.
 `report` prints the slots' disk use, each file counted once however many slots link it.
 
@@ -126,6 +132,69 @@ def seed(slot: Path, donor: Path, lib_rs: str) -> tuple[int, int]:
     return linked, copied
 
 
+def remove(path: Path) -> int:
+    """Deletes a file or a folder; returns the bytes freed (a file still linked elsewhere frees none)."""
+    freed = 0
+    try:
+        if path.is_dir() and not path.is_symlink():
+            for dirpath, _, names in os.walk(path):
+                for n in names:
+                    try:
+                        st = os.lstat(os.path.join(dirpath, n))
+                    except OSError:
+                        continue
+                    if st.st_nlink == 1:
+                        freed += st.st_blocks * 512
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            st = path.lstat()
+            path.unlink()
+            if st.st_nlink == 1:
+                freed += st.st_blocks * 512
+    except OSError:
+        pass
+    return freed
+
+
+def newest(path: Path) -> float:
+    """The latest modification time of a folder or of what it directly holds."""
+    try:
+        return max([path.stat().st_mtime] + [c.stat().st_mtime for c in path.iterdir()])
+    except OSError:
+        return 0.0
+
+
+def prune(slot: Path) -> int:
+    """Deletes from `slot` what no kernel can use again; returns the bytes freed.
+
+    - A poc_helpers build whose checkout is gone (the lib.rs its dep-info names no longer exists):
+      cargo names a path crate's build by its path, so no checkout can ever find it fresh again.
+    - All but the newest incremental folder of poc_helpers and of the cell crate ("ctx"): each
+      build of poc_helpers has its own (~250 MB), and rustc simply starts a new one when none is
+      there. The newest belongs to the checkout compiled last, the one a restart rebuilds.
+    Only for a slot no kernel is using: prepare() runs before evcxr starts, clean() holds the lock."""
+    freed = 0
+    for debug in (slot / "target").glob("*/debug"):
+        deps = debug / "deps"
+        for d in deps.glob("poc_helpers-*.d"):
+            try:
+                first = d.read_text(errors="replace").split("\n", 1)[0].split()
+            except OSError:
+                continue
+            sources = [t for t in first if t.endswith("/src/lib.rs") and t.startswith("/")]
+            if not sources or any(Path(t).exists() for t in sources):
+                continue
+            h = d.stem.split("-", 1)[1]
+            for gone in (d, deps / f"libpoc_helpers-{h}.rlib", deps / f"libpoc_helpers-{h}.rmeta",
+                         debug / ".fingerprint" / f"poc_helpers-{h}"):
+                freed += remove(gone)
+        for crate in ("poc_helpers", "ctx"):
+            states = sorted((debug / "incremental").glob(f"{crate}-*"), key=newest)
+            for old in states[:-1]:
+                freed += remove(old)
+    return freed
+
+
 def remove_old_cells(slot: Path) -> int:
     """Deletes the cell libraries (libcode_N.so) a previous kernel left; returns bytes freed."""
     freed = 0
@@ -181,6 +250,11 @@ def prepare(slot: Path) -> None:
         (slot / SEEDING).unlink(missing_ok=True)  # left by a seeding that was cut short
     if freed >= 1e6:
         print(f"kernel slot {slot.name}: removed {freed / 1e6:.0f} MB of an earlier kernel's cells", file=sys.stderr)
+    # After seeding: a donor also hands over the stale builds it still holds.
+    pruned = prune(slot)
+    if pruned >= 1e6:
+        print(f"kernel slot {slot.name}: removed {pruned / 1e6:.0f} MB of stale builds (checkouts that are gone, "
+              "older incremental state)", file=sys.stderr)
 
 
 def disk_use(paths: list[Path], seen: set) -> int:
@@ -222,13 +296,12 @@ def report() -> str:
 
 
 def clean(days: float) -> None:
-    """Removes slots not in use whose last kernel started more than `days` ago."""
+    """Removes slots not in use whose last kernel started more than `days` ago, and prunes the
+    other slots not in use (see prune)."""
     now = time.time()
     for s in slots():
         lock = s.parent / f"{s.name}.lock"
         last = max((p.stat().st_mtime for p in (lock, s) if p.exists()), default=0)
-        if now - last < days * 86400:
-            continue
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # hold it while deleting: no kernel starts here
@@ -236,10 +309,17 @@ def clean(days: float) -> None:
             os.close(fd)
             continue
         try:
-            shutil.rmtree(s, ignore_errors=True)
-            print(f"kernel slot {s.name}: removed (unused for {(now - last) / 86400:.0f} days)")
+            if now - last >= days * 86400:
+                shutil.rmtree(s, ignore_errors=True)
+                print(f"kernel slot {s.name}: removed (unused for {(now - last) / 86400:.0f} days)")
+            else:
+                pruned = prune(s)
+                if pruned >= 1e6:
+                    print(f"kernel slot {s.name}: removed {pruned / 1e6:.0f} MB of stale builds")
         finally:
             os.close(fd)
+        if now - last < days * 86400:
+            os.utime(lock, (last, last))  # a lock created here to prune is no kernel's use: keep the age
 
 
 def main() -> int:

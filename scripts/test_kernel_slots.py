@@ -5,7 +5,8 @@ What a seeded slot must be for cargo to skip poc_helpers, and for the two slots 
 independent: this checkout's build taken from the newest donor, large outputs hard-linked,
 cargo's rewritable bookkeeping copied (a shared inode would let one slot's rebuild mark the
 other's old library fresh), the donor kernel's cells left out, a slot being seeded never used as a
-donor; `clean` removes an old idle slot and never a locked one. The real kernels are covered by
+donor; `clean` removes an old idle slot and never a locked one; builds of gone checkouts and
+older incremental state are pruned. The real kernels are covered by
 scripts/run-notebooks.py, which fails when a later notebook's kernel compiles poc_helpers again.
 Run by scripts/test.sh.
 """
@@ -105,6 +106,30 @@ class Seed(unittest.TestCase):
         self.assertFalse((self.slots / "0").exists(), "an old idle slot was kept")
         self.assertTrue((self.slots / "1").exists(), "a slot in use was removed")
         self.assertTrue((self.slots / "2").exists(), "a recently used slot was removed")
+
+    def test_prune_drops_builds_of_gone_checkouts_and_older_incremental_state(self):
+        gone = "/gone/clone/poc_helpers/src/lib.rs"
+        make_build(self.slots / "0", gone, "old", self.now - 100)
+        make_build(self.slots / "1", self.lib, "cur", self.now)
+        inc = self.slots / "1" / DEBUG / "incremental"
+        for name, age in (("poc_helpers-aa", 100), ("poc_helpers-bb", 0), ("ctx-x", 50), ("ctx-y", 5)):
+            (inc / name / "s-1").mkdir(parents=True)
+            (inc / name / "s-1" / "0.o").write_bytes(BIG)
+            for p in (inc / name / "s-1", inc / name):
+                os.utime(p, (self.now - age, self.now - age))
+        (self.slots / "1.lock").touch()
+        ks.prepare(self.slots / "1")  # the donor (slot 0) has no newer build of ours: no seeding
+        deps, fp = self.slots / "1" / DEBUG / "deps", self.slots / "1" / DEBUG / ".fingerprint"
+        self.assertTrue((deps / "libpoc_helpers-cur.rlib").exists(), "this checkout's build was pruned")
+        self.assertTrue((fp / "poc_helpers-cur").exists(), "this checkout's fingerprint was pruned")
+        self.assertEqual(sorted(p.name for p in inc.iterdir()), ["ctx-y", "poc_helpers-bb"],
+                         "only the newest incremental state of each crate stays")
+        ks.clean(days=7)  # slot 0 is idle and recent: pruned, not removed
+        deps0 = self.slots / "0" / DEBUG / "deps"
+        self.assertFalse((deps0 / "libpoc_helpers-old.rlib").exists(), "a build of a gone checkout was kept")
+        self.assertFalse((deps0 / "poc_helpers-old.d").exists(), "its dep-info was kept")
+        self.assertFalse((self.slots / "0" / DEBUG / ".fingerprint" / "poc_helpers-old").exists())
+        self.assertTrue((deps0 / "libpolars-1.rlib").exists(), "a dependency's library was pruned")
 
     def test_report_counts_a_linked_file_once(self):
         make_build(self.slots / "0", self.lib, "aaa", self.now)
