@@ -9,7 +9,10 @@
 #      docs/executed/ (so every test run regenerates them),
 #   5. a kernel restart that must not rebuild poc_helpers (test_kernel.py), and the kernels' build
 #      folders: a cold one takes a warm one's build, old ones are cleaned (test_kernel_slots.py),
-#   6. the browser check: JupyterLab started as start-lab.sh starts it, in headless Chromium,
+#      and JupyterLab shuts down a closed notebook's idle kernel, never an open one's
+#      (test_kernel_cull.py),
+#   6. the browser check: JupyterLab started as start-lab.sh starts it, in headless Chromium (also:
+#      closing a notebook's tab drops its kernel connection),
 #   7. the documentation tests (links, runnable examples against a live lab, rustdoc, the notebooks'
 #      glossary links, answered predictions and asserted takeaways), after their own unit tests.
 # Every lab started here uses ephemeral ports, never the 8000/8001 of a lab you have open.
@@ -49,6 +52,7 @@ lab_step "notebooks, headless in the evcxr kernel"
 lab_step "kernel restart (no rebuild of an unchanged poc_helpers) and the kernels' build folders"
 "$LAB_VENV/bin/python" scripts/test_kernel.py
 "$LAB_VENV/bin/python" scripts/test_kernel_slots.py
+"$LAB_VENV/bin/python" scripts/test_kernel_cull.py
 
 lab_step "browser check (JupyterLab in headless Chromium)"
 scripts/browser-check.sh
