@@ -132,19 +132,22 @@ def seed(slot: Path, donor: Path, lib_rs: str) -> tuple[int, int]:
     return linked, copied
 
 
+def file_stats(root: Path):
+    """lstat() of every file under `root` (files that vanish meanwhile are skipped)."""
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            try:
+                yield os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+
+
 def remove(path: Path) -> int:
     """Deletes a file or a folder; returns the bytes freed (a file still linked elsewhere frees none)."""
     freed = 0
     try:
         if path.is_dir() and not path.is_symlink():
-            for dirpath, _, names in os.walk(path):
-                for n in names:
-                    try:
-                        st = os.lstat(os.path.join(dirpath, n))
-                    except OSError:
-                        continue
-                    if st.st_nlink == 1:
-                        freed += st.st_blocks * 512
+            freed = sum(st.st_blocks * 512 for st in file_stats(path) if st.st_nlink == 1)
             shutil.rmtree(path, ignore_errors=True)
         else:
             st = path.lstat()
@@ -197,16 +200,7 @@ def prune(slot: Path) -> int:
 
 def remove_old_cells(slot: Path) -> int:
     """Deletes the cell libraries (libcode_N.so) a previous kernel left; returns bytes freed."""
-    freed = 0
-    for so in (slot / "target").glob("*/debug/deps/libcode_*.so"):
-        try:
-            st = so.stat()
-            so.unlink()
-            if st.st_nlink == 1:
-                freed += st.st_blocks * 512
-        except OSError:
-            pass
-    return freed
+    return sum(remove(so) for so in (slot / "target").glob("*/debug/deps/libcode_*.so"))
 
 
 def is_locked(lock: Path) -> bool:
@@ -261,14 +255,8 @@ def disk_use(paths: list[Path], seen: set) -> int:
     """Bytes on disk under `paths`, each inode counted once across calls sharing `seen`."""
     total = 0
     for root in paths:
-        for dirpath, _, names in os.walk(root):
-            for n in names:
-                try:
-                    st = os.lstat(os.path.join(dirpath, n))
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
+        for st in file_stats(root):
+            if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
     return total
