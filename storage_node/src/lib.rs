@@ -32,7 +32,8 @@
 //!   pessimistic transactions' acquire_pessimistic_lock and pessimistic_rollback) and the
 //!   [`txn::scheduler`] that runs them in batches on the region's leader (group commit).
 //! - [`raftstore`]: every batch's writes are proposed to the region's Raft group (raft-rs,
-//!   as in TiKV), made durable in its log, and applied once committed; reads use ReadIndex.
+//!   as in TiKV), made durable in its log, and applied once committed; reads are served by the
+//!   leader under a lease that a ReadIndex renews, as TiKV's are.
 //! - [`mvcc`]: versions, locks and write records — key encoding, records, the reader.
 //! - [`txn_types`]: [`Key`] and [`TimeStamp`], the types every layer below `server` speaks.
 //! - [`concurrency`]: keeps snapshots stable while commit timestamps become durable.

@@ -6,6 +6,9 @@
 //! - a write is acknowledged only once a majority has it (an isolated leader acknowledges none);
 //! - the majority elects a new leader after the old one is cut off;
 //! - a deposed leader never serves a read (even one that never noticed it was deposed);
+//! - a leader serves reads without the quorum only within its lease, and has none in a term in
+//!   which it began a leadership transfer; a restarted store grants no vote for an election
+//!   timeout (it forgot which leader it heard from);
 //! - a follower that missed entries catches up from the log, or from a snapshot once the
 //!   leader compacted its log past what the follower has;
 //! - a replica moves to a new store (learner → voter → old one removed) and the new store
@@ -16,9 +19,12 @@
 //! transport store processes use.
 
 use std::collections::{HashMap, HashSet};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use raft::eraftpb::MessageType;
 
 use storage_node::concurrency::ConcurrencyManager;
 use storage_node::engine::Engine;
@@ -44,6 +50,8 @@ use storage_node::{Key, TimeStamp};
 struct Net {
     mailboxes: Mutex<HashMap<u64, Mailbox>>,
     cut: Mutex<HashSet<(u64, u64)>>,
+    /// Every message sent since the tap was opened: (type, from peer, to peer).
+    tap: Mutex<Option<Vec<(MessageType, u64, u64)>>>,
 }
 
 impl Net {
@@ -51,6 +59,14 @@ impl Net {
         let mut cut = self.cut.lock().unwrap();
         for &other in stores {
             cut.insert((store, other));
+            cut.insert((other, store));
+        }
+    }
+
+    /// Store `store` hears nothing more from `stores`; what it sends still arrives.
+    fn deafen(&self, store: u64, stores: &[u64]) {
+        let mut cut = self.cut.lock().unwrap();
+        for &other in stores {
             cut.insert((other, store));
         }
     }
@@ -67,6 +83,9 @@ struct Link {
 
 impl Transport for Link {
     fn send(&self, msg: RaftMessage) {
+        if let Some(tap) = self.net.tap.lock().unwrap().as_mut() {
+            tap.push((msg.message.get_msg_type(), msg.from.id, msg.to.id));
+        }
         let to = msg.to.store_id;
         if self.net.cut.lock().unwrap().contains(&(self.from, to)) {
             return;
@@ -218,6 +237,54 @@ impl Cluster {
             config,
             _tso_dir: tso_dir,
         }
+    }
+
+    /// Stops store `id` and starts it again on its engine and log, as a process restart does:
+    /// what it kept only in memory (whom it heard from lately) is gone.
+    fn restart(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        self.net.mailboxes.lock().unwrap().remove(&id);
+        let Store {
+            raft,
+            engine,
+            cm,
+            server,
+            _dir,
+        } = self.stores.remove(i);
+        assert_eq!(Arc::strong_count(&raft), 1, "store {id} is still in use");
+        drop(raft); // stops its thread
+        let setup = StoreSetup {
+            store_id: id,
+            bootstrap: Vec::new(),
+            transport: Box::new(Link {
+                net: self.net.clone(),
+                from: id,
+            }),
+            pd: Some(Box::new(self.pd.clone())),
+        };
+        let raft = RaftStore::start_with(
+            engine.clone(),
+            cm.clone(),
+            Arc::new(LockManager::default()),
+            self.config.clone(),
+            setup,
+        )
+        .unwrap();
+        self.net
+            .mailboxes
+            .lock()
+            .unwrap()
+            .insert(id, raft.mailbox());
+        self.stores.insert(
+            i,
+            Store {
+                raft,
+                engine,
+                cm,
+                server,
+                _dir,
+            },
+        );
     }
 
     /// Starts store `id` (the next one) with no replica, on the same network: how a store
@@ -543,6 +610,165 @@ async fn a_deposed_leader_never_serves_a_read_even_unaware_that_it_was_deposed()
     }
     c.net.heal();
     c.wait_local(old, "k", "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_serves_reads_in_its_lease_without_the_quorum_and_not_after_it() {
+    let c = Cluster::start(config());
+    let span = c.config.lease_span();
+    assert!(!span.is_zero(), "lease reads are on by default");
+    let old = c.leader_among(&STORES);
+    c.put(old, "k", "old").await.unwrap();
+    let asked = Instant::now();
+    c.read(old, "k").await.unwrap(); // a read index: the quorum confirms, the lease starts
+    c.net.isolate(old, &STORES);
+
+    let t = Instant::now();
+    let v = c
+        .read(old, "k")
+        .await
+        .expect("a read in the lease needs no quorum");
+    assert_eq!(v.as_deref(), Some("old"));
+    assert!(
+        asked.elapsed() < span && t.elapsed() < Duration::from_millis(100),
+        "the test needs that read inside the lease ({span:?}); it took {:?}",
+        t.elapsed()
+    );
+
+    // A follower may vote an election timeout less one tick after it last heard from the
+    // leader, so by then the lease must be over: the cut-off leader (which steps down only an
+    // election timeout after the cut, at the earliest) has to ask the quorum, and cannot.
+    let must_end = asked + c.config.election_timeout() - c.config.tick;
+    tokio::time::sleep_until(must_end.into()).await;
+    let late = c.read(old, "k").await;
+    assert!(
+        late.is_err(),
+        "a read {:?} after the lease began, cut off from the quorum, was served: {late:?}",
+        must_end - asked
+    );
+    let new = c.leader_among(&others(old));
+    c.put(new, "k", "new").await.unwrap();
+    c.net.heal();
+    c.wait_local(old, "k", "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_began_a_transfer_has_no_lease_even_unaware_that_it_was_deposed() {
+    // A transfer's candidate is elected at once, whatever leases the voters keep. The old
+    // leader here hears nothing after it sent the transfer, so it still believes it leads.
+    let c = Cluster::start(config());
+    let old = c.leader_among(&STORES);
+    c.put(old, "k", "old").await.unwrap();
+    let asked = Instant::now();
+    c.read(old, "k").await.unwrap(); // the lease starts
+    let to = others(old)[0];
+    c.net.deafen(old, &STORES);
+    c.store(old).raft.transfer_leader(REGION, 10 + to);
+    let new = c.leader_among(&[to]);
+    c.put(new, "k", "new").await.unwrap();
+    assert!(
+        asked.elapsed() < c.config.lease_span(),
+        "the test needs the old lease still running: {:?}",
+        asked.elapsed()
+    );
+    let status = c.store(old).raft.status(REGION).unwrap();
+    assert_eq!(
+        status.leader_id,
+        10 + old,
+        "the old leader must not know yet: {status:?}"
+    );
+    if let Ok(v) = c.read(old, "k").await {
+        assert_ne!(
+            v.as_deref(),
+            Some("old"),
+            "stale read: the old leader used its lease after it began a transfer (the majority has \"new\")"
+        );
+    }
+    c.net.heal();
+    c.wait_local(old, "k", "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_store_grants_no_vote_for_an_election_timeout() {
+    // A leader's lease counts on the followers that acknowledged it voting for nobody else
+    // for an election timeout. One that restarts forgets it heard from the leader, so it must
+    // hold its votes that long by itself (tikv#15035).
+    let mut c = Cluster::start(config());
+    let leader = c.leader_among(&STORES);
+    c.put(leader, "k", "v").await.unwrap();
+    let (voter, candidate) = (others(leader)[0], others(leader)[1]);
+    // It never hears from the leader again: nothing but its restart keeps it from voting (a
+    // peer that heard from a leader lately ignores vote requests anyway).
+    c.net.deafen(voter, &[leader]);
+    c.restart(voter);
+    let restarted = Instant::now();
+    let status = c.store(voter).raft.status(REGION).unwrap();
+    // A pre-vote for the next term from a peer whose log is as long as the voter's: a peer
+    // that knows of no leader grants it.
+    let ask = |c: &Cluster| {
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(MessageType::MsgRequestPreVote);
+        m.from = 10 + candidate;
+        m.to = 10 + voter;
+        m.term = status.term + 1;
+        m.index = status.last_index;
+        m.log_term = status.term;
+        let peer = |store: u64| metapb::Peer {
+            id: 10 + store,
+            store_id: store,
+            ..Default::default()
+        };
+        c.store(voter).raft.mailbox().deliver(RaftMessage {
+            region_id: REGION,
+            from: peer(candidate),
+            to: peer(voter),
+            message: m,
+        });
+    };
+    let answers = |c: &Cluster| {
+        c.net
+            .tap
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|(t, from, to)| {
+                *t == MessageType::MsgRequestPreVoteResponse
+                    && *from == 10 + voter
+                    && *to == 10 + candidate
+            })
+            .count()
+    };
+    *c.net.tap.lock().unwrap() = Some(Vec::new());
+    ask(&c);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        restarted.elapsed() < c.config.election_timeout(),
+        "the test needs the request answered (or not) within an election timeout of the restart"
+    );
+    assert_eq!(
+        answers(&c),
+        0,
+        "store {voter} answered a vote request {:?} after it restarted",
+        restarted.elapsed()
+    );
+    std::thread::sleep(
+        (restarted + c.config.election_timeout()).saturating_duration_since(Instant::now()),
+    );
+    ask(&c);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while answers(&c) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "store {voter} still answers no vote request an election timeout after its restart"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.net.heal();
+    c.put(leader, "k2", "v2")
+        .await
+        .expect("the group still works");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,10 @@ pub struct RaftConfig {
     /// the lab; tests turn it off to keep a deposed leader believing it leads, the worst case
     /// for stale reads.
     pub check_quorum: bool,
+    /// Whether a leader serves reads under a lease (needs `check_quorum`), as TiKV does, or
+    /// asks the quorum for every read (ReadIndex). See [`peer`](self::peer) for why a lease is
+    /// safe. On by default; off only to compare the two.
+    pub lease_reads: bool,
     /// Ticks between a leader's region heartbeats to PD (besides the one it sends the moment
     /// it becomes leader, which is what lets clients find it after a failover).
     pub pd_heartbeat_ticks: usize,
@@ -90,6 +94,24 @@ pub struct RaftConfig {
     pub split_check_ticks: usize,
     /// When a region splits by itself.
     pub split: split::SplitPolicy,
+}
+
+impl RaftConfig {
+    /// How long a quorum's confirmation keeps a leader's lease: an election timeout less two
+    /// ticks (a follower counts the timeout in ticks, so it may vote up to a tick early; one
+    /// more for the threads' scheduling). Zero when lease reads are off.
+    pub fn lease_span(&self) -> Duration {
+        if self.lease_reads && self.check_quorum {
+            self.tick * self.election_ticks.saturating_sub(2) as u32
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// An election timeout (the shortest, before raft-rs's randomisation).
+    pub fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks as u32
+    }
 }
 
 impl Default for RaftConfig {
@@ -102,6 +124,7 @@ impl Default for RaftConfig {
             log_gc_threshold: 1024,
             log_segment_bytes: log_file::SEGMENT_BYTES,
             check_quorum: true,
+            lease_reads: true,
             pd_heartbeat_ticks: 20,
             split_check_ticks: 20,
             split: split::SplitPolicy::default(),

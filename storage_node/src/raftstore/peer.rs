@@ -6,9 +6,20 @@
 //! before it, as TiKV's latches guarantee for commands on the same keys. Reads ask for a read
 //! index (Raft's ReadIndex: the leader confirms with a quorum that it is still the leader) and
 //! are served once that index is applied, so a deposed leader never answers a read.
+//!
+//! A confirmed read index also gives the leader a **lease**, as TiKV's does: a quorum heard
+//! from it after the moment it asked, and with check-quorum on, none of those peers votes for
+//! another candidate until an election timeout has passed since (raft-rs's `in_lease`). So for
+//! a little less than an election timeout from the moment it asked, no other peer can have
+//! become leader, and the leader serves reads from its applied state without asking the quorum
+//! again. Three holes in that argument are closed as TiKV closes them: the lease is an election
+//! timeout minus two ticks (a follower counts in ticks, tikv#9728); there is none in a term in
+//! which a leadership transfer began (a transfer's candidate is voted for despite the lease,
+//! tikv#1593, raft-rs#234); and a restarted store grants no vote for an election timeout (it
+//! forgot whom it heard from, tikv#15035; see `StoreThread`).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use raft::eraftpb::Entry;
 use raft::{RawNode, StateRole};
@@ -59,6 +70,8 @@ pub struct PendingConf {
 /// Reads that share one read-index request.
 struct ReadBatch {
     id: u64,
+    /// When the leader asked: a quorum confirmed it after this moment.
+    asked: Instant,
     callbacks: Vec<ReadCallback>,
     /// Known once the leader confirmed it: serve when applied reaches it.
     index: Option<u64>,
@@ -93,6 +106,12 @@ pub struct Peer {
     pub pending_split: Option<PendingSplit>,
     /// The membership change proposed and not yet applied.
     pub pending_conf: Option<PendingConf>,
+    /// Until when, and in which term, this leader may serve reads without a read index.
+    lease: Option<(u64, Instant)>,
+    /// How long a confirmed read index keeps the lease (zero: no lease reads).
+    pub lease_span: Duration,
+    /// A term in which a leadership transfer began: no lease in it.
+    no_lease_term: u64,
     /// Ticks of the stale-peer check at which this peer knew no leader (see
     /// `StoreThread::check_stale_peers`).
     pub leaderless_checks: u32,
@@ -123,6 +142,9 @@ impl Peer {
             pending_split: None,
             pending_conf: None,
             leaderless_checks: 0,
+            lease: None,
+            lease_span: Duration::ZERO,
+            no_lease_term: 0,
             written_since_measure: 0,
             size: None,
         }
@@ -287,6 +309,13 @@ impl Peer {
             }
             return;
         }
+        let now = Instant::now();
+        if self.in_lease(now) {
+            for (done, _) in self.reads_unsent.drain(..) {
+                let _ = done.send(Ok(()));
+            }
+            return;
+        }
         // raft-rs drops a read index asked before the leader committed in its term; wait.
         if !self.raw.raft.commit_to_current_term() {
             return;
@@ -302,6 +331,7 @@ impl Peer {
         let callbacks = self.reads_unsent.drain(..).map(|(c, _)| c).collect();
         self.reads.push_back(ReadBatch {
             id,
+            asked: now,
             callbacks,
             index: None,
             deadline,
@@ -318,9 +348,59 @@ impl Peer {
             let id = u64::from_be_bytes(id);
             if let Some(b) = self.reads.iter_mut().find(|b| b.id == id) {
                 b.index = Some(rs.index);
+                let asked = b.asked;
+                self.renew_lease(asked);
             }
         }
         self.serve_reads();
+    }
+
+    /// A quorum confirmed this leader after `asked`: the lease runs from then.
+    fn renew_lease(&mut self, asked: Instant) {
+        let term = self.raw.raft.term;
+        if self.lease_span.is_zero() || !self.is_leader() || !self.may_lease() {
+            return;
+        }
+        let until = asked + self.lease_span;
+        if self.lease.is_none_or(|(t, u)| t != term || u < until) {
+            self.lease = Some((term, until));
+        }
+    }
+
+    /// No leadership transfer began in this term. A transfer's candidate campaigns at once and
+    /// is voted for despite the voters' leases; its message may even arrive after the transfer
+    /// was given up. So a term with a transfer has no lease until it ends.
+    fn may_lease(&mut self) -> bool {
+        if self.raw.raft.lead_transferee.is_some() {
+            self.no_lease_term = self.raw.raft.term;
+            self.lease = None;
+        }
+        self.no_lease_term != self.raw.raft.term
+    }
+
+    /// Whether a read may be served now from the applied state, without a read index: the
+    /// lease of this term holds, and everything committed is applied (the leader applied an
+    /// entry of its own term, so that includes whatever its predecessors committed).
+    fn in_lease(&mut self, now: Instant) -> bool {
+        let term = self.raw.raft.term;
+        self.may_lease()
+            && self
+                .lease
+                .is_some_and(|(t, until)| t == term && now < until)
+            && self.is_applied_leader()
+            && self.applied.0 >= self.raw.raft.raft_log.committed
+    }
+
+    /// Ends the lease (a membership change: the quorum it was counted in changed).
+    pub fn end_lease(&mut self) {
+        self.lease = None;
+    }
+
+    /// Starts a leadership transfer to `to_peer` (no lease for the rest of this term).
+    pub fn transfer_leader(&mut self, to_peer: u64) {
+        self.no_lease_term = self.raw.raft.term;
+        self.lease = None;
+        self.raw.transfer_leader(to_peer);
     }
 
     fn serve_reads(&mut self) {
@@ -361,6 +441,7 @@ impl Peer {
     /// After a tick or a ready: answers what can no longer succeed, or waited too long.
     pub fn check(&mut self, now: Instant) {
         let leader = self.is_leader();
+        self.may_lease(); // notes a transfer raft-rs began on a peer's request
         if self.was_leader && !leader {
             // Deposed: nothing queued here will run, no read here may be served. The batch in
             // flight may still commit under the new leader, so its fate is unknown.

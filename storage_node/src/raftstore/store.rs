@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
+use raft::eraftpb::MessageType;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
-use raft::{RawNode, ReadOnlyOption};
+use raft::{CAMPAIGN_TRANSFER, RawNode, ReadOnlyOption};
 use redb::{Durability, ReadableDatabase};
 
 use super::command::{Cf, EngineTables, Op, WriteBatch};
@@ -246,6 +247,9 @@ impl RaftStore {
                 None => tracing::warn!(region = region_id, "region record without Raft state"),
             }
         }
+        // Started on data from before: its peers may have acknowledged a leader's lease.
+        let restarted = !storages.is_empty();
+        let config_election_timeout = config.election_timeout();
         if storages.is_empty() {
             for region in setup.bootstrap {
                 let s = PeerStorage::bootstrap(region, engine.clone());
@@ -297,6 +301,7 @@ impl RaftStore {
             last_heard: Default::default(),
             ticks: 0,
             waiting_ready: Vec::new(),
+            no_votes_until: restarted.then(|| Instant::now() + config_election_timeout),
         };
         let handle = std::thread::Builder::new()
             .name("raftstore".into())
@@ -512,7 +517,9 @@ fn open_peer(
         raw.campaign()
             .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
     }
-    Ok(Peer::new(me, raw, applied))
+    let mut peer = Peer::new(me, raw, applied);
+    peer.lease_span = config.lease_span();
+    Ok(peer)
 }
 
 /// raft-rs's settings for peer `id` whose engine state stands at `applied`.
@@ -571,9 +578,31 @@ struct StoreThread {
     /// Ticks since start (paces the region heartbeats).
     ticks: usize,
     waiting_ready: Vec<(u64, mpsc::Sender<()>)>,
+    /// Until when this store grants no vote: an election timeout after a start on existing
+    /// data. A restarted peer forgot that it heard from a leader lately, so it would vote at
+    /// once, and a leader still holding a lease counted with its old acknowledgement could then
+    /// meet a second leader (tikv#15035, fixed in TiKV the same way). A fresh store has nothing
+    /// to forget. A leadership transfer's campaign is let through: it ignores leases anyway.
+    no_votes_until: Option<Instant>,
 }
 
 impl StoreThread {
+    /// Whether to drop this message: a vote request (or pre-vote) other than a leadership
+    /// transfer's, while [`StoreThread::no_votes_until`] holds.
+    fn refuses_vote(&mut self, m: &raft::eraftpb::Message) -> bool {
+        let Some(until) = self.no_votes_until else {
+            return false;
+        };
+        if Instant::now() >= until {
+            self.no_votes_until = None;
+            return false;
+        }
+        matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && m.context != CAMPAIGN_TRANSFER
+    }
+
     fn run(&mut self) {
         let mut next_tick = Instant::now() + self.config.tick;
         let mut busy = true;
@@ -688,7 +717,7 @@ impl StoreThread {
                     let matched = p.raw.raft.prs().get(to_peer).map(|pr| pr.matched);
                     if alive && matched.is_some_and(|m| m + 2 >= last) {
                         tracing::info!(region = region_id, to = to_peer, "transferring leadership");
-                        p.raw.transfer_leader(to_peer);
+                        p.transfer_leader(to_peer);
                     } else {
                         tracing::info!(
                             region = region_id,
@@ -751,6 +780,14 @@ impl StoreThread {
             },
             StoreMsg::Raft(m) => {
                 self.last_heard.insert(m.from.store_id, Instant::now());
+                if self.refuses_vote(&m.message) {
+                    tracing::debug!(
+                        region = m.region_id,
+                        from = m.from.id,
+                        "no vote yet: this store restarted less than an election timeout ago"
+                    );
+                    return;
+                }
                 self.seen_peers.insert(m.from.id, m.from);
                 if !self.peers.contains_key(&m.region_id) && m.to.store_id == self.store_id {
                     self.create_peer_for(&m);
@@ -1081,7 +1118,6 @@ impl StoreThread {
     /// log); its leader finds its log missing and sends a snapshot, which brings the range, the
     /// members and the data (TiKV creates such peers the same way).
     fn create_peer_for(&mut self, m: &RaftMessage) {
-        use raft::eraftpb::MessageType;
         // A peer this store destroyed stays destroyed (a newer peer of the region may come).
         if self
             .tombstones
@@ -1112,7 +1148,9 @@ impl StoreThread {
                     store = self.store_id,
                     "creating an empty peer for a region this store does not hold; its leader will send a snapshot"
                 );
-                self.peers.insert(m.region_id, Peer::new(m.to.id, raw, 0));
+                let mut peer = Peer::new(m.to.id, raw, 0);
+                peer.lease_span = self.config.lease_span();
+                self.peers.insert(m.region_id, peer);
             }
             Err(e) => tracing::warn!(region = m.region_id, "cannot create a peer: {e}"),
         }
@@ -1343,6 +1381,7 @@ impl StoreThread {
                                 apply_conf_change(&txn, &mut t, p, e)
                         {
                             destroyed = removed_self;
+                            p.end_lease();
                             confs.push((*region_id, region, removed_self));
                         }
                         continue;
