@@ -239,20 +239,14 @@ impl Cluster {
         }
     }
 
-    /// Stops store `id` and starts it again on its engine and log, as a process restart does:
-    /// what it kept only in memory (whom it heard from lately) is gone.
-    fn restart(&mut self, id: u64) {
-        let i = (id - 1) as usize;
-        self.net.mailboxes.lock().unwrap().remove(&id);
-        let Store {
-            raft,
-            engine,
-            cm,
-            server,
-            _dir,
-        } = self.stores.remove(i);
-        assert_eq!(Arc::strong_count(&raft), 1, "store {id} is still in use");
-        drop(raft); // stops its thread
+    /// Starts store `id`'s Raft thread on `engine` with no bootstrap region (it holds what the
+    /// engine holds, or nothing), joined to the network.
+    fn launch(
+        &self,
+        id: u64,
+        engine: &Arc<Engine>,
+        cm: &Arc<ConcurrencyManager>,
+    ) -> Arc<RaftStore> {
         let setup = StoreSetup {
             store_id: id,
             bootstrap: Vec::new(),
@@ -275,6 +269,24 @@ impl Cluster {
             .lock()
             .unwrap()
             .insert(id, raft.mailbox());
+        raft
+    }
+
+    /// Stops store `id` and starts it again on its engine and log, as a process restart does:
+    /// what it kept only in memory (whom it heard from lately) is gone.
+    fn restart(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        self.net.mailboxes.lock().unwrap().remove(&id);
+        let Store {
+            raft,
+            engine,
+            cm,
+            server,
+            _dir,
+        } = self.stores.remove(i);
+        assert_eq!(Arc::strong_count(&raft), 1, "store {id} is still in use");
+        drop(raft); // stops its thread
+        let raft = self.launch(id, &engine, &cm);
         self.stores.insert(
             i,
             Store {
@@ -298,29 +310,8 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = Engine::open(dir.path()).unwrap();
         let engine = Arc::new(engine);
-        let setup = StoreSetup {
-            store_id: id,
-            bootstrap: Vec::new(),
-            transport: Box::new(Link {
-                net: self.net.clone(),
-                from: id,
-            }),
-            pd: Some(Box::new(self.pd.clone())),
-        };
         let cm = Arc::new(ConcurrencyManager::new(self.tso.clone()));
-        let raft = RaftStore::start_with(
-            engine.clone(),
-            cm.clone(),
-            Arc::new(LockManager::default()),
-            self.config.clone(),
-            setup,
-        )
-        .unwrap();
-        self.net
-            .mailboxes
-            .lock()
-            .unwrap()
-            .insert(id, raft.mailbox());
+        let raft = self.launch(id, &engine, &cm);
         self.stores.push(Store {
             raft,
             engine,
