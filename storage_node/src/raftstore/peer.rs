@@ -109,7 +109,7 @@ pub struct Peer {
     /// Until when, and in which term, this leader may serve reads without a read index.
     lease: Option<(u64, Instant)>,
     /// How long a confirmed read index keeps the lease (zero: no lease reads).
-    pub lease_span: Duration,
+    lease_span: Duration,
     /// A term in which a leadership transfer began: no lease in it.
     no_lease_term: u64,
     /// Ticks of the stale-peer check at which this peer knew no leader (see
@@ -122,8 +122,14 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Peer `peer_id` over a started raft node; `applied` is where the engine's state stands.
-    pub fn new(peer_id: u64, raw: RawNode<PeerStorage>, applied: u64) -> Peer {
+    /// Peer `peer_id` over a started raft node; `applied` is where the engine's state stands;
+    /// a confirmed read index gives it a lease of `lease_span` (zero: no lease reads).
+    pub fn new(
+        peer_id: u64,
+        raw: RawNode<PeerStorage>,
+        applied: u64,
+        lease_span: Duration,
+    ) -> Peer {
         let applied_term = raw.raft.raft_log.term(applied).unwrap_or(0);
         Peer {
             region_id: raw.store().region_id(),
@@ -143,7 +149,7 @@ impl Peer {
             pending_conf: None,
             leaderless_checks: 0,
             lease: None,
-            lease_span: Duration::ZERO,
+            lease_span,
             no_lease_term: 0,
             written_since_measure: 0,
             size: None,
@@ -358,7 +364,8 @@ impl Peer {
     /// A quorum confirmed this leader after `asked`: the lease runs from then.
     fn renew_lease(&mut self, asked: Instant) {
         let term = self.raw.raft.term;
-        if self.lease_span.is_zero() || !self.is_leader() || !self.may_lease() {
+        self.note_transfer();
+        if self.lease_span.is_zero() || !self.is_leader() || self.no_lease_term == term {
             return;
         }
         let until = asked + self.lease_span;
@@ -367,23 +374,24 @@ impl Peer {
         }
     }
 
-    /// No leadership transfer began in this term. A transfer's candidate campaigns at once and
-    /// is voted for despite the voters' leases; its message may even arrive after the transfer
-    /// was given up. So a term with a transfer has no lease until it ends.
-    fn may_lease(&mut self) -> bool {
+    /// Notes a leadership transfer under way: its term gets no lease. A transfer's candidate
+    /// campaigns at once and is voted for despite the voters' leases; its message may even
+    /// arrive after the transfer was given up. So a term with a transfer has no lease until it
+    /// ends.
+    fn note_transfer(&mut self) {
         if self.raw.raft.lead_transferee.is_some() {
             self.no_lease_term = self.raw.raft.term;
             self.lease = None;
         }
-        self.no_lease_term != self.raw.raft.term
     }
 
     /// Whether a read may be served now from the applied state, without a read index: the
     /// lease of this term holds, and everything committed is applied (the leader applied an
     /// entry of its own term, so that includes whatever its predecessors committed).
     fn in_lease(&mut self, now: Instant) -> bool {
+        self.note_transfer();
         let term = self.raw.raft.term;
-        self.may_lease()
+        self.no_lease_term != term
             && self
                 .lease
                 .is_some_and(|(t, until)| t == term && now < until)
@@ -398,9 +406,8 @@ impl Peer {
 
     /// Starts a leadership transfer to `to_peer` (no lease for the rest of this term).
     pub fn transfer_leader(&mut self, to_peer: u64) {
-        self.no_lease_term = self.raw.raft.term;
-        self.lease = None;
         self.raw.transfer_leader(to_peer);
+        self.note_transfer();
     }
 
     fn serve_reads(&mut self) {
@@ -441,7 +448,7 @@ impl Peer {
     /// After a tick or a ready: answers what can no longer succeed, or waited too long.
     pub fn check(&mut self, now: Instant) {
         let leader = self.is_leader();
-        self.may_lease(); // notes a transfer raft-rs began on a peer's request
+        self.note_transfer(); // one raft-rs began on a peer's request, too
         if self.was_leader && !leader {
             // Deposed: nothing queued here will run, no read here may be served. The batch in
             // flight may still commit under the new leader, so its fate is unknown.

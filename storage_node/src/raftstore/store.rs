@@ -248,8 +248,8 @@ impl RaftStore {
             }
         }
         // Started on data from before: its peers may have acknowledged a leader's lease.
-        let restarted = !storages.is_empty();
-        let config_election_timeout = config.election_timeout();
+        let no_votes_until =
+            (!storages.is_empty()).then(|| Instant::now() + config.election_timeout());
         if storages.is_empty() {
             for region in setup.bootstrap {
                 let s = PeerStorage::bootstrap(region, engine.clone());
@@ -301,7 +301,7 @@ impl RaftStore {
             last_heard: Default::default(),
             ticks: 0,
             waiting_ready: Vec::new(),
-            no_votes_until: restarted.then(|| Instant::now() + config_election_timeout),
+            no_votes_until,
         };
         let handle = std::thread::Builder::new()
             .name("raftstore".into())
@@ -517,9 +517,7 @@ fn open_peer(
         raw.campaign()
             .map_err(|e| EngineError::Redb(format!("raft campaign: {e}")))?;
     }
-    let mut peer = Peer::new(me, raw, applied);
-    peer.lease_span = config.lease_span();
-    Ok(peer)
+    Ok(Peer::new(me, raw, applied, config.lease_span()))
 }
 
 /// raft-rs's settings for peer `id` whose engine state stands at `applied`.
@@ -1148,8 +1146,7 @@ impl StoreThread {
                     store = self.store_id,
                     "creating an empty peer for a region this store does not hold; its leader will send a snapshot"
                 );
-                let mut peer = Peer::new(m.to.id, raw, 0);
-                peer.lease_span = self.config.lease_span();
+                let peer = Peer::new(m.to.id, raw, 0, self.config.lease_span());
                 self.peers.insert(m.region_id, peer);
             }
             Err(e) => tracing::warn!(region = m.region_id, "cannot create a peer: {e}"),
