@@ -11,6 +11,9 @@
 //!   timeout (it forgot which leader it heard from);
 //! - a follower that missed entries catches up from the log, or from a snapshot once the
 //!   leader compacted its log past what the follower has;
+//! - a store that missed a split takes no snapshot of the new region while its replica of the
+//!   parent still covers that range (the parent's replay would land on the snapshot's data);
+//!   the new region's leader sends another once the split is applied;
 //! - a replica moves to a new store (learner → voter → old one removed) and the new store
 //!   counts in the quorum; the removed replica is destroyed, data and all.
 //!
@@ -29,7 +32,7 @@ use raft::eraftpb::MessageType;
 use storage_node::concurrency::ConcurrencyManager;
 use storage_node::engine::Engine;
 use storage_node::lock_manager::LockManager;
-use storage_node::mvcc::{MvccReader, MvccTxn, Write, WriteType};
+use storage_node::mvcc::{Lock, LockType, MvccReader, MvccTxn, Write, WriteType};
 use storage_node::pd::tso::Tso;
 use storage_node::proto::metapb;
 use storage_node::proto::raft_serverpb;
@@ -52,6 +55,10 @@ struct Net {
     cut: Mutex<HashSet<(u64, u64)>>,
     /// Every message sent since the tap was opened: (type, from peer, to peer).
     tap: Mutex<Option<Vec<(MessageType, u64, u64)>>>,
+    /// (store, region): that store hears nothing of that region (its other regions still talk).
+    held: Mutex<HashSet<(u64, u64)>>,
+    /// Every snapshot sent: (region, to store), whether or not it arrived.
+    snapshots: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Net {
@@ -74,6 +81,15 @@ impl Net {
     fn heal(&self) {
         self.cut.lock().unwrap().clear();
     }
+
+    /// Store `store` hears nothing more of region `region`, until `release`.
+    fn hold(&self, store: u64, region: u64) {
+        self.held.lock().unwrap().insert((store, region));
+    }
+
+    fn release(&self) {
+        self.held.lock().unwrap().clear();
+    }
 }
 
 struct Link {
@@ -87,7 +103,12 @@ impl Transport for Link {
             tap.push((msg.message.get_msg_type(), msg.from.id, msg.to.id));
         }
         let to = msg.to.store_id;
-        if self.net.cut.lock().unwrap().contains(&(self.from, to)) {
+        if msg.message.get_msg_type() == MessageType::MsgSnapshot {
+            self.net.snapshots.lock().unwrap().push((msg.region_id, to));
+        }
+        if self.net.cut.lock().unwrap().contains(&(self.from, to))
+            || self.net.held.lock().unwrap().contains(&(to, msg.region_id))
+        {
             return;
         }
         if let Some(mb) = self.net.mailboxes.lock().unwrap().get(&to) {
@@ -351,12 +372,27 @@ impl Cluster {
     /// region holding `key`.
     async fn put(&self, id: u64, key: &str, value: &str) -> Result<(), TxnError> {
         let ts = self.tso.next().unwrap();
+        let value = value.as_bytes().to_vec();
+        self.apply(id, key, move |txn, key| {
+            txn.put_write(key, ts, Write::new(WriteType::Put, ts, value.clone()))
+        })
+        .await
+    }
+
+    /// Applies the changes `change` makes to `key` through store `id`'s Raft group of the
+    /// region holding `key`.
+    async fn apply(
+        &self,
+        id: u64,
+        key: &str,
+        change: impl FnOnce(&mut MvccTxn, &Key) + Send + 'static,
+    ) -> Result<(), TxnError> {
         let region = self.store(id).raft.region_of(key.as_bytes());
-        let (key, value) = (Key::from_raw(key.as_bytes()), value.as_bytes().to_vec());
+        let key = Key::from_raw(key.as_bytes());
         Scheduler::new(self.store(id).raft.clone())
             .run(region, move |ctx| {
                 let mut txn = MvccTxn::default();
-                txn.put_write(&key, ts, Write::new(WriteType::Put, ts, value));
+                change(&mut txn, &key);
                 ctx.apply(txn)
             })
             .await
@@ -493,6 +529,21 @@ impl Cluster {
     /// (a split or an election moved it) for up to 10 s, as the TiKV client does. The region
     /// is the one the leading store routes the key to (a lagging store's map may be older).
     async fn put_anywhere(&self, key: &str, value: &str) {
+        let ts = self.tso.next().unwrap();
+        let value = value.as_bytes().to_vec();
+        self.apply_anywhere(key, move |txn, key| {
+            txn.put_write(key, ts, Write::new(WriteType::Put, ts, value.clone()))
+        })
+        .await
+    }
+
+    /// [`Cluster::apply`] through whichever store leads `key`'s region, retried (up to 10 s)
+    /// while the region has no leader or moves.
+    async fn apply_anywhere(
+        &self,
+        key: &str,
+        change: impl Fn(&mut MvccTxn, &Key) + Clone + Send + 'static,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let leader = STORES.iter().copied().find(|&id| {
@@ -508,7 +559,7 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
-            match self.put(leader, key, value).await {
+            match self.apply(leader, key, change.clone()).await {
                 Ok(()) => return,
                 Err(TxnError::Region(_)) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await
@@ -516,6 +567,15 @@ impl Cluster {
                 Err(e) => panic!("{key}: {e}"),
             }
         }
+    }
+
+    /// Whether store `id`'s engine holds a lock on `key` now.
+    fn locked(&self, id: u64, key: &str) -> bool {
+        let snap = self.store(id).engine.snapshot().unwrap();
+        MvccReader::new(&snap.lock, &snap.write)
+            .load_lock(&Key::from_raw(key.as_bytes()))
+            .unwrap()
+            .is_some()
     }
 }
 
@@ -936,6 +996,74 @@ async fn a_follower_that_missed_a_split_gets_both_regions_by_snapshot() {
         c.wait_local(lagging, &format!("a{i:02}"), "y");
         c.wait_local(lagging, &format!("z{i:02}"), "y");
     }
+}
+
+/// A store that missed a split hears of the new region before its replica of the parent
+/// applied the split (the parent's catch-up is held back here). The new region's snapshot
+/// overlaps the parent's range on that store, so the store must not take it: the parent still
+/// has to replay its entries from before the split, and one of them locks a key the snapshot
+/// shows committed, so taking the snapshot first would leave a lock that no transaction owns.
+/// TiKV drops such a snapshot for the same reason (`check_snapshot`: it overlaps an existing
+/// region); the new region's leader sends another once the split made room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_takes_no_snapshot_overlapping_a_region_it_holds_until_the_split_applied() {
+    let c = Cluster::start(config());
+    let leader = c.leader_among(&STORES);
+    let lagging = others(leader)[0];
+    c.net.isolate(lagging, &STORES);
+    // A transaction locks "a" before the split and commits after it, in the new region.
+    let start = c.tso.next().unwrap();
+    c.apply_anywhere("a", move |txn, key| {
+        let lock = Lock::new(LockType::Put, key.clone(), start, 3000, b"v".to_vec());
+        txn.put_lock(key, lock)
+    })
+    .await;
+    c.store(leader)
+        .raft
+        .split(REGION, None, b"m")
+        .await
+        .expect("split at m");
+    let child = c.store(leader).raft.region_of(b"a");
+    assert_ne!(child, REGION, "the split made a new region for \"a\"");
+    let commit = c.tso.next().unwrap();
+    c.apply_anywhere("a", move |txn, key| {
+        txn.unlock(key);
+        txn.put_write(
+            key,
+            commit,
+            Write::new(WriteType::Put, start, b"v".to_vec()),
+        );
+    })
+    .await;
+    assert!(!c.locked(leader, "a"));
+
+    // The lagging store hears the new region's leader, but nothing of the parent yet.
+    c.net.hold(lagging, REGION);
+    c.net.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let snapshot_sent = || c.net.snapshots.lock().unwrap().contains(&(child, lagging));
+    while !snapshot_sent() {
+        assert!(
+            Instant::now() < deadline,
+            "the new region's leader sent store {lagging} no snapshot in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time to take it, were it taken.
+    std::thread::sleep(Duration::from_millis(300));
+    c.net.release();
+    c.put_anywhere("z", "after").await;
+    c.wait_local(lagging, "z", "after");
+    c.agreed_regions(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.locked(lagging, "a") {
+        assert!(
+            Instant::now() < deadline,
+            "store {lagging} holds a lock on \"a\" that no transaction owns (it was committed in the new region)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_local(lagging, "a", "v");
 }
 
 /// A replica moves from store `gone` to a new store 4 the way PD moves one: a learner first

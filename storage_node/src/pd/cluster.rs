@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::operator::{Instruction, Operator, Progress};
 use crate::proto::metapb;
+use crate::raftstore::split::overlaps;
 
 /// Ids below this are the fixed ones of the first region and the initial stores (see
 /// [`crate::raftstore::store`]); PD allocates above it.
@@ -768,12 +769,6 @@ fn refresh_tombstones(state: &mut State) {
             s.store.state = metapb::StoreState::Tombstone as i32;
         }
     }
-}
-
-fn overlaps(r: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
-    let starts_before_end = end.is_empty() || r.start_key.as_slice() < end;
-    let ends_after_start = r.end_key.is_empty() || r.end_key.as_slice() > start;
-    starts_before_end && ends_after_start
 }
 
 /// Hands out ids above everything handed out before, across restarts: like the TSO, it

@@ -71,6 +71,14 @@ pub enum SplitError {
     },
 }
 
+/// Whether `region` shares a key with the range `start..end` (encoded keys; an empty end is
+/// unbounded).
+pub fn overlaps(region: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
+    let starts_before_end = end.is_empty() || region.start_key.as_slice() < end;
+    let ends_after_start = region.end_key.is_empty() || region.end_key.as_slice() > start;
+    starts_before_end && ends_after_start
+}
+
 /// Whether `region` holds the encoded key `key`.
 pub fn contains(region: &metapb::Region, key: &[u8]) -> bool {
     region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < &region.end_key[..])

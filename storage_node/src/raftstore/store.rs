@@ -786,6 +786,20 @@ impl StoreThread {
                     );
                     return;
                 }
+                if let Some(held) = self.snapshot_overlap(&m) {
+                    // TiKV's `check_snapshot` drops it too. Our replica of `held` has yet to
+                    // apply the split that made room for this region: it may still replay
+                    // writes in this range from before the split, which would land on top of
+                    // the snapshot's newer data (a committed key locked again). The leader
+                    // sends another snapshot later (see `send`), by when the split is applied.
+                    tracing::info!(
+                        region = m.region_id,
+                        held,
+                        store = self.store_id,
+                        "not taking a snapshot that overlaps region {held}, which this store still holds: it has not applied a split yet"
+                    );
+                    return;
+                }
                 self.seen_peers.insert(m.from.id, m.from);
                 if !self.peers.contains_key(&m.region_id) && m.to.store_id == self.store_id {
                     self.create_peer_for(&m);
@@ -860,13 +874,21 @@ impl StoreThread {
     /// A peer created by a message (not initialized yet: no region range or peers known) still
     /// answers: its own address is this store, and the peers it talks to are the ones whose
     /// messages reached this store (`seen`).
+    ///
+    /// A snapshot travels inside its message, so once sent it is as finished as this leader
+    /// can know, and it says so to raft-rs (TiKV does once a snapshot's file is sent). Until
+    /// then raft-rs sends that replica nothing more, so a snapshot lost on the way (its store
+    /// stopped, a cut link) or not taken (it overlapped a region the store still holds) would
+    /// leave the replica behind for the rest of the term. Reported, the leader probes the
+    /// replica at its next heartbeat and sends another snapshot if it still needs one.
     fn send(
         transport: &dyn Transport,
-        peer: &Peer,
+        peer: &mut Peer,
         messages: Vec<raft::eraftpb::Message>,
         store_id: u64,
         seen: &std::collections::HashMap<u64, metapb::Peer>,
     ) {
+        let mut snapshots = Vec::new();
         let region = peer.raw.store().region();
         let from = region
             .peers
@@ -888,6 +910,9 @@ impl StoreThread {
                 .or_else(|| seen.get(&message.to))
                 .cloned();
             if let (Some(from), Some(to)) = (from, to) {
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    snapshots.push(message.to);
+                }
                 transport.send(RaftMessage {
                     region_id: peer.region_id,
                     from,
@@ -895,6 +920,9 @@ impl StoreThread {
                     message,
                 });
             }
+        }
+        for to in snapshots {
+            peer.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
         }
     }
 
@@ -1109,6 +1137,23 @@ impl StoreThread {
             approximate_size: size.bytes,
             pending_peers,
         });
+    }
+
+    /// The region this store holds whose range a snapshot in `m` (for another region)
+    /// overlaps, if any. An uninitialized peer knows no range yet, so it overlaps nothing.
+    fn snapshot_overlap(&self, m: &RaftMessage) -> Option<u64> {
+        if m.message.get_msg_type() != MessageType::MsgSnapshot {
+            return None;
+        }
+        let mut batch = WriteBatch::decode(&m.message.get_snapshot().data).ok()?;
+        let region = super::peer_storage::take_snapshot_region(&mut batch).ok()??;
+        self.peers
+            .iter()
+            .filter(|&(&id, p)| id != m.region_id && p.is_initialized())
+            .find(|(_, p)| {
+                split::overlaps(p.raw.store().region(), &region.start_key, &region.end_key)
+            })
+            .map(|(&id, _)| id)
     }
 
     /// A leader's message for a region this store has no peer of: a region split while this
