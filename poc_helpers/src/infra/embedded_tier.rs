@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::infra::placement;
 use crate::infra::ports;
 use crate::infra::process::Stopped;
 use crate::infra::storage_node::{Role, StorageNode};
@@ -181,7 +182,43 @@ impl EmbeddedTier {
         for r in futures::future::join_all(waits).await {
             r?;
         }
+        self.wait_until_serving(timeout.saturating_sub(begun.elapsed()))
+            .await?;
         Ok(begun.elapsed())
+    }
+
+    /// Waits until PD's map serves every key: a leader for every region, and no key range
+    /// that no region covers. A store says it is ready once it serves, but its regions elect
+    /// their leaders after that (half a second or more), and PD learns each region and its
+    /// leader from the leader's heartbeat. A `surreal` node started before then fails its
+    /// start-up check ("Leader of region 2 is not found": SurrealDB's TiKV client does not
+    /// wait for a leader there), so the tier has started only once PD's map is whole.
+    async fn wait_until_serving(&self, timeout: Duration) -> Result<(), LabError> {
+        let begun = std::time::Instant::now();
+        let ask = Duration::from_secs(1);
+        loop {
+            let missing = match placement::fetch(self.pd_addr(), ask).await {
+                Ok(p) => p.not_serving(),
+                Err(e) => vec![format!("PD did not answer: {e}")],
+            };
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if begun.elapsed() >= timeout {
+                return Err(LabError::StorageUnavailable {
+                    mode: "shared".into(),
+                    reason: format!(
+                        "every storage process is up, but PD's map still does not serve every key after {timeout:?}: {}",
+                        missing.join("; ")
+                    ),
+                    fix:
+                        "read the stores' logs (`cluster.status()` lists them): a region elects a \
+                          leader once a majority of its stores run and reach each other"
+                            .into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// True while every process is alive (running or paused).

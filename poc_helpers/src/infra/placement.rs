@@ -338,6 +338,47 @@ pub(crate) async fn remove_store(
 }
 
 impl Placement {
+    /// What keeps this map from serving every key, empty when nothing does: a region with no
+    /// leader, or a key range no region covers. PD learns regions from their leaders'
+    /// heartbeats, so a PD that just restarted knows some regions before others.
+    pub fn not_serving(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .regions
+            .iter()
+            .filter(|r| r.leader_store.is_none())
+            .map(|r| format!("region {} has no leader", r.id))
+            .collect();
+        let mut ranges: Vec<(&str, &str)> = self
+            .regions
+            .iter()
+            .map(|r| (r.start_key.as_str(), r.end_key.as_str()))
+            .collect();
+        ranges.sort();
+        // Walk the key space from its start: each region must begin where the last one ended.
+        // (Upper-case hex of the encoded keys sorts as the keys do.)
+        let mut covered_to = Some("");
+        for (start, end) in ranges {
+            match covered_to {
+                Some(to) if start > to => {
+                    out.push(format!("no region covers keys {to:?}..{start:?} (hex)"))
+                }
+                None => break,
+                _ => {}
+            }
+            covered_to = if end.is_empty() {
+                None
+            } else {
+                covered_to.map(|to| to.max(end))
+            };
+        }
+        if let Some(to) = covered_to {
+            out.push(format!(
+                "no region covers keys from {to:?} (hex) to the end"
+            ));
+        }
+        out
+    }
+
     /// Whether every region has `replicas` voters on up stores and no move is half-done (no
     /// learner): what a replica move or a store removal ends with.
     pub fn is_settled(&self, replicas: usize) -> bool {
@@ -436,6 +477,32 @@ mod tests {
              "status": {"leader_count": 0, "region_count": 2}}
         ]});
         (regions, stores)
+    }
+
+    /// What keeps a map from serving every key: a leaderless region, a range PD has not
+    /// heard of yet (it learns regions from heartbeats after a restart), none at all.
+    #[test]
+    fn a_map_serves_every_key_only_with_a_leader_per_region_and_no_gap() {
+        let (regions, stores) = real_pd_pages();
+        let mut p = parse(&regions, &stores);
+        assert_eq!(p.not_serving(), ["region 8 has no leader"]);
+        p.regions[1].leader_store = Some(1);
+        assert!(p.not_serving().is_empty(), "{:?}", p.not_serving());
+        let right = p.regions.remove(1);
+        assert_eq!(
+            p.not_serving(),
+            ["no region covers keys from \"7480000000000000FF\" (hex) to the end"]
+        );
+        p.regions = vec![right];
+        assert_eq!(
+            p.not_serving(),
+            ["no region covers keys \"\"..\"7480000000000000FF\" (hex)"]
+        );
+        p.regions.clear();
+        assert_eq!(
+            p.not_serving(),
+            ["no region covers keys from \"\" (hex) to the end"]
+        );
     }
 
     #[test]
