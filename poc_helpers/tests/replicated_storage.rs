@@ -139,20 +139,13 @@ fn the_storage_tier_starts_and_restarts_with_a_leader_for_every_region() {
         .stores(3)
         .start()
         .expect("PD and three stores start");
-    let leaderless = |p: &Placement| -> Vec<u64> {
-        p.regions
-            .iter()
-            .filter(|r| r.leader_store.is_none())
-            .map(|r| r.id)
-            .collect()
-    };
     let p = cluster.placement().expect("PD's map");
-    assert!(leaderless(&p).is_empty(), "after start: {p:?}");
+    assert!(p.not_serving().is_empty(), "after start: {p:?}");
     cluster.split_table("user").expect("a second region");
     cluster.restart_storage().expect("the tier restarts");
     let p = cluster.placement().expect("PD's map");
     assert_eq!(p.regions.len(), 2, "{p:?}");
-    assert!(leaderless(&p).is_empty(), "after restart: {p:?}");
+    assert!(p.not_serving().is_empty(), "after restart: {p:?}");
     let added = cluster
         .add_node()
         .expect("a node starts on the restarted tier");
